@@ -1,0 +1,140 @@
+//! A tour of every primitive on a temporary store: what each did, and how fast.
+//!
+//! Run with `cargo run --release --example tour`. Set `TOUR_N` to change the number of
+//! operations per step (default 200000).
+
+use std::time::Instant;
+
+use accretion::{AppendOnly, Content, Dir, Entropy, Journal, OnceMap, RandomAccess};
+
+fn rate(n: u64, start: Instant) -> String {
+    let secs = start.elapsed().as_secs_f64();
+    let per_sec = n as f64 / secs;
+    if per_sec >= 1e6 {
+        format!("{:.2} M ops/s", per_sec / 1e6)
+    } else {
+        format!("{:.1} k ops/s", per_sec / 1e3)
+    }
+}
+
+fn main() -> accretion::Result<()> {
+    let n: u64 = std::env::var("TOUR_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = Dir::temporary()?;
+    println!("store directory: {}", dir.path().display());
+    println!("operations per step: {n}\n");
+
+    // Entropy
+    let entropy = Entropy::open(&dir, "entropy")?;
+    let start = Instant::now();
+    let mut acc = 0u64;
+    for i in 0..n {
+        acc ^= entropy.hash(&i.to_le_bytes());
+    }
+    println!(
+        "Entropy      tag {:016x}; {n} keyed hashes (xor {acc:016x}): {}",
+        entropy.tag(),
+        rate(n, start)
+    );
+
+    // Journal
+    let journal = Journal::<[u64; 2]>::open(&dir, "journal")?;
+    let start = Instant::now();
+    for i in 0..n {
+        journal.update(|v| *v = [i, v[1] + 1])?;
+    }
+    let updates = rate(n, start);
+    let syncs = 100u64;
+    let start = Instant::now();
+    for i in 0..syncs {
+        journal.set([i, i])?;
+        journal.sync()?;
+    }
+    println!(
+        "Journal      {n} updates: {updates}; {syncs} durable set+sync: {}",
+        rate(syncs, start)
+    );
+
+    // AppendOnly
+    let log = AppendOnly::open(&dir, "append")?;
+    let record = [7u8; 100];
+    let start = Instant::now();
+    let mut first = None;
+    for _ in 0..n {
+        let span = log.append(&record)?;
+        first.get_or_insert(span);
+    }
+    let appends = rate(n, start);
+    let first_bytes = log.get(first.expect("appended"))?;
+    let start = Instant::now();
+    log.sync()?;
+    println!(
+        "AppendOnly   {n} appends of 100 B: {appends}; {} bytes in; sync took {:?}; first record still reads {} bytes",
+        log.len(),
+        start.elapsed(),
+        first_bytes.len()
+    );
+
+    // RandomAccess
+    let array = RandomAccess::<u64>::open(&dir, "array")?;
+    let start = Instant::now();
+    for i in 0..n {
+        array.set(i, i + 1)?;
+    }
+    let writes = rate(n, start);
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..n {
+        sum += array.read(i)?;
+    }
+    println!(
+        "RandomAccess {n} writes: {writes}; {n} reads (sum {sum}): {}",
+        rate(n, start)
+    );
+    array.sync()?;
+
+    // OnceMap
+    let map = OnceMap::open(&dir, "oncemap")?;
+    let start = Instant::now();
+    for i in 0..n {
+        map.insert(&i.to_be_bytes(), &record)?;
+    }
+    let inserts = rate(n, start);
+    let start = Instant::now();
+    let mut found = 0u64;
+    for i in 0..n {
+        found += u64::from(map.get(&i.to_be_bytes())?.is_some());
+    }
+    let gets = rate(n, start);
+    let again = map.insert(&0u64.to_be_bytes(), b"other")?;
+    map.sync()?;
+    println!(
+        "OnceMap      {n} inserts: {inserts}; {n} gets ({found} found): {gets}; re-insert kept the first value: {}",
+        !again.is_inserted()
+    );
+
+    // Content
+    let content = Content::open(&dir, "content")?;
+    let blobs = (n / 10).max(1);
+    let start = Instant::now();
+    for i in 0..blobs {
+        content.insert(format!("blob number {i}").as_bytes())?;
+    }
+    let inserts = rate(blobs, start);
+    let dup = content.insert(b"blob number 0")?;
+    let start = Instant::now();
+    for i in 0..blobs {
+        let id = accretion::ContentId::of(format!("blob number {i}").as_bytes());
+        assert!(content.get(&id)?.is_some());
+    }
+    content.sync()?;
+    println!(
+        "Content      {blobs} blobs: {inserts}; {blobs} verified gets: {}; {} stored after a duplicate insert of {dup}",
+        rate(blobs, start),
+        content.len()
+    );
+    println!("\ndone; the temporary store is removed on exit");
+    Ok(())
+}

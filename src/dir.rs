@@ -1,0 +1,300 @@
+//! The store directory: one directory holding every file of one store, under an exclusive
+//! OS lock, with a header naming the format version, and a register of the structure names
+//! open in it.
+//!
+//! `Dir` only hands out names and sub-directories; it does not know what lives in them.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::limits;
+use crate::raw::files;
+use crate::raw::header::{Header, Kind, PARAMS};
+
+/// Name of the lock file at the root of a store directory.
+const LOCK_FILE: &str = "accretion.lock";
+/// Name of the header file at the root of a store directory.
+const HEADER_FILE: &str = "accretion.acc";
+
+/// A store directory, opened and locked.
+///
+/// Every primitive is opened inside a `Dir` under a hierarchical name such as
+/// `"users/index"`; the name becomes a sub-directory that holds that structure's files.
+/// A name may be open only once at a time. Cloning a `Dir` is cheap and shares the lock;
+/// the lock is released when the last clone, and every structure opened in it, is dropped.
+///
+/// The lock is an advisory OS lock (`flock`), so a process killed with SIGKILL leaves
+/// nothing behind that blocks the next open.
+///
+/// ```
+/// let dir = accretion::Dir::temporary()?;
+/// let other = accretion::Dir::open(dir.path());
+/// assert!(matches!(other, Err(accretion::Error::Locked { .. })));
+/// # Ok::<(), accretion::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Dir {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    open_names: Mutex<HashSet<String>>,
+    // Held for its lock; released when dropped.
+    _lock: File,
+    // Declared last so that it is dropped (and the directory removed) after the lock file
+    // handle is closed.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Dir {
+    /// Opens the store directory at `path`, creating it if needed, and locks it.
+    ///
+    /// # Errors
+    /// `Locked` if another handle holds it; `Incompatible` if the directory holds files
+    /// but is not a store; `UnsupportedVersion` or `Corrupted` for a bad header; `Io`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Dir> {
+        Self::open_inner(path.as_ref().to_path_buf(), None)
+    }
+
+    /// A store in a new temporary directory, removed when the last handle is dropped.
+    ///
+    /// # Errors
+    /// `Io` if the temporary directory cannot be made.
+    pub fn temporary() -> Result<Dir> {
+        let temp = tempfile::Builder::new()
+            .prefix("accretion-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), "create temporary directory", e))?;
+        Self::open_inner(temp.path().to_path_buf(), Some(temp))
+    }
+
+    fn open_inner(path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Dir> {
+        fs::create_dir_all(&path).map_err(|e| Error::io(&path, "create directory", e))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, "open lock file", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(&lock_path, "lock", e));
+            }
+        }
+        Self::check_or_write_header(&path)?;
+        Ok(Dir {
+            shared: Arc::new(Shared {
+                path,
+                open_names: Mutex::new(HashSet::new()),
+                _lock: lock,
+                _temp: temp,
+            }),
+        })
+    }
+
+    fn check_or_write_header(path: &Path) -> Result<()> {
+        let header_path = path.join(HEADER_FILE);
+        if let Some(bytes) = files::read_if_exists(&header_path)? {
+            Header::decode(&bytes, &header_path, Kind::Dir)?;
+            return Ok(());
+        }
+        // No header: only a brand-new directory (or one whose creation was interrupted
+        // before the header landed) may become a store.
+        let entries = fs::read_dir(path).map_err(|e| Error::io(path, "list directory", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(path, "list directory", e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name != LOCK_FILE && !name.ends_with(".tmp") {
+                return Err(Error::incompatible(
+                    path,
+                    format!("directory holds {name:?} but no {HEADER_FILE}: not a store"),
+                ));
+            }
+        }
+        let header = Header::new(Kind::Dir, [0; PARAMS]).encode();
+        files::write_atomically(path, HEADER_FILE, &header)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Removes the files of structure `name` and everything below it.
+    ///
+    /// Used by stores to delete a retired generation. Removing a name that does not exist
+    /// is not an error.
+    ///
+    /// # Errors
+    /// `NameInUse` if `name` or a name below it is open; `InvalidName`; `Io`.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        {
+            let open = self.shared.open_names.lock();
+            let prefix = format!("{name}/");
+            if let Some(busy) = open
+                .iter()
+                .find(|n| n.as_str() == name || n.starts_with(&prefix))
+            {
+                return Err(Error::NameInUse { name: busy.clone() });
+            }
+        }
+        let target = self.shared.path.join(name);
+        match fs::remove_dir_all(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&target, "remove directory", e)),
+        }
+        let parent = target.parent().unwrap_or(&self.shared.path);
+        files::sync_dir(parent)
+    }
+
+    /// Claims `name` for one structure, creating its sub-directory.
+    pub(crate) fn claim(&self, name: &str) -> Result<Claim> {
+        validate_name(name)?;
+        if !self.shared.open_names.lock().insert(name.to_string()) {
+            return Err(Error::NameInUse {
+                name: name.to_string(),
+            });
+        }
+        // From here on the claim releases the name if creation fails.
+        let claim = Claim {
+            dir: self.clone(),
+            name: name.to_string(),
+            path: self.shared.path.join(name),
+        };
+        if !claim.path.is_dir() {
+            fs::create_dir_all(&claim.path)
+                .map_err(|e| Error::io(&claim.path, "create directory", e))?;
+            // Make the new entries durable all the way up to the store root.
+            let mut at = claim.path.parent();
+            while let Some(parent) = at {
+                files::sync_dir(parent)?;
+                if parent == self.shared.path {
+                    break;
+                }
+                at = parent.parent();
+            }
+        }
+        Ok(claim)
+    }
+}
+
+/// Exclusive use of one structure name in a [`Dir`], released on drop.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    dir: Dir,
+    name: String,
+    path: PathBuf,
+}
+
+impl Claim {
+    /// The sub-directory that holds this structure's files.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.dir.shared.open_names.lock().remove(&self.name);
+    }
+}
+
+/// Checks a structure name: one to [`limits::NAME_DEPTH_MAX`] components separated by `/`,
+/// each of ASCII letters, digits, `_` and `-`. Dots are not allowed, which keeps names
+/// apart from the files primitives create (those always contain a dot).
+fn validate_name(name: &str) -> Result<()> {
+    let fail = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return fail("empty");
+    }
+    if name.len() > limits::NAME_LEN_BYTES_MAX {
+        return fail("longer than limits::NAME_LEN_BYTES_MAX");
+    }
+    let mut depth = 0;
+    for part in name.split('/') {
+        depth += 1;
+        if part.is_empty() {
+            return fail("empty component (leading, trailing or double '/')");
+        }
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return fail("components may hold only ASCII letters, digits, '_' and '-'");
+        }
+    }
+    if depth > limits::NAME_DEPTH_MAX {
+        return fail("more components than limits::NAME_DEPTH_MAX");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "users/index", "a-b_c/D9"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "a.b", "..", "a b", "é"] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_are_exclusive_and_released() {
+        let dir = Dir::temporary().unwrap();
+        let a = dir.claim("a/b").unwrap();
+        assert!(matches!(dir.claim("a/b"), Err(Error::NameInUse { .. })));
+        assert!(matches!(dir.remove("a"), Err(Error::NameInUse { .. })));
+        drop(a);
+        dir.claim("a/b").unwrap();
+    }
+
+    #[test]
+    fn second_open_is_locked_and_foreign_dirs_refused() {
+        let dir = Dir::temporary().unwrap();
+        assert!(matches!(Dir::open(dir.path()), Err(Error::Locked { .. })));
+        let path = dir.path().to_path_buf();
+        let foreign = tempfile::tempdir().unwrap();
+        fs::write(foreign.path().join("notes.txt"), b"hi").unwrap();
+        assert!(matches!(
+            Dir::open(foreign.path()),
+            Err(Error::Incompatible { .. })
+        ));
+        drop(dir);
+        assert!(!path.exists(), "temporary store removed on drop");
+    }
+
+    #[test]
+    fn reopen_after_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = Dir::open(tmp.path()).unwrap();
+        drop(d);
+        Dir::open(tmp.path()).unwrap();
+    }
+}

@@ -1,0 +1,198 @@
+//! The crate's one error type.
+//!
+//! Every fallible call returns [`Result`]. Each variant is a thing a caller can act on, and
+//! each message names the file, offset or limit involved. Normal outcomes (a key that is
+//! absent, a key that was already set) are return values, never errors.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The result type of every fallible call in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in accretion.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed on `path`.
+    Io {
+        /// The file or directory the call was about.
+        path: PathBuf,
+        /// What was being done, for example "fsync" or "allocate lane space".
+        op: &'static str,
+        /// The underlying error; a full disk shows up here as `StorageFull`.
+        source: io::Error,
+    },
+    /// A file's bytes fail a check: bad magic, bad checksum, impossible length.
+    Corrupted {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset in the file where the damage was found.
+        offset: u64,
+        /// What was wrong, in words.
+        what: String,
+    },
+    /// A file was written by a newer (or unknown) format version.
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in its header.
+        found: u32,
+        /// The newest version this build understands.
+        supported: u32,
+    },
+    /// A file is intact but is not what was asked for: another kind of structure, or the
+    /// same kind with other parameters (for example another element size).
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// What differs, in words.
+        what: String,
+    },
+    /// Another handle, in this process or another, holds the store directory's lock.
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// A structure name is already open in this [`Dir`](crate::Dir).
+    NameInUse {
+        /// The name.
+        name: String,
+    },
+    /// A structure name breaks the naming rules.
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A size went over one of the crate's named limits.
+    LimitExceeded {
+        /// The limit's name, as in the crate's `limits` module.
+        limit: &'static str,
+        /// The size that was asked for.
+        requested: u64,
+        /// The largest size allowed.
+        max: u64,
+    },
+    /// A position or span does not lie within written data.
+    OutOfBounds {
+        /// What was asked for, in words.
+        what: String,
+        /// How far valid data reaches.
+        len: u64,
+    },
+    /// An earlier flush or sync of this handle failed; it refuses writes until reopened.
+    Poisoned {
+        /// The file or directory whose sync failed.
+        path: PathBuf,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupted(path: &Path, offset: u64, what: impl Into<String>) -> Self {
+        Error::Corrupted {
+            path: path.to_path_buf(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    pub(crate) fn incompatible(path: &Path, what: impl Into<String>) -> Self {
+        Error::Incompatible {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+
+    pub(crate) fn limit(limit: &'static str, requested: u64, max: u64) -> Self {
+        Error::LimitExceeded {
+            limit,
+            requested,
+            max,
+        }
+    }
+
+    /// True when the error is an I/O error caused by a full disk or quota.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull
+                    || source.kind() == io::ErrorKind::QuotaExceeded
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, op, source } => {
+                write!(f, "{op} failed on {}: {source}", path.display())
+            }
+            Error::Corrupted { path, offset, what } => {
+                write!(
+                    f,
+                    "{} is corrupted at byte {offset}: {what}",
+                    path.display()
+                )
+            }
+            Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has format version {found}; this build reads versions up to {supported}",
+                path.display()
+            ),
+            Error::Incompatible { path, what } => {
+                write!(f, "{} cannot be opened as asked: {what}", path.display())
+            }
+            Error::Locked { path } => write!(
+                f,
+                "store directory {} is locked by another handle or process",
+                path.display()
+            ),
+            Error::NameInUse { name } => write!(f, "structure {name:?} is already open"),
+            Error::InvalidName { name, reason } => {
+                write!(f, "invalid structure name {name:?}: {reason}")
+            }
+            Error::LimitExceeded {
+                limit,
+                requested,
+                max,
+            } => write!(
+                f,
+                "limit {limit} exceeded: {requested} requested, at most {max}"
+            ),
+            Error::OutOfBounds { what, len } => {
+                write!(f, "{what} lies outside the written data (length {len})")
+            }
+            Error::Poisoned { path } => write!(
+                f,
+                "an earlier sync of {} failed; reopen it before writing again",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! accretion: grow-only, file-backed, memory-mapped storage primitives.
+//!
+//! Every structure lives in a [`Dir`], a locked store directory, under a hierarchical
+//! name. The primitives:
+//!
+//! - [`Entropy`]: 32 random bytes written once; keyed hashing, nonces, the store's tag.
+//! - [`Journal`]: a checksummed multi-slot register of one plain-data value.
+//! - [`RandomAccess`]: an unbounded array of plain-data values, lock-striped.
+//! - [`AppendOnly`]: a byte buffer that only grows; `&[u8]` it hands out never move.
+//! - [`OnceMap`]: byte keys set once to byte values; `get` returns plain references.
+//! - [`Content`]: content-addressed, deduplicated, verified blobs.
+//!
+//! Each type documents what its `sync` promises; ARCHITECTURE.md holds the file formats.
+//!
+//! ```
+//! use accretion::{AppendOnly, Dir};
+//!
+//! let dir = Dir::temporary()?;
+//! let log = AppendOnly::open(&dir, "log")?;
+//! let span = log.append(b"hello")?;
+//! let bytes: &[u8] = log.get(span)?;
+//! log.append(&[0u8; 100_000])?; // growth never moves `bytes`
+//! assert_eq!(bytes, b"hello");
+//! log.sync()?;
+//! # Ok::<(), accretion::Error>(())
+//! ```
+
+mod dir;
+mod error;
+pub mod limits;
+mod primitives;
+mod raw;
+
+pub use dir::Dir;
+pub use error::{Error, Result};
+pub use primitives::append_only::{AppendOnly, Span};
+pub use primitives::content::{Content, ContentId};
+pub use primitives::entropy::Entropy;
+pub use primitives::journal::Journal;
+pub use primitives::once_map::{Insert, OnceMap, TypedOnceMap};
+pub use primitives::random_access::{RandomAccess, Ref};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,29 @@
+//! Every size limit in the crate, by name. Exceeding one returns
+//! [`Error::LimitExceeded`](crate::Error::LimitExceeded) naming it.
+
+/// Longest structure name, in bytes.
+pub const NAME_LEN_BYTES_MAX: usize = 255;
+/// Most `/`-separated components in a structure name.
+pub const NAME_DEPTH_MAX: usize = 16;
+/// Most lanes (files of doubling size) behind one byte space.
+pub const LANES_MAX: usize = 32;
+/// Size of the first lane of an [`AppendOnly`](crate::AppendOnly); lane `i` holds
+/// this many bytes times `2^i`.
+pub const APPEND_LANE_BASE_BYTES: u64 = 64 * 1024;
+/// Largest single [`AppendOnly`](crate::AppendOnly) record.
+pub const RECORD_LEN_BYTES_MAX: u64 = 1 << 30;
+/// Largest alignment an [`AppendOnly::append_aligned`](crate::AppendOnly::append_aligned)
+/// call may ask for.
+pub const RECORD_ALIGN_BYTES_MAX: u64 = 4096;
+/// Number of elements in the first lane of a [`RandomAccess`](crate::RandomAccess).
+pub const RANDOM_ACCESS_LANE_BASE_ELEMENTS: u64 = 4096;
+/// Largest element a [`RandomAccess`](crate::RandomAccess) holds.
+pub const ELEMENT_SIZE_BYTES_MAX: usize = 64 * 1024;
+/// Largest value a [`Journal`](crate::Journal) holds.
+pub const JOURNAL_VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Longest [`OnceMap`](crate::OnceMap) key.
+pub const KEY_LEN_BYTES_MAX: usize = 64 * 1024;
+/// Longest [`OnceMap`](crate::OnceMap) value (and [`Content`](crate::Content) blob).
+pub const VALUE_LEN_BYTES_MAX: usize = (1 << 30) - 2 * 64 * 1024;
+/// Byte offsets into a [`OnceMap`](crate::OnceMap)'s log must fit in 40 bits (1 TiB).
+pub const ONCE_MAP_LOG_BYTES_MAX: u64 = (1 << 40) - 1;

@@ -1,0 +1,315 @@
+//! AppendOnly: a byte buffer that only grows. Written bytes never move, so the `&[u8]` it
+//! hands out live as long as the buffer, while other threads keep appending.
+//!
+//! It owns `data-NN.acc` (the lanes) and `length.acc` (a register holding the durable
+//! length). It knows nothing of record framing: callers keep the [`Span`]s.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytemuck::{Pod, Zeroable};
+use parking_lot::Mutex;
+
+use crate::dir::{Claim, Dir};
+use crate::error::{Error, Result};
+use crate::limits::{APPEND_LANE_BASE_BYTES, RECORD_ALIGN_BYTES_MAX, RECORD_LEN_BYTES_MAX};
+use crate::raw::header::{read_u64, write_u64};
+use crate::raw::lanes::Lanes;
+use crate::raw::lanes::arena::Arena;
+use crate::raw::register::Register;
+
+const LENGTH_FILE: &str = "length.acc";
+const LANE_PREFIX: &str = "data";
+
+/// Where a record lies in an [`AppendOnly`]: a byte offset and a length.
+///
+/// Plain data (`Pod`), so spans can themselves be stored in other primitives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct Span {
+    offset: u64,
+    len: u64,
+}
+
+impl Span {
+    /// The span of `len` bytes at `offset`.
+    pub const fn new(offset: u64, len: u64) -> Span {
+        Span { offset, len }
+    }
+
+    /// Byte offset of the first byte.
+    pub const fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length in bytes.
+    pub const fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for a zero-length span.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset one past the last byte (saturating).
+    pub const fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// A grow-only byte buffer, shared by any number of threads.
+///
+/// Records are appended at the end and never move or change, so [`get`](Self::get)
+/// returns a `&[u8]` that stays valid for the life of the buffer, even as it grows across
+/// new lane files. A record never straddles two lanes.
+///
+/// # Durability
+/// [`append`](Self::append) writes into mapped memory and is visible to every thread at
+/// once. [`sync`](Self::sync) flushes the bytes appended since the last sync (msync), then
+/// records the new length in `length.acc` (fdatasync): the length is the commit point.
+/// Reopening trusts only the recorded length, so after a crash the buffer holds exactly
+/// what the last successful sync covered; bytes appended later are gone, never half
+/// there. A record that another thread is still copying when `sync` starts is not covered
+/// (the durable length never covers a gap). After a failed sync the buffer refuses
+/// writes (`Error::Poisoned`) until reopened.
+///
+/// ```
+/// let dir = accretion::Dir::temporary()?;
+/// let buf = accretion::AppendOnly::open(&dir, "buf")?;
+/// let a = buf.append(b"first")?;
+/// let b = buf.append_aligned(&7u64.to_le_bytes(), 8)?;
+/// assert_eq!(buf.get(a)?, b"first");
+/// assert_eq!(b.offset() % 8, 0);
+/// buf.sync()?;
+/// # Ok::<(), accretion::Error>(())
+/// ```
+///
+/// A borrowed record cannot outlive the buffer:
+/// ```compile_fail
+/// let dir = accretion::Dir::temporary().unwrap();
+/// let buf = accretion::AppendOnly::open(&dir, "buf").unwrap();
+/// let span = buf.append(b"x").unwrap();
+/// let bytes = buf.get(span).unwrap();
+/// drop(buf);
+/// println!("{bytes:?}");
+/// ```
+#[derive(Debug)]
+pub struct AppendOnly {
+    arena: Arena,
+    length: Register,
+    durable: AtomicU64,
+    sync_lock: Mutex<()>,
+    poisoned: AtomicBool,
+    claim: Claim,
+}
+
+impl AppendOnly {
+    /// Opens or creates the buffer at `name` in `dir`.
+    ///
+    /// # Errors
+    /// `Corrupted` if `length.acc` is damaged beyond recovery; `Io`.
+    pub fn open(dir: &Dir, name: &str) -> Result<AppendOnly> {
+        let claim = dir.claim(name)?;
+        let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
+        let len = length.read(|b| read_u64(b, 0));
+        let lanes = Lanes::new(claim.path(), LANE_PREFIX, 1, APPEND_LANE_BASE_BYTES);
+        let arena = Arena::new(lanes, len);
+        // Every lane below the recorded length must be there and intact.
+        if len > 0 {
+            arena.get(len - 1, 1)?.ok_or_else(|| {
+                Error::corrupted(
+                    length.path(),
+                    0,
+                    format!("length {len} but data is missing"),
+                )
+            })?;
+        }
+        Ok(AppendOnly {
+            arena,
+            length,
+            durable: AtomicU64::new(len),
+            sync_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            claim,
+        })
+    }
+
+    /// Appends `bytes` and returns where they landed.
+    ///
+    /// # Errors
+    /// `LimitExceeded` beyond [`RECORD_LEN_BYTES_MAX`] or when the lanes are exhausted;
+    /// `Io` if a new lane cannot be created (a full disk is `StorageFull`, see
+    /// [`Error::is_storage_full`]); `Poisoned` after a failed sync.
+    pub fn append(&self, bytes: &[u8]) -> Result<Span> {
+        self.append_with(bytes.len(), 1, |_, dest| dest.copy_from_slice(bytes))
+    }
+
+    /// Appends `bytes` at an offset that is a multiple of `align` (a power of two up to
+    /// [`RECORD_ALIGN_BYTES_MAX`]). Since lanes start on page boundaries, the memory
+    /// address of the record is aligned the same way.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append); `LimitExceeded` for a bad alignment.
+    pub fn append_aligned(&self, bytes: &[u8], align: usize) -> Result<Span> {
+        self.append_with(bytes.len(), align, |_, dest| dest.copy_from_slice(bytes))
+    }
+
+    /// Reserves `len` bytes aligned to `align`, and lets `fill` write them given their
+    /// offset. `fill` must write every byte of the slice it gets: it may hold stale bytes
+    /// from before a crash. Until `fill` returns, no reader can see the record. A panic in
+    /// `fill` publishes the bytes as they are.
+    ///
+    /// # Errors
+    /// As [`append_aligned`](Self::append_aligned).
+    pub fn append_with(
+        &self,
+        len: usize,
+        align: usize,
+        fill: impl FnOnce(u64, &mut [u8]),
+    ) -> Result<Span> {
+        self.check_poisoned()?;
+        let len = len as u64;
+        if len > RECORD_LEN_BYTES_MAX {
+            return Err(Error::limit(
+                "RECORD_LEN_BYTES_MAX",
+                len,
+                RECORD_LEN_BYTES_MAX,
+            ));
+        }
+        let align = align as u64;
+        if !align.is_power_of_two() || align > RECORD_ALIGN_BYTES_MAX {
+            return Err(Error::limit(
+                "RECORD_ALIGN_BYTES_MAX",
+                align,
+                RECORD_ALIGN_BYTES_MAX,
+            ));
+        }
+        let offset = self.arena.append_with(len, align, fill)?;
+        Ok(Span::new(offset, len))
+    }
+
+    /// The bytes of `span`, borrowed for the life of the buffer.
+    ///
+    /// # Errors
+    /// `OutOfBounds` if the span is not entirely within appended bytes or straddles two
+    /// lanes (no span returned by `append` does); `Io` if a lane cannot be mapped.
+    pub fn get(&self, span: Span) -> Result<&[u8]> {
+        self.arena
+            .get(span.offset, span.len)?
+            .ok_or_else(|| Error::OutOfBounds {
+                what: format!("span {}..{}", span.offset, span.end()),
+                len: self.len(),
+            })
+    }
+
+    /// Bytes appended so far (including alignment padding), all readable.
+    pub fn len(&self) -> u64 {
+        self.arena.published()
+    }
+
+    /// True if nothing was ever appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes covered by the last successful sync: what a crash now would keep.
+    pub fn durable_len(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// The appended bytes as one slice per lane, in order: `(offset, bytes)`. Padding
+    /// between records (for alignment, or at a lane's end) reads as zeros.
+    pub fn chunks(&self) -> impl Iterator<Item = Result<(u64, &[u8])>> + '_ {
+        self.arena.chunks()
+    }
+
+    /// Makes every record appended before this call durable; see the type's docs.
+    ///
+    /// # Errors
+    /// `Io` if a flush fails (the buffer is then poisoned); `Poisoned`.
+    pub fn sync(&self) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock();
+        self.check_poisoned()?;
+        let from = self.durable.load(Ordering::Acquire);
+        let to = self.arena.published();
+        if to == from {
+            return Ok(());
+        }
+        let result = self.arena.flush(from, to).and_then(|()| {
+            self.length.update(|b| write_u64(b, 0, to))?;
+            self.length.sync()
+        });
+        match result {
+            Ok(()) => {
+                self.durable.store(to, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned {
+                path: self.claim.path().to_path_buf(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_do_not_straddle_lanes_and_gaps_are_zero() {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        let base = APPEND_LANE_BASE_BYTES;
+        let a = buf.append(&vec![1u8; (base - 10) as usize]).unwrap();
+        let b = buf.append(&[2u8; 20]).unwrap();
+        assert_eq!(a.offset(), 0);
+        assert_eq!(b.offset(), base, "skipped to lane 1");
+        let chunks: Vec<_> = buf.chunks().map(Result::unwrap).collect();
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks[0].1[(base - 10) as usize..].iter().all(|x| *x == 0));
+        // A record bigger than several lanes skips them all.
+        let big = buf.append(&vec![3u8; (base * 5) as usize]).unwrap();
+        assert_eq!(buf.get(big).unwrap().len(), (base * 5) as usize);
+        assert_eq!(buf.get(b).unwrap(), &[2u8; 20]);
+    }
+
+    #[test]
+    fn bad_spans_are_errors() {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        buf.append(b"abc").unwrap();
+        for span in [Span::new(0, 4), Span::new(3, 1), Span::new(u64::MAX, 2)] {
+            assert!(matches!(buf.get(span), Err(Error::OutOfBounds { .. })));
+        }
+        assert!(matches!(
+            buf.append_aligned(b"x", 3),
+            Err(Error::LimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn only_synced_bytes_survive_reopen() {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        let a = buf.append(b"kept").unwrap();
+        buf.sync().unwrap();
+        buf.append(b"lost").unwrap();
+        drop(buf);
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert_eq!(buf.len(), 4);
+        assert_eq!(buf.get(a).unwrap(), b"kept");
+        let c = buf.append(b"new").unwrap();
+        assert_eq!(c.offset(), 4);
+    }
+}

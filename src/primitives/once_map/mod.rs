@@ -1,0 +1,526 @@
+//! OnceMap: byte-string keys each set once to a byte-string value; `get` returns plain
+//! references that live as long as the map.
+//!
+//! Composed only from the leaf primitives' public types, under the map's name:
+//! `{name}/log` ([`AppendOnly`]: the entries, in insertion order, the source of truth),
+//! `{name}/index` ([`RandomAccess<u64>`]: the hash index), `{name}/meta` ([`Journal`]:
+//! entry count and log length at the last sync) and `{name}/entropy` ([`Entropy`]: the
+//! hash key).
+//!
+//! # The index
+//! A sequence of open-addressing tables ("levels") of doubling size laid end to end in
+//! one array: level `k` has `LEVEL0_SLOTS << k` slots. New keys go to the level chosen by
+//! the entry count, which fills each level to half before moving on, so nothing is ever
+//! rehashed or moved. A lookup probes the levels newest first; most keys live in the two
+//! newest levels. A slot is a `u64`: a 24-bit tag from the key's hash above a 40-bit
+//! entry offset plus one (0 means empty). Every hit is confirmed by the entry's header
+//! checksum (which covers its offset) and a full comparison of the key.
+
+mod record;
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytemuck::{Pod, Zeroable};
+use parking_lot::{Mutex, RwLock};
+
+use crate::dir::Dir;
+use crate::error::{Error, Result};
+use crate::limits::{KEY_LEN_BYTES_MAX, ONCE_MAP_LOG_BYTES_MAX, VALUE_LEN_BYTES_MAX};
+use crate::primitives::append_only::{AppendOnly, Span};
+use crate::primitives::entropy::Entropy;
+use crate::primitives::journal::Journal;
+use crate::primitives::random_access::RandomAccess;
+
+/// Slots in the first index level.
+const LEVEL0_SLOTS: u64 = 1024;
+/// Probes an insert makes in its level before it moves to the next one.
+const PROBE_LIMIT: u64 = 64;
+/// Stripes of the insert locks (inserts of one key always take the same stripe).
+const INSERT_STRIPES: usize = 64;
+const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+
+/// What [`OnceMap::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert<'a, V: ?Sized = [u8]> {
+    /// The key was new; this is the value now stored.
+    Inserted(&'a V),
+    /// The key was already set; this is its value, unchanged.
+    Existing(&'a V),
+}
+
+impl<'a, V: ?Sized> Insert<'a, V> {
+    /// True if this call set the key.
+    pub fn is_inserted(&self) -> bool {
+        matches!(self, Insert::Inserted(_))
+    }
+
+    /// The key's value, whichever call set it.
+    pub fn value(&self) -> &'a V {
+        match *self {
+            Insert::Inserted(v) | Insert::Existing(v) => v,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct Meta {
+    count: u64,
+    log_len: u64,
+}
+
+/// A map of byte-string keys set once to byte-string values, shared by any number of
+/// threads. Values are never changed or removed, so [`get`](Self::get) returns a `&[u8]`
+/// valid for the life of the map.
+///
+/// # Durability
+/// [`insert`](Self::insert) is visible to every thread at once. [`sync`](Self::sync)
+/// flushes the index, then syncs the log (its recorded length is the commit point), then
+/// records the count. After a crash the map holds exactly the entries inserted before the
+/// last successful sync; later ones are gone. Index slots that a crash left pointing past
+/// the log, or at bytes that are not their entry, fail the entry's checksum and are
+/// skipped.
+///
+/// ```
+/// let dir = accretion::Dir::temporary()?;
+/// let map = accretion::OnceMap::open(&dir, "users")?;
+/// assert!(map.insert(b"ada", b"lovelace")?.is_inserted());
+/// assert_eq!(map.insert(b"ada", b"byron")?.value(), b"lovelace");
+/// assert_eq!(map.get(b"ada")?, Some(&b"lovelace"[..]));
+/// map.sync()?;
+/// # Ok::<(), accretion::Error>(())
+/// ```
+///
+/// A value cannot outlive its map:
+/// ```compile_fail
+/// let dir = accretion::Dir::temporary().unwrap();
+/// let map = accretion::OnceMap::open(&dir, "m").unwrap();
+/// map.insert(b"k", b"v").unwrap();
+/// let v = map.get(b"k").unwrap().unwrap();
+/// drop(map);
+/// println!("{v:?}");
+/// ```
+#[derive(Debug)]
+pub struct OnceMap {
+    log: AppendOnly,
+    index: RandomAccess<u64>,
+    meta: Journal<Meta>,
+    entropy: Entropy,
+    count: AtomicU64,
+    /// Highest level that may hold slots.
+    top_level: AtomicU64,
+    /// Index slots known to be backed by allocated lanes.
+    reserved_slots: AtomicU64,
+    insert_locks: Box<[Mutex<()>]>,
+    /// Inserts hold it shared; `sync` holds it exclusively, so that a sync never sees an
+    /// entry whose index slot is not yet written.
+    gate: RwLock<()>,
+    log_path: std::path::PathBuf,
+}
+
+fn level_start(level: u64) -> u64 {
+    LEVEL0_SLOTS * ((1 << level) - 1)
+}
+
+fn level_of_slot(slot: u64) -> u64 {
+    u64::from(63 - (slot / LEVEL0_SLOTS + 1).leading_zeros())
+}
+
+/// The level that takes the entry when `count` entries are in: each level is filled to
+/// half its slots.
+fn level_for_count(count: u64) -> u64 {
+    let mut level = 0;
+    while count >= LEVEL0_SLOTS / 2 * ((2 << level) - 1) {
+        level += 1;
+    }
+    level
+}
+
+fn tag_of(hash: u64) -> u64 {
+    hash >> OFFSET_BITS
+}
+
+impl OnceMap {
+    /// Opens or creates the map at `name` in `dir`.
+    ///
+    /// # Errors
+    /// `Corrupted` if a file is damaged (including an entry that fails its checksum when
+    /// the count has to be recovered by walking the log); `NameInUse`; `Io`.
+    pub fn open(dir: &Dir, name: &str) -> Result<OnceMap> {
+        let entropy = Entropy::open(dir, &format!("{name}/entropy"))?;
+        let log = AppendOnly::open(dir, &format!("{name}/log"))?;
+        let index = RandomAccess::<u64>::open(dir, &format!("{name}/index"))?;
+        let meta = Journal::<Meta>::open(dir, &format!("{name}/meta"))?;
+        let top_level = match index.len() {
+            0 => 0,
+            n => level_of_slot(n - 1),
+        };
+        let mut map = OnceMap {
+            log,
+            index,
+            meta,
+            entropy,
+            count: AtomicU64::new(0),
+            top_level: AtomicU64::new(top_level),
+            reserved_slots: AtomicU64::new(0),
+            insert_locks: (0..INSERT_STRIPES).map(|_| Mutex::new(())).collect(),
+            gate: RwLock::new(()),
+            log_path: dir.path().join(name).join("log"),
+        };
+        let recorded = map.meta.get();
+        let count = if recorded.log_len == map.log.len() {
+            recorded.count
+        } else {
+            // The log was synced after the count was: count by walking it.
+            let mut n = 0;
+            for entry in map.entries() {
+                entry?;
+                n += 1;
+            }
+            n
+        };
+        *map.count.get_mut() = count;
+        Ok(map)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// True if the map holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of `key`, borrowed for the life of the map.
+    ///
+    /// # Errors
+    /// `Io` if a file cannot be mapped; `Corrupted` if one is damaged.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.find(key, self.entropy.hash(key))
+    }
+
+    /// True if `key` is set.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    fn find(&self, key: &[u8], hash: u64) -> Result<Option<&[u8]>> {
+        let top = self.top_level.load(Ordering::Acquire);
+        for level in (0..=top).rev() {
+            let cap = LEVEL0_SLOTS << level;
+            let start = level_start(level);
+            let mut pos = hash & (cap - 1);
+            for _ in 0..cap {
+                let slot = self.index.read(start + pos)?;
+                if slot == 0 {
+                    break;
+                }
+                if slot >> OFFSET_BITS == tag_of(hash)
+                    && let Some(value) = self.entry_value(slot & OFFSET_MASK, hash, key)?
+                {
+                    return Ok(Some(value));
+                }
+                pos = (pos + 1) & (cap - 1);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The value of the entry that slot value `offset_plus_one` points to, if that entry
+    /// is intact, really starts there, and holds `key`.
+    fn entry_value(&self, offset_plus_one: u64, hash: u64, key: &[u8]) -> Result<Option<&[u8]>> {
+        let offset = offset_plus_one - 1;
+        let Some(head) = self.log_bytes(offset, record::HEADER_BYTES)? else {
+            return Ok(None);
+        };
+        let Some(h) = record::decode(&self.entropy, offset, head) else {
+            return Ok(None);
+        };
+        if h.key_hash != hash || h.key_len != key.len() {
+            return Ok(None);
+        }
+        let Some(entry) = self.log_bytes(offset, h.len())? else {
+            return Ok(None);
+        };
+        if &entry[record::HEADER_BYTES..record::HEADER_BYTES + key.len()] != key {
+            return Ok(None);
+        }
+        Ok(Some(&entry[h.value_at()..]))
+    }
+
+    /// Log bytes, or `None` if they are not (all) written: a stale index slot.
+    fn log_bytes(&self, offset: u64, len: usize) -> Result<Option<&[u8]>> {
+        match self.log.get(Span::new(offset, len as u64)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::OutOfBounds { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets `key` to `value` unless it is already set. Of many threads inserting one key
+    /// at once, exactly one inserts and all see its value.
+    ///
+    /// # Errors
+    /// `LimitExceeded` for a key over [`KEY_LEN_BYTES_MAX`], a value over
+    /// [`VALUE_LEN_BYTES_MAX`], or a log past [`ONCE_MAP_LOG_BYTES_MAX`]; `Io` when space
+    /// cannot be allocated (a full disk is `StorageFull`); `Poisoned` after a failed sync.
+    pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<Insert<'_>> {
+        if key.len() > KEY_LEN_BYTES_MAX {
+            return Err(Error::limit(
+                "KEY_LEN_BYTES_MAX",
+                key.len() as u64,
+                KEY_LEN_BYTES_MAX as u64,
+            ));
+        }
+        if value.len() > VALUE_LEN_BYTES_MAX {
+            return Err(Error::limit(
+                "VALUE_LEN_BYTES_MAX",
+                value.len() as u64,
+                VALUE_LEN_BYTES_MAX as u64,
+            ));
+        }
+        let hash = self.entropy.hash(key);
+        let _same_key = self.insert_locks[(hash as usize) % INSERT_STRIPES].lock();
+        if let Some(existing) = self.find(key, hash)? {
+            return Ok(Insert::Existing(existing));
+        }
+        let _no_sync = self.gate.read();
+        let level = level_for_count(self.count.load(Ordering::Acquire));
+        // Allocate the whole level before the entry is appended, so that placing its slot
+        // cannot fail and leave an entry in the log that the index does not know.
+        self.reserve_slots(level_start(level + 1))?;
+        let len = record::entry_len(key.len(), value.len());
+        if self.log.len() + (len + record::ALIGN) as u64 > ONCE_MAP_LOG_BYTES_MAX {
+            return Err(Error::limit(
+                "ONCE_MAP_LOG_BYTES_MAX",
+                self.log.len() + len as u64,
+                ONCE_MAP_LOG_BYTES_MAX,
+            ));
+        }
+        let span = self.log.append_with(len, record::ALIGN, |offset, dest| {
+            record::encode(&self.entropy, offset, hash, key, value, dest);
+        })?;
+        self.place(
+            level,
+            hash,
+            (tag_of(hash) << OFFSET_BITS) | (span.offset() + 1),
+        )?;
+        self.count.fetch_add(1, Ordering::AcqRel);
+        let entry = self.log.get(span)?;
+        Ok(Insert::Inserted(&entry[len - value.len()..]))
+    }
+
+    fn reserve_slots(&self, slots: u64) -> Result<()> {
+        if self.reserved_slots.load(Ordering::Acquire) < slots {
+            self.index.reserve(slots)?;
+            self.reserved_slots.fetch_max(slots, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Writes `slot` into the first empty slot of its probe sequence in `level`, or of a
+    /// later level if `level`'s run is longer than [`PROBE_LIMIT`].
+    fn place(&self, level: u64, hash: u64, slot: u64) -> Result<()> {
+        let mut level = level;
+        let mut limit = PROBE_LIMIT;
+        loop {
+            self.reserve_slots(level_start(level + 1))?;
+            self.top_level.fetch_max(level, Ordering::AcqRel);
+            let cap = LEVEL0_SLOTS << level;
+            let start = level_start(level);
+            let mut pos = hash & (cap - 1);
+            for _ in 0..limit.min(cap) {
+                let placed = self.index.with_mut(start + pos, |s| {
+                    let empty = *s == 0;
+                    if empty {
+                        *s = slot;
+                    }
+                    empty
+                })?;
+                if placed {
+                    return Ok(());
+                }
+                pos = (pos + 1) & (cap - 1);
+            }
+            level += 1;
+            limit = u64::MAX;
+        }
+    }
+
+    /// Every entry as `(key, value)`, in insertion order, each checked against its
+    /// checksums. Entries inserted while iterating may or may not be seen.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(&[u8], &[u8])>> + '_ {
+        self.entries().map(|e| e.map(|(_, k, v)| (k, v)))
+    }
+
+    fn entries(&self) -> record::Entries<'_, impl Iterator<Item = Result<(u64, &[u8])>> + '_> {
+        record::Entries::new(&self.entropy, &self.log_path, self.log.chunks())
+    }
+
+    /// Makes every insert that returned before this call durable; see the type's docs.
+    ///
+    /// # Errors
+    /// `Io` if a flush fails (the failing part is then poisoned); `Poisoned`.
+    pub fn sync(&self) -> Result<()> {
+        let _no_inserts = self.gate.write();
+        self.index.sync()?;
+        self.log.sync()?;
+        self.meta.set(Meta {
+            count: self.len(),
+            log_len: self.log.len(),
+        })?;
+        self.meta.sync()
+    }
+}
+
+/// A [`OnceMap`] whose keys and values are plain-data types, read in place.
+///
+/// Entries keep keys and values 16-byte aligned in the mapped log, so `get` returns
+/// `&V` without copying; `K` and `V` may be aligned to at most 16 bytes.
+///
+/// ```
+/// let dir = accretion::Dir::temporary()?;
+/// let map = accretion::TypedOnceMap::<u64, [u32; 4]>::open(&dir, "points")?;
+/// map.insert(&7, &[1, 2, 3, 4])?;
+/// assert_eq!(map.get(&7)?, Some(&[1, 2, 3, 4]));
+/// # Ok::<(), accretion::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TypedOnceMap<K, V> {
+    map: OnceMap,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Pod, V: Pod> TypedOnceMap<K, V> {
+    const ALIGNED: () = assert!(
+        align_of::<K>() <= record::ALIGN && align_of::<V>() <= record::ALIGN,
+        "TypedOnceMap keys and values may be aligned to at most 16 bytes"
+    );
+
+    /// Opens or creates the map at `name` in `dir`.
+    ///
+    /// # Errors
+    /// As [`OnceMap::open`].
+    pub fn open(dir: &Dir, name: &str) -> Result<Self> {
+        let () = Self::ALIGNED;
+        Ok(TypedOnceMap {
+            map: OnceMap::open(dir, name)?,
+            _types: PhantomData,
+        })
+    }
+
+    fn cast<'a, T: Pod>(&self, bytes: &'a [u8]) -> Result<&'a T> {
+        bytemuck::try_from_bytes(bytes).map_err(|e| {
+            Error::incompatible(
+                &self.map.log_path,
+                format!(
+                    "stored {} bytes do not form a {}: {e}",
+                    bytes.len(),
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
+    }
+
+    /// Sets `key` to `value` unless it is already set.
+    ///
+    /// # Errors
+    /// As [`OnceMap::insert`].
+    pub fn insert(&self, key: &K, value: &V) -> Result<Insert<'_, V>> {
+        Ok(
+            match self
+                .map
+                .insert(bytemuck::bytes_of(key), bytemuck::bytes_of(value))?
+            {
+                Insert::Inserted(v) => Insert::Inserted(self.cast(v)?),
+                Insert::Existing(v) => Insert::Existing(self.cast(v)?),
+            },
+        )
+    }
+
+    /// The value of `key`, borrowed for the life of the map.
+    ///
+    /// # Errors
+    /// As [`OnceMap::get`]; `Incompatible` if the stored bytes are not a `V`.
+    pub fn get(&self, key: &K) -> Result<Option<&V>> {
+        self.map
+            .get(bytemuck::bytes_of(key))?
+            .map(|v| self.cast(v))
+            .transpose()
+    }
+
+    /// Every entry, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(&K, &V)>> + '_ {
+        self.map
+            .iter()
+            .map(|e| e.and_then(|(k, v)| Ok((self.cast(k)?, self.cast(v)?))))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.map.len()
+    }
+
+    /// True if the map holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Makes every insert that returned before this call durable.
+    ///
+    /// # Errors
+    /// As [`OnceMap::sync`].
+    pub fn sync(&self) -> Result<()> {
+        self.map.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_geometry() {
+        assert_eq!(level_for_count(0), 0);
+        assert_eq!(level_for_count(511), 0);
+        assert_eq!(level_for_count(512), 1);
+        assert_eq!(level_for_count(512 + 1023), 1);
+        assert_eq!(level_for_count(512 + 1024), 2);
+        for level in 0..20 {
+            assert_eq!(level_of_slot(level_start(level)), level);
+            assert_eq!(level_of_slot(level_start(level + 1) - 1), level);
+        }
+    }
+
+    #[test]
+    fn many_keys_across_levels_and_reopen() {
+        let dir = Dir::temporary().unwrap();
+        let map = OnceMap::open(&dir, "m").unwrap();
+        for i in 0..20_000u32 {
+            let v = i.to_le_bytes().repeat((i % 7) as usize);
+            assert!(map.insert(&i.to_be_bytes(), &v).unwrap().is_inserted());
+        }
+        map.sync().unwrap();
+        for i in 0..20_001u32 {
+            let got = map.get(&i.to_be_bytes()).unwrap();
+            if i < 20_000 {
+                assert_eq!(got.unwrap(), &i.to_le_bytes().repeat((i % 7) as usize)[..]);
+            } else {
+                assert!(got.is_none());
+            }
+        }
+        drop(map);
+        let map = OnceMap::open(&dir, "m").unwrap();
+        assert_eq!(map.len(), 20_000);
+        assert_eq!(map.iter().count(), 20_000);
+        let first = map.iter().next().unwrap().unwrap();
+        assert_eq!(first.0, 0u32.to_be_bytes());
+    }
+}

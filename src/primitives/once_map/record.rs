@@ -1,0 +1,230 @@
+//! The byte layout of one OnceMap entry in its log, and the walk over a log's entries.
+//!
+//! ```text
+//! offset      size  field
+//!      0         4  key length, u32 LE
+//!      4         4  value length, u32 LE
+//!      8         8  key hash, u64 LE (the map's keyed hash of the key)
+//!     16         8  value checksum, u64 LE (XXH3-64, seed 0, of the value)
+//!     24         8  header checksum, u64 LE: keyed hash of (entry offset u64 LE ++
+//!                   bytes 0..24); never 0 (a computed 0 is stored as 1)
+//!     32         K  key
+//!   32+K    pad16   zeros, so the value starts 16-aligned
+//!      V            value
+//! ```
+//! Entries start at multiples of 16. An all-zero header marks the zeroed rest of a lane.
+//! The header checksum covers the entry's own offset, so an index slot left pointing at
+//! the wrong place (after a crash) fails the check instead of misreading other bytes.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::primitives::entropy::Entropy;
+
+/// Entries start at multiples of this many bytes.
+pub(super) const ALIGN: usize = 16;
+/// Bytes of an entry's header.
+pub(super) const HEADER_BYTES: usize = 32;
+
+const KEY_LEN_AT: usize = 0;
+const VALUE_LEN_AT: usize = KEY_LEN_AT + 4;
+const KEY_HASH_AT: usize = VALUE_LEN_AT + 4;
+const VALUE_SUM_AT: usize = KEY_HASH_AT + 8;
+const HEADER_SUM_AT: usize = VALUE_SUM_AT + 8;
+const _: () = assert!(HEADER_SUM_AT + 8 == HEADER_BYTES);
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    crate::raw::header::read_u32(b, at)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    crate::raw::header::read_u64(b, at)
+}
+
+/// A checked entry header.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Head {
+    pub key_len: usize,
+    pub value_len: usize,
+    pub key_hash: u64,
+    pub value_sum: u64,
+}
+
+impl Head {
+    /// Offset of the value from the entry's start.
+    pub fn value_at(&self) -> usize {
+        HEADER_BYTES + self.key_len.next_multiple_of(ALIGN)
+    }
+
+    /// Total bytes of the entry.
+    pub fn len(&self) -> usize {
+        self.value_at() + self.value_len
+    }
+}
+
+/// Total bytes of an entry for these lengths.
+pub(super) fn entry_len(key_len: usize, value_len: usize) -> usize {
+    HEADER_BYTES + key_len.next_multiple_of(ALIGN) + value_len
+}
+
+fn header_sum(entropy: &Entropy, offset: u64, head: &[u8]) -> u64 {
+    let mut input = [0u8; 8 + HEADER_SUM_AT];
+    input[..8].copy_from_slice(&offset.to_le_bytes());
+    input[8..].copy_from_slice(&head[..HEADER_SUM_AT]);
+    entropy.hash(&input).max(1)
+}
+
+/// Writes the entry for `key`/`value` (whose keyed hash is `key_hash`) at `offset` into
+/// `dest`, which is exactly [`entry_len`] bytes.
+pub(super) fn encode(
+    entropy: &Entropy,
+    offset: u64,
+    key_hash: u64,
+    key: &[u8],
+    value: &[u8],
+    dest: &mut [u8],
+) {
+    use crate::raw::header::{write_u32, write_u64};
+    debug_assert_eq!(dest.len(), entry_len(key.len(), value.len()));
+    write_u32(dest, KEY_LEN_AT, key.len() as u32);
+    write_u32(dest, VALUE_LEN_AT, value.len() as u32);
+    write_u64(dest, KEY_HASH_AT, key_hash);
+    write_u64(dest, VALUE_SUM_AT, crate::raw::header::checksum(value));
+    let sum = header_sum(entropy, offset, dest);
+    write_u64(dest, HEADER_SUM_AT, sum);
+    let key_end = HEADER_BYTES + key.len();
+    dest[HEADER_BYTES..key_end].copy_from_slice(key);
+    let value_at = HEADER_BYTES + key.len().next_multiple_of(ALIGN);
+    dest[key_end..value_at].fill(0);
+    dest[value_at..].copy_from_slice(value);
+}
+
+/// True if `head` (at least [`HEADER_BYTES`]) is all zeros: the unused rest of a lane.
+pub(super) fn is_blank(head: &[u8]) -> bool {
+    head[..HEADER_BYTES].iter().all(|b| *b == 0)
+}
+
+/// Decodes the header in `head` as the entry at `offset`, or `None` if its checksum does
+/// not hold there.
+pub(super) fn decode(entropy: &Entropy, offset: u64, head: &[u8]) -> Option<Head> {
+    if u64_at(head, HEADER_SUM_AT) != header_sum(entropy, offset, head) {
+        return None;
+    }
+    Some(Head {
+        key_len: u32_at(head, KEY_LEN_AT) as usize,
+        value_len: u32_at(head, VALUE_LEN_AT) as usize,
+        key_hash: u64_at(head, KEY_HASH_AT),
+        value_sum: u64_at(head, VALUE_SUM_AT),
+    })
+}
+
+/// One entry: its offset in the log, key and value.
+pub(super) type Entry<'a> = (u64, &'a [u8], &'a [u8]);
+
+/// Walks the entries of a log, lane by lane, checking every checksum. Stops after the
+/// first error.
+pub(super) struct Entries<'a, C> {
+    entropy: &'a Entropy,
+    log: &'a Path,
+    chunks: C,
+    current: Option<(u64, &'a [u8])>,
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a, C> Entries<'a, C>
+where
+    C: Iterator<Item = Result<(u64, &'a [u8])>>,
+{
+    /// Entries of the log at `log` whose lanes' bytes `chunks` yields.
+    pub fn new(entropy: &'a Entropy, log: &'a Path, chunks: C) -> Self {
+        Entries {
+            entropy,
+            log,
+            chunks,
+            current: None,
+            pos: 0,
+            failed: false,
+        }
+    }
+
+    fn entry_at(&self, base: u64, chunk: &'a [u8]) -> Result<Option<(Entry<'a>, usize)>> {
+        let pos = self.pos;
+        if pos + HEADER_BYTES > chunk.len() {
+            return Ok(None);
+        }
+        let head = &chunk[pos..pos + HEADER_BYTES];
+        if is_blank(head) {
+            return Ok(None);
+        }
+        let offset = base + pos as u64;
+        let Some(h) = decode(self.entropy, offset, head) else {
+            return Err(Error::corrupted(
+                self.log,
+                offset,
+                "entry header checksum mismatch",
+            ));
+        };
+        if pos + h.len() > chunk.len() {
+            return Err(Error::corrupted(
+                self.log,
+                offset,
+                format!("entry of {} bytes runs past the written data", h.len()),
+            ));
+        }
+        let key = &chunk[pos + HEADER_BYTES..pos + HEADER_BYTES + h.key_len];
+        let value = &chunk[pos + h.value_at()..pos + h.len()];
+        if self.entropy.hash(key) != h.key_hash {
+            return Err(Error::corrupted(
+                self.log,
+                offset,
+                "key does not match its hash",
+            ));
+        }
+        if crate::raw::header::checksum(value) != h.value_sum {
+            return Err(Error::corrupted(
+                self.log,
+                offset,
+                "value checksum mismatch",
+            ));
+        }
+        Ok(Some(((offset, key, value), h.len())))
+    }
+}
+
+impl<'a, C> Iterator for Entries<'a, C>
+where
+    C: Iterator<Item = Result<(u64, &'a [u8])>>,
+{
+    type Item = Result<Entry<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed {
+            let Some((base, chunk)) = self.current else {
+                match self.chunks.next()? {
+                    Ok(c) => {
+                        self.current = Some(c);
+                        self.pos = 0;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            };
+            match self.entry_at(base, chunk) {
+                Ok(Some((entry, len))) => {
+                    self.pos = (self.pos + len).next_multiple_of(ALIGN);
+                    return Some(Ok(entry));
+                }
+                Ok(None) => self.current = None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}

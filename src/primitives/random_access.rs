@@ -1,0 +1,277 @@
+//! RandomAccess: an unbounded array of plain-data values, growing on write, each element
+//! read and written under a striped lock.
+//!
+//! It owns `cells-NN.acc` (the lanes) and `length.acc` (a register holding the length).
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytemuck::Pod;
+use parking_lot::Mutex;
+
+use crate::dir::{Claim, Dir};
+use crate::error::{Error, Result};
+use crate::limits::{ELEMENT_SIZE_BYTES_MAX, RANDOM_ACCESS_LANE_BASE_ELEMENTS};
+use crate::raw::header::{read_u64, write_u64};
+use crate::raw::lanes::Lanes;
+use crate::raw::lanes::cells::{CellRef, Cells};
+use crate::raw::register::Register;
+
+const LENGTH_FILE: &str = "length.acc";
+const LANE_PREFIX: &str = "cells";
+
+/// An unbounded array of `T`, shared by any number of threads.
+///
+/// Every element starts as all zeros; [`get`](Self::get) reports an all-zero element as
+/// `None` ("never written"), so store a non-zero encoding if zero is meaningful to you.
+/// [`with_mut`](Self::with_mut) grows the array as needed. Elements live in lane files of
+/// doubling size and never move.
+///
+/// # Durability
+/// Writes land in mapped memory at once. [`sync`](Self::sync) flushes every lane (msync),
+/// then records the length in `length.acc`. Elements are updated in place, so after a
+/// crash an element written since the last sync holds its old or its new value, or, if it
+/// spans two disk sectors and the crash tore the write, a mix of both: use a [`Journal`]
+/// or an [`AppendOnly`] for values that must change atomically.
+///
+/// [`Journal`]: crate::Journal
+/// [`AppendOnly`]: crate::AppendOnly
+///
+/// ```
+/// let dir = accretion::Dir::temporary()?;
+/// let arr = accretion::RandomAccess::<u64>::open(&dir, "arr")?;
+/// arr.with_mut(1_000_000, |v| *v = 42)?;
+/// assert_eq!(arr.get(1_000_000)?.map(|v| *v), Some(42));
+/// assert!(arr.get(7)?.is_none());
+/// assert_eq!(arr.len(), 1_000_001);
+/// arr.sync()?;
+/// # Ok::<(), accretion::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RandomAccess<T> {
+    cells: Cells,
+    length: Register,
+    len: AtomicU64,
+    sync_lock: Mutex<()>,
+    poisoned: AtomicBool,
+    claim: Claim,
+    _element: PhantomData<fn() -> T>,
+}
+
+/// A read guard on one element of a [`RandomAccess`]; writers of that element (and of
+/// others sharing its lock stripe) wait until it is dropped.
+pub struct Ref<'a, T> {
+    cell: CellRef<'a>,
+    _element: PhantomData<&'a T>,
+}
+
+impl<T: Pod> Deref for Ref<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // Elements sit at multiples of size_of::<T>() from a page-aligned lane start, so
+        // they are aligned for any T with alignment up to a page (checked at open).
+        bytemuck::from_bytes(&self.cell)
+    }
+}
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Ref<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: Pod> RandomAccess<T> {
+    /// Opens or creates the array at `name` in `dir`.
+    ///
+    /// # Errors
+    /// `LimitExceeded` for a zero-sized `T`, one larger than [`ELEMENT_SIZE_BYTES_MAX`],
+    /// or aligned to more than a page; `Incompatible` if the files hold elements of
+    /// another size; `Corrupted`; `Io`.
+    pub fn open(dir: &Dir, name: &str) -> Result<Self> {
+        let size = size_of::<T>();
+        if size == 0 || size > ELEMENT_SIZE_BYTES_MAX {
+            return Err(Error::limit(
+                "ELEMENT_SIZE_BYTES_MAX",
+                size as u64,
+                ELEMENT_SIZE_BYTES_MAX as u64,
+            ));
+        }
+        if align_of::<T>() > 4096 {
+            return Err(Error::limit(
+                "element alignment",
+                align_of::<T>() as u64,
+                4096,
+            ));
+        }
+        let claim = dir.claim(name)?;
+        let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
+        let len = length.read(|b| read_u64(b, 0));
+        let lanes = Lanes::new(
+            claim.path(),
+            LANE_PREFIX,
+            size as u64,
+            RANDOM_ACCESS_LANE_BASE_ELEMENTS,
+        );
+        let cells = Cells::new(lanes);
+        if len > 0 && cells.read(len - 1)?.is_none() {
+            return Err(Error::corrupted(
+                length.path(),
+                0,
+                format!("length {len} but the lane holding its last element is missing"),
+            ));
+        }
+        Ok(RandomAccess {
+            cells,
+            length,
+            len: AtomicU64::new(len),
+            sync_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            claim,
+            _element: PhantomData,
+        })
+    }
+
+    /// Element `index` under its read lock, or `None` if it is all zeros (never written)
+    /// or past the end.
+    ///
+    /// # Errors
+    /// `Io` if a lane file cannot be mapped; `Corrupted` if it is damaged.
+    pub fn get(&self, index: u64) -> Result<Option<Ref<'_, T>>> {
+        if index >= self.len() {
+            return Ok(None);
+        }
+        let Some(cell) = self.cells.read(index)? else {
+            return Ok(None);
+        };
+        if cell.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        Ok(Some(Ref {
+            cell,
+            _element: PhantomData,
+        }))
+    }
+
+    /// A copy of element `index`; never-written elements read as all zeros.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn read(&self, index: u64) -> Result<T> {
+        if index >= self.len() {
+            return Ok(T::zeroed());
+        }
+        Ok(match self.cells.read(index)? {
+            Some(cell) => bytemuck::pod_read_unaligned(&cell),
+            None => T::zeroed(),
+        })
+    }
+
+    /// Runs `f` on element `index` under its write lock, growing the array if needed.
+    ///
+    /// # Errors
+    /// `LimitExceeded` past the largest index; `Io` if a new lane cannot be created (a
+    /// full disk is `StorageFull`); `Poisoned` after a failed sync.
+    pub fn with_mut<R>(&self, index: u64, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        self.check_poisoned()?;
+        let out = self
+            .cells
+            .write(index, |bytes| f(bytemuck::from_bytes_mut(bytes)))?;
+        self.len.fetch_max(index + 1, Ordering::AcqRel);
+        Ok(out)
+    }
+
+    /// Stores `value` at `index`.
+    ///
+    /// # Errors
+    /// As [`with_mut`](Self::with_mut).
+    pub fn set(&self, index: u64, value: T) -> Result<()> {
+        self.with_mut(index, |v| *v = value)
+    }
+
+    /// Makes space for `len` elements now, so that later writes below `len` cannot fail
+    /// for lack of disk space. Does not change [`len`](Self::len).
+    ///
+    /// # Errors
+    /// As [`with_mut`](Self::with_mut).
+    pub fn reserve(&self, len: u64) -> Result<()> {
+        self.check_poisoned()?;
+        if len > 0 {
+            self.cells.write(len - 1, |_| ())?;
+        }
+        Ok(())
+    }
+
+    /// One past the highest index ever written.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// True if nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements backed by lane files mapped so far.
+    pub fn capacity(&self) -> u64 {
+        self.cells.capacity()
+    }
+
+    /// Makes every write that returned before this call durable; see the type's docs.
+    ///
+    /// # Errors
+    /// `Io` if a flush fails (the array is then poisoned); `Poisoned`.
+    pub fn sync(&self) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock();
+        self.check_poisoned()?;
+        let len = self.len();
+        let result = self.cells.flush().and_then(|()| {
+            if self.length.read(|b| read_u64(b, 0)) != len {
+                self.length.update(|b| write_u64(b, 0, len))?;
+            }
+            self.length.sync()
+        });
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned {
+                path: self.claim.path().to_path_buf(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_survives_reopen() {
+        let dir = Dir::temporary().unwrap();
+        let arr = RandomAccess::<[u32; 3]>::open(&dir, "a").unwrap();
+        for i in (0..100_000u64).step_by(997) {
+            arr.set(i, [i as u32, 1, 2]).unwrap();
+        }
+        arr.sync().unwrap();
+        drop(arr);
+        let arr = RandomAccess::<[u32; 3]>::open(&dir, "a").unwrap();
+        assert_eq!(arr.len(), 99_700 + 1);
+        for i in (0..100_000u64).step_by(997) {
+            assert_eq!(*arr.get(i).unwrap().unwrap(), [i as u32, 1, 2]);
+        }
+        assert!(arr.get(1).unwrap().is_none());
+        drop(arr);
+        assert!(matches!(
+            RandomAccess::<u64>::open(&dir, "a"),
+            Err(Error::Incompatible { .. })
+        ));
+    }
+}

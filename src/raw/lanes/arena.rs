@@ -1,0 +1,236 @@
+//! The append-only discipline over lanes: bytes are reserved with an atomic cursor, copied
+//! in, then published in reservation order. Published bytes are never written again, so
+//! they may be borrowed as `&[u8]` for as long as the arena lives.
+//!
+//! Invariant: every byte below `published` was fully written before `published` passed
+//! it (Release store, Acquire load), and nothing writes below `reserved` twice.
+//! Invariant: `published <= reserved`, and `published` never covers a reservation whose
+//! copy is still running, so a snapshot of `published` never covers a gap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Lanes;
+use crate::error::{Error, Result};
+use crate::limits::LANES_MAX;
+
+/// Append-only bytes over unit-size-1 lanes.
+#[derive(Debug)]
+pub(crate) struct Arena {
+    lanes: Lanes,
+    reserved: AtomicU64,
+    published: AtomicU64,
+}
+
+impl Arena {
+    /// An arena over `lanes` (unit size 1) whose first `len` bytes are already written.
+    pub(crate) fn new(lanes: Lanes, len: u64) -> Self {
+        Arena {
+            lanes,
+            reserved: AtomicU64::new(len),
+            published: AtomicU64::new(len),
+        }
+    }
+
+    /// Bytes published so far: every byte below is written and immutable.
+    pub(crate) fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Reserves `len` bytes at a fresh position aligned to `align` (a power of two) that
+    /// does not straddle two lanes, lets `fill` write them, publishes them, and returns
+    /// their offset. `fill` gets the offset and the bytes, which may hold stale data from
+    /// before a crash: it must write all of them. Gaps left for alignment or at a lane's
+    /// end are zeroed, so every published byte was written in this arena's lifetime.
+    ///
+    /// If `fill` panics, the bytes are published as they are, so that later appends are
+    /// not blocked forever.
+    ///
+    /// # Errors
+    /// `LimitExceeded` when no lane can take it; `Io` when a new lane cannot be created
+    /// (for example a full disk). On error nothing is reserved.
+    pub(crate) fn append_with(
+        &self,
+        len: u64,
+        align: u64,
+        fill: impl FnOnce(u64, &mut [u8]),
+    ) -> Result<u64> {
+        debug_assert!(align.is_power_of_two());
+        let mut cur = self.reserved.load(Ordering::Relaxed);
+        let (start, lane, within) = loop {
+            let (start, lane, within) = self.place(cur, len, align)?;
+            // Create the lane (and any skipped ones, whose bytes get zeroed) before
+            // reserving, so a failure leaves no hole behind.
+            let first = self.lanes.locate(cur).map_or(lane, |(l, _)| l);
+            for l in first..=lane {
+                self.lanes.ensure(l)?;
+            }
+            match self.reserved.compare_exchange_weak(
+                cur,
+                start + len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break (start, lane, within),
+                Err(now) => cur = now,
+            }
+        };
+        // Publishes on drop, so a panicking `fill` cannot block later appenders.
+        let _publish = Publish {
+            arena: self,
+            from: cur,
+            end: start + len,
+        };
+        self.zero(cur, start)?;
+        if len > 0 {
+            // SAFETY: `start..start+len` was reserved by the CAS above for this call alone,
+            // lies inside one lane (checked by `place`), and is above `published`, so no
+            // reader can see it until `_publish` publishes it.
+            let dest = unsafe { self.lanes.slice_mut(lane, within, len)? };
+            fill(start, dest);
+        }
+        Ok(start)
+    }
+
+    /// Zeroes the reserved gap `from..to`, lane by lane.
+    fn zero(&self, from: u64, to: u64) -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let Some((lane, within)) = self.lanes.locate(at) else {
+                break;
+            };
+            let n = (self.lanes.lane_units(lane) - within).min(to - at);
+            // SAFETY: `from..to` is part of this call's reservation (see `append_with`), so
+            // nobody else reads or writes it until it is published.
+            unsafe { self.lanes.slice_mut(lane, within, n)? }.fill(0);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Where a record of `len` bytes goes when the cursor is at `cur`.
+    fn place(&self, cur: u64, len: u64, align: u64) -> Result<(u64, usize, u64)> {
+        let mut start = cur.next_multiple_of(align);
+        loop {
+            let Some((lane, within)) = self.lanes.locate(start) else {
+                return Err(Error::limit(
+                    "LANES_MAX",
+                    LANES_MAX as u64 + 1,
+                    LANES_MAX as u64,
+                ));
+            };
+            if within + len <= self.lanes.lane_units(lane) {
+                return Ok((start, lane, within));
+            }
+            // A record never straddles lanes: skip to the next lane's start, which is
+            // aligned to any power of two up to the first lane's size.
+            start = self.lanes.lane_start(lane + 1).next_multiple_of(align);
+        }
+    }
+
+    /// The published bytes `offset..offset+len`, or `None` if they are not all published
+    /// or straddle two lanes.
+    pub(crate) fn get(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
+        let Some(end) = offset.checked_add(len) else {
+            return Ok(None);
+        };
+        if end > self.published() {
+            return Ok(None);
+        }
+        let Some((lane, within)) = self.lanes.locate(offset) else {
+            return Ok(None);
+        };
+        if within + len > self.lanes.lane_units(lane) {
+            return Ok(None);
+        }
+        if len == 0 {
+            return Ok(Some(&[]));
+        }
+        // SAFETY: the range is below `published` (Acquire above), so it was fully written
+        // before and is never written again; the mapping lives as long as `&self`.
+        unsafe { self.lanes.slice(lane, within, len).map(Some) }
+    }
+
+    /// The published bytes, one slice per lane, in order.
+    pub(crate) fn chunks(&self) -> Chunks<'_> {
+        Chunks {
+            arena: self,
+            lane: 0,
+            published: self.published(),
+        }
+    }
+
+    /// Writes bytes `from..to` to disk.
+    pub(crate) fn flush(&self, from: u64, to: u64) -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let Some((lane, within)) = self.lanes.locate(at) else {
+                break;
+            };
+            let n = (self.lanes.lane_units(lane) - within).min(to - at);
+            self.lanes.flush(lane, within, n)?;
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// Iterator over an arena's published bytes, lane by lane: `(offset, bytes)`.
+pub(crate) struct Chunks<'a> {
+    arena: &'a Arena,
+    lane: usize,
+    published: u64,
+}
+
+impl<'a> Iterator for Chunks<'a> {
+    type Item = Result<(u64, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.lane >= LANES_MAX {
+            return None;
+        }
+        let start = self.arena.lanes.lane_start(self.lane);
+        if start >= self.published {
+            return None;
+        }
+        let end = (start + self.arena.lanes.lane_units(self.lane)).min(self.published);
+        self.lane += 1;
+        Some(
+            self.arena
+                .get(start, end - start)
+                .and_then(|bytes| {
+                    bytes.ok_or_else(|| {
+                        Error::corrupted(
+                            &self.arena.lanes.lane_path(self.lane - 1),
+                            0,
+                            "lane is missing",
+                        )
+                    })
+                })
+                .map(|bytes| (start, bytes)),
+        )
+    }
+}
+
+/// Publishes one reservation when dropped: waits until every earlier reservation is
+/// published, then moves `published` to its end.
+struct Publish<'a> {
+    arena: &'a Arena,
+    from: u64,
+    end: u64,
+}
+
+impl Drop for Publish<'_> {
+    fn drop(&mut self) {
+        let published = &self.arena.published;
+        let mut spins = 0u32;
+        while published.load(Ordering::Acquire) != self.from {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        published.store(self.end, Ordering::Release);
+    }
+}

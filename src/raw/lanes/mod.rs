@@ -1,0 +1,376 @@
+//! Lanes: a byte space split into files of doubling size, each mapped once, at full size,
+//! the first time it is needed, and never moved or unmapped until the owner is dropped.
+//!
+//! This folder is the crate's only `unsafe` code. `Lanes` turns positions into mapped
+//! memory; the two disciplines that make handing out that memory sound live beside it:
+//! [`arena`] (append-only bytes, borrowed freely once published) and [`cells`] (fixed-size
+//! mutable cells, each read and written under its stripe lock).
+//!
+//! # Soundness contract of the mapping
+//! - A lane file is held under the store directory's exclusive lock, is created at its
+//!   full size with its space allocated, and is never truncated while mapped.
+//! - A mapping is created once and lives until the `Lanes` is dropped, so a `&[u8]` tied
+//!   to `&self` never dangles.
+//! - Callers of the `unsafe fn`s below guarantee there is no data race on the bytes they
+//!   touch; `arena` and `cells` are the only callers.
+//!
+//! Other processes changing the files behind our back (which the lock forbids among
+//! cooperating processes) would break these guarantees; that is outside the contract.
+//!
+//! # Lane file layout
+//! ```text
+//! 0      64    header (kind Lane, params: lane index, unit bytes, base units)
+//! 64     4096  zero padding, so that data starts page-aligned
+//! 4096   ...   data: base_units << index units of unit_bytes each
+//! ```
+
+pub(crate) mod arena;
+pub(crate) mod cells;
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::limits::LANES_MAX;
+use crate::raw::files;
+use crate::raw::header::{HEADER_BYTES, Header, Kind};
+
+/// Bytes before the data in a lane file: the header, padded to a page.
+pub(crate) const LANE_DATA_OFFSET: u64 = 4096;
+const _: () = assert!(HEADER_BYTES as u64 <= LANE_DATA_OFFSET);
+
+const PARAM_INDEX: usize = 0;
+const PARAM_UNIT: usize = 1;
+const PARAM_BASE: usize = 2;
+
+/// One mapped lane file.
+#[derive(Debug)]
+struct Lane {
+    map: MmapRaw,
+    path: PathBuf,
+    // Kept open for the lifetime of the mapping.
+    _file: File,
+}
+
+/// A space of fixed-size units spread over lane files of doubling size.
+#[derive(Debug)]
+pub(crate) struct Lanes {
+    dir: PathBuf,
+    prefix: &'static str,
+    unit_bytes: u64,
+    base_units: u64,
+    lanes: Box<[OnceLock<Lane>]>,
+    create: Mutex<()>,
+}
+
+impl Lanes {
+    /// Lanes for files `dir/{prefix}-NN.acc`, lane `i` holding `base_units << i` units of
+    /// `unit_bytes` bytes. Nothing is opened until a lane is first used.
+    pub(crate) fn new(dir: &Path, prefix: &'static str, unit_bytes: u64, base_units: u64) -> Self {
+        assert!(
+            unit_bytes > 0 && base_units > 0,
+            "lanes need non-empty units"
+        );
+        Lanes {
+            dir: dir.to_path_buf(),
+            prefix,
+            unit_bytes,
+            base_units,
+            lanes: (0..LANES_MAX).map(|_| OnceLock::new()).collect(),
+            create: Mutex::new(()),
+        }
+    }
+
+    /// Units held by lane `lane`.
+    pub(crate) fn lane_units(&self, lane: usize) -> u64 {
+        self.base_units << lane
+    }
+
+    /// The first position of lane `lane`.
+    pub(crate) fn lane_start(&self, lane: usize) -> u64 {
+        self.base_units * ((1u64 << lane) - 1)
+    }
+
+    /// Total units held by all `LANES_MAX` lanes.
+    pub(crate) fn capacity_max(&self) -> u64 {
+        self.lane_start(LANES_MAX)
+    }
+
+    /// The lane holding position `pos` and the position within it, or `None` past the last
+    /// lane.
+    pub(crate) fn locate(&self, pos: u64) -> Option<(usize, u64)> {
+        let q = pos / self.base_units + 1;
+        let lane = (63 - q.leading_zeros()) as usize;
+        if lane >= LANES_MAX {
+            return None;
+        }
+        Some((lane, pos - self.lane_start(lane)))
+    }
+
+    /// Number of lanes mapped so far, and the units they hold.
+    pub(crate) fn mapped_units(&self) -> u64 {
+        let mapped = self.lanes.iter().take_while(|l| l.get().is_some()).count();
+        self.lane_start(mapped)
+    }
+
+    fn path_of(&self, lane: usize) -> PathBuf {
+        self.dir.join(format!("{}-{lane:02}.acc", self.prefix))
+    }
+
+    fn data_bytes(&self, lane: usize) -> u64 {
+        self.lane_units(lane) * self.unit_bytes
+    }
+
+    /// Lane `lane`, mapping its file if it exists; `None` if it was never created.
+    fn get(&self, lane: usize) -> Result<Option<&Lane>> {
+        if let Some(mapped) = self.lanes[lane].get() {
+            return Ok(Some(mapped));
+        }
+        let _guard = self.create.lock();
+        if let Some(mapped) = self.lanes[lane].get() {
+            return Ok(Some(mapped));
+        }
+        let path = self.path_of(lane);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mapped = self.open_existing(lane, path)?;
+        Ok(Some(self.lanes[lane].get_or_init(|| mapped)))
+    }
+
+    /// Lane `lane`, creating and mapping it if needed. Creation allocates the lane's disk
+    /// space up front, so a full disk fails here rather than in a later write.
+    pub(crate) fn ensure(&self, lane: usize) -> Result<()> {
+        if self.lanes[lane].get().is_some() {
+            return Ok(());
+        }
+        if self.get(lane)?.is_some() {
+            return Ok(());
+        }
+        let _guard = self.create.lock();
+        if self.lanes[lane].get().is_some() {
+            return Ok(());
+        }
+        let mapped = self.create(lane)?;
+        self.lanes[lane].get_or_init(|| mapped);
+        Ok(())
+    }
+
+    /// Whether lane `lane` exists (mapping it if its file is there).
+    pub(crate) fn exists(&self, lane: usize) -> Result<bool> {
+        Ok(self.get(lane)?.is_some())
+    }
+
+    fn open_existing(&self, lane: usize, path: PathBuf) -> Result<Lane> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "open lane", e))?;
+        let mut head = [0u8; HEADER_BYTES];
+        file.read_exact_at(&mut head, 0).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupted(&path, 0, "lane file is shorter than its header")
+            } else {
+                Error::io(&path, "read lane header", e)
+            }
+        })?;
+        let header = Header::decode(&head, &path, Kind::Lane)?;
+        header.expect_param(&path, PARAM_INDEX, lane as u64, "lane index")?;
+        header.expect_param(&path, PARAM_UNIT, self.unit_bytes, "unit size in bytes")?;
+        header.expect_param(
+            &path,
+            PARAM_BASE,
+            self.base_units,
+            "first-lane size in units",
+        )?;
+        // A short file would turn reads past its end into SIGBUS: refuse it here.
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&path, "stat lane", e))?
+            .len();
+        let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
+        if len != expected {
+            return Err(Error::corrupted(
+                &path,
+                len.min(expected),
+                format!("lane file is {len} bytes, expected {expected}"),
+            ));
+        }
+        self.map(file, path)
+    }
+
+    fn create(&self, lane: usize) -> Result<Lane> {
+        let path = self.path_of(lane);
+        let tmp = path.with_extension("acc.tmp");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "create lane", e))?;
+        let header = Header::new(
+            Kind::Lane,
+            [lane as u64, self.unit_bytes, self.base_units, 0, 0],
+        );
+        let result = (|| {
+            file.write_all_at(&header.encode(), 0)
+                .map_err(|e| Error::io(&tmp, "write lane header", e))?;
+            files::allocate(&file, &tmp, LANE_DATA_OFFSET + self.data_bytes(lane))?;
+            file.sync_all()
+                .map_err(|e| Error::io(&tmp, "fsync new lane", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename lane", e))?;
+            files::sync_dir(&self.dir)
+        })();
+        if let Err(e) = result {
+            // Give the space back; the error is what the caller needs to see.
+            drop(file);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.map(file, path)
+    }
+
+    fn map(&self, file: File, path: PathBuf) -> Result<Lane> {
+        let map = MmapOptions::new()
+            .map_raw(&file)
+            .map_err(|e| Error::io(&path, "map lane", e))?;
+        Ok(Lane {
+            map,
+            path,
+            _file: file,
+        })
+    }
+
+    /// Pointer to unit `within` of mapped lane `lane`, after checking that `units` units
+    /// from there lie inside the lane.
+    fn data_ptr(&self, lane: usize, within: u64, units: u64) -> Result<*mut u8> {
+        let mapped = self
+            .get(lane)?
+            .ok_or_else(|| Error::corrupted(&self.path_of(lane), 0, "lane file is missing"))?;
+        let end = within
+            .checked_add(units)
+            .filter(|end| *end <= self.lane_units(lane));
+        assert!(end.is_some(), "position outside its lane: a caller bug");
+        let offset = LANE_DATA_OFFSET + within * self.unit_bytes;
+        let offset = usize::try_from(offset).expect("mapped lanes fit in the address space");
+        debug_assert!(offset + (units * self.unit_bytes) as usize <= mapped.map.len());
+        // SAFETY: `offset` plus the span lies within the mapping (checked above against the
+        // lane's size, which equals the mapping's size less the header page).
+        Ok(unsafe { mapped.map.as_mut_ptr().add(offset) })
+    }
+
+    /// The bytes of `units` units at `within` in lane `lane`.
+    ///
+    /// # Safety
+    /// For the returned lifetime nobody writes those bytes.
+    pub(crate) unsafe fn slice(&self, lane: usize, within: u64, units: u64) -> Result<&[u8]> {
+        let ptr = self.data_ptr(lane, within, units)?;
+        let len = (units * self.unit_bytes) as usize;
+        // SAFETY: `ptr..ptr+len` is inside a live mapping that outlives `&self`, and the
+        // caller guarantees no concurrent writes for the returned lifetime.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+
+    /// The bytes of `units` units at `within` in lane `lane`, for writing.
+    ///
+    /// # Safety
+    /// For the returned lifetime nobody else reads or writes those bytes.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(
+        &self,
+        lane: usize,
+        within: u64,
+        units: u64,
+    ) -> Result<&mut [u8]> {
+        let ptr = self.data_ptr(lane, within, units)?;
+        let len = (units * self.unit_bytes) as usize;
+        // SAFETY: `ptr..ptr+len` is inside a live mapping that outlives `&self`, and the
+        // caller guarantees exclusive access for the returned lifetime.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+    }
+
+    /// Writes `units` units at `within` of lane `lane` to disk (msync).
+    pub(crate) fn flush(&self, lane: usize, within: u64, units: u64) -> Result<()> {
+        if units == 0 {
+            return Ok(());
+        }
+        let Some(mapped) = self.lanes[lane].get() else {
+            return Ok(());
+        };
+        let offset = (LANE_DATA_OFFSET + within * self.unit_bytes) as usize;
+        let len = (units * self.unit_bytes) as usize;
+        mapped
+            .map
+            .flush_range(offset, len)
+            .map_err(|e| Error::io(&mapped.path, "msync lane", e))
+    }
+
+    /// Writes every mapped lane to disk.
+    pub(crate) fn flush_all(&self) -> Result<()> {
+        for (lane, slot) in self.lanes.iter().enumerate() {
+            if slot.get().is_some() {
+                self.flush(lane, 0, self.lane_units(lane))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of lane `lane`'s file, for error messages.
+    pub(crate) fn lane_path(&self, lane: usize) -> PathBuf {
+        self.path_of(lane)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_matches_lane_bounds() {
+        let lanes = Lanes::new(Path::new("/nonexistent"), "t", 1, 16);
+        assert_eq!(lanes.locate(0), Some((0, 0)));
+        assert_eq!(lanes.locate(15), Some((0, 15)));
+        assert_eq!(lanes.locate(16), Some((1, 0)));
+        assert_eq!(lanes.locate(47), Some((1, 31)));
+        assert_eq!(lanes.locate(48), Some((2, 0)));
+        for lane in 0..LANES_MAX {
+            let start = lanes.lane_start(lane);
+            assert_eq!(lanes.locate(start), Some((lane, 0)));
+            assert_eq!(
+                lanes.locate(start + lanes.lane_units(lane) - 1),
+                Some((lane, lanes.lane_units(lane) - 1))
+            );
+        }
+        assert_eq!(lanes.locate(lanes.capacity_max()), None);
+    }
+
+    #[test]
+    fn a_lane_with_another_unit_size_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Lanes::new(tmp.path(), "t", 8, 16);
+        a.ensure(0).unwrap();
+        drop(a);
+        let b = Lanes::new(tmp.path(), "t", 16, 16);
+        assert!(matches!(b.exists(0), Err(Error::Incompatible { .. })));
+    }
+
+    #[test]
+    fn a_truncated_lane_is_corrupted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Lanes::new(tmp.path(), "t", 1, 4096);
+        a.ensure(0).unwrap();
+        let path = a.lane_path(0);
+        drop(a);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(5000).unwrap();
+        let b = Lanes::new(tmp.path(), "t", 1, 4096);
+        assert!(matches!(b.exists(0), Err(Error::Corrupted { .. })));
+    }
+}

@@ -1,0 +1,307 @@
+//! A multi-slot register of one fixed-size byte value: the byte layer under `Journal<T>`
+//! and the state record (durable length, counts) of every other primitive.
+//!
+//! # File layout
+//! ```text
+//! 0                    512     header page: 64-byte header (kind Register,
+//!                              params: value bytes, slot count), zero padded
+//! 512 + k * stride     stride  slot k, for k in 0..SLOTS:
+//!                                0        8  sequence number, u64 LE (0 = never written)
+//!                                8        V  value bytes
+//!                                8 + V    8  checksum, XXH3-64 of (k as u64 LE, seq, value)
+//!                              zero padded to `stride` = the slot rounded up to 512 bytes
+//! ```
+//! Each slot has its own 512-byte sectors, so a torn write of one slot cannot touch
+//! another. The slot index is inside the checksum, so a slot copied to the wrong place is
+//! caught too.
+//!
+//! # Durability
+//! `set` only changes memory. `sync` writes the newest value to the slot chosen by
+//! [`slots::write_target`] (never the slot holding the newest durable copy) and then
+//! `fdatasync`s. A crash during `sync` leaves that slot torn, and open falls back to the
+//! previous durable value. Between syncs at most one slot write is ever in flight.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::raw::files;
+use crate::raw::header::{HEADER_BYTES, Header, Kind, read_u64, write_u64};
+use crate::raw::slots;
+
+/// Slots per register file.
+pub(crate) const SLOTS: usize = 4;
+const SECTOR: usize = 512;
+const HEADER_PAGE: usize = SECTOR;
+const SEQ_AT: usize = 0;
+const VALUE_AT: usize = SEQ_AT + 8;
+const _: () = assert!(HEADER_BYTES <= HEADER_PAGE);
+
+const PARAM_VALUE_BYTES: usize = 0;
+const PARAM_SLOTS: usize = 1;
+
+/// What open found in the slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recovery {
+    /// The slot whose value was taken, if any was valid.
+    pub slot: Option<usize>,
+    /// How many slots held a valid copy.
+    pub valid: usize,
+}
+
+#[derive(Debug)]
+struct Value {
+    bytes: Vec<u8>,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Slots {
+    seqs: [Option<u64>; SLOTS],
+}
+
+/// A checksummed multi-slot register file.
+#[derive(Debug)]
+pub(crate) struct Register {
+    path: PathBuf,
+    file: File,
+    value_bytes: usize,
+    value: Mutex<Value>,
+    // Held for the whole of a sync, so that slot writes never overlap.
+    slots: Mutex<Slots>,
+    poisoned: AtomicBool,
+    recovery: Recovery,
+}
+
+fn stride(value_bytes: usize) -> usize {
+    (VALUE_AT + value_bytes + 8).next_multiple_of(SECTOR)
+}
+
+fn file_len(value_bytes: usize) -> usize {
+    HEADER_PAGE + SLOTS * stride(value_bytes)
+}
+
+fn slot_checksum(index: usize, seq: u64, value: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(index as u64).to_le_bytes());
+    h.update(&seq.to_le_bytes());
+    h.update(value);
+    h.digest()
+}
+
+/// Decodes slot `index` from its bytes: its sequence number if the checksum holds.
+fn decode_slot(index: usize, slot: &[u8], value_bytes: usize) -> Option<u64> {
+    let seq = read_u64(slot, SEQ_AT);
+    let value = &slot[VALUE_AT..VALUE_AT + value_bytes];
+    let sum = read_u64(slot, VALUE_AT + value_bytes);
+    (seq != 0 && sum == slot_checksum(index, seq, value)).then_some(seq)
+}
+
+impl Register {
+    /// Opens or creates `dir/file_name` holding a value of `value_bytes` bytes. A new
+    /// register holds all zeros.
+    ///
+    /// # Errors
+    /// `Corrupted` for a damaged header or a file of the wrong length; `Incompatible` for
+    /// another value size; `Io`.
+    pub(crate) fn open(dir: &Path, file_name: &str, value_bytes: usize) -> Result<Register> {
+        let path = dir.join(file_name);
+        let bytes = match files::read_if_exists(&path)? {
+            Some(bytes) => bytes,
+            None => {
+                let mut fresh = vec![0u8; file_len(value_bytes)];
+                let header =
+                    Header::new(Kind::Register, [value_bytes as u64, SLOTS as u64, 0, 0, 0]);
+                fresh[..HEADER_BYTES].copy_from_slice(&header.encode());
+                files::write_atomically(dir, file_name, &fresh)?;
+                fresh
+            }
+        };
+        let header = Header::decode(&bytes, &path, Kind::Register)?;
+        header.expect_param(
+            &path,
+            PARAM_VALUE_BYTES,
+            value_bytes as u64,
+            "value size in bytes",
+        )?;
+        header.expect_param(&path, PARAM_SLOTS, SLOTS as u64, "slot count")?;
+        if bytes.len() != file_len(value_bytes) {
+            return Err(Error::corrupted(
+                &path,
+                bytes.len().min(file_len(value_bytes)) as u64,
+                format!(
+                    "register file is {} bytes, expected {}",
+                    bytes.len(),
+                    file_len(value_bytes)
+                ),
+            ));
+        }
+        let mut seqs = [None; SLOTS];
+        for (k, seq) in seqs.iter_mut().enumerate() {
+            let at = HEADER_PAGE + k * stride(value_bytes);
+            *seq = decode_slot(k, &bytes[at..at + stride(value_bytes)], value_bytes);
+        }
+        let chosen = slots::newest(&seqs);
+        let value = match chosen {
+            Some(k) => {
+                let at = HEADER_PAGE + k * stride(value_bytes) + VALUE_AT;
+                bytes[at..at + value_bytes].to_vec()
+            }
+            None => vec![0u8; value_bytes],
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "open register", e))?;
+        Ok(Register {
+            path,
+            file,
+            value_bytes,
+            value: Mutex::new(Value {
+                bytes: value,
+                dirty: false,
+            }),
+            slots: Mutex::new(Slots { seqs }),
+            poisoned: AtomicBool::new(false),
+            recovery: Recovery {
+                slot: chosen,
+                valid: seqs.iter().flatten().count(),
+            },
+        })
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What open found.
+    pub(crate) fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Runs `f` on the current value (the last one set, durable or not).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.value.lock().bytes)
+    }
+
+    /// Changes the current value in memory; [`sync`](Self::sync) makes it durable.
+    ///
+    /// # Errors
+    /// `Poisoned` after a failed sync.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.check_poisoned()?;
+        let mut value = self.value.lock();
+        value.dirty = true;
+        Ok(f(&mut value.bytes))
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned {
+                path: self.path.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes the current value durable. Returns at once if nothing changed since the last
+    /// sync.
+    ///
+    /// # Errors
+    /// `Io` if the write or fdatasync fails, after which the register is poisoned;
+    /// `Poisoned` after an earlier failure.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.check_poisoned()?;
+        let mut slots = self.slots.lock();
+        let snapshot = {
+            let mut value = self.value.lock();
+            if !value.dirty {
+                return Ok(());
+            }
+            value.dirty = false;
+            value.bytes.clone()
+        };
+        let target = slots::write_target(&slots.seqs);
+        let seq = slots.seqs.iter().flatten().max().copied().unwrap_or(0) + 1;
+        let mut slot = vec![0u8; stride(self.value_bytes)];
+        write_u64(&mut slot, SEQ_AT, seq);
+        slot[VALUE_AT..VALUE_AT + self.value_bytes].copy_from_slice(&snapshot);
+        write_u64(
+            &mut slot,
+            VALUE_AT + self.value_bytes,
+            slot_checksum(target, seq, &snapshot),
+        );
+        let at = (HEADER_PAGE + target * stride(self.value_bytes)) as u64;
+        // The target slot's old copy is gone from here on, whatever happens.
+        slots.seqs[target] = None;
+        let written = self
+            .file
+            .write_all_at(&slot, at)
+            .map_err(|e| Error::io(&self.path, "write register slot", e))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(|e| Error::io(&self.path, "fdatasync register", e))
+            });
+        match written {
+            Ok(()) => {
+                slots.seqs[target] = Some(seq);
+                Ok(())
+            }
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                self.value.lock().dirty = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_survive_reopen_and_rotate_slots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        assert_eq!(r.recovery().slot, None);
+        for v in 1..=10u64 {
+            r.update(|b| b.copy_from_slice(&v.to_le_bytes())).unwrap();
+            r.sync().unwrap();
+        }
+        drop(r);
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        assert_eq!(r.read(|b| read_u64(b, 0)), 10);
+        assert_eq!(r.recovery().valid, SLOTS);
+        assert!(matches!(
+            Register::open(tmp.path(), "r.acc", 16),
+            Err(Error::Incompatible { .. })
+        ));
+    }
+
+    #[test]
+    fn a_torn_newest_slot_yields_the_previous_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        for v in [5u64, 6] {
+            r.update(|b| b.copy_from_slice(&v.to_le_bytes())).unwrap();
+            r.sync().unwrap();
+        }
+        let newest = slots::newest(&r.slots.lock().seqs).unwrap();
+        drop(r);
+        let path = tmp.path().join("r.acc");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_PAGE + newest * stride(8) + VALUE_AT] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        assert_eq!(r.read(|b| read_u64(b, 0)), 5);
+    }
+}
