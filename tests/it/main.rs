@@ -1,0 +1,11 @@
+//! The integration tests, one binary: each primitive through its public API against a std
+//! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk.
+
+mod common;
+mod concurrency;
+mod corruption;
+mod disk_full;
+mod fixtures;
+mod limits;
+mod model;
+mod process;
