@@ -114,7 +114,7 @@ impl<T: Pod> RandomAccess<T> {
             size as u64,
             RANDOM_ACCESS_LANE_BASE_ELEMENTS,
         );
-        let cells = Cells::new(lanes);
+        let cells = Cells::new(lanes, size);
         if len > 0 && cells.read(len - 1)?.is_none() {
             return Err(Error::corrupted(
                 length.path(),
@@ -154,7 +154,9 @@ impl<T: Pod> RandomAccess<T> {
         }))
     }
 
-    /// A copy of element `index`; never-written elements read as all zeros.
+    /// A copy of element `index`; never-written elements read as all zeros. Never torn by
+    /// a concurrent [`with_mut`](Self::with_mut); for elements of one machine word (1, 2, 4
+    /// or 8 bytes, such as `u64`) it takes no lock at all.
     ///
     /// # Errors
     /// As [`get`](Self::get).
@@ -162,10 +164,9 @@ impl<T: Pod> RandomAccess<T> {
         if index >= self.len() {
             return Ok(T::zeroed());
         }
-        Ok(match self.cells.read(index)? {
-            Some(cell) => bytemuck::pod_read_unaligned(&cell),
-            None => T::zeroed(),
-        })
+        let mut value = T::zeroed();
+        self.cells.load(index, bytemuck::bytes_of_mut(&mut value))?;
+        Ok(value)
     }
 
     /// Runs `f` on element `index` under its write lock, growing the array if needed.
@@ -175,9 +176,12 @@ impl<T: Pod> RandomAccess<T> {
     /// full disk is `StorageFull`); `Poisoned` after a failed sync.
     pub fn with_mut<R>(&self, index: u64, f: impl FnOnce(&mut T) -> R) -> Result<R> {
         self.check_poisoned()?;
-        let out = self
-            .cells
-            .write(index, |bytes| f(bytemuck::from_bytes_mut(bytes)))?;
+        let out = self.cells.update(index, |bytes| {
+            let mut value: T = bytemuck::pod_read_unaligned(bytes);
+            let out = f(&mut value);
+            bytes.copy_from_slice(bytemuck::bytes_of(&value));
+            out
+        })?;
         self.len.fetch_max(index + 1, Ordering::AcqRel);
         Ok(out)
     }
@@ -197,10 +201,7 @@ impl<T: Pod> RandomAccess<T> {
     /// As [`with_mut`](Self::with_mut).
     pub fn reserve(&self, len: u64) -> Result<()> {
         self.check_poisoned()?;
-        if len > 0 {
-            self.cells.write(len - 1, |_| ())?;
-        }
-        Ok(())
+        self.cells.reserve(len)
     }
 
     /// One past the highest index ever written.

@@ -31,7 +31,10 @@ impl Seeded {
 impl Drop for Seeded {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{} failed: replay with ACCRETION_SEED={}", self.test, self.seed);
+            eprintln!(
+                "{} failed: replay with ACCRETION_SEED={}",
+                self.test, self.seed
+            );
         }
     }
 }

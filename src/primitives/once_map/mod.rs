@@ -9,7 +9,7 @@
 //!
 //! # The index
 //! A sequence of open-addressing tables ("levels") of doubling size laid end to end in
-//! one array: level `k` has `LEVEL0_SLOTS << k` slots. New keys go to the level chosen by
+//! one array: level `k` has `LEVEL0_SLOTS * 4^k` slots. New keys go to the level chosen by
 //! the entry count, which fills each level to half before moving on, so nothing is ever
 //! rehashed or moved. A lookup probes the levels newest first; most keys live in the two
 //! newest levels. A slot is a `u64`: a 24-bit tag from the key's hash above a 40-bit
@@ -38,6 +38,8 @@ const LEVEL0_SLOTS: u64 = 1024;
 const PROBE_LIMIT: u64 = 64;
 /// Stripes of the insert locks (inserts of one key always take the same stripe).
 const INSERT_STRIPES: usize = 64;
+/// Most index levels: level 20 alone would hold 2^50 slots, past any log.
+const LEVELS_MAX: u64 = 21;
 const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 
@@ -120,20 +122,33 @@ pub struct OnceMap {
     log_path: std::path::PathBuf,
 }
 
+/// Slots in level `level`: each level is four times the one before, so the newest level
+/// holds about three quarters of the keys and most lookups end there.
+fn level_slots(level: u64) -> u64 {
+    LEVEL0_SLOTS << (2 * level)
+}
+
+/// First slot of level `level`: the sum of the sizes before it, `L0 * (4^level - 1) / 3`.
 fn level_start(level: u64) -> u64 {
-    LEVEL0_SLOTS * ((1 << level) - 1)
+    LEVEL0_SLOTS * (((1u64 << (2 * level)) - 1) / 3)
 }
 
 fn level_of_slot(slot: u64) -> u64 {
-    u64::from(63 - (slot / LEVEL0_SLOTS + 1).leading_zeros())
+    let mut level = 0;
+    while slot >= level_start(level + 1) {
+        level += 1;
+    }
+    level
 }
 
 /// The level that takes the entry when `count` entries are in: each level is filled to
 /// half its slots.
 fn level_for_count(count: u64) -> u64 {
     let mut level = 0;
-    while count >= LEVEL0_SLOTS / 2 * ((2 << level) - 1) {
+    let mut filled = level_slots(0) / 2;
+    while count >= filled {
         level += 1;
+        filled += level_slots(level) / 2;
     }
     level
 }
@@ -211,24 +226,78 @@ impl OnceMap {
         Ok(self.get(key)?.is_some())
     }
 
+    /// Looks `key` up in every level, most-populated level first.
+    ///
+    /// The first slot of every level is loaded before any is examined: the loads are
+    /// independent, so the processor overlaps their cache misses, and a lookup costs
+    /// about one miss in the index however many levels there are. Then the levels are
+    /// searched in order of how many entries they hold: full levels hold half their slots,
+    /// so they are already in descending order; the level now filling goes before the first
+    /// full level that holds fewer entries than it does; levels above it (used only when a
+    /// probe run overflowed) come last.
     fn find(&self, key: &[u8], hash: u64) -> Result<Option<&[u8]>> {
-        let top = self.top_level.load(Ordering::Acquire);
-        for level in (0..=top).rev() {
-            let cap = LEVEL0_SLOTS << level;
-            let start = level_start(level);
-            let mut pos = hash & (cap - 1);
-            for _ in 0..cap {
-                let slot = self.index.read(start + pos)?;
-                if slot == 0 {
-                    break;
-                }
-                if slot >> OFFSET_BITS == tag_of(hash)
-                    && let Some(value) = self.entry_value(slot & OFFSET_MASK, hash, key)?
-                {
-                    return Ok(Some(value));
-                }
-                pos = (pos + 1) & (cap - 1);
+        let count = self.count.load(Ordering::Acquire);
+        let filling = level_for_count(count);
+        let filling_entries = count - level_start(filling) / 2;
+        let top = self
+            .top_level
+            .load(Ordering::Acquire)
+            .max(filling)
+            .min(LEVELS_MAX - 1);
+        let mut order = [0u64; LEVELS_MAX as usize];
+        let mut n = 0;
+        let mut push = |level: u64| {
+            order[n] = level;
+            n += 1;
+        };
+        let mut filling_placed = false;
+        for level in (0..filling).rev() {
+            if !filling_placed && filling_entries >= level_slots(level) / 2 {
+                push(filling);
+                filling_placed = true;
             }
+            push(level);
+        }
+        if !filling_placed {
+            push(filling);
+        }
+        for level in filling + 1..=top {
+            push(level);
+        }
+        let mut first = [0u64; LEVELS_MAX as usize];
+        for (slot, level) in first.iter_mut().zip(&order[..n]) {
+            *slot = self
+                .index
+                .read(level_start(*level) + (hash & (level_slots(*level) - 1)))?;
+        }
+        for (slot, level) in first.iter().zip(&order[..n]) {
+            if *slot != 0
+                && let Some(value) = self.find_in(*level, *slot, key, hash)?
+            {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Probes one level for `key`, given its first slot `first` (already loaded), up to
+    /// the first empty slot.
+    fn find_in(&self, level: u64, first: u64, key: &[u8], hash: u64) -> Result<Option<&[u8]>> {
+        let cap = level_slots(level);
+        let start = level_start(level);
+        let mut pos = hash & (cap - 1);
+        let mut slot = first;
+        for _ in 0..cap {
+            if slot == 0 {
+                break;
+            }
+            if slot >> OFFSET_BITS == tag_of(hash)
+                && let Some(value) = self.entry_value(slot & OFFSET_MASK, hash, key)?
+            {
+                return Ok(Some(value));
+            }
+            pos = (pos + 1) & (cap - 1);
+            slot = self.index.read(start + pos)?;
         }
         Ok(None)
     }
@@ -333,7 +402,7 @@ impl OnceMap {
         loop {
             self.reserve_slots(level_start(level + 1))?;
             self.top_level.fetch_max(level, Ordering::AcqRel);
-            let cap = LEVEL0_SLOTS << level;
+            let cap = level_slots(level);
             let start = level_start(level);
             let mut pos = hash & (cap - 1);
             for _ in 0..limit.min(cap) {
@@ -491,8 +560,10 @@ mod tests {
         assert_eq!(level_for_count(0), 0);
         assert_eq!(level_for_count(511), 0);
         assert_eq!(level_for_count(512), 1);
-        assert_eq!(level_for_count(512 + 1023), 1);
-        assert_eq!(level_for_count(512 + 1024), 2);
+        assert_eq!(level_for_count(512 + 2047), 1);
+        assert_eq!(level_for_count(512 + 2048), 2);
+        assert_eq!(level_start(1), 1024);
+        assert_eq!(level_start(2), 1024 + 4096);
         for level in 0..20 {
             assert_eq!(level_of_slot(level_start(level)), level);
             assert_eq!(level_of_slot(level_start(level + 1) - 1), level);

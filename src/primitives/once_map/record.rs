@@ -34,11 +34,26 @@ const HEADER_SUM_AT: usize = VALUE_SUM_AT + 8;
 const _: () = assert!(HEADER_SUM_AT + 8 == HEADER_BYTES);
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    crate::raw::header::read_u32(b, at)
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    crate::raw::header::read_u64(b, at)
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(raw)
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The value checksum: XXH3-64 with seed 0, as everywhere in the crate's files.
+fn value_checksum(value: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(value)
 }
 
 /// A checked entry header.
@@ -84,14 +99,13 @@ pub(super) fn encode(
     value: &[u8],
     dest: &mut [u8],
 ) {
-    use crate::raw::header::{write_u32, write_u64};
     debug_assert_eq!(dest.len(), entry_len(key.len(), value.len()));
-    write_u32(dest, KEY_LEN_AT, key.len() as u32);
-    write_u32(dest, VALUE_LEN_AT, value.len() as u32);
-    write_u64(dest, KEY_HASH_AT, key_hash);
-    write_u64(dest, VALUE_SUM_AT, crate::raw::header::checksum(value));
+    put_u32(dest, KEY_LEN_AT, key.len() as u32);
+    put_u32(dest, VALUE_LEN_AT, value.len() as u32);
+    put_u64(dest, KEY_HASH_AT, key_hash);
+    put_u64(dest, VALUE_SUM_AT, value_checksum(value));
     let sum = header_sum(entropy, offset, dest);
-    write_u64(dest, HEADER_SUM_AT, sum);
+    put_u64(dest, HEADER_SUM_AT, sum);
     let key_end = HEADER_BYTES + key.len();
     dest[HEADER_BYTES..key_end].copy_from_slice(key);
     let value_at = HEADER_BYTES + key.len().next_multiple_of(ALIGN);
@@ -181,7 +195,7 @@ where
                 "key does not match its hash",
             ));
         }
-        if crate::raw::header::checksum(value) != h.value_sum {
+        if value_checksum(value) != h.value_sum {
             return Err(Error::corrupted(
                 self.log,
                 offset,

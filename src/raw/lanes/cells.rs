@@ -1,11 +1,16 @@
-//! The mutable-cell discipline over lanes: an unbounded array of fixed-size byte cells,
-//! each read under a shared stripe lock and written under the exclusive one.
+//! The mutable-cell discipline over lanes: an unbounded array of fixed-size byte cells.
 //!
-//! Invariant: cell `i` is only touched while holding stripe `i % STRIPES`, shared for
-//! reads and exclusive for writes, so no read overlaps a write of the same bytes.
-//! Stripes are padded to a cache line so that neighbours do not share one.
+//! Invariant: every access to a cell's bytes while other threads may touch them is
+//! atomic, word by word (the widest of 8, 4, 2 or 1 bytes that divides the cell size, so
+//! every word is naturally aligned in the page-aligned lane). Writers additionally hold
+//! the cell's stripe lock exclusively, so a cell is never written by two threads at once
+//! and a reader holding the stripe shared sees no write at all.
+//! Invariant: a plain `&[u8]` into a cell (`CellRef`) exists only while its stripe is held
+//! shared, so it never overlaps a write.
+//! A single-word cell is read without any lock: one atomic load cannot tear.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
@@ -14,6 +19,8 @@ use crate::error::{Error, Result};
 
 /// Number of lock stripes.
 pub(crate) const STRIPES: usize = 256;
+/// Cells up to this size are copied through a stack buffer when updated.
+const STACK_CELL_BYTES: usize = 64;
 
 #[repr(align(64))]
 #[derive(Debug, Default)]
@@ -24,6 +31,8 @@ struct Stripe(RwLock<()>);
 pub(crate) struct Cells {
     lanes: Lanes,
     stripes: Box<[Stripe]>,
+    cell_bytes: usize,
+    word_bytes: usize,
 }
 
 /// A cell's bytes, readable while the guard lives.
@@ -41,11 +50,17 @@ impl Deref for CellRef<'_> {
 }
 
 impl Cells {
-    /// Cells over `lanes`.
-    pub(crate) fn new(lanes: Lanes) -> Self {
+    /// Cells of `cell_bytes` bytes over `lanes` (whose unit is `cell_bytes`).
+    pub(crate) fn new(lanes: Lanes, cell_bytes: usize) -> Self {
+        let word_bytes = [8, 4, 2, 1]
+            .into_iter()
+            .find(|w| cell_bytes % w == 0)
+            .unwrap_or(1);
         Cells {
             lanes,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            cell_bytes,
+            word_bytes,
         }
     }
 
@@ -81,8 +96,9 @@ impl Cells {
             return Ok(None);
         }
         let guard = self.stripe(index).read();
-        // SAFETY: cell `index` is written only under the exclusive lock of this stripe,
-        // and we hold it shared until `CellRef` (which owns the guard) is dropped.
+        // SAFETY: cells are written only under the exclusive lock of their stripe, and we
+        // hold it shared until `CellRef` (which owns the guard) is dropped; concurrent
+        // lock-free readers only load.
         let bytes = unsafe { self.lanes.slice(lane, within, 1)? };
         Ok(Some(CellRef {
             _guard: guard,
@@ -90,22 +106,136 @@ impl Cells {
         }))
     }
 
-    /// Runs `f` on cell `index` under its write lock, creating its lane if needed.
+    /// Copies cell `index` into `out` (exactly one cell long); returns false, leaving `out`
+    /// alone, if its lane was never created. A single-word cell is read with one atomic
+    /// load and no lock; a wider one under its stripe's shared lock, so it is never torn.
+    pub(crate) fn load(&self, index: u64, out: &mut [u8]) -> Result<bool> {
+        assert_eq!(out.len(), self.cell_bytes, "load needs a whole cell");
+        let (lane, within) = self.locate(index)?;
+        if !self.lanes.exists(lane)? {
+            return Ok(false);
+        }
+        let ptr = self.lanes.data_ptr(lane, within, 1)?;
+        if self.cell_bytes == self.word_bytes {
+            // SAFETY: `ptr` is a live, word-aligned cell (lane data is page aligned and
+            // cells are `cell_bytes` apart, a multiple of the word); every concurrent
+            // access to it is atomic (module invariant).
+            unsafe { copy_out(ptr, out, self.word_bytes) };
+        } else {
+            let _shared = self.stripe(index).read();
+            // SAFETY: as above; holding the stripe shared also excludes writers, so the
+            // words form one consistent value.
+            unsafe { copy_out(ptr, out, self.word_bytes) };
+        }
+        Ok(true)
+    }
+
+    /// Runs `f` on a copy of cell `index` under its write lock and stores the result back,
+    /// creating the cell's lane if needed.
     ///
     /// # Errors
     /// `LimitExceeded` past the last lane; `Io` if the lane cannot be created.
-    pub(crate) fn write<R>(&self, index: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+    pub(crate) fn update<R>(&self, index: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         let (lane, within) = self.locate(index)?;
         self.lanes.ensure(lane)?;
-        let _guard = self.stripe(index).write();
-        // SAFETY: we hold this cell's stripe exclusively, so no reader or writer of the
-        // same bytes exists until `_guard` drops, which outlives the borrow passed to `f`.
-        let bytes = unsafe { self.lanes.slice_mut(lane, within, 1)? };
-        Ok(f(bytes))
+        let ptr = self.lanes.data_ptr(lane, within, 1)?;
+        let mut stack = [0u8; STACK_CELL_BYTES];
+        let mut heap = Vec::new();
+        let buf = if self.cell_bytes <= STACK_CELL_BYTES {
+            &mut stack[..self.cell_bytes]
+        } else {
+            heap.resize(self.cell_bytes, 0);
+            &mut heap[..]
+        };
+        let _exclusive = self.stripe(index).write();
+        // SAFETY: `ptr` is a live, word-aligned cell; we hold its stripe exclusively, so
+        // no other thread writes it, and every access to it is atomic (module invariant).
+        unsafe { copy_out(ptr, buf, self.word_bytes) };
+        let out = f(buf);
+        // SAFETY: as above.
+        unsafe { copy_in(ptr, buf, self.word_bytes) };
+        Ok(out)
+    }
+
+    /// Makes sure the lanes holding cells `0..len` exist.
+    pub(crate) fn reserve(&self, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (last, _) = self.locate(len - 1)?;
+        for lane in 0..=last {
+            self.lanes.ensure(lane)?;
+        }
+        Ok(())
     }
 
     /// Writes every mapped lane to disk.
     pub(crate) fn flush(&self) -> Result<()> {
         self.lanes.flush_all()
+    }
+}
+
+/// Copies `out.len()` bytes from `src` into `out`, one atomic word of `word` bytes at a
+/// time. Bytes are copied as they lie in memory: this is a memcpy, not an encoding.
+///
+/// # Safety
+/// `src..src+out.len()` is inside a live mapping, aligned to `word`, and every concurrent
+/// access to it is atomic with the same word size.
+#[allow(clippy::host_endian_bytes)]
+unsafe fn copy_out(src: *const u8, out: &mut [u8], word: usize) {
+    for (k, chunk) in out.chunks_exact_mut(word).enumerate() {
+        // SAFETY: the caller guarantees `src + k*word` is a live, aligned word accessed
+        // only atomically.
+        unsafe {
+            let p = src.add(k * word).cast_mut();
+            match word {
+                8 => chunk.copy_from_slice(
+                    &AtomicU64::from_ptr(p.cast())
+                        .load(Ordering::Acquire)
+                        .to_ne_bytes(),
+                ),
+                4 => chunk.copy_from_slice(
+                    &AtomicU32::from_ptr(p.cast())
+                        .load(Ordering::Acquire)
+                        .to_ne_bytes(),
+                ),
+                2 => chunk.copy_from_slice(
+                    &AtomicU16::from_ptr(p.cast())
+                        .load(Ordering::Acquire)
+                        .to_ne_bytes(),
+                ),
+                _ => chunk[0] = AtomicU8::from_ptr(p).load(Ordering::Acquire),
+            }
+        }
+    }
+}
+
+/// Copies `src` into memory at `dst`, one atomic word of `word` bytes at a time.
+///
+/// # Safety
+/// As [`copy_out`], and the caller is the only writer of those bytes.
+#[allow(clippy::host_endian_bytes)]
+unsafe fn copy_in(dst: *mut u8, src: &[u8], word: usize) {
+    for (k, chunk) in src.chunks_exact(word).enumerate() {
+        // SAFETY: the caller guarantees `dst + k*word` is a live, aligned word accessed
+        // only atomically, with no other writer.
+        unsafe {
+            let p = dst.add(k * word);
+            match word {
+                8 => AtomicU64::from_ptr(p.cast()).store(
+                    u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk")),
+                    Ordering::Release,
+                ),
+                4 => AtomicU32::from_ptr(p.cast()).store(
+                    u32::from_ne_bytes(chunk.try_into().expect("4-byte chunk")),
+                    Ordering::Release,
+                ),
+                2 => AtomicU16::from_ptr(p.cast()).store(
+                    u16::from_ne_bytes(chunk.try_into().expect("2-byte chunk")),
+                    Ordering::Release,
+                ),
+                _ => AtomicU8::from_ptr(p).store(chunk[0], Ordering::Release),
+            }
+        }
     }
 }

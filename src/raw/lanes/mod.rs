@@ -73,7 +73,7 @@ impl Lanes {
     /// `unit_bytes` bytes. Nothing is opened until a lane is first used.
     pub(crate) fn new(dir: &Path, prefix: &'static str, unit_bytes: u64, base_units: u64) -> Self {
         assert!(
-            unit_bytes > 0 && base_units > 0,
+            unit_bytes > 0 && base_units.is_power_of_two(),
             "lanes need non-empty units"
         );
         Lanes {
@@ -104,7 +104,8 @@ impl Lanes {
     /// The lane holding position `pos` and the position within it, or `None` past the last
     /// lane.
     pub(crate) fn locate(&self, pos: u64) -> Option<(usize, u64)> {
-        let q = pos / self.base_units + 1;
+        // base_units is a power of two, so this division is a shift.
+        let q = (pos >> self.base_units.trailing_zeros()) + 1;
         let lane = (63 - q.leading_zeros()) as usize;
         if lane >= LANES_MAX {
             return None;
@@ -250,10 +251,13 @@ impl Lanes {
 
     /// Pointer to unit `within` of mapped lane `lane`, after checking that `units` units
     /// from there lie inside the lane.
-    fn data_ptr(&self, lane: usize, within: u64, units: u64) -> Result<*mut u8> {
-        let mapped = self
-            .get(lane)?
-            .ok_or_else(|| Error::corrupted(&self.path_of(lane), 0, "lane file is missing"))?;
+    pub(crate) fn data_ptr(&self, lane: usize, within: u64, units: u64) -> Result<*mut u8> {
+        let mapped = match self.lanes[lane].get() {
+            Some(mapped) => mapped,
+            None => self
+                .get(lane)?
+                .ok_or_else(|| Error::corrupted(&self.path_of(lane), 0, "lane file is missing"))?,
+        };
         let end = within
             .checked_add(units)
             .filter(|end| *end <= self.lane_units(lane));
