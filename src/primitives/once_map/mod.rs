@@ -8,13 +8,13 @@
 //! hash key).
 //!
 //! # The index
-//! A sequence of open-addressing tables ("levels") of doubling size laid end to end in
-//! one array: level `k` has `LEVEL0_SLOTS * 4^k` slots. New keys go to the level chosen by
-//! the entry count, which fills each level to half before moving on, so nothing is ever
-//! rehashed or moved. A lookup probes the levels newest first; most keys live in the two
-//! newest levels. A slot is a `u64`: a 24-bit tag from the key's hash above a 40-bit
-//! entry offset plus one (0 means empty). Every hit is confirmed by the entry's header
-//! checksum (which covers its offset) and a full comparison of the key.
+//! A sequence of open-addressing tables ("levels") laid end to end in one array, each four
+//! times the size of the one before: level `k` has `LEVEL0_SLOTS * 4^k` slots. New keys go
+//! to the level chosen by the entry count, which fills each level to half before moving
+//! on, so nothing is ever rehashed or moved. A slot is a `u64`: a 24-bit tag from the
+//! key's hash above a 40-bit entry offset plus one (0 means empty). Every hit is confirmed
+//! by the entry's header checksum (which covers its offset) and a full comparison of the
+//! key. See `OnceMap::find` for the lookup order.
 
 mod record;
 
