@@ -54,7 +54,7 @@ impl Cells {
     pub(crate) fn new(lanes: Lanes, cell_bytes: usize) -> Self {
         let word_bytes = [8, 4, 2, 1]
             .into_iter()
-            .find(|w| cell_bytes % w == 0)
+            .find(|w| cell_bytes.is_multiple_of(*w))
             .unwrap_or(1);
         Cells {
             lanes,
