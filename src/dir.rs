@@ -77,6 +77,10 @@ impl Dir {
 
     fn open_inner(path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Dir> {
         fs::create_dir_all(&path).map_err(|e| Error::io(&path, "create directory", e))?;
+        // Refuse a foreign directory before leaving anything (even a lock file) in it.
+        if !path.join(HEADER_FILE).exists() {
+            Self::refuse_foreign(&path)?;
+        }
         let lock_path = path.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .read(true)
@@ -109,8 +113,14 @@ impl Dir {
             Header::decode(&bytes, &header_path, Kind::Dir)?;
             return Ok(());
         }
-        // No header: only a brand-new directory (or one whose creation was interrupted
-        // before the header landed) may become a store.
+        Self::refuse_foreign(path)?;
+        let header = Header::new(Kind::Dir, [0; PARAMS]).encode();
+        files::write_atomically(path, HEADER_FILE, &header)
+    }
+
+    /// Without a header, only a brand-new directory (or one whose creation was interrupted
+    /// before the header landed) may become a store.
+    fn refuse_foreign(path: &Path) -> Result<()> {
         let entries = fs::read_dir(path).map_err(|e| Error::io(path, "list directory", e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(path, "list directory", e))?;
@@ -123,8 +133,7 @@ impl Dir {
                 ));
             }
         }
-        let header = Header::new(Kind::Dir, [0; PARAMS]).encode();
-        files::write_atomically(path, HEADER_FILE, &header)
+        Ok(())
     }
 
     /// The directory's path.

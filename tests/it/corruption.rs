@@ -1,1 +1,1079 @@
-//! (to be written)
+//! Corruption: flipping, zeroing or truncating bytes of every header and slot of a small
+//! store gives recovery or a typed error, never a panic.
+//!
+//! One store holds one of each structure. For every file, every byte of its header page,
+//! register slots and written data is flipped (xor 0xff) and zeroed in turn, and the file
+//! is truncated to several lengths; each time the owning structure is opened and read in
+//! full under `catch_unwind`. Beyond "no panic", the format's own guarantees are checked:
+//! a damaged header is always an error, a damaged register slot falls back to the previous
+//! synced value and nothing older, and a value returned by a lookup is the right one.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use accretion::{
+    AppendOnly, Content, ContentId, Dir, Entropy, Error, Journal, OnceMap, RandomAccess, Span,
+};
+
+const HEADER_BYTES: usize = 64;
+const REGISTER_HEADER_PAGE: usize = 512;
+const LANE_DATA_OFFSET: usize = 4096;
+
+// ---------------------------------------------------------------------------------------
+// The store and what it holds.
+
+/// Everything written into the store, and the state after each sync.
+struct Model {
+    /// `(tag, hash(b"x"))` of the top-level Entropy.
+    entropy: (u64, u64),
+    /// Every value the Journal synced, in order.
+    journal: Vec<[u64; 2]>,
+    /// Every AppendOnly record (all synced).
+    records: Vec<(Span, Vec<u8>)>,
+    /// AppendOnly durable length after each sync.
+    append_lens: Vec<u64>,
+    /// RandomAccess `(len, elements)` after each sync.
+    array: Vec<(u64, BTreeMap<u64, u64>)>,
+    /// OnceMap entries in insertion order, and the entry count after each sync.
+    map: Vec<(Vec<u8>, Vec<u8>)>,
+    map_counts: Vec<usize>,
+    /// Content blobs in insertion order, and the blob count after each sync.
+    blobs: Vec<Vec<u8>>,
+    blob_counts: Vec<usize>,
+}
+
+fn record_bytes(k: usize) -> Vec<u8> {
+    (0..17 + 31 * k)
+        .map(|i| (i * 7 + k * 13 + 1) as u8)
+        .collect()
+}
+
+fn map_entry(i: usize) -> (Vec<u8>, Vec<u8>) {
+    let key = format!("key-{i:02}").into_bytes();
+    let value = (0..(i * 5) % 41).map(|b| (b * 3 + i) as u8).collect();
+    (key, value)
+}
+
+fn blob(i: usize) -> Vec<u8> {
+    let len = [1, 100, 1000, 3000][i];
+    (0..len).map(|b| (b * 11 + i * 5 + 3) as u8).collect()
+}
+
+/// Writes the store at `path` and returns what it holds.
+fn build(path: &Path) -> Model {
+    let dir = Dir::open(path).unwrap();
+
+    let entropy = Entropy::open(&dir, "entropy").unwrap();
+    let entropy = (entropy.tag(), entropy.hash(b"x"));
+
+    let journal = Journal::<[u64; 2]>::open(&dir, "journal").unwrap();
+    let mut journal_values = Vec::new();
+    for k in 1..=5u64 {
+        let v = [k, k * 1000 + 7];
+        journal.set(v).unwrap();
+        journal.sync().unwrap();
+        journal_values.push(v);
+    }
+
+    let append = AppendOnly::open(&dir, "append").unwrap();
+    let mut records = Vec::new();
+    let mut append_lens = Vec::new();
+    for k in 0..6 {
+        let bytes = record_bytes(k);
+        let span = if k == 3 {
+            append.append_aligned(&bytes, 64).unwrap()
+        } else {
+            append.append(&bytes).unwrap()
+        };
+        append.sync().unwrap();
+        records.push((span, bytes));
+        append_lens.push(append.len());
+    }
+    // Bytes past the durable length: in the lane file, never covered by the length.
+    append.append(b"a tail that is never synced").unwrap();
+
+    let array = RandomAccess::<u64>::open(&dir, "array").unwrap();
+    let mut states = Vec::new();
+    let mut elements = BTreeMap::new();
+    let batches: [&[(u64, u64)]; 3] = [
+        &[(0, 11), (1, 12), (2, 13)],
+        &[(10, 0xDEAD_BEEF_0000_0001), (100, u64::MAX)],
+        &[(1000, 1 << 63), (4000, 42)],
+    ];
+    for batch in batches {
+        for &(i, v) in batch {
+            array.set(i, v).unwrap();
+            elements.insert(i, v);
+        }
+        array.sync().unwrap();
+        states.push((array.len(), elements.clone()));
+    }
+
+    let map = OnceMap::open(&dir, "map").unwrap();
+    let mut entries = Vec::new();
+    let mut map_counts = Vec::new();
+    for i in 0..36 {
+        let (k, v) = map_entry(i);
+        assert!(map.insert(&k, &v).unwrap().is_inserted());
+        entries.push((k, v));
+        if i % 12 == 11 {
+            map.sync().unwrap();
+            map_counts.push(entries.len());
+        }
+    }
+
+    let content = Content::open(&dir, "blobs").unwrap();
+    let mut blobs = Vec::new();
+    let mut blob_counts = Vec::new();
+    for i in 0..4 {
+        let b = blob(i);
+        if i == 2 {
+            content.insert_reader(&b[..]).unwrap();
+        } else {
+            content.insert(&b).unwrap();
+        }
+        blobs.push(b);
+        if i % 2 == 1 {
+            content.sync().unwrap();
+            blob_counts.push(blobs.len());
+        }
+    }
+
+    Model {
+        entropy,
+        journal: journal_values,
+        records,
+        append_lens,
+        array: states,
+        map: entries,
+        map_counts,
+        blobs,
+        blob_counts,
+    }
+}
+
+/// Every file of the store, as paths relative to it; the lock file is not part of the
+/// format and is left out.
+fn store_files(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, at: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if rel != "accretion.lock" {
+                    out.push(rel);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// The structure a store file belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Dir,
+    Entropy,
+    Journal,
+    Append,
+    Array,
+    Map,
+    Blobs,
+}
+
+impl Owner {
+    fn of(rel: &str) -> Owner {
+        match rel.split('/').next() {
+            Some("accretion.acc") => Owner::Dir,
+            Some("entropy") => Owner::Entropy,
+            Some("journal") => Owner::Journal,
+            Some("append") => Owner::Append,
+            Some("array") => Owner::Array,
+            Some("map") => Owner::Map,
+            Some("blobs") => Owner::Blobs,
+            _ => panic!("store file {rel} belongs to no structure this test knows"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Where a damaged byte sits, and what that allows.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Region {
+    /// The 64-byte header of any file: must be an error.
+    Header,
+    /// Bytes of entropy.acc after its header (key and key checksum): must be an error.
+    Checked,
+    /// The zero padding of a register's header page.
+    RegisterPad,
+    /// A register slot: recovery falls back to the previous synced value, cleanly.
+    Slot,
+    /// The zero padding of a lane's header page.
+    LanePad,
+    /// Lane data: unchecked for AppendOnly and RandomAccess; OnceMap and Content must
+    /// never return a wrong value.
+    LaneData,
+    /// The file was truncated: must be `Corrupted`.
+    Truncated,
+}
+
+fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+fn is_lane(rel: &str) -> bool {
+    let name = file_name(rel);
+    name.starts_with("data-") || name.starts_with("cells-")
+}
+
+fn is_register(rel: &str) -> bool {
+    matches!(file_name(rel), "journal.acc" | "length.acc")
+}
+
+fn region_of(rel: &str, offset: usize) -> Region {
+    if offset < HEADER_BYTES {
+        Region::Header
+    } else if is_register(rel) {
+        if offset < REGISTER_HEADER_PAGE {
+            Region::RegisterPad
+        } else {
+            Region::Slot
+        }
+    } else if is_lane(rel) {
+        if offset < LANE_DATA_OFFSET {
+            Region::LanePad
+        } else {
+            Region::LaneData
+        }
+    } else {
+        Region::Checked
+    }
+}
+
+/// The byte offsets of `rel` to damage: every byte of small files; for lanes the header
+/// page, the first data bytes, and the written data (every non-zero 8-byte cell of a
+/// cells lane, everything up to the last non-zero byte of a data lane).
+fn offsets(rel: &str, bytes: &[u8]) -> Vec<usize> {
+    if !is_lane(rel) {
+        return (0..bytes.len()).collect();
+    }
+    let mut set: BTreeSet<usize> = (0..LANE_DATA_OFFSET + 384).collect();
+    if file_name(rel).starts_with("data-") {
+        let last = bytes.iter().rposition(|b| *b != 0).unwrap_or(0);
+        set.extend(LANE_DATA_OFFSET..last + 65);
+    } else {
+        for (i, cell) in bytes[LANE_DATA_OFFSET..].chunks(8).enumerate() {
+            if cell.iter().any(|b| *b != 0) {
+                let at = LANE_DATA_OFFSET + 8 * i;
+                set.extend(at..at + 8);
+            }
+        }
+    }
+    set.into_iter().filter(|at| *at < bytes.len()).collect()
+}
+
+/// The sync states a structure may show after damage in `region`: the last one, or for a
+/// damaged register slot the last or the one before.
+/// One damaged file: which, and where.
+#[derive(Clone, Copy, Debug)]
+struct Damage<'a> {
+    rel: &'a str,
+    region: Region,
+}
+
+fn allowed<T: Clone>(history: &[T], region: Region) -> Vec<T> {
+    let keep = if region == Region::Slot { 2 } else { 1 };
+    history[history.len().saturating_sub(keep)..].to_vec()
+}
+
+// ---------------------------------------------------------------------------------------
+// Exercising a structure: everything observed, nothing asserted (so that any panic under
+// `catch_unwind` is the library's).
+
+/// What one exercise saw: the errors returned, and results that contradict the model.
+#[derive(Default)]
+struct Obs {
+    errors: Vec<Error>,
+    wrong: Vec<String>,
+}
+
+impl Obs {
+    fn take<T>(&mut self, result: accretion::Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+
+    fn wrong(&mut self, what: String) {
+        self.wrong.push(what);
+    }
+}
+
+fn exercise(owner: Owner, store: &Path, dir: Option<&Dir>, m: &Model, damage: Damage) -> Obs {
+    let region = damage.region;
+    let mut o = Obs::default();
+    match (owner, dir) {
+        (Owner::Dir, _) => {
+            if let Some(dir) = o.take(Dir::open(store))
+                && let Some(j) = o.take(Journal::<[u64; 2]>::open(&dir, "journal"))
+                && j.get() != m.journal[m.journal.len() - 1]
+            {
+                o.wrong(format!("journal reads {:?} in a reopened store", j.get()));
+            }
+        }
+        (Owner::Entropy, Some(dir)) => {
+            if let Some(e) = o.take(Entropy::open(dir, "entropy")) {
+                let got = (e.tag(), e.hash(b"x"));
+                if got != m.entropy {
+                    o.wrong(format!("entropy opened with another key: {got:?}"));
+                }
+            }
+        }
+        (Owner::Journal, Some(dir)) => {
+            if let Some(j) = o.take(Journal::<[u64; 2]>::open(dir, "journal")) {
+                let v = j.get();
+                let ok = allowed(&m.journal, region);
+                if !ok.contains(&v) {
+                    o.wrong(format!("journal reads {v:?}, expected one of {ok:?}"));
+                }
+            }
+        }
+        (Owner::Append, Some(dir)) => exercise_append(dir, m, region, &mut o),
+        (Owner::Array, Some(dir)) => exercise_array(dir, m, region, &mut o),
+        (Owner::Map, Some(dir)) => exercise_map(dir, m, damage, &mut o),
+        (Owner::Blobs, Some(dir)) => exercise_blobs(dir, m, damage, &mut o),
+        (_, None) => o.wrong("test bug: no Dir given".into()),
+    }
+    o
+}
+
+fn exercise_append(dir: &Dir, m: &Model, region: Region, o: &mut Obs) {
+    let Some(a) = o.take(AppendOnly::open(dir, "append")) else {
+        return;
+    };
+    let len = a.len();
+    let ok = allowed(&m.append_lens, region);
+    if !ok.contains(&len) {
+        o.wrong(format!("AppendOnly len {len}, expected one of {ok:?}"));
+    }
+    if a.durable_len() != len {
+        o.wrong(format!("durable_len {} != len {len}", a.durable_len()));
+    }
+    for (span, bytes) in &m.records {
+        match a.get(*span) {
+            Ok(got) if span.end() > len => {
+                o.wrong(format!("{span:?} readable past length {len}: {got:?}"));
+            }
+            Ok(got) if region != Region::LaneData && got != &bytes[..] => {
+                o.wrong(format!("{span:?} holds other bytes"));
+            }
+            Ok(_) => {}
+            Err(Error::OutOfBounds { .. }) if span.end() > len => {}
+            Err(e) => o.errors.push(e),
+        }
+    }
+    let mut total = 0;
+    for chunk in a.chunks() {
+        match chunk {
+            Ok((offset, bytes)) => {
+                if offset != total {
+                    o.wrong(format!("chunk at {offset}, expected {total}"));
+                }
+                total = offset + bytes.len() as u64;
+            }
+            Err(e) => {
+                o.errors.push(e);
+                return;
+            }
+        }
+    }
+    if total != len {
+        o.wrong(format!("chunks cover {total} bytes, len is {len}"));
+    }
+}
+
+fn exercise_array(dir: &Dir, m: &Model, region: Region, o: &mut Obs) {
+    let Some(r) = o.take(RandomAccess::<u64>::open(dir, "array")) else {
+        return;
+    };
+    let len = r.len();
+    let _ = r.capacity();
+    let ok = allowed(&m.array, region);
+    let state = match ok.iter().find(|(l, _)| *l == len) {
+        Some((_, state)) => state.clone(),
+        None => {
+            let lens: Vec<u64> = ok.iter().map(|(l, _)| *l).collect();
+            o.wrong(format!("RandomAccess len {len}, expected one of {lens:?}"));
+            m.array[m.array.len() - 1].1.clone()
+        }
+    };
+    let mut probes: BTreeSet<u64> = (0..5).collect();
+    for (l, s) in &m.array {
+        probes.extend([l - 1, *l, l + 1]);
+        for i in s.keys() {
+            probes.extend([i.saturating_sub(1), *i, i + 1]);
+        }
+    }
+    let data_ok = region != Region::LaneData;
+    for i in probes {
+        let expected = if i < len {
+            state.get(&i).copied()
+        } else {
+            None
+        };
+        match r.get(i) {
+            Ok(got) => {
+                let got = got.map(|v| *v);
+                if data_ok && got != expected {
+                    o.wrong(format!("element {i} is {got:?}, expected {expected:?}"));
+                }
+            }
+            Err(e) => o.errors.push(e),
+        }
+        match r.read(i) {
+            Ok(v) => {
+                if data_ok && v != expected.unwrap_or(0) {
+                    o.wrong(format!("read({i}) is {v}, expected {expected:?}"));
+                }
+            }
+            Err(e) => o.errors.push(e),
+        }
+    }
+}
+
+/// How many of the first entries a lookup must still find after `damage`, given the count
+/// the map reports: all of them when only unrelated bytes were damaged; those of the
+/// previous sync when the log length or the meta fell back; none after damage to the data
+/// (an index slot has no checksum) or to the index length, which changes only when a
+/// higher slot is written, so its previous value may date from any earlier sync and hide
+/// the slots written since. (A torn write cannot do that: the log length is written after
+/// the index length, so it never covers entries whose slots the older length hides.)
+fn must_find(damage: Damage, counts: &[usize], n: usize) -> usize {
+    match damage.region {
+        Region::Slot if damage.rel.ends_with("index/length.acc") => 0,
+        Region::Slot => allowed(counts, damage.region)[0].min(n),
+        Region::LaneData => 0,
+        _ => n,
+    }
+}
+
+fn exercise_map(dir: &Dir, m: &Model, damage: Damage, o: &mut Obs) {
+    let region = damage.region;
+    let Some(map) = o.take(OnceMap::open(dir, "map")) else {
+        return;
+    };
+    let n = map.len() as usize;
+    let ok = allowed(&m.map_counts, region);
+    if !ok.contains(&n) {
+        o.wrong(format!("OnceMap len {n}, expected one of {ok:?}"));
+    }
+    let find = must_find(damage, &m.map_counts, n);
+    for (i, (k, v)) in m.map.iter().enumerate() {
+        match map.get(k) {
+            Ok(Some(_)) if i >= n => o.wrong(format!("entry {i} visible with len {n}")),
+            Ok(Some(got)) if got != &v[..] => o.wrong(format!(
+                "OnceMap::get({:?}) returned {got:?}, the stored value is {v:?}",
+                String::from_utf8_lossy(k)
+            )),
+            Ok(Some(_)) => {}
+            Ok(None) if i < find => o.wrong(format!("entry {i} lost")),
+            Ok(None) => {}
+            Err(e) => o.errors.push(e),
+        }
+    }
+    match map.get(b"never inserted") {
+        Ok(Some(v)) => o.wrong(format!("absent key found: {v:?}")),
+        Ok(None) => {}
+        Err(e) => o.errors.push(e),
+    }
+    if let Err(e) = map.contains_key(&m.map[0].0) {
+        o.errors.push(e);
+    }
+    let mut seen = 0;
+    let mut failed = false;
+    for item in map.iter().take(m.map.len() + 4) {
+        match item {
+            Ok((k, v)) => {
+                if m.map
+                    .get(seen)
+                    .is_none_or(|(mk, mv)| (mk, mv) != (&k.to_vec(), &v.to_vec()))
+                {
+                    o.wrong(format!(
+                        "iter item {seen} is not entry {seen}: {k:?} => {v:?}"
+                    ));
+                }
+                seen += 1;
+            }
+            Err(e) => {
+                o.errors.push(e);
+                failed = true;
+                break;
+            }
+        }
+    }
+    if !failed && seen != n {
+        o.wrong(format!("iter yields {seen} entries, len is {n}"));
+    }
+}
+
+fn exercise_blobs(dir: &Dir, m: &Model, damage: Damage, o: &mut Obs) {
+    let region = damage.region;
+    let Some(c) = o.take(Content::open(dir, "blobs")) else {
+        return;
+    };
+    let n = c.len() as usize;
+    let ok = allowed(&m.blob_counts, region);
+    if !ok.contains(&n) {
+        o.wrong(format!("Content len {n}, expected one of {ok:?}"));
+    }
+    let find = must_find(damage, &m.blob_counts, n);
+    for (i, b) in m.blobs.iter().enumerate() {
+        let id = ContentId::of(b);
+        match c.get(&id) {
+            Ok(Some(_)) if i >= n => o.wrong(format!("blob {i} visible with len {n}")),
+            Ok(Some(got)) if got != &b[..] => {
+                o.wrong(format!(
+                    "Content::get({id}) returned bytes that are not the blob"
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) if i < find => o.wrong(format!("blob {i} lost")),
+            Ok(None) => {}
+            Err(e) => {
+                if region == Region::LaneData && !matches!(e, Error::Corrupted { .. }) {
+                    o.wrong(format!("damaged blob {i} gave {e}, expected Corrupted"));
+                }
+                o.errors.push(e);
+            }
+        }
+        if let Err(e) = c.get_unverified(&id) {
+            o.errors.push(e);
+        }
+        if let Err(e) = c.contains(&id) {
+            o.errors.push(e);
+        }
+    }
+    let mut seen = 0;
+    for id in c.ids().take(m.blobs.len() + 4) {
+        match id {
+            Ok(id) => {
+                if m.blobs.get(seen).map(|b| ContentId::of(b)) != Some(id) {
+                    o.wrong(format!("ids() item {seen} is {id}"));
+                }
+                seen += 1;
+            }
+            Err(e) => {
+                o.errors.push(e);
+                break;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Catching panics quietly, remembering where they happened.
+
+thread_local! {
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, turning a panic into `Err(message and location)`. The panic message is not
+/// printed by the default hook (thousands of cases may panic alike); panics on other
+/// threads print as usual.
+fn quiet_catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(Cell::get) {
+                let payload = info.payload();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(non-string payload)".into());
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg} at {at}")));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result.map_err(|_| LAST_PANIC.with(|p| p.borrow_mut().take().unwrap_or_default()))
+}
+
+fn variant(e: &Error) -> &'static str {
+    match e {
+        Error::Io { .. } => "Io",
+        Error::Corrupted { .. } => "Corrupted",
+        Error::UnsupportedVersion { .. } => "UnsupportedVersion",
+        Error::Incompatible { .. } => "Incompatible",
+        Error::Locked { .. } => "Locked",
+        Error::NameInUse { .. } => "NameInUse",
+        Error::InvalidName { .. } => "InvalidName",
+        Error::LimitExceeded { .. } => "LimitExceeded",
+        Error::OutOfBounds { .. } => "OutOfBounds",
+        Error::Poisoned { .. } => "Poisoned",
+        _ => "other",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver.
+
+/// A built store in a temporary directory, with its model and pristine file bytes.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    store: PathBuf,
+    model: Model,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        let model = build(&store);
+        let files = store_files(&store)
+            .into_iter()
+            .map(|rel| {
+                let bytes = fs::read(store.join(&rel)).unwrap();
+                (rel, bytes)
+            })
+            .collect();
+        Fixture {
+            _tmp: tmp,
+            store,
+            model,
+            files,
+        }
+    }
+
+    fn files_of(&self, owner: Owner) -> impl Iterator<Item = &(String, Vec<u8>)> {
+        self.files
+            .iter()
+            .filter(move |(rel, _)| Owner::of(rel) == owner)
+    }
+
+    /// Opens the store's `Dir` for the structures (not for the directory header, whose
+    /// cases open the store themselves).
+    fn dir_for(&self, owner: Owner) -> Option<Dir> {
+        (owner != Owner::Dir).then(|| Dir::open(&self.store).unwrap())
+    }
+
+    /// Checks that no case left a file changed.
+    fn assert_pristine(&self) {
+        for (rel, bytes) in &self.files {
+            assert!(
+                fs::read(self.store.join(rel)).unwrap() == *bytes,
+                "{rel} differs from its pristine copy after the cases ran"
+            );
+        }
+    }
+}
+
+/// Tallies of one run: cases, outcomes per file, one sample error per variant, failures.
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    outcomes: BTreeMap<String, BTreeMap<String, usize>>,
+    /// One sample error per file and variant.
+    samples: BTreeMap<(String, &'static str), String>,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Runs one damaged case and checks what it shows.
+    fn case(
+        &mut self,
+        fx: &Fixture,
+        dir: Option<&Dir>,
+        owner: Owner,
+        rel: &str,
+        what: &str,
+        region: Region,
+    ) {
+        self.cases += 1;
+        let label = format!("{rel}: {what} ({region:?})");
+        let damage = Damage { rel, region };
+        let obs = match quiet_catch(|| exercise(owner, &fx.store, dir, &fx.model, damage)) {
+            Ok(obs) => obs,
+            Err(panic) => {
+                self.count(rel, "PANIC");
+                self.failures.push(format!("{label}: panicked: {panic}"));
+                return;
+            }
+        };
+        let outcome = obs.errors.first().map_or("ok", variant);
+        self.count(rel, outcome);
+        for e in &obs.errors {
+            self.samples
+                .entry((rel.to_string(), variant(e)))
+                .or_insert_with(|| format!("{label}: {e}"));
+        }
+        for w in &obs.wrong {
+            self.failures.push(format!("{label}: {w}"));
+        }
+        let typed_header_error = obs.errors.iter().any(|e| {
+            matches!(
+                e,
+                Error::Corrupted { .. }
+                    | Error::UnsupportedVersion { .. }
+                    | Error::Incompatible { .. }
+            )
+        });
+        match region {
+            Region::Header | Region::Checked if !typed_header_error => self.failures.push(format!(
+                "{label}: damage went unnoticed (errors: {:?})",
+                obs.errors
+            )),
+            Region::Truncated
+                if !obs
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e, Error::Corrupted { .. })) =>
+            {
+                self.failures.push(format!(
+                    "{label}: truncation gave no Corrupted error (errors: {:?})",
+                    obs.errors
+                ));
+            }
+            Region::Slot if !obs.errors.is_empty() => self.failures.push(format!(
+                "{label}: a damaged register slot must fall back cleanly, got {:?}",
+                obs.errors
+            )),
+            _ => {}
+        }
+    }
+
+    fn count(&mut self, rel: &str, outcome: &str) {
+        *self
+            .outcomes
+            .entry(rel.to_string())
+            .or_default()
+            .entry(outcome.to_string())
+            .or_default() += 1;
+    }
+
+    fn report_and_assert(&self, test: &str) {
+        println!("{test}: {} cases", self.cases);
+        for (rel, outcomes) in &self.outcomes {
+            println!("  {rel}: {outcomes:?}");
+        }
+        for sample in self.samples.values() {
+            println!("  sample error: {sample}");
+        }
+        // Failures grouped by kind (numbers blanked), so one cause shows once.
+        let mut kinds: BTreeMap<String, (usize, &String)> = BTreeMap::new();
+        for f in &self.failures {
+            let rest = f.split_once("): ").map_or(f.as_str(), |(_, rest)| rest);
+            let words = if rest.starts_with("panicked") { 99 } else { 2 };
+            let kind: String = rest
+                .split(' ')
+                .take(words)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect();
+            kinds.entry(kind).or_insert((0, f)).0 += 1;
+        }
+        assert!(
+            self.failures.is_empty(),
+            "{test}: {} of {} cases failed; by kind, with one example each:\n{}",
+            self.failures.len(),
+            self.cases,
+            kinds
+                .values()
+                .map(|(n, example)| format!("{n} x {example}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// Flips and zeroes every chosen byte of every file of `owner`, and truncates each file
+/// to several lengths, exercising the owner after each change.
+fn damage_every_byte(owner: Owner, test: &str) {
+    let fx = Fixture::new();
+    let dir = fx.dir_for(owner);
+    let mut tally = Tally::default();
+    let mut files = 0;
+    for (rel, pristine) in fx.files_of(owner) {
+        files += 1;
+        let path = fx.store.join(rel);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        for at in offsets(rel, pristine) {
+            let region = region_of(rel, at);
+            let old = pristine[at];
+            for (op, new) in [("flip", old ^ 0xff), ("zero", 0)] {
+                if new == old {
+                    continue;
+                }
+                file.write_all_at(&[new], at as u64).unwrap();
+                let what = format!("{op} byte {at} ({old:#04x} -> {new:#04x})");
+                tally.case(&fx, dir.as_ref(), owner, rel, &what, region);
+                file.write_all_at(&[old], at as u64).unwrap();
+            }
+        }
+        truncate_cases(&fx, dir.as_ref(), owner, rel, pristine, &file, &mut tally);
+    }
+    assert!(files > 0, "no files for {owner:?}");
+    drop(dir);
+    fx.assert_pristine();
+    tally.report_and_assert(test);
+}
+
+fn truncate_cases(
+    fx: &Fixture,
+    dir: Option<&Dir>,
+    owner: Owner,
+    rel: &str,
+    pristine: &[u8],
+    file: &File,
+    tally: &mut Tally,
+) {
+    let len = pristine.len();
+    let lens: BTreeSet<usize> = [0, 1, 63, 64, len / 2, len - 1]
+        .into_iter()
+        .filter(|to| *to < len)
+        .collect();
+    for to in lens {
+        file.set_len(to as u64).unwrap();
+        let what = format!("truncate to {to} of {len} bytes");
+        tally.case(fx, dir, owner, rel, &what, Region::Truncated);
+        file.write_all_at(pristine, 0).unwrap();
+    }
+}
+
+#[test]
+fn dir_header_every_byte() {
+    damage_every_byte(Owner::Dir, "dir_header_every_byte");
+}
+
+#[test]
+fn entropy_every_byte() {
+    damage_every_byte(Owner::Entropy, "entropy_every_byte");
+}
+
+#[test]
+fn journal_every_byte() {
+    damage_every_byte(Owner::Journal, "journal_every_byte");
+}
+
+#[test]
+fn append_only_every_byte() {
+    damage_every_byte(Owner::Append, "append_only_every_byte");
+}
+
+#[test]
+fn random_access_every_byte() {
+    damage_every_byte(Owner::Array, "random_access_every_byte");
+}
+
+#[test]
+fn once_map_every_byte() {
+    damage_every_byte(Owner::Map, "once_map_every_byte");
+}
+
+#[test]
+fn content_every_byte() {
+    damage_every_byte(Owner::Blobs, "content_every_byte");
+}
+
+/// The store holds exactly the files this test damages, so a new file kind cannot be left
+/// out unnoticed.
+#[test]
+fn every_store_file_is_covered() {
+    let fx = Fixture::new();
+    let names: Vec<&str> = fx.files.iter().map(|(rel, _)| rel.as_str()).collect();
+    for rel in &names {
+        let _ = Owner::of(rel);
+        assert!(
+            rel.ends_with(".acc"),
+            "{rel}: every store file is an .acc file"
+        );
+    }
+    for owner in [
+        Owner::Dir,
+        Owner::Entropy,
+        Owner::Journal,
+        Owner::Append,
+        Owner::Array,
+        Owner::Map,
+        Owner::Blobs,
+    ] {
+        assert!(fx.files_of(owner).next().is_some(), "{owner:?} has no file");
+    }
+    assert_eq!(names.len(), 19, "{names:?}");
+}
+
+/// A file of another kind (or another value or unit size) in a structure's place is
+/// `Incompatible`, naming the file.
+#[test]
+fn a_file_of_the_wrong_kind_is_incompatible() {
+    let fx = Fixture::new();
+    let cases = [
+        ("journal/journal.acc", "append/length.acc"),
+        ("entropy/entropy.acc", "journal/journal.acc"),
+        ("accretion.acc", "entropy/entropy.acc"),
+        ("array/cells-00.acc", "append/data-00.acc"),
+        ("append/data-00.acc", "array/cells-00.acc"),
+        ("append/length.acc", "map/meta/journal.acc"),
+        ("journal/journal.acc", "blobs/index/length.acc"),
+    ];
+    let dir = Dir::open(&fx.store).unwrap();
+    for (from, to) in cases {
+        let owner = Owner::of(to);
+        let pristine = &fx.files.iter().find(|(rel, _)| rel == to).unwrap().1;
+        let path = fx.store.join(to);
+        fs::copy(fx.store.join(from), &path).unwrap();
+        let obs = quiet_catch(|| {
+            exercise(
+                owner,
+                &fx.store,
+                Some(&dir),
+                &fx.model,
+                Damage {
+                    rel: to,
+                    region: Region::Header,
+                },
+            )
+        })
+        .unwrap_or_else(|panic| panic!("{from} over {to}: panicked: {panic}"));
+        println!(
+            "{from} over {to}: {:?}",
+            obs.errors.first().map(ToString::to_string)
+        );
+        assert!(
+            matches!(obs.errors.first(), Some(Error::Incompatible { path: p, .. }) if *p == path),
+            "{from} over {to}: expected Incompatible naming {}, got {:?}",
+            path.display(),
+            obs.errors
+        );
+        fs::write(&path, pristine).unwrap();
+    }
+    drop(dir);
+    fx.assert_pristine();
+}
+
+/// A lane of the right kind and unit size but from another structure (an AppendOnly's data
+/// in place of a OnceMap's log) holds no valid entries: lookups find nothing or fail,
+/// never return foreign bytes, and nothing panics.
+#[test]
+fn a_foreign_lane_of_the_same_shape_yields_no_entries() {
+    let fx = Fixture::new();
+    let dir = Dir::open(&fx.store).unwrap();
+    fs::copy(
+        fx.store.join("append/data-00.acc"),
+        fx.store.join("map/log/data-00.acc"),
+    )
+    .unwrap();
+    let obs = quiet_catch(|| {
+        exercise(
+            Owner::Map,
+            &fx.store,
+            Some(&dir),
+            &fx.model,
+            Damage {
+                rel: "map/log/data-00.acc",
+                region: Region::LaneData,
+            },
+        )
+    })
+    .unwrap_or_else(|panic| panic!("panicked: {panic}"));
+    assert!(obs.wrong.is_empty(), "{:?}", obs.wrong);
+    assert!(
+        obs.errors
+            .iter()
+            .any(|e| matches!(e, Error::Corrupted { .. })),
+        "walking a foreign log must report Corrupted: {:?}",
+        obs.errors
+    );
+}
+
+/// Rewrites the version field (bytes 12..16) of a header and recomputes its checksum.
+fn with_version(bytes: &[u8], version: u32) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out[12..16].copy_from_slice(&version.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&out[..56]);
+    out[56..64].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Every file with a future (or zero) format version, and a valid checksum, is
+/// `UnsupportedVersion` naming the file and the version found.
+#[test]
+fn a_future_version_is_unsupported() {
+    let fx = Fixture::new();
+    let mut checked = 0;
+    for owner in [
+        Owner::Dir,
+        Owner::Entropy,
+        Owner::Journal,
+        Owner::Append,
+        Owner::Array,
+        Owner::Map,
+        Owner::Blobs,
+    ] {
+        let dir = fx.dir_for(owner);
+        for (rel, pristine) in fx.files_of(owner) {
+            let path = fx.store.join(rel);
+            for version in [2u32, 0, u32::MAX] {
+                fs::write(&path, with_version(pristine, version)).unwrap();
+                let obs = quiet_catch(|| {
+                    exercise(
+                        owner,
+                        &fx.store,
+                        dir.as_ref(),
+                        &fx.model,
+                        Damage {
+                            rel,
+                            region: Region::Header,
+                        },
+                    )
+                })
+                .unwrap_or_else(|panic| panic!("{rel} version {version}: panicked: {panic}"));
+                assert!(
+                    matches!(
+                        obs.errors.first(),
+                        Some(Error::UnsupportedVersion { path: p, found, supported: 1 })
+                            if *p == path && *found == version
+                    ),
+                    "{rel} version {version}: expected UnsupportedVersion, got {:?}",
+                    obs.errors
+                );
+                checked += 1;
+            }
+            fs::write(&path, pristine).unwrap();
+        }
+    }
+    assert_eq!(checked, 3 * fx.files.len());
+    fx.assert_pristine();
+}

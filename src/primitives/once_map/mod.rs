@@ -44,13 +44,21 @@ const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 
 /// What [`OnceMap::insert`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Insert<'a, V: ?Sized = [u8]> {
     /// The key was new; this is the value now stored.
     Inserted(&'a V),
     /// The key was already set; this is its value, unchanged.
     Existing(&'a V),
 }
+
+impl<V: ?Sized> Clone for Insert<'_, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V: ?Sized> Copy for Insert<'_, V> {}
 
 impl<'a, V: ?Sized> Insert<'a, V> {
     /// True if this call set the key.
@@ -210,12 +218,23 @@ impl OnceMap {
         self.len() == 0
     }
 
-    /// The value of `key`, borrowed for the life of the map.
+    /// The value of `key`, borrowed for the life of the map, after checking it against
+    /// its checksum.
     ///
     /// # Errors
-    /// `Io` if a file cannot be mapped; `Corrupted` if one is damaged.
+    /// `Corrupted` if the value no longer matches its checksum (or a file is damaged);
+    /// `Io` if a file cannot be mapped.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.find(key, self.entropy.hash(key))
+        self.find(key, self.entropy.hash(key), true)
+    }
+
+    /// The value of `key` without checking the value's checksum: faster for large values,
+    /// and trusts the disk. The entry's header and key are still checked.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), but never for a damaged value.
+    pub fn get_unverified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.find(key, self.entropy.hash(key), false)
     }
 
     /// True if `key` is set.
@@ -235,7 +254,7 @@ impl OnceMap {
     /// so they are already in descending order; the level now filling goes before the first
     /// full level that holds fewer entries than it does; levels above it (used only when a
     /// probe run overflowed) come last.
-    fn find(&self, key: &[u8], hash: u64) -> Result<Option<&[u8]>> {
+    fn find(&self, key: &[u8], hash: u64, verify: bool) -> Result<Option<&[u8]>> {
         let count = self.count.load(Ordering::Acquire);
         let filling = level_for_count(count);
         let filling_entries = count - level_start(filling) / 2;
@@ -272,7 +291,7 @@ impl OnceMap {
         }
         for (slot, level) in first.iter().zip(&order[..n]) {
             if *slot != 0
-                && let Some(value) = self.find_in(*level, *slot, key, hash)?
+                && let Some(value) = self.find_in(*level, *slot, key, hash, verify)?
             {
                 return Ok(Some(value));
             }
@@ -282,7 +301,14 @@ impl OnceMap {
 
     /// Probes one level for `key`, given its first slot `first` (already loaded), up to
     /// the first empty slot.
-    fn find_in(&self, level: u64, first: u64, key: &[u8], hash: u64) -> Result<Option<&[u8]>> {
+    fn find_in(
+        &self,
+        level: u64,
+        first: u64,
+        key: &[u8],
+        hash: u64,
+        verify: bool,
+    ) -> Result<Option<&[u8]>> {
         let cap = level_slots(level);
         let start = level_start(level);
         let mut pos = hash & (cap - 1);
@@ -292,7 +318,7 @@ impl OnceMap {
                 break;
             }
             if slot >> OFFSET_BITS == tag_of(hash)
-                && let Some(value) = self.entry_value(slot & OFFSET_MASK, hash, key)?
+                && let Some(value) = self.entry_value(slot & OFFSET_MASK, hash, key, verify)?
             {
                 return Ok(Some(value));
             }
@@ -304,8 +330,17 @@ impl OnceMap {
 
     /// The value of the entry that slot value `offset_plus_one` points to, if that entry
     /// is intact, really starts there, and holds `key`.
-    fn entry_value(&self, offset_plus_one: u64, hash: u64, key: &[u8]) -> Result<Option<&[u8]>> {
-        let offset = offset_plus_one - 1;
+    fn entry_value(
+        &self,
+        offset_plus_one: u64,
+        hash: u64,
+        key: &[u8],
+        verify: bool,
+    ) -> Result<Option<&[u8]>> {
+        // A damaged slot may hold offset + 1 == 0: not an entry.
+        let Some(offset) = offset_plus_one.checked_sub(1) else {
+            return Ok(None);
+        };
         let Some(head) = self.log_bytes(offset, record::HEADER_BYTES)? else {
             return Ok(None);
         };
@@ -321,7 +356,15 @@ impl OnceMap {
         if &entry[record::HEADER_BYTES..record::HEADER_BYTES + key.len()] != key {
             return Ok(None);
         }
-        Ok(Some(&entry[h.value_at()..]))
+        let value = &entry[h.value_at()..];
+        if verify && !record::value_matches(&h, value) {
+            return Err(Error::corrupted(
+                &self.log_path,
+                offset,
+                "value checksum mismatch",
+            ));
+        }
+        Ok(Some(value))
     }
 
     /// Log bytes, or `None` if they are not (all) written: a stale index slot.
@@ -357,7 +400,7 @@ impl OnceMap {
         }
         let hash = self.entropy.hash(key);
         let _same_key = self.insert_locks[(hash as usize) % INSERT_STRIPES].lock();
-        if let Some(existing) = self.find(key, hash)? {
+        if let Some(existing) = self.find(key, hash, false)? {
             return Ok(Insert::Existing(existing));
         }
         let _no_sync = self.gate.read();

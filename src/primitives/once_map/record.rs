@@ -77,6 +77,11 @@ impl Head {
     }
 }
 
+/// True if `value` matches the value checksum in `head`.
+pub(super) fn value_matches(head: &Head, value: &[u8]) -> bool {
+    value_checksum(value) == head.value_sum
+}
+
 /// Total bytes of an entry for these lengths.
 pub(super) fn entry_len(key_len: usize, value_len: usize) -> usize {
     HEADER_BYTES + key_len.next_multiple_of(ALIGN) + value_len

@@ -55,6 +55,12 @@ impl Arena {
         fill: impl FnOnce(u64, &mut [u8]),
     ) -> Result<u64> {
         debug_assert!(align.is_power_of_two());
+        if len == 0 {
+            // An empty record needs no space: it sits at the published end, rounded down to
+            // its alignment. Reserving it would be a CAS that leaves the cursor where it
+            // was, letting another appender take the same start.
+            return Ok(self.published() & !(align - 1));
+        }
         let mut cur = self.reserved.load(Ordering::Relaxed);
         let (start, lane, within) = loop {
             let (start, lane, within) = self.place(cur, len, align)?;
@@ -81,13 +87,11 @@ impl Arena {
             end: start + len,
         };
         self.zero(cur, start)?;
-        if len > 0 {
-            // SAFETY: `start..start+len` was reserved by the CAS above for this call alone,
-            // lies inside one lane (checked by `place`), and is above `published`, so no
-            // reader can see it until `_publish` publishes it.
-            let dest = unsafe { self.lanes.slice_mut(lane, within, len)? };
-            fill(start, dest);
-        }
+        // SAFETY: `start..start+len` was reserved by the CAS above for this call alone
+        // (`len > 0`, so the cursor moved), lies inside one lane (checked by `place`), and is
+        // above `published`, so no reader can see it until `_publish` publishes it.
+        let dest = unsafe { self.lanes.slice_mut(lane, within, len)? };
+        fill(start, dest);
         Ok(start)
     }
 

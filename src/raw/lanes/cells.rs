@@ -131,13 +131,16 @@ impl Cells {
     }
 
     /// Runs `f` on a copy of cell `index` under its write lock and stores the result back,
-    /// creating the cell's lane if needed.
+    /// creating the cell's lane (and every lane below it) if needed.
     ///
     /// # Errors
     /// `LimitExceeded` past the last lane; `Io` if the lane cannot be created.
     pub(crate) fn update<R>(&self, index: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         let (lane, within) = self.locate(index)?;
-        self.lanes.ensure(lane)?;
+        if !self.lanes.is_mapped(lane) {
+            // Lanes are created in order, so every cell below a written one is backed.
+            self.reserve(index + 1)?;
+        }
         let ptr = self.lanes.data_ptr(lane, within, 1)?;
         let mut stack = [0u8; STACK_CELL_BYTES];
         let mut heap = Vec::new();

@@ -162,6 +162,11 @@ impl Lanes {
         Ok(())
     }
 
+    /// Whether lane `lane` is mapped already (no I/O).
+    pub(crate) fn is_mapped(&self, lane: usize) -> bool {
+        self.lanes[lane].get().is_some()
+    }
+
     /// Whether lane `lane` exists (mapping it if its file is there).
     pub(crate) fn exists(&self, lane: usize) -> Result<bool> {
         Ok(self.get(lane)?.is_some())

@@ -1,0 +1,3 @@
+//! The cross-engine benchmark suite (to be written).
+
+fn main() {}
