@@ -112,7 +112,7 @@ impl Cells {
     pub(crate) fn load(&self, index: u64, out: &mut [u8]) -> Result<bool> {
         assert_eq!(out.len(), self.cell_bytes, "load needs a whole cell");
         let (lane, within) = self.locate(index)?;
-        if !self.lanes.exists(lane)? {
+        if !self.lanes.is_mapped(lane) && !self.lanes.exists(lane)? {
             return Ok(false);
         }
         let ptr = self.lanes.data_ptr(lane, within, 1)?;
