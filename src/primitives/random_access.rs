@@ -59,20 +59,30 @@ pub struct RandomAccess<T> {
     _element: PhantomData<fn() -> T>,
 }
 
-/// A read guard on one element of a [`RandomAccess`]; writers of that element (and of
-/// others sharing its lock stripe) wait until it is dropped.
+/// One element of a [`RandomAccess`], read consistently.
+///
+/// For an element wider than a machine word this is a read guard: writers of that element
+/// (and of others sharing its lock stripe) wait until it is dropped. A one-word element
+/// (such as `u64`) is read with a single atomic load and held by value, with no lock.
 pub struct Ref<'a, T> {
-    cell: CellRef<'a>,
-    _element: PhantomData<&'a T>,
+    inner: RefInner<'a, T>,
+}
+
+enum RefInner<'a, T> {
+    Guarded(CellRef<'a>),
+    Copied(T),
 }
 
 impl<T: Pod> Deref for Ref<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        // Elements sit at multiples of size_of::<T>() from a page-aligned lane start, so
-        // they are aligned for any T with alignment up to a page (checked at open).
-        bytemuck::from_bytes(&self.cell)
+        match &self.inner {
+            // Elements sit at multiples of size_of::<T>() from a page-aligned lane start,
+            // so they are aligned for any T with alignment up to a page (checked at open).
+            RefInner::Guarded(cell) => bytemuck::from_bytes(cell),
+            RefInner::Copied(value) => value,
+        }
     }
 }
 
@@ -142,6 +152,15 @@ impl<T: Pod> RandomAccess<T> {
         if index >= self.len() {
             return Ok(None);
         }
+        if self.cells.is_single_word() {
+            let value = self.read(index)?;
+            if bytemuck::bytes_of(&value).iter().all(|b| *b == 0) {
+                return Ok(None);
+            }
+            return Ok(Some(Ref {
+                inner: RefInner::Copied(value),
+            }));
+        }
         let Some(cell) = self.cells.read(index)? else {
             return Ok(None);
         };
@@ -149,8 +168,7 @@ impl<T: Pod> RandomAccess<T> {
             return Ok(None);
         }
         Ok(Some(Ref {
-            cell,
-            _element: PhantomData,
+            inner: RefInner::Guarded(cell),
         }))
     }
 

@@ -55,15 +55,16 @@ impl Arena {
         fill: impl FnOnce(u64, &mut [u8]),
     ) -> Result<u64> {
         debug_assert!(align.is_power_of_two());
-        if len == 0 {
-            // An empty record needs no space: it sits at the published end, rounded down to
-            // its alignment. Reserving it would be a CAS that leaves the cursor where it
-            // was, letting another appender take the same start.
-            return Ok(self.published() & !(align - 1));
-        }
         let mut cur = self.reserved.load(Ordering::Relaxed);
         let (start, lane, within) = loop {
             let (start, lane, within) = self.place(cur, len, align)?;
+            if start == cur && len == 0 {
+                // An empty record at the cursor takes no space, and a CAS that leaves the
+                // cursor where it is would let another appender take the same start: just
+                // wait until everything before it is published.
+                wait_until_published(&self.published, cur);
+                return Ok(cur);
+            }
             // Create the lane (and any skipped ones, whose bytes get zeroed) before
             // reserving, so a failure leaves no hole behind.
             let first = self.lanes.locate(cur).map_or(lane, |(l, _)| l);
@@ -87,6 +88,9 @@ impl Arena {
             end: start + len,
         };
         self.zero(cur, start)?;
+        if len == 0 {
+            return Ok(start);
+        }
         // SAFETY: `start..start+len` was reserved by the CAS above for this call alone
         // (`len > 0`, so the cursor moved), lies inside one lane (checked by `place`), and is
         // above `published`, so no reader can see it until `_publish` publishes it.
@@ -225,16 +229,20 @@ struct Publish<'a> {
 
 impl Drop for Publish<'_> {
     fn drop(&mut self) {
-        let published = &self.arena.published;
-        let mut spins = 0u32;
-        while published.load(Ordering::Acquire) != self.from {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+        wait_until_published(&self.arena.published, self.from);
+        self.arena.published.store(self.end, Ordering::Release);
+    }
+}
+
+/// Spins (then yields) until `published` reaches `at`.
+fn wait_until_published(published: &AtomicU64, at: u64) {
+    let mut spins = 0u32;
+    while published.load(Ordering::Acquire) < at {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
         }
-        published.store(self.end, Ordering::Release);
     }
 }

@@ -88,11 +88,16 @@ impl Cells {
         })
     }
 
+    /// True if a cell is one atomic word, so [`load`](Self::load) takes no lock.
+    pub(crate) fn is_single_word(&self) -> bool {
+        self.cell_bytes == self.word_bytes
+    }
+
     /// Cell `index` under its read lock, or `None` if its lane was never created (the cell
     /// was never written).
     pub(crate) fn read(&self, index: u64) -> Result<Option<CellRef<'_>>> {
         let (lane, within) = self.locate(index)?;
-        if !self.lanes.exists(lane)? {
+        if !self.lanes.is_mapped(lane) && !self.lanes.exists(lane)? {
             return Ok(None);
         }
         let guard = self.stripe(index).read();
@@ -116,7 +121,7 @@ impl Cells {
             return Ok(false);
         }
         let ptr = self.lanes.data_ptr(lane, within, 1)?;
-        if self.cell_bytes == self.word_bytes {
+        if self.is_single_word() {
             // SAFETY: `ptr` is a live, word-aligned cell (lane data is page aligned and
             // cells are `cell_bytes` apart, a multiple of the word); every concurrent
             // access to it is atomic (module invariant).
