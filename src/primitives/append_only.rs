@@ -4,7 +4,7 @@
 //! It owns `data-NN.acc` (the lanes) and `length.acc` (a register holding the durable
 //! length). It knows nothing of record framing: callers keep the [`Span`]s.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 use parking_lot::Mutex;
@@ -15,6 +15,7 @@ use crate::limits::{APPEND_LANE_BASE_BYTES, RECORD_ALIGN_BYTES_MAX, RECORD_LEN_B
 use crate::raw::header::{read_u64, write_u64};
 use crate::raw::lanes::Lanes;
 use crate::raw::lanes::arena::Arena;
+use crate::raw::poison::Poison;
 use crate::raw::register::Register;
 
 const LENGTH_FILE: &str = "length.acc";
@@ -99,8 +100,9 @@ pub struct AppendOnly {
     length: Register,
     durable: AtomicU64,
     sync_lock: Mutex<()>,
-    poisoned: AtomicBool,
-    claim: Claim,
+    poison: Poison,
+    // Holds the name (and the directory lock) while the buffer is open.
+    _claim: Claim,
 }
 
 impl AppendOnly {
@@ -129,8 +131,8 @@ impl AppendOnly {
             length,
             durable: AtomicU64::new(len),
             sync_lock: Mutex::new(()),
-            poisoned: AtomicBool::new(false),
-            claim,
+            poison: Poison::new(claim.path()),
+            _claim: claim,
         })
     }
 
@@ -167,7 +169,7 @@ impl AppendOnly {
         align: usize,
         fill: impl FnOnce(u64, &mut [u8]),
     ) -> Result<Span> {
-        self.check_poisoned()?;
+        self.poison.check()?;
         let len = len as u64;
         if len > RECORD_LEN_BYTES_MAX {
             return Err(Error::limit(
@@ -229,36 +231,19 @@ impl AppendOnly {
     /// `Io` if a flush fails (the buffer is then poisoned); `Poisoned`.
     pub fn sync(&self) -> Result<()> {
         let _one_at_a_time = self.sync_lock.lock();
-        self.check_poisoned()?;
+        self.poison.check()?;
         let from = self.durable.load(Ordering::Acquire);
         let to = self.arena.published();
         if to == from {
             return Ok(());
         }
-        let result = self.arena.flush(from, to).and_then(|()| {
-            self.length.update(|b| write_u64(b, 0, to))?;
-            self.length.sync()
-        });
-        match result {
-            Ok(()) => {
-                self.durable.store(to, Ordering::Release);
-                Ok(())
-            }
-            Err(e) => {
-                self.poisoned.store(true, Ordering::Release);
-                Err(e)
-            }
-        }
-    }
-
-    fn check_poisoned(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            Err(Error::Poisoned {
-                path: self.claim.path().to_path_buf(),
-            })
-        } else {
-            Ok(())
-        }
+        self.poison
+            .on_error(self.arena.flush(from, to).and_then(|()| {
+                self.length.update(|b| write_u64(b, 0, to))?;
+                self.length.sync()
+            }))?;
+        self.durable.store(to, Ordering::Release);
+        Ok(())
     }
 }
 

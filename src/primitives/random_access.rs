@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
 use parking_lot::Mutex;
@@ -16,6 +16,7 @@ use crate::limits::{ELEMENT_SIZE_BYTES_MAX, RANDOM_ACCESS_LANE_BASE_ELEMENTS};
 use crate::raw::header::{read_u64, write_u64};
 use crate::raw::lanes::Lanes;
 use crate::raw::lanes::cells::{CellRef, Cells};
+use crate::raw::poison::Poison;
 use crate::raw::register::Register;
 
 const LENGTH_FILE: &str = "length.acc";
@@ -54,8 +55,9 @@ pub struct RandomAccess<T> {
     length: Register,
     len: AtomicU64,
     sync_lock: Mutex<()>,
-    poisoned: AtomicBool,
-    claim: Claim,
+    poison: Poison,
+    // Holds the name (and the directory lock) while the buffer is open.
+    _claim: Claim,
     _element: PhantomData<fn() -> T>,
 }
 
@@ -137,8 +139,8 @@ impl<T: Pod> RandomAccess<T> {
             length,
             len: AtomicU64::new(len),
             sync_lock: Mutex::new(()),
-            poisoned: AtomicBool::new(false),
-            claim,
+            poison: Poison::new(claim.path()),
+            _claim: claim,
             _element: PhantomData,
         })
     }
@@ -193,7 +195,7 @@ impl<T: Pod> RandomAccess<T> {
     /// `LimitExceeded` past the largest index; `Io` if a new lane cannot be created (a
     /// full disk is `StorageFull`); `Poisoned` after a failed sync.
     pub fn with_mut<R>(&self, index: u64, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        self.check_poisoned()?;
+        self.poison.check()?;
         let out = self.cells.update(index, |bytes| {
             let mut value: T = bytemuck::pod_read_unaligned(bytes);
             let out = f(&mut value);
@@ -218,7 +220,7 @@ impl<T: Pod> RandomAccess<T> {
     /// # Errors
     /// As [`with_mut`](Self::with_mut).
     pub fn reserve(&self, len: u64) -> Result<()> {
-        self.check_poisoned()?;
+        self.poison.check()?;
         self.cells.reserve(len)
     }
 
@@ -243,28 +245,14 @@ impl<T: Pod> RandomAccess<T> {
     /// `Io` if a flush fails (the array is then poisoned); `Poisoned`.
     pub fn sync(&self) -> Result<()> {
         let _one_at_a_time = self.sync_lock.lock();
-        self.check_poisoned()?;
+        self.poison.check()?;
         let len = self.len();
-        let result = self.cells.flush().and_then(|()| {
+        self.poison.on_error(self.cells.flush().and_then(|()| {
             if self.length.read(|b| read_u64(b, 0)) != len {
                 self.length.update(|b| write_u64(b, 0, len))?;
             }
             self.length.sync()
-        });
-        if result.is_err() {
-            self.poisoned.store(true, Ordering::Release);
-        }
-        result
-    }
-
-    fn check_poisoned(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            Err(Error::Poisoned {
-                path: self.claim.path().to_path_buf(),
-            })
-        } else {
-            Ok(())
-        }
+        }))
     }
 }
 

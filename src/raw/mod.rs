@@ -6,5 +6,6 @@ pub(crate) mod files;
 pub(crate) mod header;
 #[allow(unsafe_code)]
 pub(crate) mod lanes;
+pub(crate) mod poison;
 pub(crate) mod register;
 pub(crate) mod slots;

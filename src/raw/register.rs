@@ -24,13 +24,13 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::raw::files;
 use crate::raw::header::{HEADER_BYTES, Header, Kind, read_u64, write_u64};
+use crate::raw::poison::Poison;
 use crate::raw::slots;
 
 /// Slots per register file.
@@ -73,7 +73,7 @@ pub(crate) struct Register {
     value: Mutex<Value>,
     // Held for the whole of a sync, so that slot writes never overlap.
     slots: Mutex<Slots>,
-    poisoned: AtomicBool,
+    poison: Poison,
     recovery: Recovery,
 }
 
@@ -158,6 +158,7 @@ impl Register {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, "open register", e))?;
+        let poison = Poison::new(&path);
         Ok(Register {
             path,
             file,
@@ -167,7 +168,7 @@ impl Register {
                 dirty: false,
             }),
             slots: Mutex::new(Slots { seqs }),
-            poisoned: AtomicBool::new(false),
+            poison,
             recovery: Recovery {
                 slot: chosen,
                 valid: seqs.iter().flatten().count(),
@@ -195,20 +196,10 @@ impl Register {
     /// # Errors
     /// `Poisoned` after a failed sync.
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
-        self.check_poisoned()?;
+        self.poison.check()?;
         let mut value = self.value.lock();
         value.dirty = true;
         Ok(f(&mut value.bytes))
-    }
-
-    fn check_poisoned(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            Err(Error::Poisoned {
-                path: self.path.clone(),
-            })
-        } else {
-            Ok(())
-        }
     }
 
     /// Makes the current value durable. Returns at once if nothing changed since the last
@@ -218,7 +209,7 @@ impl Register {
     /// `Io` if the write or fdatasync fails, after which the register is poisoned;
     /// `Poisoned` after an earlier failure.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.check_poisoned()?;
+        self.poison.check()?;
         let mut slots = self.slots.lock();
         let snapshot = {
             let mut value = self.value.lock();
@@ -256,9 +247,8 @@ impl Register {
                 Ok(())
             }
             Err(e) => {
-                self.poisoned.store(true, Ordering::Release);
                 self.value.lock().dirty = true;
-                Err(e)
+                self.poison.on_error(Err(e))
             }
         }
     }
