@@ -179,7 +179,7 @@ impl Content {
     /// `Corrupted` if the stored bytes do not match their id; as [`OnceMap::get`].
     pub fn get(&self, id: &ContentId) -> Result<Option<&[u8]>> {
         // The BLAKE3 check below is stronger than the map's own value checksum.
-        let Some(blob) = self.map.get_unverified(id.as_bytes())? else {
+        let Some(blob) = self.map.get(id.as_bytes())? else {
             return Ok(None);
         };
         if ContentId::of(blob) != *id {
@@ -197,7 +197,7 @@ impl Content {
     /// # Errors
     /// As [`OnceMap::get`].
     pub fn get_unverified(&self, id: &ContentId) -> Result<Option<&[u8]>> {
-        self.map.get_unverified(id.as_bytes())
+        self.map.get(id.as_bytes())
     }
 
     /// True if a blob with id `id` is stored.

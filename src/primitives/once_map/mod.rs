@@ -218,23 +218,25 @@ impl OnceMap {
         self.len() == 0
     }
 
-    /// The value of `key`, borrowed for the life of the map, after checking it against
-    /// its checksum.
+    /// The value of `key`, borrowed for the life of the map.
+    ///
+    /// The entry's header checksum and its full key are checked on every hit; the value
+    /// itself is not re-hashed (that would cost a pass over every value read): it was
+    /// fully written before it became durable, and a value damaged later on disk is
+    /// caught by [`get_verified`](Self::get_verified) and by [`iter`](Self::iter).
     ///
     /// # Errors
-    /// `Corrupted` if the value no longer matches its checksum (or a file is damaged);
-    /// `Io` if a file cannot be mapped.
+    /// `Io` if a file cannot be mapped; `Corrupted` if one is damaged.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.find(key, self.entropy.hash(key), true)
+        self.find(key, self.entropy.hash(key), false)
     }
 
-    /// The value of `key` without checking the value's checksum: faster for large values,
-    /// and trusts the disk. The entry's header and key are still checked.
+    /// As [`get`](Self::get), and also checks the value against its checksum.
     ///
     /// # Errors
-    /// As [`get`](Self::get), but never for a damaged value.
-    pub fn get_unverified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.find(key, self.entropy.hash(key), false)
+    /// `Corrupted` if the value no longer matches its checksum; as [`get`](Self::get).
+    pub fn get_verified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.find(key, self.entropy.hash(key), true)
     }
 
     /// True if `key` is set.
@@ -245,12 +247,7 @@ impl OnceMap {
         Ok(self.get(key)?.is_some())
     }
 
-    /// Looks `key` up in every level, most-populated level first.
-    ///
-    /// The first slot of every level is loaded before any is examined: the loads are
-    /// independent, so the processor overlaps their cache misses, and a lookup costs
-    /// about one miss in the index however many levels there are. Then the levels are
-    /// searched in order of how many entries they hold: full levels hold half their slots,
+    /// Looks `key` up in every level, most-populated level first: full levels hold half their slots,
     /// so they are already in descending order; the level now filling goes before the first
     /// full level that holds fewer entries than it does; levels above it (used only when a
     /// probe run overflowed) come last.
@@ -283,15 +280,12 @@ impl OnceMap {
         for level in filling + 1..=top {
             push(level);
         }
-        let mut first = [0u64; LEVELS_MAX as usize];
-        for (slot, level) in first.iter_mut().zip(&order[..n]) {
-            *slot = self
+        for &level in &order[..n] {
+            let first = self
                 .index
-                .read(level_start(*level) + (hash & (level_slots(*level) - 1)))?;
-        }
-        for (slot, level) in first.iter().zip(&order[..n]) {
-            if *slot != 0
-                && let Some(value) = self.find_in(*level, *slot, key, hash, verify)?
+                .read(level_start(level) + (hash & (level_slots(level) - 1)))?;
+            if first != 0
+                && let Some(value) = self.find_in(level, first, key, hash, verify)?
             {
                 return Ok(Some(value));
             }

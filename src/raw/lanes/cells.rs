@@ -114,9 +114,23 @@ impl Cells {
     /// Copies cell `index` into `out` (exactly one cell long); returns false, leaving `out`
     /// alone, if its lane was never created. A single-word cell is read with one atomic
     /// load and no lock; a wider one under its stripe's shared lock, so it is never torn.
+    #[inline]
     pub(crate) fn load(&self, index: u64, out: &mut [u8]) -> Result<bool> {
         assert_eq!(out.len(), self.cell_bytes, "load needs a whole cell");
         let (lane, within) = self.locate(index)?;
+        if self.cell_bytes == 8
+            && let Some(ptr) = self.lanes.mapped_ptr(lane, within)
+        {
+            // SAFETY: `ptr` is a live, 8-aligned, 8-byte cell (lane data is page aligned and
+            // cells are 8 bytes apart); every concurrent access to it is atomic (module
+            // invariant). One atomic load cannot tear.
+            #[allow(clippy::host_endian_bytes)]
+            let word = unsafe { AtomicU64::from_ptr(ptr.cast()) }
+                .load(Ordering::Acquire)
+                .to_ne_bytes();
+            out.copy_from_slice(&word);
+            return Ok(true);
+        }
         if !self.lanes.is_mapped(lane) && !self.lanes.exists(lane)? {
             return Ok(false);
         }

@@ -275,6 +275,18 @@ impl Lanes {
         Ok(unsafe { mapped.map.as_mut_ptr().add(offset) })
     }
 
+    /// Pointer to unit `within` of lane `lane` if that lane is mapped: the fast path of
+    /// [`data_ptr`](Self::data_ptr), no I/O, for a position the caller got from `locate`.
+    #[inline]
+    pub(crate) fn mapped_ptr(&self, lane: usize, within: u64) -> Option<*mut u8> {
+        let mapped = self.lanes[lane].get()?;
+        assert!(within < self.lane_units(lane), "position outside its lane: a caller bug");
+        let offset = (LANE_DATA_OFFSET + within * self.unit_bytes) as usize;
+        // SAFETY: `within` is inside the lane (checked above), so `offset` plus one unit lies
+        // within the mapping, whose size is the lane's data plus the header page.
+        Some(unsafe { mapped.map.as_mut_ptr().add(offset) })
+    }
+
     /// The bytes of `units` units at `within` in lane `lane`.
     ///
     /// # Safety
