@@ -68,6 +68,10 @@ struct Cli {
     /// Time budget of each durable phase, in milliseconds.
     #[arg(long)]
     durable_ms: Option<u64>,
+    /// Also write every sample (n, engine, repetition, phase, ops, nanoseconds) to this
+    /// tab-separated file.
+    #[arg(long)]
+    raw: Option<PathBuf>,
     /// Seconds after which a child process is stopped and the run fails.
     #[arg(long, default_value_t = 3600)]
     child_timeout: u64,
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         durable_ms: cli.durable_ms,
         child_timeout_secs: cli.child_timeout,
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        raw: cli.raw,
     };
     match run::run(options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,7 +157,9 @@ impl Arena {
             // SAFETY: `ptr..ptr+len` lies in one mapped lane (checked above); it is below
             // `published` (Acquire above), so it was fully written before and is never
             // written again; the mapping lives as long as `&self`.
-            return Ok(Some(unsafe { std::slice::from_raw_parts(ptr, len as usize) }));
+            return Ok(Some(unsafe {
+                std::slice::from_raw_parts(ptr, len as usize)
+            }));
         }
         // SAFETY: as above; `slice` maps the lane first.
         unsafe { self.lanes.slice(lane, within, len).map(Some) }

@@ -280,7 +280,10 @@ impl Lanes {
     #[inline]
     pub(crate) fn mapped_ptr(&self, lane: usize, within: u64) -> Option<*mut u8> {
         let mapped = self.lanes[lane].get()?;
-        assert!(within < self.lane_units(lane), "position outside its lane: a caller bug");
+        assert!(
+            within < self.lane_units(lane),
+            "position outside its lane: a caller bug"
+        );
         let offset = (LANE_DATA_OFFSET + within * self.unit_bytes) as usize;
         // SAFETY: `within` is inside the lane (checked above), so `offset` plus one unit lies
         // within the mapping, whose size is the lane's data plus the header page.

@@ -1,0 +1,139 @@
+//! The adapter trait every engine implements, and the registry of engines.
+//!
+//! Adding a store is one file here plus one line in [`ENGINES`]. The trait is the smallest
+//! surface the workload needs; an engine declares what it lacks in [`Traits`] and the run
+//! shows a dash for those phases. How an engine meets the shared durability rule (no fsync
+//! per operation, one final [`Engine::sync`] per write phase; [`Engine::insert_durable`]
+//! syncs before it returns) is documented on each adapter.
+
+mod candystore;
+mod content;
+mod fjall;
+mod lmdb;
+mod once_map;
+mod redb;
+mod sled;
+mod std_maps;
+
+use std::path::Path;
+
+use crate::workload::Workload;
+
+/// Any engine's error, carried as text to the parent process.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Result of an engine call.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The id a content-addressed engine returns for a stored value.
+pub type Id = [u8; 32];
+
+/// Who wrote an engine, which decides where it stands in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Ours: each gets a ratio to the best peer and to the std ceiling.
+    Ours,
+    /// A peer crate that stores on disk.
+    Peer,
+    /// An in-memory std collection: the ceiling, not a store.
+    Ceiling,
+}
+
+/// What an engine can do; phases it cannot do are shown as a dash.
+#[derive(Clone, Copy, Debug)]
+pub struct Traits {
+    /// Scans return keys in ascending byte order (checked by the scan phase).
+    pub ordered: bool,
+    /// Keys can be removed.
+    pub remove: bool,
+    /// Writes can be made durable (the std ceilings cannot).
+    pub durable: bool,
+    /// Values are found by the [`Id`] their insert returned, not by the workload's key.
+    pub content_addressed: bool,
+}
+
+/// A read session: one read transaction (or none, for engines without them) used for a
+/// whole read phase by one thread.
+pub trait Reader {
+    /// Looks `key` up and hands the value (or `None`) to `found`.
+    fn get(&mut self, key: &[u8], found: &mut dyn FnMut(Option<&[u8]>)) -> Result<()>;
+}
+
+/// One engine, open on a directory. Shared by the threads of multi-threaded phases.
+pub trait Engine: Send + Sync {
+    /// Inserts keys `0..w.n` in one transaction or batch where the engine has one, then
+    /// makes them durable. Content-addressed engines push each returned id to `ids`.
+    fn bulk_insert(&self, w: &Workload, ids: &mut Vec<Id>) -> Result<()>;
+
+    /// Inserts one pair as its own commit, without an fsync. Returns the id for
+    /// content-addressed engines.
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Id>>;
+
+    /// Inserts one pair and makes it durable (fsync or equivalent) before returning.
+    fn insert_durable(&self, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Looks one key up in its own read transaction (used where reads and writes
+    /// interleave, so every read sees the latest commit).
+    fn get(&self, key: &[u8], found: &mut dyn FnMut(Option<&[u8]>)) -> Result<()>;
+
+    /// A read session for a whole read phase.
+    fn reader(&self) -> Result<Box<dyn Reader + '_>>;
+
+    /// Visits every entry (for ordered engines, in key order).
+    fn scan(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()>;
+
+    /// Removes `key` as its own commit without an fsync; false if the engine knows it was
+    /// absent (engines that cannot tell without a lookup answer true).
+    fn remove(&self, key: &[u8]) -> Result<bool>;
+
+    /// Makes every earlier write durable.
+    fn sync(&self) -> Result<()>;
+}
+
+/// A registered engine: its name on the command line and in the report, and how to open it.
+#[derive(Debug)]
+pub struct EngineInfo {
+    /// Short name used in `--engines`, `--child` and the report.
+    pub name: &'static str,
+    /// Where the engine stands in the report.
+    pub family: Family,
+    /// What it can do.
+    pub traits: Traits,
+    /// One line for the report: version and configuration.
+    pub note: &'static str,
+    /// Opens (creating) the engine in an empty directory.
+    pub open: fn(&Path) -> Result<Box<dyn Engine>>,
+}
+
+/// Every engine, in report order: ours, peers, then the std ceilings.
+pub const ENGINES: &[EngineInfo] = &[
+    once_map::INFO,
+    content::INFO,
+    redb::INFO,
+    lmdb::INFO,
+    fjall::INFO,
+    candystore::INFO,
+    sled::INFO,
+    std_maps::HASH_MAP,
+    std_maps::BTREE_MAP,
+];
+
+/// The engine named `name`.
+pub fn find(name: &str) -> Option<&'static EngineInfo> {
+    ENGINES.iter().find(|e| e.name == name)
+}
+
+/// A reader for engines whose lookups need no transaction: each get goes straight to
+/// [`Engine::get`].
+pub struct Direct<'a>(pub &'a dyn Engine);
+
+impl Reader for Direct<'_> {
+    fn get(&mut self, key: &[u8], found: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        self.0.get(key, found)
+    }
+}
+
+/// The error an adapter returns for a phase its [`Traits`] say it lacks (never reached in
+/// a correct run: the phase runner checks the traits first).
+pub fn unsupported(engine: &str, what: &str) -> Error {
+    format!("{engine} has no {what}").into()
+}
