@@ -16,6 +16,9 @@ use parking_lot::{RwLock, RwLockReadGuard};
 
 use super::Lanes;
 use crate::error::{Error, Result};
+use crate::limits::LANES_MAX;
+
+const _: () = assert!(LANES_MAX <= 64, "one dirty bit per lane in a u64");
 
 /// Number of lock stripes.
 pub(crate) const STRIPES: usize = 256;
@@ -33,6 +36,8 @@ pub(crate) struct Cells {
     stripes: Box<[Stripe]>,
     cell_bytes: usize,
     word_bytes: usize,
+    /// Bit `i` set: lane `i` was written since the last flush.
+    dirty: AtomicU64,
 }
 
 /// A cell's bytes, readable while the guard lives.
@@ -61,6 +66,7 @@ impl Cells {
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             cell_bytes,
             word_bytes,
+            dirty: AtomicU64::new(0),
         }
     }
 
@@ -176,6 +182,9 @@ impl Cells {
         let out = f(buf);
         // SAFETY: as above.
         unsafe { copy_in(ptr, buf, self.word_bytes) };
+        // Marked while the stripe is still held: a flush that clears the mark after this
+        // point flushes this write too.
+        self.dirty.fetch_or(1 << lane, Ordering::AcqRel);
         Ok(out)
     }
 
@@ -192,8 +201,19 @@ impl Cells {
     }
 
     /// Writes every mapped lane to disk.
+    /// Writes to disk every lane written since the last flush (one msync per such lane;
+    /// clean lanes, usually all but the newest, cost nothing). Every update that returned
+    /// before this call is covered.
     pub(crate) fn flush(&self) -> Result<()> {
-        self.lanes.flush_all()
+        let dirty = self.dirty.swap(0, Ordering::AcqRel);
+        for lane in (0..LANES_MAX).filter(|lane| dirty & (1 << lane) != 0) {
+            if let Err(e) = self.lanes.flush(lane, 0, self.lanes.lane_units(lane)) {
+                // Not flushed: keep the marks (the caller poisons the handle anyway).
+                self.dirty.fetch_or(dirty, Ordering::AcqRel);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 

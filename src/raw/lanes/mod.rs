@@ -336,16 +336,6 @@ impl Lanes {
             .map_err(|e| Error::io(&mapped.path, "msync lane", e))
     }
 
-    /// Writes every mapped lane to disk.
-    pub(crate) fn flush_all(&self) -> Result<()> {
-        for (lane, slot) in self.lanes.iter().enumerate() {
-            if slot.get().is_some() {
-                self.flush(lane, 0, self.lane_units(lane))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Path of lane `lane`'s file, for error messages.
     pub(crate) fn lane_path(&self, lane: usize) -> PathBuf {
         self.path_of(lane)
