@@ -89,13 +89,7 @@ impl Dir {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, "open lock file", e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path }),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(&lock_path, "lock", e));
-            }
-        }
+        Self::lock(&lock, &lock_path, &path)?;
         Self::check_or_write_header(&path)?;
         Ok(Dir {
             shared: Arc::new(Shared {
@@ -105,6 +99,34 @@ impl Dir {
                 _temp: temp,
             }),
         })
+    }
+
+    /// Takes the exclusive lock, or fails with `Locked`.
+    ///
+    /// A lock is held by an open file description, and a process that forks to spawn a
+    /// child shares its descriptions with the child until the child's `exec` closes them.
+    /// So a handle closed in one thread while another thread spawns a process can leave
+    /// the lock held for that brief window: a few retries over about 130 ms ride it out,
+    /// while a lock that is really held still fails.
+    fn lock(lock: &File, lock_path: &Path, path: &Path) -> Result<()> {
+        let mut wait_ms = 1;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => return Ok(()),
+                Err(std::fs::TryLockError::WouldBlock) if wait_ms <= 64 => {
+                    std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+                    wait_ms *= 2;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(lock_path, "lock", e));
+                }
+            }
+        }
     }
 
     fn check_or_write_header(path: &Path) -> Result<()> {

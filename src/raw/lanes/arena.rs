@@ -91,9 +91,10 @@ impl Arena {
         if len == 0 {
             return Ok(start);
         }
-        // SAFETY: `start..start+len` was reserved by the CAS above for this call alone
-        // (`len > 0`, so the cursor moved), lies inside one lane (checked by `place`), and is
-        // above `published`, so no reader can see it until `_publish` publishes it.
+        // `start..start+len` was reserved by the CAS above for this call alone (`len > 0`,
+        // so the cursor moved), lies inside one lane (checked by `place`), and is above
+        // `published`, so no reader can see it until `_publish` publishes it.
+        // SAFETY: exclusive to this call and invisible to readers, as just said.
         let dest = unsafe { self.lanes.slice_mut(lane, within, len)? };
         fill(start, dest);
         Ok(start)
@@ -107,8 +108,8 @@ impl Arena {
                 break;
             };
             let n = (self.lanes.lane_units(lane) - within).min(to - at);
-            // SAFETY: `from..to` is part of this call's reservation (see `append_with`), so
-            // nobody else reads or writes it until it is published.
+            // `from..to` is part of this call's reservation (see `append_with`).
+            // SAFETY: nobody else reads or writes a reservation until it is published.
             unsafe { self.lanes.slice_mut(lane, within, n)? }.fill(0);
             at += n;
         }
@@ -154,9 +155,9 @@ impl Arena {
             return Ok(Some(&[]));
         }
         if let Some(ptr) = self.lanes.mapped_ptr(lane, within) {
-            // SAFETY: `ptr..ptr+len` lies in one mapped lane (checked above); it is below
-            // `published` (Acquire above), so it was fully written before and is never
-            // written again; the mapping lives as long as `&self`.
+            // `ptr..ptr+len` lies in one mapped lane (checked above); it is below `published`
+            // (Acquire above), so it was fully written before and is never written again.
+            // SAFETY: immutable published bytes in a mapping that lives as long as `&self`.
             return Ok(Some(unsafe {
                 std::slice::from_raw_parts(ptr, len as usize)
             }));

@@ -107,9 +107,9 @@ impl Cells {
             return Ok(None);
         }
         let guard = self.stripe(index).read();
-        // SAFETY: cells are written only under the exclusive lock of their stripe, and we
-        // hold it shared until `CellRef` (which owns the guard) is dropped; concurrent
-        // lock-free readers only load.
+        // Cells are written only under the exclusive lock of their stripe, and we hold it
+        // shared until `CellRef` (which owns the guard) is dropped; lock-free readers only load.
+        // SAFETY: no write to this cell can happen while the returned borrow lives.
         let bytes = unsafe { self.lanes.slice(lane, within, 1)? };
         Ok(Some(CellRef {
             _guard: guard,
@@ -127,10 +127,10 @@ impl Cells {
         if self.cell_bytes == 8
             && let Some(ptr) = self.lanes.mapped_ptr(lane, within)
         {
-            // SAFETY: `ptr` is a live, 8-aligned, 8-byte cell (lane data is page aligned and
-            // cells are 8 bytes apart); every concurrent access to it is atomic (module
-            // invariant). One atomic load cannot tear.
+            // `ptr` is a live, 8-aligned, 8-byte cell (lane data is page aligned and cells are
+            // 8 bytes apart); every concurrent access to it is atomic (module invariant).
             #[allow(clippy::host_endian_bytes)]
+            // SAFETY: an aligned live word accessed only atomically; one load cannot tear.
             let word = unsafe { AtomicU64::from_ptr(ptr.cast()) }
                 .load(Ordering::Acquire)
                 .to_ne_bytes();
@@ -142,14 +142,14 @@ impl Cells {
         }
         let ptr = self.lanes.data_ptr(lane, within, 1)?;
         if self.is_single_word() {
-            // SAFETY: `ptr` is a live, word-aligned cell (lane data is page aligned and
-            // cells are `cell_bytes` apart, a multiple of the word); every concurrent
-            // access to it is atomic (module invariant).
+            // `ptr` is a live, word-aligned cell (lane data is page aligned and cells are
+            // `cell_bytes` apart, a multiple of the word).
+            // SAFETY: a live aligned cell whose every concurrent access is atomic.
             unsafe { copy_out(ptr, out, self.word_bytes) };
         } else {
             let _shared = self.stripe(index).read();
-            // SAFETY: as above; holding the stripe shared also excludes writers, so the
-            // words form one consistent value.
+            // Holding the stripe shared also excludes writers: the words form one value.
+            // SAFETY: a live aligned cell whose every concurrent access is atomic.
             unsafe { copy_out(ptr, out, self.word_bytes) };
         }
         Ok(true)
@@ -176,8 +176,8 @@ impl Cells {
             &mut heap[..]
         };
         let _exclusive = self.stripe(index).write();
-        // SAFETY: `ptr` is a live, word-aligned cell; we hold its stripe exclusively, so
-        // no other thread writes it, and every access to it is atomic (module invariant).
+        // We hold the stripe exclusively, so no other thread writes this cell.
+        // SAFETY: a live aligned cell whose every concurrent access is atomic.
         unsafe { copy_out(ptr, buf, self.word_bytes) };
         let out = f(buf);
         // SAFETY: as above.
@@ -226,8 +226,7 @@ impl Cells {
 #[allow(clippy::host_endian_bytes)]
 unsafe fn copy_out(src: *const u8, out: &mut [u8], word: usize) {
     for (k, chunk) in out.chunks_exact_mut(word).enumerate() {
-        // SAFETY: the caller guarantees `src + k*word` is a live, aligned word accessed
-        // only atomically.
+        // SAFETY: the caller guarantees `src + k*word` is a live aligned atomic-only word.
         unsafe {
             let p = src.add(k * word).cast_mut();
             match word {
@@ -259,8 +258,7 @@ unsafe fn copy_out(src: *const u8, out: &mut [u8], word: usize) {
 #[allow(clippy::host_endian_bytes)]
 unsafe fn copy_in(dst: *mut u8, src: &[u8], word: usize) {
     for (k, chunk) in src.chunks_exact(word).enumerate() {
-        // SAFETY: the caller guarantees `dst + k*word` is a live, aligned word accessed
-        // only atomically, with no other writer.
+        // SAFETY: the caller guarantees `dst + k*word` is a live aligned atomic-only word.
         unsafe {
             let p = dst.add(k * word);
             match word {

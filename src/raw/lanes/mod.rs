@@ -270,8 +270,9 @@ impl Lanes {
         let offset = LANE_DATA_OFFSET + within * self.unit_bytes;
         let offset = usize::try_from(offset).expect("mapped lanes fit in the address space");
         debug_assert!(offset + (units * self.unit_bytes) as usize <= mapped.map.len());
-        // SAFETY: `offset` plus the span lies within the mapping (checked above against the
-        // lane's size, which equals the mapping's size less the header page).
+        // The span was checked above against the lane's size, which is the mapping's size
+        // less the header page.
+        // SAFETY: `offset` plus the span lies within the mapping.
         Ok(unsafe { mapped.map.as_mut_ptr().add(offset) })
     }
 
@@ -285,8 +286,9 @@ impl Lanes {
             "position outside its lane: a caller bug"
         );
         let offset = (LANE_DATA_OFFSET + within * self.unit_bytes) as usize;
-        // SAFETY: `within` is inside the lane (checked above), so `offset` plus one unit lies
-        // within the mapping, whose size is the lane's data plus the header page.
+        // `within` is inside the lane (checked above); the mapping is the lane's data plus
+        // the header page.
+        // SAFETY: `offset` plus one unit lies within the mapping.
         Some(unsafe { mapped.map.as_mut_ptr().add(offset) })
     }
 
@@ -297,8 +299,8 @@ impl Lanes {
     pub(crate) unsafe fn slice(&self, lane: usize, within: u64, units: u64) -> Result<&[u8]> {
         let ptr = self.data_ptr(lane, within, units)?;
         let len = (units * self.unit_bytes) as usize;
-        // SAFETY: `ptr..ptr+len` is inside a live mapping that outlives `&self`, and the
-        // caller guarantees no concurrent writes for the returned lifetime.
+        // The caller guarantees no concurrent writes for the returned lifetime.
+        // SAFETY: `ptr..ptr+len` is inside a live mapping that outlives `&self`.
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 
@@ -315,8 +317,8 @@ impl Lanes {
     ) -> Result<&mut [u8]> {
         let ptr = self.data_ptr(lane, within, units)?;
         let len = (units * self.unit_bytes) as usize;
-        // SAFETY: `ptr..ptr+len` is inside a live mapping that outlives `&self`, and the
-        // caller guarantees exclusive access for the returned lifetime.
+        // The caller guarantees exclusive access for the returned lifetime.
+        // SAFETY: `ptr..ptr+len` is inside a live mapping that outlives `&self`.
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
     }
 
