@@ -189,6 +189,14 @@ impl<T: Pod> RandomAccess<T> {
         Ok(value)
     }
 
+    /// Hints the processor to start loading element `index`, so that the cache misses of
+    /// several reads issued next can overlap. Only a hint: it never fails or blocks.
+    pub fn prefetch(&self, index: u64) {
+        if index < self.len() {
+            self.cells.prefetch(index);
+        }
+    }
+
     /// Runs `f` on element `index` under its write lock, growing the array if needed.
     ///
     /// # Errors

@@ -38,6 +38,8 @@ const LEVEL0_SLOTS: u64 = 1024;
 const PROBE_LIMIT: u64 = 64;
 /// Stripes of the insert locks (inserts of one key always take the same stripe).
 const INSERT_STRIPES: usize = 64;
+/// Levels whose home slots a lookup prefetches before it reads the first.
+const PREFETCH_LEVELS: usize = 3;
 /// Most index levels: level 20 alone would hold 2^50 slots, past any log.
 const LEVELS_MAX: u64 = 21;
 const OFFSET_BITS: u32 = 40;
@@ -279,6 +281,12 @@ impl OnceMap {
         }
         for level in filling + 1..=top {
             push(level);
+        }
+        // Start the home-slot loads of the likeliest levels together, so their cache misses
+        // overlap instead of following one another.
+        for &level in order[..n].iter().take(PREFETCH_LEVELS) {
+            self.index
+                .prefetch(level_start(level) + (hash & (level_slots(level) - 1)));
         }
         for &level in &order[..n] {
             let first = self

@@ -155,6 +155,23 @@ impl Cells {
         Ok(true)
     }
 
+    /// Hints the processor to start loading cell `index` into its cache, so that several
+    /// cache misses can overlap. No effect if the cell's lane is not mapped, or off x86_64.
+    #[inline]
+    pub(crate) fn prefetch(&self, index: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((lane, within)) = self.lanes.locate(index)
+            && let Some(ptr) = self.lanes.mapped_ptr(lane, within)
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // SAFETY: a prefetch never faults, reads into registers or writes; SSE is part of
+            // the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast_const().cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = index;
+    }
+
     /// Runs `f` on a copy of cell `index` under its write lock and stores the result back,
     /// creating the cell's lane (and every lane below it) if needed.
     ///
