@@ -9,9 +9,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Lanes;
+use std::sync::OnceLock;
+use std::sync::mpsc::{Sender, channel};
+
+use parking_lot::Mutex;
+
+use super::{Lanes, Prefault};
 use crate::error::{Error, Result};
 use crate::limits::LANES_MAX;
+
+/// The append cursor asks for the next stretch of this many bytes to be faulted in each
+/// time it enters a new one.
+const PREFAULT_BYTES: u64 = 4 << 20;
 
 /// Append-only bytes over unit-size-1 lanes.
 #[derive(Debug)]
@@ -19,6 +28,8 @@ pub(crate) struct Arena {
     lanes: Lanes,
     reserved: AtomicU64,
     published: AtomicU64,
+    /// Feeds the prefault thread, started on first use; it ends when this is dropped.
+    prefaulter: OnceLock<Option<Mutex<Sender<Prefault>>>>,
 }
 
 impl Arena {
@@ -28,6 +39,7 @@ impl Arena {
             lanes,
             reserved: AtomicU64::new(len),
             published: AtomicU64::new(len),
+            prefaulter: OnceLock::new(),
         }
     }
 
@@ -91,6 +103,10 @@ impl Arena {
         if len == 0 {
             return Ok(start);
         }
+        let end = start + len;
+        if end / PREFAULT_BYTES != cur / PREFAULT_BYTES {
+            self.prefault_ahead(end);
+        }
         // `start..start+len` was reserved by the CAS above for this call alone (`len > 0`,
         // so the cursor moved), lies inside one lane (checked by `place`), and is above
         // `published`, so no reader can see it until `_publish` publishes it.
@@ -98,6 +114,41 @@ impl Arena {
         let dest = unsafe { self.lanes.slice_mut(lane, within, len)? };
         fill(start, dest);
         Ok(start)
+    }
+
+    /// Asks the prefault thread to fault in the two stretches after the one holding `at`,
+    /// so that appends find their pages already mapped: a page fault on a shared file
+    /// mapping costs microseconds, and the other core can take it. The nearer stretch was
+    /// usually asked for already; faulting in mapped pages again costs little.
+    fn prefault_ahead(&self, at: u64) {
+        let next = at.next_multiple_of(PREFAULT_BYTES);
+        for ahead in [next, next + PREFAULT_BYTES] {
+            if let Some((lane, within)) = self.lanes.locate(ahead)
+                && let Some(job) = self.lanes.prefault_job(lane, within, PREFAULT_BYTES)
+            {
+                self.send_prefault(job);
+            }
+        }
+    }
+
+    fn send_prefault(&self, job: Prefault) {
+        let sender = self.prefaulter.get_or_init(|| {
+            let (tx, rx) = channel::<Prefault>();
+            std::thread::Builder::new()
+                .name("accretion-prefault".into())
+                .spawn(move || {
+                    for job in rx {
+                        job.run();
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(tx))
+        });
+        if let Some(sender) = sender {
+            // The thread only ends once the sender is gone, so this cannot fail; if it
+            // did, the appender would just take its own page faults.
+            let _ = sender.lock().send(job);
+        }
     }
 
     /// Zeroes the reserved gap `from..to`, lane by lane.

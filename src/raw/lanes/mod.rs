@@ -30,7 +30,7 @@ pub(crate) mod cells;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
@@ -57,6 +57,25 @@ struct Lane {
     _file: File,
 }
 
+/// Faulting-in of part of a lane ahead of the writes that will touch it, so that the
+/// writer finds its pages mapped instead of taking one page fault per 4 KiB. It holds the
+/// lane, so the mapping outlives the job.
+pub(crate) struct Prefault {
+    lane: Arc<Lane>,
+    offset: usize,
+    len: usize,
+}
+
+impl Prefault {
+    /// Runs the job. Best effort: kernels without `MADV_POPULATE_WRITE` just skip it.
+    pub(crate) fn run(self) {
+        let _ = self
+            .lane
+            .map
+            .advise_range(memmap2::Advice::PopulateWrite, self.offset, self.len);
+    }
+}
+
 /// A space of fixed-size units spread over lane files of doubling size.
 #[derive(Debug)]
 pub(crate) struct Lanes {
@@ -64,7 +83,7 @@ pub(crate) struct Lanes {
     prefix: &'static str,
     unit_bytes: u64,
     base_units: u64,
-    lanes: Box<[OnceLock<Lane>]>,
+    lanes: Box<[OnceLock<Arc<Lane>>]>,
     create: Mutex<()>,
 }
 
@@ -130,18 +149,18 @@ impl Lanes {
     /// Lane `lane`, mapping its file if it exists; `None` if it was never created.
     fn get(&self, lane: usize) -> Result<Option<&Lane>> {
         if let Some(mapped) = self.lanes[lane].get() {
-            return Ok(Some(mapped));
+            return Ok(Some(&**mapped));
         }
         let _guard = self.create.lock();
         if let Some(mapped) = self.lanes[lane].get() {
-            return Ok(Some(mapped));
+            return Ok(Some(&**mapped));
         }
         let path = self.path_of(lane);
         if !path.exists() {
             return Ok(None);
         }
         let mapped = self.open_existing(lane, path)?;
-        Ok(Some(self.lanes[lane].get_or_init(|| mapped)))
+        Ok(Some(&**self.lanes[lane].get_or_init(|| Arc::new(mapped))))
     }
 
     /// Lane `lane`, creating and mapping it if needed. Creation allocates the lane's disk
@@ -158,7 +177,7 @@ impl Lanes {
             return Ok(());
         }
         let mapped = self.create(lane)?;
-        self.lanes[lane].get_or_init(|| mapped);
+        self.lanes[lane].get_or_init(|| Arc::new(mapped));
         Ok(())
     }
 
@@ -336,6 +355,18 @@ impl Lanes {
             .map
             .flush_range(offset, len)
             .map_err(|e| Error::io(&mapped.path, "msync lane", e))
+    }
+
+    /// A job that faults in `units` units at `within` of lane `lane` (clamped to the lane)
+    /// for writing, to be run on another thread; `None` if the lane is not mapped.
+    pub(crate) fn prefault_job(&self, lane: usize, within: u64, units: u64) -> Option<Prefault> {
+        let mapped = self.lanes.get(lane)?.get()?;
+        let end = (within + units).min(self.lane_units(lane));
+        (end > within).then(|| Prefault {
+            lane: Arc::clone(mapped),
+            offset: (LANE_DATA_OFFSET + within * self.unit_bytes) as usize,
+            len: ((end - within) * self.unit_bytes) as usize,
+        })
     }
 
     /// Path of lane `lane`'s file, for error messages.
