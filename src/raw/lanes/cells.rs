@@ -164,8 +164,8 @@ impl Cells {
             && let Some(ptr) = self.lanes.mapped_ptr(lane, within)
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            // SAFETY: a prefetch never faults, reads into registers or writes; SSE is part of
-            // the x86_64 baseline.
+            // A prefetch never faults, reads into registers or writes.
+            // SAFETY: harmless for any address; SSE is part of the x86_64 baseline.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast_const().cast()) };
         }
         #[cfg(not(target_arch = "x86_64"))]
