@@ -103,7 +103,7 @@ impl Cells {
     /// was never written).
     pub(crate) fn read(&self, index: u64) -> Result<Option<CellRef<'_>>> {
         let (lane, within) = self.locate(index)?;
-        if !self.lanes.is_mapped(lane) && !self.lanes.exists(lane)? {
+        if !self.lanes.exists(lane)? {
             return Ok(None);
         }
         let guard = self.stripe(index).read();
@@ -137,7 +137,7 @@ impl Cells {
             out.copy_from_slice(&word);
             return Ok(true);
         }
-        if !self.lanes.is_mapped(lane) && !self.lanes.exists(lane)? {
+        if !self.lanes.exists(lane)? {
             return Ok(false);
         }
         let ptr = self.lanes.data_ptr(lane, within, 1)?;

@@ -166,9 +166,6 @@ impl Lanes {
     /// Lane `lane`, creating and mapping it if needed. Creation allocates the lane's disk
     /// space up front, so a full disk fails here rather than in a later write.
     pub(crate) fn ensure(&self, lane: usize) -> Result<()> {
-        if self.lanes[lane].get().is_some() {
-            return Ok(());
-        }
         if self.get(lane)?.is_some() {
             return Ok(());
         }
@@ -276,12 +273,9 @@ impl Lanes {
     /// Pointer to unit `within` of mapped lane `lane`, after checking that `units` units
     /// from there lie inside the lane.
     pub(crate) fn data_ptr(&self, lane: usize, within: u64, units: u64) -> Result<*mut u8> {
-        let mapped = match self.lanes[lane].get() {
-            Some(mapped) => mapped,
-            None => self
-                .get(lane)?
-                .ok_or_else(|| Error::corrupted(&self.path_of(lane), 0, "lane file is missing"))?,
-        };
+        let mapped = self
+            .get(lane)?
+            .ok_or_else(|| Error::corrupted(&self.path_of(lane), 0, "lane file is missing"))?;
         let end = within
             .checked_add(units)
             .filter(|end| *end <= self.lane_units(lane));
