@@ -297,4 +297,47 @@ mod tests {
         let c = buf.append(b"new").unwrap();
         assert_eq!(c.offset(), 4);
     }
+
+    #[test]
+    fn lanes_are_prepared_ahead_and_the_helper_stops_on_drop() {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        let record = [9u8; 4096];
+        // Past the first 4 MiB stretch, so the helper is asked to work ahead.
+        let spans: Vec<_> = (0..1200).map(|_| buf.append(&record).unwrap()).collect();
+        let lane_files = || {
+            let mut names: Vec<_> = std::fs::read_dir(dir.path().join("b"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let end = spans.last().unwrap().offset() + 4096;
+        // The cursor is in lane 6 (4 MiB to 8 MiB); the helper creates lane 7 ahead of it.
+        assert_eq!(end / APPEND_LANE_BASE_BYTES, 75);
+        let ahead = dir.path().join("b").join(format!("{LANE_PREFIX}-07.acc"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ahead.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(ahead.exists(), "the helper did not create the next lane");
+        buf.sync().unwrap();
+        drop(buf);
+        // Dropping waited for the helper: nothing changes in the directory afterwards.
+        let after_drop = lane_files();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(lane_files(), after_drop);
+        assert!(
+            !after_drop
+                .iter()
+                .any(|n| n.to_string_lossy().ends_with(".tmp"))
+        );
+        // Lanes made ahead of the cursor are harmless on reopen.
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert_eq!(buf.len(), end);
+        for span in spans.iter().step_by(97) {
+            assert_eq!(buf.get(*span).unwrap(), &record);
+        }
+    }
 }

@@ -7,14 +7,14 @@
 //! Invariant: `published <= reserved`, and `published` never covers a reservation whose
 //! copy is still running, so a snapshot of `published` never covers a gap.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
-use super::{Lanes, Prefault};
+use super::Lanes;
 use crate::error::{Error, Result};
 use crate::limits::LANES_MAX;
 
@@ -25,21 +25,31 @@ const PREFAULT_BYTES: u64 = 4 << 20;
 /// Append-only bytes over unit-size-1 lanes.
 #[derive(Debug)]
 pub(crate) struct Arena {
-    lanes: Lanes,
+    lanes: Arc<Lanes>,
     reserved: AtomicU64,
     published: AtomicU64,
-    /// Feeds the prefault thread, started on first use; it ends when this is dropped.
-    prefaulter: OnceLock<Option<Mutex<Sender<Prefault>>>>,
+    /// The helper thread that prepares lanes ahead of the cursor, started on first use;
+    /// `None` inside if it could not be started. Stopped and joined on drop.
+    helper: OnceLock<Option<Helper>>,
+}
+
+/// The thread that works ahead of the append cursor: it creates the lane the cursor is
+/// about to need and faults in the pages it is about to write.
+#[derive(Debug)]
+struct Helper {
+    jobs: Mutex<Sender<u64>>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
 }
 
 impl Arena {
     /// An arena over `lanes` (unit size 1) whose first `len` bytes are already written.
     pub(crate) fn new(lanes: Lanes, len: u64) -> Self {
         Arena {
-            lanes,
+            lanes: Arc::new(lanes),
             reserved: AtomicU64::new(len),
             published: AtomicU64::new(len),
-            prefaulter: OnceLock::new(),
+            helper: OnceLock::new(),
         }
     }
 
@@ -78,10 +88,13 @@ impl Arena {
                 return Ok(cur);
             }
             // Create the lane (and any skipped ones, whose bytes get zeroed) before
-            // reserving, so a failure leaves no hole behind.
-            let first = self.lanes.locate(cur).map_or(lane, |(l, _)| l);
-            for l in first..=lane {
-                self.lanes.ensure(l)?;
+            // reserving, so a failure leaves no hole behind. Lanes are created in order,
+            // so a mapped lane means the ones before it exist.
+            if !self.lanes.is_mapped(lane) {
+                let first = self.lanes.locate(cur).map_or(lane, |(l, _)| l);
+                for l in first..=lane {
+                    self.lanes.ensure(l)?;
+                }
             }
             match self.reserved.compare_exchange_weak(
                 cur,
@@ -116,38 +129,46 @@ impl Arena {
         Ok(start)
     }
 
-    /// Asks the prefault thread to fault in the two stretches after the one holding `at`,
-    /// so that appends find their pages already mapped: a page fault on a shared file
-    /// mapping costs microseconds, and the other core can take it. The nearer stretch was
-    /// usually asked for already; faulting in mapped pages again costs little.
+    /// Asks the helper thread to prepare the two stretches after the one holding `at`:
+    /// to create their lane if it does not exist yet (creating a lane fsyncs two files,
+    /// about a millisecond), and to fault in their pages, so that appends find their pages
+    /// mapped (a page fault on a shared file mapping costs about a microsecond, and the
+    /// other core can take it). The nearer stretch was usually asked for already; doing it
+    /// again costs little.
     fn prefault_ahead(&self, at: u64) {
         let next = at.next_multiple_of(PREFAULT_BYTES);
         for ahead in [next, next + PREFAULT_BYTES] {
-            if let Some((lane, within)) = self.lanes.locate(ahead)
-                && let Some(job) = self.lanes.prefault_job(lane, within, PREFAULT_BYTES)
-            {
-                self.send_prefault(job);
-            }
+            self.send_ahead(ahead);
         }
     }
 
-    fn send_prefault(&self, job: Prefault) {
-        let sender = self.prefaulter.get_or_init(|| {
-            let (tx, rx) = channel::<Prefault>();
+    fn send_ahead(&self, at: u64) {
+        let helper = self.helper.get_or_init(|| {
+            let (tx, rx) = channel::<u64>();
+            let stop = Arc::new(AtomicBool::new(false));
+            let lanes = Arc::clone(&self.lanes);
+            let stopped = Arc::clone(&stop);
             std::thread::Builder::new()
-                .name("accretion-prefault".into())
+                .name("accretion-ahead".into())
                 .spawn(move || {
-                    for job in rx {
-                        job.run();
+                    for at in rx {
+                        if stopped.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        prepare(&lanes, at);
                     }
                 })
                 .ok()
-                .map(|_| Mutex::new(tx))
+                .map(|thread| Helper {
+                    jobs: Mutex::new(tx),
+                    stop,
+                    thread,
+                })
         });
-        if let Some(sender) = sender {
+        if let Some(helper) = helper {
             // The thread only ends once the sender is gone, so this cannot fail; if it
-            // did, the appender would just take its own page faults.
-            let _ = sender.lock().send(job);
+            // did, the appender would just create lanes and take page faults itself.
+            let _ = helper.jobs.lock().send(at);
         }
     }
 
@@ -275,6 +296,35 @@ impl<'a> Iterator for Chunks<'a> {
                 })
                 .map(|bytes| (start, bytes)),
         )
+    }
+}
+
+impl Drop for Arena {
+    /// Stops the helper thread and waits for it, so that no lane is created once the
+    /// owner (and with it the directory lock) may be gone.
+    fn drop(&mut self) {
+        if let Some(Some(helper)) = self.helper.take() {
+            helper.stop.store(true, Ordering::Relaxed);
+            drop(helper.jobs);
+            let _ = helper.thread.join();
+        }
+    }
+}
+
+/// The helper thread's job for position `at`: create its lane (and any before it) if
+/// needed, then fault in the stretch from `at`. Best effort: an error here (a full disk,
+/// say) is left for the appender to meet and report when it gets there.
+fn prepare(lanes: &Lanes, at: u64) {
+    let Some((lane, within)) = lanes.locate(at) else {
+        return;
+    };
+    for l in 0..=lane {
+        if !lanes.is_mapped(l) && lanes.ensure(l).is_err() {
+            return;
+        }
+    }
+    if let Some(job) = lanes.prefault_job(lane, within, PREFAULT_BYTES) {
+        job.run();
     }
 }
 
