@@ -27,3 +27,11 @@ pub const KEY_LEN_BYTES_MAX: usize = 64 * 1024;
 pub const VALUE_LEN_BYTES_MAX: usize = (1 << 30) - 2 * 64 * 1024;
 /// Byte offsets into a [`OnceMap`](crate::OnceMap)'s log must fit in 40 bits (1 TiB).
 pub const ONCE_MAP_LOG_BYTES_MAX: u64 = (1 << 40) - 1;
+
+/// Longest key of a [`LogStore`](crate::LogStore) (its length is a 16-bit field).
+pub const LOG_KEY_LEN_BYTES_MAX: usize = u16::MAX as usize;
+/// Largest value of a [`LogStore`](crate::LogStore).
+pub const LOG_VALUE_LEN_BYTES_MAX: usize = 256 << 20;
+/// Default size at which a [`LogStore`](crate::LogStore) segment is finished and a new
+/// one started.
+pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;

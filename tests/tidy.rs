@@ -140,6 +140,12 @@ const FORBIDDEN_IMPORTS: &[(&str, &[&str])] = &[
     ),
     ("src/primitives/once_map/", &["crate::raw"]),
     ("src/primitives/content.rs", &["crate::raw"]),
+    // Stores use the primitives' public types (through the crate root) only, and never
+    // another store.
+    (
+        "src/stores/",
+        &["crate::raw", "crate::primitives", "crate::stores", "super::super"],
+    ),
 ];
 
 #[test]

@@ -1,0 +1,197 @@
+//! Compaction: copy the live values of every finished segment into a new generation's
+//! base segments, make them durable with their hints, then switch to the new generation
+//! in the state journal (the commit point) and retire the old segments.
+//!
+//! Case analysis for a crash:
+//! - before the journal slot is durable: the state still names the old generation; the
+//!   new generation's directory is garbage, removed on open;
+//! - after: the state names the new generation and the first log segment written after
+//!   compaction began; older log segments and the old generation are garbage.
+//!
+//! Writes that land while compaction copies go to log segments the new generation
+//! keeps, and are replayed after its base segments, so they win over the copies.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
+
+use super::record::{self, Kind, Op};
+use super::segment::Segment;
+use super::{Inner, Key, Loc, base_name, now_ms, open};
+use crate::Result;
+
+pub(super) fn compact(inner: &Inner) -> Result<()> {
+    let _one_at_a_time = inner.compacting.lock();
+    // Finish the active segment, so that everything written so far is in a finished
+    // segment, and take the key directory as of that moment.
+    let (first_kept_log, snapshot) = {
+        let mut writer = inner.writer.lock();
+        let finished = if writer.active.buf().is_empty() {
+            None
+        } else {
+            Some(inner.roll(&mut writer)?)
+        };
+        let snapshot = inner.keys.read().map.clone();
+        let first_kept = writer.active_id;
+        drop(writer);
+        if let Some(finished) = finished {
+            inner.after_roll(&finished);
+        }
+        (first_kept, snapshot)
+    };
+    let old: HashSet<*const Segment> = {
+        let segments = inner.segments.lock();
+        segments
+            .base
+            .iter()
+            .chain(
+                segments
+                    .logs
+                    .iter()
+                    .filter(|(id, _)| *id < first_kept_log)
+                    .map(|(_, s)| s),
+            )
+            .map(Arc::as_ptr)
+            .collect()
+    };
+    let generation = inner.state.get().generation + 1;
+
+    // Copy. Nothing here is visible until the switch below.
+    let now = now_ms();
+    let mut out = BaseWriter::new(inner, generation);
+    let mut moves: Vec<(Key, Loc, Loc)> = Vec::new();
+    for (key, loc) in snapshot.iter() {
+        if !old.contains(&Arc::as_ptr(&loc.seg)) || loc.expired(|| now) {
+            continue;
+        }
+        let value = super::value_of(loc)?;
+        let new = out.put(key, &value, loc.expires_ms)?;
+        moves.push((key.clone(), loc.clone(), new));
+    }
+    drop(snapshot);
+    let base = out.finish()?;
+
+    // Switch. Writers wait for this part only.
+    let writer = inner.writer.lock();
+    let mut keys = inner.keys.write();
+    for (key, was, now) in moves {
+        if let Some(cur) = keys.map.get_mut(&key)
+            && Arc::ptr_eq(&cur.seg, &was.seg)
+            && cur.value_offset == was.value_offset
+        {
+            *cur = now;
+        }
+    }
+    let base_count = base.len() as u64;
+    inner.state.update(|s| {
+        s.generation = generation;
+        s.base_count = base_count;
+        s.log_first = first_kept_log;
+        s.last_compaction_ms = now_ms().max(1);
+    })?;
+    inner.state.sync()?;
+    let mut segments = inner.segments.lock();
+    for seg in segments.base.drain(..) {
+        seg.retire();
+    }
+    segments.logs.retain(|(id, seg)| {
+        let keep = *id >= first_kept_log;
+        if !keep {
+            seg.retire();
+        }
+        keep
+    });
+    segments.base = base;
+    drop(segments);
+    drop(keys);
+    drop(writer);
+    Ok(())
+}
+
+/// Starts a compaction on a background thread if the dead bytes exceed the ratio set at
+/// open and no compaction is running.
+pub(super) fn maybe_start(inner: &Arc<Inner>) {
+    let Some(ratio) = inner.opts.compact_dead_ratio else {
+        return;
+    };
+    let (live, total) = {
+        let live = inner.keys.read().live_bytes;
+        let total: u64 = inner.segments.lock().all().map(|s| s.buf().len()).sum();
+        (live, total)
+    };
+    let dead = total.saturating_sub(live);
+    if total == 0 || (dead as f64) < ratio * total as f64 || inner.compacting.is_locked() {
+        return;
+    }
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let _ = std::thread::Builder::new()
+        .name("accretion-compact".into())
+        .spawn(move || {
+            if let Some(inner) = weak.upgrade() {
+                // A failed background compaction leaves the old generation in place;
+                // the next explicit `compact` reports the error.
+                let _ = compact(&inner);
+            }
+        });
+}
+
+/// Writes a new generation's base segments, rolling at the segment size.
+struct BaseWriter<'a> {
+    inner: &'a Inner,
+    generation: u64,
+    segments: Vec<Arc<Segment>>,
+    value_at: Vec<u64>,
+}
+
+impl<'a> BaseWriter<'a> {
+    fn new(inner: &'a Inner, generation: u64) -> Self {
+        BaseWriter {
+            inner,
+            generation,
+            segments: Vec::new(),
+            value_at: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], expires_ms: u64) -> Result<Loc> {
+        let ops = [Op {
+            kind: Kind::Put,
+            key,
+            value,
+            expires_ms,
+        }];
+        let len = record::record_len(&ops);
+        let full = self.segments.last().is_none_or(|s| {
+            !s.buf().is_empty() && s.buf().len() + len as u64 > self.inner.opts.segment_bytes
+        });
+        if full {
+            if let Some(last) = self.segments.last() {
+                last.buf().sync()?;
+                open::write_hint(&self.inner.dir, last)?;
+            }
+            let index = self.segments.len() as u64;
+            let name = base_name(&self.inner.name, self.generation, index);
+            self.segments.push(Segment::open(&self.inner.dir, name)?);
+        }
+        let seg = self.segments.last().expect("pushed above");
+        self.value_at.clear();
+        let now = now_ms();
+        let span = seg.buf().append_with(len, 1, |_, out| {
+            record::encode(&ops, now, out, &mut self.value_at);
+        })?;
+        Ok(Loc {
+            seg: Arc::clone(seg),
+            value_offset: span.offset() + self.value_at[0],
+            value_len: value.len() as u32,
+            op_bytes: super::op_bytes(key.len(), value.len()),
+            expires_ms,
+        })
+    }
+
+    fn finish(self) -> Result<Vec<Arc<Segment>>> {
+        if let Some(last) = self.segments.last() {
+            last.buf().sync()?;
+            open::write_hint(&self.inner.dir, last)?;
+        }
+        Ok(self.segments)
+    }
+}

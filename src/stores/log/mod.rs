@@ -1,0 +1,782 @@
+//! `LogStore`: a Bitcask-style key-value store. Records are appended to log segments
+//! (AppendOnly buffers); an ordered key directory in memory points at each live value;
+//! the store's state (generation, segment range) lives in a Journal. Finished segments get
+//! a hint file so that opening does not have to read their values. Compaction copies live
+//! values into a new generation and switches to it through the Journal.
+//!
+//! What it does not do: keep the key directory on disk (it is rebuilt on open), or bound
+//! memory by anything but the number of keys.
+//!
+//! # Durability
+//! A write is visible to every reader as soon as it returns. [`LogStore::sync`] returns
+//! once everything written before it is durable. With [`LogOptions::sync_each_write`],
+//! every write is durable before it returns; concurrent writers share fsyncs. A crash at
+//! any instant leaves a store that opens and holds every durable write; a write batch is
+//! all there or not at all; compaction is atomic (old or new generation, never a mix).
+
+mod compact;
+mod iter;
+mod open;
+pub(crate) mod record;
+mod segment;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytemuck::{Pod, Zeroable};
+use parking_lot::{Mutex, RwLock};
+
+use crate::limits::{
+    LOG_KEY_LEN_BYTES_MAX, LOG_SEGMENT_BYTES_DEFAULT, LOG_VALUE_LEN_BYTES_MAX, RECORD_LEN_BYTES_MAX,
+};
+use crate::{Dir, Error, Journal, Result, Span};
+
+pub use iter::Iter;
+use record::{Kind, Op};
+use segment::Segment;
+pub use segment::Value;
+
+/// A merge operator: `(key, current value, operand) -> new value`, where `None` deletes
+/// the key.
+pub type MergeFn = dyn Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send + Sync;
+
+/// How a [`LogStore`] behaves; `LogOptions::default()` suits most uses.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// A segment is finished and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Make every write durable before it returns (concurrent writers share fsyncs).
+    pub sync_each_write: bool,
+    /// Compact automatically, in the background, when dead bytes exceed this fraction of
+    /// all segment bytes (checked when a segment is finished). `None` turns it off.
+    pub compact_dead_ratio: Option<f64>,
+    /// The default merge operator used by [`LogStore::merge_default`], with its name. The
+    /// name is recorded in the store; opening it later with an operator of another name
+    /// is refused, since old operands would be read by the wrong operator.
+    pub merge_operator: Option<(String, Arc<MergeFn>)>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: LOG_SEGMENT_BYTES_DEFAULT,
+            sync_each_write: false,
+            compact_dead_ratio: Some(0.5),
+            merge_operator: None,
+        }
+    }
+}
+
+impl fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("sync_each_write", &self.sync_each_write)
+            .field("compact_dead_ratio", &self.compact_dead_ratio)
+            .field(
+                "merge_operator",
+                &self.merge_operator.as_ref().map(|(name, _)| name),
+            )
+            .finish()
+    }
+}
+
+/// Counters describing a store, from [`LogStore::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Keys in the key directory (expired keys not yet dropped included).
+    pub keys: u64,
+    /// Bytes of the records that hold the live values (a batch's header is charged to
+    /// each of its operations, so this can slightly exceed the real figure).
+    pub live_bytes: u64,
+    /// Every other byte of the segments: overwritten and deleted values, tombstones,
+    /// record headers, padding.
+    pub dead_bytes: u64,
+    /// Segments in use: the generation's base segments and the log segments.
+    pub segments: u64,
+    /// The current generation: the number of compactions so far.
+    pub generation: u64,
+    /// When the last compaction finished, if any.
+    pub last_compaction: Option<SystemTime>,
+    /// Damaged records found on open (each ends the replay of its segment).
+    pub damaged_records: u64,
+    /// Bytes skipped on open because of damage.
+    pub damaged_bytes: u64,
+    /// Segments replayed from their hint file on open.
+    pub segments_from_hints: u64,
+    /// Segments replayed by reading every record on open.
+    pub segments_scanned: u64,
+}
+
+/// The store's state, in its Journal. 64 bytes, little-endian u64s:
+/// format version, generation, base segment count, first and active log segment ids,
+/// last compaction time (Unix ms), hash of the merge operator's name, reserved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub(crate) struct State {
+    version: u64,
+    generation: u64,
+    base_count: u64,
+    log_first: u64,
+    log_active: u64,
+    last_compaction_ms: u64,
+    merge_name_hash: u64,
+    reserved: u64,
+}
+const _: () = assert!(size_of::<State>() == 64);
+
+/// The format version written in [`State`].
+const STATE_VERSION: u64 = 1;
+
+/// Where a live value is.
+#[derive(Clone)]
+struct Loc {
+    seg: Arc<Segment>,
+    value_offset: u64,
+    value_len: u32,
+    /// Bytes charged to the value, for the live-byte count: see `op_bytes`.
+    op_bytes: u32,
+    expires_ms: u64,
+}
+
+impl Loc {
+    fn expired(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        self.expires_ms != 0 && self.expires_ms <= now_ms()
+    }
+}
+
+type Key = Arc<[u8]>;
+type Map = imbl::OrdMap<Key, Loc>;
+
+/// The key directory and what is derived from it.
+#[derive(Clone, Default)]
+struct Keys {
+    map: Map,
+    live_bytes: u64,
+    /// Entries with an expiry, so `len` knows whether it must look.
+    expiring: u64,
+}
+
+impl Keys {
+    fn put(&mut self, key: &[u8], loc: Loc) {
+        self.live_bytes += u64::from(loc.op_bytes);
+        self.expiring += u64::from(loc.expires_ms != 0);
+        if let Some(old) = self.map.insert(Arc::from(key), loc) {
+            self.forget(&old);
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.forget(&old);
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Keys::default();
+    }
+
+    fn forget(&mut self, old: &Loc) {
+        self.live_bytes -= u64::from(old.op_bytes);
+        self.expiring -= u64::from(old.expires_ms != 0);
+    }
+}
+
+/// The writer's side: the active segment. Held (locked) by every write, so records are
+/// appended and applied to the key directory in one order.
+struct Writer {
+    active: Arc<Segment>,
+    active_id: u64,
+}
+
+/// Every segment in use, in replay order.
+#[derive(Default)]
+struct Segments {
+    base: Vec<Arc<Segment>>,
+    logs: Vec<(u64, Arc<Segment>)>,
+}
+
+impl Segments {
+    fn all(&self) -> impl Iterator<Item = &Arc<Segment>> {
+        self.base.iter().chain(self.logs.iter().map(|(_, s)| s))
+    }
+}
+
+struct Inner {
+    dir: Dir,
+    name: String,
+    opts: LogOptions,
+    state: Journal<State>,
+    keys: RwLock<Keys>,
+    writer: Mutex<Writer>,
+    segments: Mutex<Segments>,
+    compacting: Mutex<()>,
+    damaged_records: u64,
+    damaged_bytes: u64,
+    segments_from_hints: u64,
+    segments_scanned: u64,
+    hint_failures: AtomicU64,
+}
+
+/// A Bitcask-style key-value store: an append-only log of records in segments, an
+/// ordered key directory in memory, hint files for fast opening, and compaction into new
+/// generations. See the module docs for durability.
+///
+/// ```
+/// use accretion::{Dir, LogOptions, LogStore};
+/// let dir = Dir::temporary()?;
+/// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+/// store.put(b"apple", b"red")?;
+/// store.put(b"banana", b"yellow")?;
+/// assert_eq!(store.get(b"apple")?.unwrap(), b"red");
+/// store.delete(b"apple")?;
+/// assert!(store.get(b"apple")?.is_none());
+/// let keys: Vec<_> = store.iter().map(|(k, _)| k.to_vec()).collect();
+/// assert_eq!(keys, [b"banana".to_vec()]);
+/// store.sync()?;
+/// # Ok::<(), accretion::Error>(())
+/// ```
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("name", &self.inner.name)
+            .field("opts", &self.inner.opts)
+            .finish()
+    }
+}
+
+/// Operations gathered to be applied atomically by [`LogStore::write`]: after a crash
+/// the batch is all there or not at all. Later operations see earlier ones.
+#[derive(Default)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+}
+
+enum BatchOp {
+    Put(Vec<u8>, Vec<u8>, u64),
+    Delete(Vec<u8>),
+    Merge(Vec<u8>, Vec<u8>, Arc<MergeFn>),
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
+        self.ops.push(BatchOp::Put(key.to_vec(), value.to_vec(), 0));
+        self
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: &[u8]) -> &mut Self {
+        self.ops.push(BatchOp::Delete(key.to_vec()));
+        self
+    }
+
+    /// Merges `operand` into `key` with `op` (see [`LogStore::merge`]).
+    pub fn merge(
+        &mut self,
+        key: &[u8],
+        operand: &[u8],
+        op: impl Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.ops
+            .push(BatchOp::Merge(key.to_vec(), operand.to_vec(), Arc::new(op)));
+        self
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True if the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+impl LogStore {
+    /// Opens or creates the store `name` in `dir`: replays hint files where they are
+    /// whole and scans the other segments. A damaged record ends its segment's replay
+    /// and is counted in [`stats`](Self::stats); opening does not fail because of it.
+    ///
+    /// # Errors
+    /// `NameInUse` if the store is open already; `Incompatible` for a different merge
+    /// operator name; `UnsupportedVersion` for a newer format; `Corrupted` for a damaged
+    /// state journal or segment file header; `Io`.
+    pub fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<LogStore> {
+        open::open(dir, name, opts).map(|inner| LogStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    /// `LimitExceeded` for a key over [`LOG_KEY_LEN_BYTES_MAX`] or a value over
+    /// [`LOG_VALUE_LEN_BYTES_MAX`]; `Io` (a full disk, say) or `Poisoned` after a
+    /// failed sync.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.write_ops(&[Op {
+            kind: Kind::Put,
+            key,
+            value,
+            expires_ms: 0,
+        }])
+    }
+
+    /// Sets `key` to `value` for `ttl`; afterwards the key reads as absent, and
+    /// compaction drops it.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.write_ops(&[Op {
+            kind: Kind::Put,
+            key,
+            value,
+            expires_ms: now_ms().saturating_add(ttl_ms),
+        }])
+    }
+
+    /// Removes `key` (writing a tombstone). Removing an absent key is not an error.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.write_ops(&[Op {
+            kind: Kind::Delete,
+            key,
+            value: &[],
+            expires_ms: 0,
+        }])
+    }
+
+    /// The value of `key`, or `None` if it is absent or expired. The handle derefs to
+    /// the bytes without copying and stays valid whatever happens to the key later.
+    ///
+    /// # Errors
+    /// `Io` if a segment cannot be mapped.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let keys = self.inner.keys.read();
+        match keys.map.get(key) {
+            Some(loc) if !loc.expired(now_ms) => value_of(loc).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `key` has a value that has not expired.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let keys = self.inner.keys.read();
+        keys.map.get(key).is_some_and(|loc| !loc.expired(now_ms))
+    }
+
+    /// Number of keys with a value. Constant time unless some keys have a time to live,
+    /// when it counts the ones not yet expired.
+    pub fn len(&self) -> u64 {
+        let keys = self.inner.keys.read();
+        if keys.expiring == 0 {
+            return keys.map.len() as u64;
+        }
+        let now = now_ms();
+        keys.map.values().filter(|loc| !loc.expired(|| now)).count() as u64
+    }
+
+    /// True if no key has a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Atomically replaces the value of `key` with `op(key, current, operand)`; `None`
+    /// from `op` deletes the key. Merges into one key from many threads are applied one
+    /// at a time, each seeing the result of the one before.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), for the value `op` returns.
+    pub fn merge(
+        &self,
+        key: &[u8],
+        operand: &[u8],
+        op: impl Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>>,
+    ) -> Result<()> {
+        let mut writer = self.inner.writer.lock();
+        let current = self.get(key)?;
+        let new = op(key, current.as_deref(), operand);
+        let done = match &new {
+            Some(value) => self.append_locked(
+                &mut writer,
+                &[Op {
+                    kind: Kind::Put,
+                    key,
+                    value,
+                    expires_ms: 0,
+                }],
+            )?,
+            None if current.is_some() => self.append_locked(
+                &mut writer,
+                &[Op {
+                    kind: Kind::Delete,
+                    key,
+                    value: &[],
+                    expires_ms: 0,
+                }],
+            )?,
+            None => return Ok(()),
+        };
+        drop(writer);
+        self.finish_write(done)
+    }
+
+    /// [`merge`](Self::merge) with the operator given in [`LogOptions::merge_operator`].
+    ///
+    /// # Errors
+    /// `Incompatible` if the store was opened without a merge operator; otherwise as
+    /// [`merge`](Self::merge).
+    pub fn merge_default(&self, key: &[u8], operand: &[u8]) -> Result<()> {
+        let Some((_, op)) = self.inner.opts.merge_operator.clone() else {
+            return Err(Error::incompatible(
+                self.inner.state.path(),
+                "merge_default needs a merge operator given at open",
+            ));
+        };
+        self.merge(key, operand, |k, cur, operand| op(k, cur, operand))
+    }
+
+    /// Applies every operation of `batch` atomically: one record, so after a crash the
+    /// batch is all there or not at all.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put); `LimitExceeded` if the batch's record is over
+    /// [`RECORD_LEN_BYTES_MAX`]. On error nothing of the batch is applied.
+    pub fn write(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.inner.writer.lock();
+        // Resolve merges against the store and the batch's earlier operations.
+        let mut seen: HashMap<&[u8], Option<Vec<u8>>> = HashMap::new();
+        // (key, new value or None for a delete, expiry)
+        type Resolved<'b> = (&'b [u8], Option<Vec<u8>>, u64);
+        let mut resolved: Vec<Resolved<'_>> = Vec::with_capacity(batch.len());
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put(k, v, expires) => {
+                    seen.insert(k, Some(v.clone()));
+                    resolved.push((k, Some(v.clone()), *expires));
+                }
+                BatchOp::Delete(k) => {
+                    seen.insert(k, None);
+                    resolved.push((k, None, 0));
+                }
+                BatchOp::Merge(k, operand, f) => {
+                    let current = match seen.get(k.as_slice()) {
+                        Some(v) => v.clone(),
+                        None => self.get(k)?.map(|v| v.to_vec()),
+                    };
+                    let new = f(k, current.as_deref(), operand);
+                    seen.insert(k, new.clone());
+                    resolved.push((k, new, 0));
+                }
+            }
+        }
+        let ops: Vec<Op<'_>> = resolved
+            .iter()
+            .map(|(key, value, expires_ms)| match value {
+                Some(value) => Op {
+                    kind: Kind::Put,
+                    key,
+                    value,
+                    expires_ms: *expires_ms,
+                },
+                None => Op {
+                    kind: Kind::Delete,
+                    key,
+                    value: &[],
+                    expires_ms: 0,
+                },
+            })
+            .collect();
+        let done = self.append_locked(&mut writer, &ops)?;
+        drop(writer);
+        self.finish_write(done)
+    }
+
+    /// Removes every key: `get` and iteration see nothing afterwards. The space is
+    /// reclaimed by the next compaction.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn clear(&self) -> Result<()> {
+        self.write_ops(&[Op {
+            kind: Kind::Clear,
+            key: &[],
+            value: &[],
+            expires_ms: 0,
+        }])
+    }
+
+    /// Every live key and value in key order, over a snapshot taken now: later writes
+    /// (including deletes) do not change what it yields. Double-ended.
+    pub fn iter(&self) -> Iter {
+        self.range::<&[u8], _>(..)
+    }
+
+    /// The live keys in `range`, in key order, over a snapshot taken now. Double-ended.
+    pub fn range<'k, K: AsRef<[u8]> + ?Sized + 'k, R: RangeBounds<&'k K>>(&self, range: R) -> Iter {
+        let own = |b: std::ops::Bound<&&'k K>| b.map(|k| Arc::<[u8]>::from(k.as_ref()));
+        Iter::new(
+            self.inner.keys.read().map.clone(),
+            own(range.start_bound()),
+            own(range.end_bound()),
+            now_ms(),
+        )
+    }
+
+    /// The live keys that start with `prefix`, in key order, over a snapshot taken now.
+    pub fn prefix(&self, prefix: &[u8]) -> Iter {
+        use std::ops::Bound;
+        let end = match prefix_successor(prefix) {
+            Some(next) => Bound::Excluded(Arc::from(next)),
+            None => Bound::Unbounded,
+        };
+        Iter::new(
+            self.inner.keys.read().map.clone(),
+            Bound::Included(Arc::from(prefix)),
+            end,
+            now_ms(),
+        )
+    }
+
+    /// Makes every write that returned before this call durable.
+    ///
+    /// # Errors
+    /// `Io` if a flush fails; the store is then poisoned (`Poisoned` for later writes)
+    /// until reopened.
+    pub fn sync(&self) -> Result<()> {
+        let active = self.inner.writer.lock().active.clone();
+        active.sync_to(active.buf().len())
+    }
+
+    /// Copies the live values of every finished segment into a new generation, switches
+    /// to it atomically, and retires the old segments (their files go once no value
+    /// handle points into them). Expired keys are dropped. Reads and writes go on while
+    /// it runs, except for a short pause at the switch.
+    ///
+    /// # Errors
+    /// `Io`; on error the old generation stays authoritative.
+    pub fn compact(&self) -> Result<()> {
+        compact::compact(&self.inner)
+    }
+
+    /// Counters describing the store.
+    pub fn stats(&self) -> LogStats {
+        let inner = &self.inner;
+        let (keys, live) = {
+            let k = inner.keys.read();
+            (k.map.len() as u64, k.live_bytes)
+        };
+        let segments = inner.segments.lock();
+        let total: u64 = segments.all().map(|s| s.buf().len()).sum();
+        let state = inner.state.get();
+        LogStats {
+            keys,
+            live_bytes: live,
+            dead_bytes: total.saturating_sub(live),
+            segments: segments.all().count() as u64,
+            generation: state.generation,
+            last_compaction: (state.last_compaction_ms != 0)
+                .then(|| UNIX_EPOCH + Duration::from_millis(state.last_compaction_ms)),
+            damaged_records: inner.damaged_records,
+            damaged_bytes: inner.damaged_bytes,
+            segments_from_hints: inner.segments_from_hints,
+            segments_scanned: inner.segments_scanned,
+        }
+    }
+
+    fn write_ops(&self, ops: &[Op<'_>]) -> Result<()> {
+        let mut writer = self.inner.writer.lock();
+        let done = self.append_locked(&mut writer, ops)?;
+        drop(writer);
+        self.finish_write(done)
+    }
+
+    /// Appends `ops` as one record to the active segment (rolling first if it is full)
+    /// and applies them to the key directory. Returns what `finish_write` needs.
+    fn append_locked(&self, writer: &mut Writer, ops: &[Op<'_>]) -> Result<Written> {
+        for op in ops {
+            check_sizes(op)?;
+        }
+        let len = record::record_len(ops);
+        if len as u64 > RECORD_LEN_BYTES_MAX {
+            return Err(Error::limit(
+                "RECORD_LEN_BYTES_MAX",
+                len as u64,
+                RECORD_LEN_BYTES_MAX,
+            ));
+        }
+        let mut rolled = None;
+        let used = writer.active.buf().len();
+        if used > 0 && used + len as u64 > self.inner.opts.segment_bytes {
+            rolled = Some(self.inner.roll(writer)?);
+        }
+        let seg = Arc::clone(&writer.active);
+        let mut value_at = Vec::with_capacity(ops.len());
+        let now = now_ms();
+        let span = seg.buf().append_with(len, 1, |_, out| {
+            record::encode(ops, now, out, &mut value_at);
+        })?;
+        let mut keys = self.inner.keys.write();
+        for (op, at) in ops.iter().zip(&value_at) {
+            match op.kind {
+                Kind::Put => keys.put(
+                    op.key,
+                    Loc {
+                        seg: Arc::clone(&seg),
+                        value_offset: span.offset() + at,
+                        value_len: op.value.len() as u32,
+                        op_bytes: op_bytes(op.key.len(), op.value.len()),
+                        expires_ms: op.expires_ms,
+                    },
+                ),
+                Kind::Delete => keys.delete(op.key),
+                Kind::Clear => keys.clear(),
+            }
+        }
+        Ok(Written {
+            seg,
+            end: span.end(),
+            rolled,
+        })
+    }
+
+    /// After the writer lock is released: hint the segment just finished, make the
+    /// write durable if asked to, and start a compaction if enough is dead.
+    fn finish_write(&self, done: Written) -> Result<()> {
+        if let Some(finished) = done.rolled {
+            self.inner.after_roll(&finished);
+            compact::maybe_start(&self.inner);
+        }
+        if self.inner.opts.sync_each_write {
+            done.seg.sync_to(done.end)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a write leaves for the steps after the writer lock.
+struct Written {
+    seg: Arc<Segment>,
+    end: u64,
+    /// The segment finished by this write, if it rolled one.
+    rolled: Option<Arc<Segment>>,
+}
+
+impl Inner {
+    /// Finishes the active segment and starts the next: the finished one is synced, the
+    /// new one recorded in the state journal (synced) before it takes writes. Returns the
+    /// finished segment, whose hint the caller writes once the writer lock is released.
+    fn roll(&self, writer: &mut Writer) -> Result<Arc<Segment>> {
+        let finished = Arc::clone(&writer.active);
+        finished.buf().sync()?;
+        let id = writer.active_id + 1;
+        let seg = Segment::open(&self.dir, log_name(&self.name, id))?;
+        self.state.update(|s| s.log_active = id)?;
+        self.state.sync()?;
+        self.segments.lock().logs.push((id, Arc::clone(&seg)));
+        writer.active = seg;
+        writer.active_id = id;
+        Ok(finished)
+    }
+
+    /// Writes the hint of a finished segment. A failure only costs a scan on the next
+    /// open, so it is counted, not returned.
+    fn after_roll(&self, finished: &Arc<Segment>) {
+        if open::write_hint(&self.dir, finished).is_err() {
+            self.hint_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes a live value is charged: its operation and a whole record header, so that a
+/// store of nothing but live single-put records has no dead bytes.
+fn op_bytes(key_len: usize, value_len: usize) -> u32 {
+    (record::RECORD_HEADER_BYTES + record::OP_HEADER_BYTES + key_len + value_len) as u32
+}
+
+fn value_of(loc: &Loc) -> Result<Value> {
+    Value::new(
+        Arc::clone(&loc.seg),
+        Span::new(loc.value_offset, u64::from(loc.value_len)),
+    )
+}
+
+fn check_sizes(op: &Op<'_>) -> Result<()> {
+    if op.key.len() > LOG_KEY_LEN_BYTES_MAX {
+        return Err(Error::limit(
+            "LOG_KEY_LEN_BYTES_MAX",
+            op.key.len() as u64,
+            LOG_KEY_LEN_BYTES_MAX as u64,
+        ));
+    }
+    if op.value.len() > LOG_VALUE_LEN_BYTES_MAX {
+        return Err(Error::limit(
+            "LOG_VALUE_LEN_BYTES_MAX",
+            op.value.len() as u64,
+            LOG_VALUE_LEN_BYTES_MAX as u64,
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+fn log_name(store: &str, id: u64) -> String {
+    format!("{store}/log-{id:010}")
+}
+
+fn base_name(store: &str, generation: u64, index: u64) -> String {
+    format!("{store}/g{generation}/base-{index:06}")
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_skips_full_bytes() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}

@@ -1,0 +1,362 @@
+//! Opening a log store: the state journal, removal of files no generation owns, and
+//! replay of every segment into the key directory, from its hint file when that is
+//! whole and by reading its records otherwise. Also writes hint files.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::{Mutex, RwLock};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::record::{self, DecodedOp, HintEntry, Kind, RECORD_HEADER_BYTES};
+use super::segment::Segment;
+use super::{
+    Inner, Keys, Loc, LogOptions, STATE_VERSION, Segments, State, Writer, base_name, log_name,
+    op_bytes,
+};
+use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
+
+/// Counters gathered while replaying.
+#[derive(Default)]
+struct Replay {
+    damaged_records: u64,
+    damaged_bytes: u64,
+    from_hints: u64,
+    scanned: u64,
+}
+
+pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
+    let state: Journal<State> = Journal::open(dir, &format!("{name}/state"))?;
+    let merge_hash = opts
+        .merge_operator
+        .as_ref()
+        .map_or(0, |(n, _)| xxh3_64(n.as_bytes()) | 1);
+    let mut st = state.get();
+    if st.version == 0 {
+        if holds_segments(dir, name) {
+            return Err(Error::corrupted(
+                state.path(),
+                0,
+                "the state journal is new but log segments exist: refusing to treat them as garbage",
+            ));
+        }
+        st = State {
+            version: STATE_VERSION,
+            log_first: 1,
+            log_active: 1,
+            merge_name_hash: merge_hash,
+            ..State::default()
+        };
+        state.set(st)?;
+        state.sync()?;
+    }
+    if st.version > STATE_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: state.path().to_path_buf(),
+            found: u32::try_from(st.version).unwrap_or(u32::MAX),
+            supported: STATE_VERSION as u32,
+        });
+    }
+    if st.log_first == 0 || st.log_first > st.log_active {
+        return Err(Error::corrupted(
+            state.path(),
+            0,
+            format!(
+                "log segment range {}..={} is empty",
+                st.log_first, st.log_active
+            ),
+        ));
+    }
+    if merge_hash != 0 && st.merge_name_hash != merge_hash {
+        if st.merge_name_hash != 0 {
+            return Err(Error::incompatible(
+                state.path(),
+                "the store was written with a merge operator of another name",
+            ));
+        }
+        st.merge_name_hash = merge_hash;
+        state.set(st)?;
+        state.sync()?;
+    }
+    remove_garbage(dir, name, &st)?;
+
+    let mut keys = Keys::default();
+    let mut segments = Segments::default();
+    let mut replay = Replay::default();
+    for index in 0..st.base_count {
+        let seg = Segment::open(dir, base_name(name, st.generation, index))?;
+        replay_segment(dir, &seg, &mut keys, &mut replay)?;
+        segments.base.push(seg);
+    }
+    let mut active_damaged = false;
+    for id in st.log_first..=st.log_active {
+        let seg = Segment::open(dir, log_name(name, id))?;
+        active_damaged = replay_segment(dir, &seg, &mut keys, &mut replay)?;
+        segments.logs.push((id, seg));
+    }
+    let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
+    let inner = Inner {
+        dir: dir.clone(),
+        name: name.to_string(),
+        opts,
+        state,
+        keys: RwLock::new(keys),
+        writer: Mutex::new(Writer { active, active_id }),
+        segments: Mutex::new(segments),
+        compacting: Mutex::new(()),
+        damaged_records: replay.damaged_records,
+        damaged_bytes: replay.damaged_bytes,
+        segments_from_hints: replay.from_hints,
+        segments_scanned: replay.scanned,
+        hint_failures: AtomicU64::new(0),
+    };
+    if active_damaged {
+        // New records must not follow damage, which would hide them from the next
+        // replay: finish the damaged segment and write into a new one.
+        let finished = inner.roll(&mut inner.writer.lock())?;
+        inner.after_roll(&finished);
+    }
+    Ok(inner)
+}
+
+/// Whether the store's directory holds any segment.
+fn holds_segments(dir: &Dir, name: &str) -> bool {
+    std::fs::read_dir(dir.path().join(name)).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("log-") || n.starts_with('g')
+        })
+    })
+}
+
+/// Removes what a crash left behind: generations other than the current one (a
+/// compaction that did not commit, or one that committed but had not removed the old
+/// generation), and log segments outside the state's range.
+fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
+    let root = dir.path().join(name);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&root, "list store directory", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&root, "list store directory", e))?;
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let garbage = if let Some(generation) = file.strip_prefix('g') {
+            generation.parse::<u64>().is_ok_and(|g| g != st.generation)
+        } else if let Some(rest) = file.strip_prefix("log-") {
+            let id = rest.strip_suffix("-hint").unwrap_or(rest);
+            id.parse::<u64>()
+                .is_ok_and(|id| id < st.log_first || id > st.log_active)
+        } else {
+            false
+        };
+        if garbage {
+            dir.remove(&format!("{name}/{file}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replays one segment into `keys`. Returns whether damage cut its replay short.
+fn replay_segment(
+    dir: &Dir,
+    seg: &Arc<Segment>,
+    keys: &mut Keys,
+    replay: &mut Replay,
+) -> Result<bool> {
+    if seg.buf().is_empty() {
+        return Ok(false);
+    }
+    if replay_hint(dir, seg, keys)? {
+        replay.from_hints += 1;
+        return Ok(false);
+    }
+    replay.scanned += 1;
+    let end = scan(seg, |_, record_at, op, key| {
+        apply(
+            keys,
+            seg,
+            record_at + op.value_at,
+            op.kind,
+            key,
+            op.value_len,
+            op.expires_ms,
+        );
+    })?;
+    match end {
+        ScanEnd::Whole => Ok(false),
+        ScanEnd::Damaged(at) => {
+            replay.damaged_records += 1;
+            replay.damaged_bytes += seg.buf().len() - at;
+            Ok(true)
+        }
+    }
+}
+
+fn apply(
+    keys: &mut Keys,
+    seg: &Arc<Segment>,
+    value_offset: u64,
+    kind: Kind,
+    key: &[u8],
+    value_len: u64,
+    expires_ms: u64,
+) {
+    match kind {
+        Kind::Put => keys.put(
+            key,
+            Loc {
+                seg: Arc::clone(seg),
+                value_offset,
+                value_len: value_len as u32,
+                op_bytes: op_bytes(key.len(), value_len as usize),
+                expires_ms,
+            },
+        ),
+        Kind::Delete => keys.delete(key),
+        Kind::Clear => keys.clear(),
+    }
+}
+
+/// Replays `seg` from its hint file if there is a whole one that matches it. A hint that
+/// is missing, damaged or for another length is ignored (the caller scans instead).
+fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut Keys) -> Result<bool> {
+    let name = seg.hint_name();
+    if !dir.path().join(&name).exists() {
+        return Ok(false);
+    }
+    let hint = AppendOnly::open(dir, &name)?;
+    let Some(bytes) = last_record(&hint)? else {
+        return Ok(false);
+    };
+    let Ok(entries) = record::decode_hint(bytes, seg.buf().len()) else {
+        return Ok(false);
+    };
+    // Check every value span first, so that a hint that does not fit its segment is
+    // dropped whole rather than half applied.
+    let fits = entries.iter().all(|(e, _)| {
+        seg.buf()
+            .get(Span::new(e.value_offset, e.value_len))
+            .is_ok()
+    });
+    if !fits {
+        return Ok(false);
+    }
+    for (e, key) in entries {
+        apply(
+            keys,
+            seg,
+            e.value_offset,
+            e.kind,
+            key,
+            e.value_len,
+            e.expires_ms,
+        );
+    }
+    Ok(true)
+}
+
+/// The one record of a hint buffer: the bytes of its last lane from where it starts.
+fn last_record(buf: &AppendOnly) -> Result<Option<&[u8]>> {
+    let mut last = None;
+    for chunk in buf.chunks() {
+        let (_, bytes) = chunk?;
+        if bytes.iter().any(|b| *b != 0) {
+            last = Some(bytes);
+        }
+    }
+    Ok(last)
+}
+
+/// How a scan of a segment ended.
+pub(super) enum ScanEnd {
+    /// Every record was whole.
+    Whole,
+    /// The record at this offset is damaged; nothing from it on was replayed.
+    Damaged(u64),
+}
+
+/// Reads every record of `seg` in order and calls `each(record checksum, record offset,
+/// operation, key)` for each operation, up to the first damaged record.
+pub(super) fn scan(
+    seg: &Segment,
+    mut each: impl FnMut(u64, u64, &DecodedOp, &[u8]),
+) -> Result<ScanEnd> {
+    let mut ops = Vec::new();
+    for chunk in seg.buf().chunks() {
+        let (start, bytes) = chunk?;
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let damaged = ScanEnd::Damaged(start + at as u64);
+            let Some(head) = rest.first_chunk::<RECORD_HEADER_BYTES>() else {
+                if rest.iter().all(|b| *b == 0) {
+                    break;
+                }
+                return Ok(damaged);
+            };
+            match record::header(head) {
+                record::Header::Zero => {
+                    // Padding at the end of a lane: only zeros may follow in this lane.
+                    if rest.iter().all(|b| *b == 0) {
+                        break;
+                    }
+                    return Ok(damaged);
+                }
+                record::Header::Bad(_) => return Ok(damaged),
+                record::Header::Record { len, .. } => {
+                    let Some(rec) = usize::try_from(len).ok().and_then(|len| rest.get(..len))
+                    else {
+                        return Ok(damaged);
+                    };
+                    if record::decode(rec, &mut ops).is_err() {
+                        return Ok(damaged);
+                    }
+                    let sum = record::stored_checksum(rec);
+                    for op in &ops {
+                        let key = &rec[op.key_at as usize..][..op.key_len as usize];
+                        each(sum, start + at as u64, op, key);
+                    }
+                    at += rec.len();
+                }
+            }
+        }
+    }
+    Ok(ScanEnd::Whole)
+}
+
+/// Writes the hint file of a finished segment: one record listing its operations.
+pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
+    let covered = seg.buf().len();
+    let mut body = Vec::new();
+    let mut count = 0u64;
+    scan(seg, |sum, record_at, op, key| {
+        record::push_hint(
+            &mut body,
+            &HintEntry {
+                kind: op.kind,
+                key_len: op.key_len,
+                value_len: op.value_len,
+                value_offset: record_at + op.value_at,
+                expires_ms: op.expires_ms,
+                record_checksum: sum,
+            },
+            key,
+        );
+        count += 1;
+    })?;
+    let file = record::hint_file(&body, count, covered);
+    let name = seg.hint_name();
+    let mut hint = AppendOnly::open(dir, &name)?;
+    if !hint.is_empty() {
+        // A hint from before a crash, for another length: replace it.
+        drop(hint);
+        dir.remove(&name)?;
+        hint = AppendOnly::open(dir, &name)?;
+    }
+    hint.append(&file)?;
+    hint.sync()
+}

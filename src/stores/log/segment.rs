@@ -1,0 +1,153 @@
+//! A segment: one AppendOnly buffer of log records, shared by `Arc` between the store and
+//! every value handle that points into it, and the value handle itself. A retired
+//! segment's files are removed when the last handle to it goes.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::{AppendOnly, Dir, Result, Span};
+
+/// One segment of the log.
+pub(crate) struct Segment {
+    /// Structure name of the segment's buffer; its hint is `{name}-hint`.
+    pub(crate) name: String,
+    /// Always `Some` until dropped; taken in `drop` to close the buffer before removing
+    /// its files.
+    buf: Option<AppendOnly>,
+    dir: Dir,
+    retired: AtomicBool,
+    /// Serializes syncs, so that writers waiting on it find their bytes covered by the
+    /// sync that ran while they waited (group commit).
+    sync: Mutex<()>,
+}
+
+impl Segment {
+    pub(crate) fn open(dir: &Dir, name: String) -> Result<Arc<Segment>> {
+        let buf = AppendOnly::open(dir, &name)?;
+        Ok(Arc::new(Segment {
+            name,
+            buf: Some(buf),
+            dir: dir.clone(),
+            retired: AtomicBool::new(false),
+            sync: Mutex::new(()),
+        }))
+    }
+
+    /// The segment's buffer.
+    pub(crate) fn buf(&self) -> &AppendOnly {
+        self.buf.as_ref().expect("present until drop")
+    }
+
+    pub(crate) fn hint_name(&self) -> String {
+        hint_name(&self.name)
+    }
+
+    /// Makes every byte below `end` durable, sharing the fsync with concurrent callers.
+    pub(crate) fn sync_to(&self, end: u64) -> Result<()> {
+        if self.buf().durable_len() >= end {
+            return Ok(());
+        }
+        let _one_at_a_time = self.sync.lock();
+        if self.buf().durable_len() >= end {
+            return Ok(());
+        }
+        self.buf().sync()
+    }
+
+    /// Marks the segment for removal once the last handle to it is dropped.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire) {
+            // The buffer must be closed before its name can be removed. A failure leaves
+            // garbage that the next open removes.
+            drop(self.buf.take());
+            let _ = self.dir.remove(&self.name);
+            let _ = self.dir.remove(&hint_name(&self.name));
+        }
+    }
+}
+
+pub(crate) fn hint_name(segment: &str) -> String {
+    format!("{segment}-hint")
+}
+
+/// A value read from a [`LogStore`](super::LogStore): derefs to the value's bytes
+/// without copying them. It keeps the segment holding the bytes alive, so it stays valid
+/// after the key is overwritten or deleted, and after compaction retires the segment.
+#[derive(Clone)]
+pub struct Value {
+    seg: Arc<Segment>,
+    span: Span,
+}
+
+impl Value {
+    /// A handle to `span` of `seg`, checked now so that `deref` cannot fail.
+    pub(crate) fn new(seg: Arc<Segment>, span: Span) -> Result<Value> {
+        seg.buf().get(span)?;
+        Ok(Value { seg, span })
+    }
+
+    /// The value's bytes (the same as `&*value`).
+    pub fn as_bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.seg
+            .buf()
+            .get(self.span)
+            .expect("a value's span was checked when the handle was made")
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq<[u8]> for Value {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&[u8]> for Value {
+    fn eq(&self, other: &&[u8]) -> bool {
+        **self == **other
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for Value {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        **self == other[..]
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Value {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        **self == other[..]
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value")
+            .field("segment", &self.seg.name)
+            .field("span", &self.span)
+            .finish()
+    }
+}
