@@ -16,6 +16,7 @@
 //! images live under `ACCRETION_CRASH_DIR`, else `/dev/shm`, else the temporary directory.
 
 mod harness;
+mod log_store;
 
 use std::collections::HashSet;
 use std::path::Path;

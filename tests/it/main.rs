@@ -7,5 +7,6 @@ mod corruption;
 mod disk_full;
 mod fixtures;
 mod limits;
+mod log_store;
 mod model;
 mod process;

@@ -1,0 +1,1 @@
+//! Crash images of a LogStore: puts, batches, segment rolls and compaction.
