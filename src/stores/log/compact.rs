@@ -12,6 +12,7 @@
 //! keeps, and are replayed after its base segments, so they win over the copies.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::sync::{Arc, Weak};
 
 use super::record::{self, Kind, Op};
@@ -30,7 +31,7 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         } else {
             Some(inner.roll(&mut writer)?)
         };
-        let snapshot = inner.keys.read().map.clone();
+        let snapshot = inner.keys.read().snapshot();
         let first_kept = writer.active_id;
         drop(writer);
         if let Some(finished) = finished {
@@ -59,13 +60,13 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
     let now = now_ms();
     let mut out = BaseWriter::new(inner, generation);
     let mut moves: Vec<(Key, Loc, Loc)> = Vec::new();
-    for (key, loc) in snapshot.iter() {
+    for (key, loc) in snapshot.cursor(Bound::Unbounded, Bound::Unbounded) {
         if !old.contains(&Arc::as_ptr(&loc.seg)) || loc.expired(|| now) {
             continue;
         }
-        let value = super::value_of(loc)?;
-        let new = out.put(key, &value, loc.expires_ms)?;
-        moves.push((key.clone(), loc.clone(), new));
+        let value = super::value_of(&loc)?;
+        let new = out.put(key.bytes(), &value, loc.expires_ms)?;
+        moves.push((key, loc, new));
     }
     drop(snapshot);
     let base = out.finish()?;
@@ -73,14 +74,10 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
     // Switch. Writers wait for this part only.
     let writer = inner.writer.lock();
     let mut keys = inner.keys.write();
-    for (key, was, now) in moves {
-        if let Some(cur) = keys.map.get_mut(&key)
-            && Arc::ptr_eq(&cur.seg, &was.seg)
-            && cur.value_offset == was.value_offset
-        {
-            *cur = now;
-        }
+    for (key, was, new) in moves {
+        keys.repoint(key.bytes(), &was, new);
     }
+    keys.rebuild_from_map();
     let base_count = base.len() as u64;
     inner.state.update(|s| {
         s.generation = generation;
@@ -114,7 +111,7 @@ pub(super) fn maybe_start(inner: &Arc<Inner>) {
         return;
     };
     let (live, total) = {
-        let live = inner.keys.read().live_bytes;
+        let live = inner.keys.read().live_bytes();
         let total: u64 = inner.segments.lock().all().map(|s| s.buf().len()).sum();
         (live, total)
     };
@@ -122,8 +119,15 @@ pub(super) fn maybe_start(inner: &Arc<Inner>) {
     if total == 0 || (dead as f64) < ratio * total as f64 || inner.compacting.is_locked() {
         return;
     }
+    let mut background = inner.background.lock();
+    if background.as_ref().is_some_and(|t| !t.is_finished()) {
+        return;
+    }
+    if let Some(done) = background.take() {
+        let _ = done.join();
+    }
     let weak: Weak<Inner> = Arc::downgrade(inner);
-    let _ = std::thread::Builder::new()
+    *background = std::thread::Builder::new()
         .name("accretion-compact".into())
         .spawn(move || {
             if let Some(inner) = weak.upgrade() {
@@ -131,7 +135,8 @@ pub(super) fn maybe_start(inner: &Arc<Inner>) {
                 // the next explicit `compact` reports the error.
                 let _ = compact(&inner);
             }
-        });
+        })
+        .ok();
 }
 
 /// Writes a new generation's base segments, rolling at the segment size.

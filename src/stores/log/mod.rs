@@ -16,6 +16,8 @@
 
 mod compact;
 mod iter;
+mod key;
+mod keydir;
 mod open;
 pub(crate) mod record;
 mod segment;
@@ -36,6 +38,8 @@ use crate::limits::{
 use crate::{Dir, Error, Journal, Result, Span};
 
 pub use iter::Iter;
+use key::Key;
+use keydir::KeyDir;
 use record::{Kind, Op};
 use segment::Segment;
 pub use segment::Value;
@@ -149,43 +153,6 @@ impl Loc {
     }
 }
 
-type Key = Arc<[u8]>;
-type Map = imbl::OrdMap<Key, Loc>;
-
-/// The key directory and what is derived from it.
-#[derive(Clone, Default)]
-struct Keys {
-    map: Map,
-    live_bytes: u64,
-    /// Entries with an expiry, so `len` knows whether it must look.
-    expiring: u64,
-}
-
-impl Keys {
-    fn put(&mut self, key: &[u8], loc: Loc) {
-        self.live_bytes += u64::from(loc.op_bytes);
-        self.expiring += u64::from(loc.expires_ms != 0);
-        if let Some(old) = self.map.insert(Arc::from(key), loc) {
-            self.forget(&old);
-        }
-    }
-
-    fn delete(&mut self, key: &[u8]) {
-        if let Some(old) = self.map.remove(key) {
-            self.forget(&old);
-        }
-    }
-
-    fn clear(&mut self) {
-        *self = Keys::default();
-    }
-
-    fn forget(&mut self, old: &Loc) {
-        self.live_bytes -= u64::from(old.op_bytes);
-        self.expiring -= u64::from(old.expires_ms != 0);
-    }
-}
-
 /// The writer's side: the active segment. Held (locked) by every write, so records are
 /// appended and applied to the key directory in one order.
 struct Writer {
@@ -211,10 +178,12 @@ struct Inner {
     name: String,
     opts: LogOptions,
     state: Journal<State>,
-    keys: RwLock<Keys>,
+    keys: RwLock<KeyDir>,
     writer: Mutex<Writer>,
     segments: Mutex<Segments>,
     compacting: Mutex<()>,
+    /// The background compaction, if one was started; joined when the store is dropped.
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
     damaged_records: u64,
     damaged_bytes: u64,
     segments_from_hints: u64,
@@ -250,6 +219,16 @@ impl fmt::Debug for LogStore {
             .field("name", &self.inner.name)
             .field("opts", &self.inner.opts)
             .finish()
+    }
+}
+
+impl Drop for LogStore {
+    /// Waits for a background compaction, so that once the store is dropped it can be
+    /// opened again at once.
+    fn drop(&mut self) {
+        if let Some(thread) = self.inner.background.lock().take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -372,7 +351,7 @@ impl LogStore {
     /// `Io` if a segment cannot be mapped.
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let keys = self.inner.keys.read();
-        match keys.map.get(key) {
+        match keys.get(key) {
             Some(loc) if !loc.expired(now_ms) => value_of(loc).map(Some),
             _ => Ok(None),
         }
@@ -381,18 +360,18 @@ impl LogStore {
     /// Whether `key` has a value that has not expired.
     pub fn contains(&self, key: &[u8]) -> bool {
         let keys = self.inner.keys.read();
-        keys.map.get(key).is_some_and(|loc| !loc.expired(now_ms))
+        keys.get(key).is_some_and(|loc| !loc.expired(now_ms))
     }
 
     /// Number of keys with a value. Constant time unless some keys have a time to live,
     /// when it counts the ones not yet expired.
     pub fn len(&self) -> u64 {
         let keys = self.inner.keys.read();
-        if keys.expiring == 0 {
-            return keys.map.len() as u64;
+        if keys.expiring() == 0 {
+            return keys.len() as u64;
         }
         let now = now_ms();
-        keys.map.values().filter(|loc| !loc.expired(|| now)).count() as u64
+        keys.locs().filter(|loc| !loc.expired(|| now)).count() as u64
     }
 
     /// True if no key has a value.
@@ -536,11 +515,10 @@ impl LogStore {
 
     /// The live keys in `range`, in key order, over a snapshot taken now. Double-ended.
     pub fn range<'k, K: AsRef<[u8]> + ?Sized + 'k, R: RangeBounds<&'k K>>(&self, range: R) -> Iter {
-        let own = |b: std::ops::Bound<&&'k K>| b.map(|k| Arc::<[u8]>::from(k.as_ref()));
+        let own = |b: std::ops::Bound<&&'k K>| b.map(|k| Key::new(k.as_ref()));
+        let snapshot = self.inner.keys.read().snapshot();
         Iter::new(
-            self.inner.keys.read().map.clone(),
-            own(range.start_bound()),
-            own(range.end_bound()),
+            snapshot.cursor(own(range.start_bound()), own(range.end_bound())),
             now_ms(),
         )
     }
@@ -549,13 +527,12 @@ impl LogStore {
     pub fn prefix(&self, prefix: &[u8]) -> Iter {
         use std::ops::Bound;
         let end = match prefix_successor(prefix) {
-            Some(next) => Bound::Excluded(Arc::from(next)),
+            Some(next) => Bound::Excluded(Key::new(&next)),
             None => Bound::Unbounded,
         };
+        let snapshot = self.inner.keys.read().snapshot();
         Iter::new(
-            self.inner.keys.read().map.clone(),
-            Bound::Included(Arc::from(prefix)),
-            end,
+            snapshot.cursor(Bound::Included(Key::new(prefix)), end),
             now_ms(),
         )
     }
@@ -586,7 +563,7 @@ impl LogStore {
         let inner = &self.inner;
         let (keys, live) = {
             let k = inner.keys.read();
-            (k.map.len() as u64, k.live_bytes)
+            (k.len() as u64, k.live_bytes())
         };
         let segments = inner.segments.lock();
         let total: u64 = segments.all().map(|s| s.buf().len()).sum();
@@ -654,6 +631,14 @@ impl LogStore {
                 Kind::Delete => keys.delete(op.key),
                 Kind::Clear => keys.clear(),
             }
+        }
+        if keys.needs_rebuild() {
+            // Merge the ordered view without blocking readers: nothing changes it while
+            // this writer holds the writer lock.
+            let snapshot = keys.snapshot();
+            drop(keys);
+            let run = snapshot.merged();
+            self.inner.keys.write().install(run);
         }
         Ok(Written {
             seg,

@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::record::{self, DecodedOp, HintEntry, Kind, RECORD_HEADER_BYTES};
 use super::segment::Segment;
 use super::{
-    Inner, Keys, Loc, LogOptions, STATE_VERSION, Segments, State, Writer, base_name, log_name,
+    Inner, KeyDir, Loc, LogOptions, STATE_VERSION, Segments, State, Writer, base_name, log_name,
     op_bytes,
 };
 use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
@@ -80,7 +80,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     }
     remove_garbage(dir, name, &st)?;
 
-    let mut keys = Keys::default();
+    let mut keys = KeyDir::default();
     let mut segments = Segments::default();
     let mut replay = Replay::default();
     for index in 0..st.base_count {
@@ -94,6 +94,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         active_damaged = replay_segment(dir, &seg, &mut keys, &mut replay)?;
         segments.logs.push((id, seg));
     }
+    keys.rebuild();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
     let inner = Inner {
         dir: dir.clone(),
@@ -104,6 +105,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         writer: Mutex::new(Writer { active, active_id }),
         segments: Mutex::new(segments),
         compacting: Mutex::new(()),
+        background: Mutex::new(None),
         damaged_records: replay.damaged_records,
         damaged_bytes: replay.damaged_bytes,
         segments_from_hints: replay.from_hints,
@@ -164,7 +166,7 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
 fn replay_segment(
     dir: &Dir,
     seg: &Arc<Segment>,
-    keys: &mut Keys,
+    keys: &mut KeyDir,
     replay: &mut Replay,
 ) -> Result<bool> {
     if seg.buf().is_empty() {
@@ -197,7 +199,7 @@ fn replay_segment(
 }
 
 fn apply(
-    keys: &mut Keys,
+    keys: &mut KeyDir,
     seg: &Arc<Segment>,
     value_offset: u64,
     kind: Kind,
@@ -223,7 +225,7 @@ fn apply(
 
 /// Replays `seg` from its hint file if there is a whole one that matches it. A hint that
 /// is missing, damaged or for another length is ignored (the caller scans instead).
-fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut Keys) -> Result<bool> {
+fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut KeyDir) -> Result<bool> {
     let name = seg.hint_name();
     if !dir.path().join(&name).exists() {
         return Ok(false);
