@@ -144,7 +144,12 @@ const FORBIDDEN_IMPORTS: &[(&str, &[&str])] = &[
     // another store.
     (
         "src/stores/",
-        &["crate::raw", "crate::primitives", "crate::stores", "super::super"],
+        &[
+            "crate::raw",
+            "crate::primitives",
+            "crate::stores",
+            "super::super",
+        ],
     ),
 ];
 

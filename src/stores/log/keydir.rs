@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use super::Loc;
 use super::key::Key;
+#[cfg(test)]
+use super::segment::Segment;
 
 /// The delta never triggers a rebuild below this many entries.
 const DELTA_MIN: usize = 8192;
@@ -346,7 +348,6 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    use super::super::segment::Segment;
     use super::*;
     use crate::Dir;
 
