@@ -153,7 +153,11 @@ fn main() -> accretion::Result<()> {
     }
     let gets = rate(n, start);
     let start = Instant::now();
-    let scanned = log.iter().count() as u64;
+    let mut scanned = 0u64;
+    for entry in log.iter() {
+        entry?;
+        scanned += 1;
+    }
     let scan = rate(scanned, start);
     for i in (0..n).step_by(2) {
         log.delete(&i.to_be_bytes())?;

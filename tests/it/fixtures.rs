@@ -634,7 +634,7 @@ fn fixture_v1_log_reads_back_through_the_api() {
     let expected = log_workload(None);
     let got: BTreeMap<Vec<u8>, Vec<u8>> = store
         .iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
         .collect();
     assert_eq!(got, expected);
     let stats = store.stats();
@@ -644,7 +644,7 @@ fn fixture_v1_log_reads_back_through_the_api() {
 }
 
 /// Operations decoded from a segment's data per ARCHITECTURE.md:
-/// (kind, key, value, value offset, record checksum).
+/// (kind, key, value, value offset, operation checksum).
 type DecodedOps = Vec<(u8, Vec<u8>, Vec<u8>, u64, u64)>;
 
 /// Decodes the records of a segment (an AppendOnly of one 64 KiB lane here) by hand.
@@ -663,15 +663,21 @@ fn decode_segment(seg: &Path) -> (u64, DecodedOps) {
         assert_eq!(u64_at(rec, 0), xxh3_64(&rec[8..]), "record checksum");
         let mut o = 24;
         for _ in 0..count {
-            let kind = rec[o];
-            assert_eq!(rec[o + 1], 0);
-            let klen = usize::from(u16::from_le_bytes([rec[o + 2], rec[o + 3]]));
-            let vlen = u32_at(rec, o + 4) as usize;
-            let key = rec[o + 16..o + 16 + klen].to_vec();
-            let value = rec[o + 16 + klen..o + 16 + klen + vlen].to_vec();
-            let value_at = (at + o + 16 + klen) as u64;
-            ops.push((kind, key, value, value_at, u64_at(rec, 0)));
-            o += 16 + klen + vlen;
+            let kind = rec[o + 8];
+            assert_eq!(rec[o + 9], 0);
+            let klen = usize::from(u16::from_le_bytes([rec[o + 10], rec[o + 11]]));
+            let vlen = u32_at(rec, o + 12) as usize;
+            let end = o + 24 + klen + vlen;
+            assert_eq!(
+                u64_at(rec, o),
+                xxh3_64(&rec[o + 8..end]),
+                "operation checksum"
+            );
+            let key = rec[o + 24..o + 24 + klen].to_vec();
+            let value = rec[o + 24 + klen..end].to_vec();
+            let value_at = (at + o + 24 + klen) as u64;
+            ops.push((kind, key, value, value_at, u64_at(rec, o)));
+            o = end;
         }
         assert_eq!(o, rec.len(), "operations fill the record");
         at += rec.len();

@@ -7,6 +7,7 @@ mod corruption;
 mod disk_full;
 mod fixtures;
 mod limits;
+mod log_corruption;
 mod log_store;
 mod model;
 mod process;

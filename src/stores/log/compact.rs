@@ -64,7 +64,7 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         if !old.contains(&Arc::as_ptr(&loc.seg)) || loc.expired(|| now) {
             continue;
         }
-        let value = super::value_of(&loc)?;
+        let value = super::value_of(key.bytes(), &loc)?;
         let new = out.put(key.bytes(), &value, loc.expires_ms)?;
         moves.push((key, loc, new));
     }

@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use super::keydir::Cursor;
 use super::{Value, value_of};
+use crate::Result;
 
 /// Iterator over `(key, value)` in key order, over a consistent snapshot; from
 /// [`LogStore::iter`](super::LogStore::iter), [`range`](super::LogStore::range) and
 /// [`prefix`](super::LogStore::prefix). Double-ended. Keys that had expired when it was
-/// made are skipped.
+/// made are skipped. Each value is checked against its checksum as it is yielded: a
+/// damaged one is an `Err` item (naming the segment and offset), and iteration can go on
+/// past it.
 pub struct Iter {
     cursor: Cursor,
     now_ms: u64,
@@ -23,7 +26,7 @@ impl Iter {
 }
 
 impl Iterator for Iter {
-    type Item = (Arc<[u8]>, Value);
+    type Item = Result<(Arc<[u8]>, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let now = self.now_ms;
@@ -44,9 +47,7 @@ impl DoubleEndedIterator for Iter {
     }
 }
 
-fn item((key, loc): (super::Key, super::Loc)) -> (Arc<[u8]>, Value) {
-    // Every location in the key directory was checked against its segment when it was
-    // recorded, and its lane has been mapped since.
-    let value = value_of(&loc).expect("a recorded value's span is readable");
-    (key.bytes().clone(), value)
+fn item((key, loc): (super::Key, super::Loc)) -> Result<(Arc<[u8]>, Value)> {
+    let value = value_of(key.bytes(), &loc)?;
+    Ok((key.bytes().clone(), value))
 }

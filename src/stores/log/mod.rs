@@ -204,7 +204,10 @@ struct Inner {
 /// assert_eq!(store.get(b"apple")?.unwrap(), b"red");
 /// store.delete(b"apple")?;
 /// assert!(store.get(b"apple")?.is_none());
-/// let keys: Vec<_> = store.iter().map(|(k, _)| k.to_vec()).collect();
+/// let keys = store
+///     .iter()
+///     .map(|entry| entry.map(|(key, _value)| key.to_vec()))
+///     .collect::<accretion::Result<Vec<_>>>()?;
 /// assert_eq!(keys, [b"banana".to_vec()]);
 /// store.sync()?;
 /// # Ok::<(), accretion::Error>(())
@@ -352,7 +355,7 @@ impl LogStore {
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let keys = self.inner.keys.read();
         match keys.get(key) {
-            Some(loc) if !loc.expired(now_ms) => value_of(loc).map(Some),
+            Some(loc) if !loc.expired(now_ms) => value_of(key, loc).map(Some),
             _ => Ok(None),
         }
     }
@@ -701,9 +704,11 @@ fn op_bytes(key_len: usize, value_len: usize) -> u32 {
     (record::RECORD_HEADER_BYTES + record::OP_HEADER_BYTES + key_len + value_len) as u32
 }
 
-fn value_of(loc: &Loc) -> Result<Value> {
+/// The checked value handle of `key` at `loc`.
+fn value_of(key: &[u8], loc: &Loc) -> Result<Value> {
     Value::new(
         Arc::clone(&loc.seg),
+        key.len() as u64,
         Span::new(loc.value_offset, u64::from(loc.value_len)),
     )
 }

@@ -78,21 +78,39 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         state.set(st)?;
         state.sync()?;
     }
+    let names: Vec<String> = (0..st.base_count)
+        .map(|i| base_name(name, st.generation, i))
+        .chain((st.log_first..=st.log_active).map(|id| log_name(name, id)))
+        .collect();
+    // Every segment the state names was created before the state named it, except the
+    // first log of a new store (a crash may come between the state's first sync and the
+    // segment's creation). A missing one means the state is not the one that goes with
+    // these files (a damaged newest slot fell back to an older state): refuse, rather
+    // than remove the real generation as garbage.
+    let new_store = st.base_count == 0 && st.log_first == 1 && st.log_active == 1;
+    if !new_store && let Some(missing) = names.iter().find(|n| !dir.path().join(n).is_dir()) {
+        return Err(Error::corrupted(
+            state.path(),
+            0,
+            format!("the state names segment {missing}, which does not exist"),
+        ));
+    }
     remove_garbage(dir, name, &st)?;
 
     let mut keys = KeyDir::default();
     let mut segments = Segments::default();
     let mut replay = Replay::default();
-    for index in 0..st.base_count {
-        let seg = Segment::open(dir, base_name(name, st.generation, index))?;
-        replay_segment(dir, &seg, &mut keys, &mut replay)?;
-        segments.base.push(seg);
-    }
     let mut active_damaged = false;
-    for id in st.log_first..=st.log_active {
-        let seg = Segment::open(dir, log_name(name, id))?;
+    let ids = (0..st.base_count)
+        .map(|_| None)
+        .chain((st.log_first..=st.log_active).map(Some));
+    for (seg_name, id) in names.into_iter().zip(ids) {
+        let seg = Segment::open(dir, seg_name)?;
         active_damaged = replay_segment(dir, &seg, &mut keys, &mut replay)?;
-        segments.logs.push((id, seg));
+        match id {
+            Some(id) => segments.logs.push((id, seg)),
+            None => segments.base.push(seg),
+        }
     }
     keys.rebuild();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
@@ -281,8 +299,8 @@ pub(super) enum ScanEnd {
     Damaged(u64),
 }
 
-/// Reads every record of `seg` in order and calls `each(record checksum, record offset,
-/// operation, key)` for each operation, up to the first damaged record.
+/// Reads every record of `seg` in order and calls `each(operation checksum, record
+/// offset, operation, key)` for each operation, up to the first damaged record.
 pub(super) fn scan(
     seg: &Segment,
     mut each: impl FnMut(u64, u64, &DecodedOp, &[u8]),
@@ -317,9 +335,12 @@ pub(super) fn scan(
                     if record::decode(rec, &mut ops).is_err() {
                         return Ok(damaged);
                     }
-                    let sum = record::stored_checksum(rec);
                     for op in &ops {
                         let key = &rec[op.key_at as usize..][..op.key_len as usize];
+                        let op_start = op.key_at as usize - record::OP_HEADER_BYTES;
+                        let sum = u64::from_le_bytes(
+                            rec[op_start..op_start + 8].try_into().expect("8 bytes"),
+                        );
                         each(sum, start + at as u64, op, key);
                     }
                     at += rec.len();
@@ -344,7 +365,7 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
                 value_len: op.value_len,
                 value_offset: record_at + op.value_at,
                 expires_ms: op.expires_ms,
-                record_checksum: sum,
+                op_checksum: sum,
             },
             key,
         );

@@ -9,14 +9,17 @@
 //! 8    4   body length in bytes (the operations that follow the header)
 //! 12   4   operation count, at least 1
 //! 16   8   timestamp: Unix time in milliseconds when the record was written
-//! operation, 16 bytes then the key and the value
-//! 0    1   kind: 1 put, 2 delete, 3 clear
-//! 1    1   reserved, 0
-//! 2    2   key length
-//! 4    4   value length (0 for delete and clear)
-//! 8    8   expiry: Unix time in milliseconds, 0 for never
-//! 16   ..  key bytes, then value bytes
+//! operation, 24 bytes then the key and the value
+//! 0    8   checksum: XXH3-64 of bytes 8..end of the operation (checked on every read)
+//! 8    1   kind: 1 put, 2 delete, 3 clear
+//! 9    1   reserved, 0
+//! 10   2   key length
+//! 12   4   value length (0 for delete and clear)
+//! 16   8   expiry: Unix time in milliseconds, 0 for never
+//! 24   ..  key bytes, then value bytes
 //! ```
+//! The record checksum makes a record (a batch) whole or absent on replay; the
+//! operation checksum lets a read check one value without hashing its whole record.
 //! A hint file is one record of its own kind, describing a finished segment's operations
 //! in order, so replaying it is the same as replaying the segment:
 //! ```text
@@ -33,7 +36,7 @@
 //! 4    4   value length
 //! 8    8   value offset in the segment
 //! 16   8   expiry, as above
-//! 24   8   checksum of the record holding the operation
+//! 24   8   the operation's checksum
 //! 32   ..  key bytes
 //! ```
 //! All integers are little-endian.
@@ -41,7 +44,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 pub(crate) const RECORD_HEADER_BYTES: usize = 24;
-pub(crate) const OP_HEADER_BYTES: usize = 16;
+pub(crate) const OP_HEADER_BYTES: usize = 24;
 pub(crate) const HINT_HEADER_BYTES: usize = 40;
 pub(crate) const HINT_ENTRY_BYTES: usize = 32;
 pub(crate) const HINT_MAGIC: [u8; 8] = *b"ACCHINT1";
@@ -95,18 +98,21 @@ pub(crate) fn encode(ops: &[Op<'_>], timestamp_ms: u64, out: &mut [u8], value_at
     out[16..24].copy_from_slice(&timestamp_ms.to_le_bytes());
     let mut at = RECORD_HEADER_BYTES;
     for op in ops {
+        let start = at;
         let h = &mut out[at..at + OP_HEADER_BYTES];
-        h[0] = op.kind as u8;
-        h[1] = 0;
-        h[2..4].copy_from_slice(&(op.key.len() as u16).to_le_bytes());
-        h[4..8].copy_from_slice(&(op.value.len() as u32).to_le_bytes());
-        h[8..16].copy_from_slice(&op.expires_ms.to_le_bytes());
+        h[8] = op.kind as u8;
+        h[9] = 0;
+        h[10..12].copy_from_slice(&(op.key.len() as u16).to_le_bytes());
+        h[12..16].copy_from_slice(&(op.value.len() as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&op.expires_ms.to_le_bytes());
         at += OP_HEADER_BYTES;
         out[at..at + op.key.len()].copy_from_slice(op.key);
         at += op.key.len();
         value_at.push(at as u64);
         out[at..at + op.value.len()].copy_from_slice(op.value);
         at += op.value.len();
+        let sum = xxh3_64(&out[start + 8..at]);
+        out[start..start + 8].copy_from_slice(&sum.to_le_bytes());
     }
     let sum = xxh3_64(&out[8..]);
     out[0..8].copy_from_slice(&sum.to_le_bytes());
@@ -176,14 +182,17 @@ pub(crate) fn decode(record: &[u8], out: &mut Vec<DecodedOp>) -> Result<(), &'st
         let Some(h) = record.get(at..at + OP_HEADER_BYTES) else {
             return Err("operation header runs past the record");
         };
-        let kind = Kind::from_byte(h[0]).ok_or("unknown operation kind")?;
-        let key_len = usize::from(u16::from_le_bytes([h[2], h[3]]));
-        let value_len = u32_at(h, 4) as usize;
-        let expires_ms = u64_at(h, 8);
+        let kind = Kind::from_byte(h[8]).ok_or("unknown operation kind")?;
+        let key_len = usize::from(u16::from_le_bytes([h[10], h[11]]));
+        let value_len = u32_at(h, 12) as usize;
+        let expires_ms = u64_at(h, 16);
         let key_at = at + OP_HEADER_BYTES;
         let end = key_at + key_len + value_len;
         if end > record.len() {
             return Err("operation runs past the record");
+        }
+        if !op_intact(&record[at..end]) {
+            return Err("operation checksum mismatch");
         }
         out.push(DecodedOp {
             kind,
@@ -201,6 +210,11 @@ pub(crate) fn decode(record: &[u8], out: &mut Vec<DecodedOp>) -> Result<(), &'st
     Ok(())
 }
 
+/// Whether an operation's bytes (header, key, value) match its checksum.
+pub(crate) fn op_intact(op: &[u8]) -> bool {
+    op.len() >= OP_HEADER_BYTES && u64_at(op, 0) == xxh3_64(&op[8..])
+}
+
 /// One hint entry: an operation at an absolute position in its segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HintEntry {
@@ -209,7 +223,7 @@ pub(crate) struct HintEntry {
     pub(crate) value_len: u64,
     pub(crate) value_offset: u64,
     pub(crate) expires_ms: u64,
-    pub(crate) record_checksum: u64,
+    pub(crate) op_checksum: u64,
 }
 
 /// Appends one hint entry (header and key) to `out`.
@@ -220,7 +234,7 @@ pub(crate) fn push_hint(out: &mut Vec<u8>, e: &HintEntry, key: &[u8]) {
     out.extend_from_slice(&(e.value_len as u32).to_le_bytes());
     out.extend_from_slice(&e.value_offset.to_le_bytes());
     out.extend_from_slice(&e.expires_ms.to_le_bytes());
-    out.extend_from_slice(&e.record_checksum.to_le_bytes());
+    out.extend_from_slice(&e.op_checksum.to_le_bytes());
     out.extend_from_slice(key);
 }
 
@@ -276,7 +290,7 @@ pub(crate) fn decode_hint(
             value_len: u64::from(u32_at(h, 4)),
             value_offset: u64_at(h, 8),
             expires_ms: u64_at(h, 16),
-            record_checksum: u64_at(h, 24),
+            op_checksum: u64_at(h, 24),
         };
         let key_at = at + HINT_ENTRY_BYTES;
         let Some(key) = bytes.get(key_at..key_at + key_len) else {
@@ -388,7 +402,7 @@ mod tests {
             value_len: 5,
             value_offset: 40,
             expires_ms: 9,
-            record_checksum: 0xfeed,
+            op_checksum: 0xfeed,
         };
         push_hint(&mut body, &e, b"key");
         let file = hint_file(&body, 1, 100);

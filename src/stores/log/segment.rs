@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::{AppendOnly, Dir, Result, Span};
+use super::record;
+use crate::{AppendOnly, Dir, Error, Result, Span};
 
 /// One segment of the log.
 pub(crate) struct Segment {
@@ -90,9 +91,28 @@ pub struct Value {
 }
 
 impl Value {
-    /// A handle to `span` of `seg`, checked now so that `deref` cannot fail.
-    pub(crate) fn new(seg: Arc<Segment>, span: Span) -> Result<Value> {
-        seg.buf().get(span)?;
+    /// A handle to the value at `span` of `seg`, whose key is `key_len` bytes long. The
+    /// operation holding it (header, key, value) is checked against its checksum now, so
+    /// damaged bytes are an error rather than data, and `deref` cannot fail.
+    ///
+    /// # Errors
+    /// `Corrupted` if the operation's checksum does not match; `OutOfBounds` or `Io`
+    /// from the segment.
+    pub(crate) fn new(seg: Arc<Segment>, key_len: u64, span: Span) -> Result<Value> {
+        let header = record::OP_HEADER_BYTES as u64 + key_len;
+        let op_start = span.offset().checked_sub(header);
+        let op = op_start.map(|start| Span::new(start, header + span.len()));
+        let intact = match op {
+            Some(op) => record::op_intact(seg.buf().get(op)?),
+            None => false,
+        };
+        if !intact {
+            return Err(Error::corrupted(
+                &seg.dir.path().join(&seg.name),
+                op_start.unwrap_or(0),
+                "value's operation checksum mismatch",
+            ));
+        }
         Ok(Value { seg, span })
     }
 
