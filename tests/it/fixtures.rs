@@ -660,7 +660,7 @@ fn decode_segment(seg: &Path) -> (u64, DecodedOps) {
         let body = u32_at(data, at + 8) as usize;
         let count = u32_at(data, at + 12);
         let rec = &data[at..at + 24 + body];
-        assert_eq!(u64_at(rec, 0), xxh3_64(&rec[8..]), "record checksum");
+        let mut summed = rec[8..24].to_vec();
         let mut o = 24;
         for _ in 0..count {
             let kind = rec[o + 8];
@@ -677,8 +677,10 @@ fn decode_segment(seg: &Path) -> (u64, DecodedOps) {
             let value = rec[o + 24 + klen..end].to_vec();
             let value_at = (at + o + 24 + klen) as u64;
             ops.push((kind, key, value, value_at, u64_at(rec, o)));
+            summed.extend_from_slice(&rec[o..o + 8]);
             o = end;
         }
+        assert_eq!(u64_at(rec, 0), xxh3_64(&summed), "record checksum");
         assert_eq!(o, rec.len(), "operations fill the record");
         at += rec.len();
     }

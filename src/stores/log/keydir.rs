@@ -66,6 +66,34 @@ impl KeyDir {
         self.map.values()
     }
 
+    /// Puts during replay: the hash map only. The ordered view is built once at the end
+    /// by [`finish_replay`](Self::finish_replay).
+    pub(super) fn replay_put(&mut self, key: &[u8], loc: Loc) {
+        self.live_bytes += u64::from(loc.op_bytes);
+        self.expiring += u64::from(loc.expires_ms != 0);
+        if let Some(old) = self.map.insert(Key::new(key), loc) {
+            self.forget(&old);
+        }
+    }
+
+    /// Deletes during replay: the hash map only.
+    pub(super) fn replay_delete(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.forget(&old);
+        }
+    }
+
+    /// Builds the ordered view from the hash map after a replay: one sort.
+    pub(super) fn finish_replay(&mut self) {
+        let mut run: Vec<(Key, Loc)> = self
+            .map
+            .iter()
+            .map(|(k, l)| (k.clone(), l.clone()))
+            .collect();
+        run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.install(run);
+    }
+
     pub(super) fn put(&mut self, key: &[u8], loc: Loc) {
         self.live_bytes += u64::from(loc.op_bytes);
         self.expiring += u64::from(loc.expires_ms != 0);
@@ -125,6 +153,7 @@ impl KeyDir {
     }
 
     /// Merges run and delta in place.
+    #[cfg(test)]
     pub(super) fn rebuild(&mut self) {
         let run = self.snapshot().merged();
         self.install(run);
@@ -184,6 +213,7 @@ impl Snapshot {
             back: end,
             ahead: VecDeque::new(),
             behind: VecDeque::new(),
+            drained: self.delta.is_empty(),
         }
     }
 }
@@ -203,6 +233,9 @@ pub(super) struct Cursor {
     ahead: VecDeque<(Key, Option<Loc>)>,
     /// Fetched from the delta's back, descending.
     behind: VecDeque<(Key, Option<Loc>)>,
+    /// Set once a fetch found the unfetched delta range empty: the snapshot does not
+    /// change, so there is nothing more to fetch from either end.
+    drained: bool,
 }
 
 impl Cursor {
@@ -219,7 +252,8 @@ impl Cursor {
     }
 
     fn fetch(&mut self, from_back: bool) {
-        if self.exhausted() {
+        if self.drained || self.exhausted() {
+            self.drained = true;
             return;
         }
         let range = self
@@ -230,6 +264,9 @@ impl Cursor {
         } else {
             range.take(BATCH).map(clone_entry).collect()
         };
+        if batch.len() < BATCH {
+            self.drained = true;
+        }
         if let Some((last, _)) = batch.last() {
             let bound = Bound::Excluded(last.clone());
             if from_back {

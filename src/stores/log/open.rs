@@ -112,7 +112,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
             None => segments.base.push(seg),
         }
     }
-    keys.rebuild();
+    keys.finish_replay();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
     let inner = Inner {
         dir: dir.clone(),
@@ -226,7 +226,7 @@ fn apply(
     expires_ms: u64,
 ) {
     match kind {
-        Kind::Put => keys.put(
+        Kind::Put => keys.replay_put(
             key,
             Loc {
                 seg: Arc::clone(seg),
@@ -236,7 +236,7 @@ fn apply(
                 expires_ms,
             },
         ),
-        Kind::Delete => keys.delete(key),
+        Kind::Delete => keys.replay_delete(key),
         Kind::Clear => keys.clear(),
     }
 }

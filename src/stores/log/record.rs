@@ -5,7 +5,7 @@
 //! is one record and lands whole or not at all:
 //! ```text
 //! record header, 24 bytes
-//! 0    8   checksum: XXH3-64 of bytes 8..end of the record
+//! 0    8   checksum: XXH3-64 of bytes 8..24 followed by each operation's checksum
 //! 8    4   body length in bytes (the operations that follow the header)
 //! 12   4   operation count, at least 1
 //! 16   8   timestamp: Unix time in milliseconds when the record was written
@@ -18,8 +18,10 @@
 //! 16   8   expiry: Unix time in milliseconds, 0 for never
 //! 24   ..  key bytes, then value bytes
 //! ```
-//! The record checksum makes a record (a batch) whole or absent on replay; the
-//! operation checksum lets a read check one value without hashing its whole record.
+//! The record checksum (over the header and the operation checksums, which cover every
+//! operation byte) makes a record (a batch) whole or absent on replay, without hashing
+//! the values twice; the operation checksum lets a read check one value without hashing
+//! its whole record.
 //! A hint file is one record of its own kind, describing a finished segment's operations
 //! in order, so replaying it is the same as replaying the segment:
 //! ```text
@@ -114,8 +116,31 @@ pub(crate) fn encode(ops: &[Op<'_>], timestamp_ms: u64, out: &mut [u8], value_at
         let sum = xxh3_64(&out[start + 8..at]);
         out[start..start + 8].copy_from_slice(&sum.to_le_bytes());
     }
-    let sum = xxh3_64(&out[8..]);
+    let sum = record_sum(out);
     out[0..8].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// The record checksum of a record whose operations are laid out in `record`: XXH3-64 of
+/// header bytes 8..24 and each operation's stored checksum, in order. The caller has
+/// checked that the operations lie inside the record.
+fn record_sum(record: &[u8]) -> u64 {
+    let count = u32_at(record, 12) as usize;
+    let mut summed = Vec::new();
+    let mut one = [0u8; 24];
+    let buf: &mut [u8] = if count == 1 {
+        &mut one
+    } else {
+        summed.resize(16 + 8 * count, 0);
+        &mut summed
+    };
+    buf[..16].copy_from_slice(&record[8..24]);
+    let mut at = RECORD_HEADER_BYTES;
+    for i in 0..count {
+        buf[16 + 8 * i..24 + 8 * i].copy_from_slice(&record[at..at + 8]);
+        let key_len = usize::from(u16::from_le_bytes([record[at + 10], record[at + 11]]));
+        at += OP_HEADER_BYTES + key_len + u32_at(record, at + 12) as usize;
+    }
+    xxh3_64(buf)
 }
 
 /// A decoded operation: offsets are relative to the start of its record.
@@ -173,9 +198,6 @@ pub(crate) fn decode(record: &[u8], out: &mut Vec<DecodedOp>) -> Result<(), &'st
     if record.len() < RECORD_HEADER_BYTES {
         return Err("record is shorter than its header");
     }
-    if xxh3_64(&record[8..]) != stored_checksum(record) {
-        return Err("record checksum mismatch");
-    }
     let count = u32_at(record, 12);
     let mut at = RECORD_HEADER_BYTES;
     for _ in 0..count {
@@ -206,6 +228,9 @@ pub(crate) fn decode(record: &[u8], out: &mut Vec<DecodedOp>) -> Result<(), &'st
     }
     if at != record.len() {
         return Err("record body is longer than its operations");
+    }
+    if record_sum(record) != stored_checksum(record) {
+        return Err("record checksum mismatch");
     }
     Ok(())
 }
