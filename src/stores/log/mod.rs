@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::RangeBounds;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytemuck::{Pod, Zeroable};
@@ -189,6 +189,30 @@ struct Inner {
     segments_from_hints: u64,
     segments_scanned: u64,
     hint_failures: AtomicU64,
+    /// Writers between entering a write and finishing its append, counted only with
+    /// `sync_each_write` (see `Segment::sync_to`).
+    appending: AtomicUsize,
+}
+
+/// Counts a writer in `Inner::appending` until dropped (with `sync_each_write` only).
+struct Appending<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> Appending<'a> {
+    fn start(inner: &'a Inner) -> Self {
+        let counter = inner.opts.sync_each_write.then_some(&inner.appending);
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::AcqRel);
+        }
+        Appending(counter)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A Bitcask-style key-value store: an append-only log of records in segments, an
@@ -394,6 +418,7 @@ impl LogStore {
         operand: &[u8],
         op: impl Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>>,
     ) -> Result<()> {
+        let appending = Appending::start(&self.inner);
         let mut writer = self.inner.writer.lock();
         let current = self.get(key)?;
         let new = op(key, current.as_deref(), operand);
@@ -419,6 +444,7 @@ impl LogStore {
             None => return Ok(()),
         };
         drop(writer);
+        drop(appending);
         self.finish_write(done)
     }
 
@@ -447,6 +473,7 @@ impl LogStore {
         if batch.is_empty() {
             return Ok(());
         }
+        let appending = Appending::start(&self.inner);
         let mut writer = self.inner.writer.lock();
         // Resolve merges against the store and the batch's earlier operations.
         let mut seen: HashMap<&[u8], Option<Vec<u8>>> = HashMap::new();
@@ -493,6 +520,7 @@ impl LogStore {
             .collect();
         let done = self.append_locked(&mut writer, &ops)?;
         drop(writer);
+        drop(appending);
         self.finish_write(done)
     }
 
@@ -547,7 +575,7 @@ impl LogStore {
     /// until reopened.
     pub fn sync(&self) -> Result<()> {
         let active = self.inner.writer.lock().active.clone();
-        active.sync_to(active.buf().len())
+        active.sync_to(active.buf().len(), &self.inner.appending)
     }
 
     /// Copies the live values of every finished segment into a new generation, switches
@@ -587,9 +615,11 @@ impl LogStore {
     }
 
     fn write_ops(&self, ops: &[Op<'_>]) -> Result<()> {
+        let appending = Appending::start(&self.inner);
         let mut writer = self.inner.writer.lock();
         let done = self.append_locked(&mut writer, ops)?;
         drop(writer);
+        drop(appending);
         self.finish_write(done)
     }
 
@@ -658,7 +688,7 @@ impl LogStore {
             compact::maybe_start(&self.inner);
         }
         if self.inner.opts.sync_each_write {
-            done.seg.sync_to(done.end)?;
+            done.seg.sync_to(done.end, &self.inner.appending)?;
         }
         Ok(())
     }

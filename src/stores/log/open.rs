@@ -3,7 +3,7 @@
 //! whole and by reading its records otherwise. Also writes hint files.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use parking_lot::{Mutex, RwLock};
 use xxhash_rust::xxh3::xxh3_64;
@@ -129,6 +129,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         segments_from_hints: replay.from_hints,
         segments_scanned: replay.scanned,
         hint_failures: AtomicU64::new(0),
+        appending: AtomicUsize::new(0),
     };
     if active_damaged {
         // New records must not follow damage, which would hide them from the next
