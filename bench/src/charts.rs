@@ -28,6 +28,7 @@ fn colour(e: &EngineInfo) -> RGBColor {
     match e.name {
         "oncemap" => RGBColor(217, 72, 1),
         "content" => RGBColor(253, 141, 60),
+        "logstore" => RGBColor(203, 24, 29),
         "redb" => RGBColor(33, 113, 181),
         "lmdb" => RGBColor(107, 174, 214),
         "fjall" => RGBColor(35, 139, 69),
@@ -79,7 +80,14 @@ pub fn phases(run: &RunResults, path: &Path) -> Result<(), String> {
             .max(1.0)
             * 1.12;
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("{} (ops/s)", phase.label()), (FONT, 17))
+            .caption(
+                match phase {
+                    // Their labels give the unit (keys/s).
+                    Phase::ReopenHints | Phase::ReopenNoHints => phase.label().to_string(),
+                    _ => format!("{} (ops/s)", phase.label()),
+                },
+                (FONT, 17),
+            )
             .margin(10)
             .x_label_area_size(28)
             .y_label_area_size(62)

@@ -3,7 +3,8 @@
 //! mappings and background threads die with its process and cannot slow the next one.
 //!
 //! The child prints one line per fact on stdout (`phase <id> <ops> <nanos>`,
-//! `disk_bytes <n>`, `peak_rss_bytes <n>`, `baseline_rss_bytes <n>`) and `ok` last; on
+//! `disk_bytes <n>`, `peak_rss_bytes <n>`, `baseline_rss_bytes <n>`, and for engines with
+//! hint files `reopen_segments <from hints> <scanned>`) and `ok` last; on
 //! failure it prints the reason on stderr and exits with status 2. The parent treats a
 //! missing `ok`, a non-zero status or a timeout as a failed run.
 
@@ -54,6 +55,9 @@ pub fn serve(engine: &str, w: &Workload, dir: &Path) -> ExitCode {
             println!("disk_bytes {}", report.disk_bytes);
             println!("peak_rss_bytes {}", report.peak_rss_bytes);
             println!("baseline_rss_bytes {}", report.baseline_rss_bytes);
+            if let Some((hinted, scanned)) = report.reopen_segments {
+                println!("reopen_segments {hinted} {scanned}");
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -157,6 +161,7 @@ pub fn parse(out: &str) -> Result<ChildReport, String> {
             Some("disk_bytes") => report.disk_bytes = number(1)?,
             Some("peak_rss_bytes") => report.peak_rss_bytes = number(1)?,
             Some("baseline_rss_bytes") => report.baseline_rss_bytes = number(1)?,
+            Some("reopen_segments") => report.reopen_segments = Some((number(1)?, number(2)?)),
             Some("ok") => ok = true,
             _ => return Err(format!("unexpected line from the child: {line:?}")),
         }
@@ -188,6 +193,9 @@ mod tests {
             (r.disk_bytes, r.peak_rss_bytes, r.baseline_rss_bytes),
             (5, 6, 1)
         );
+        assert_eq!(r.reopen_segments, None);
+        let r = parse("reopen_segments 2 1\nok\n").unwrap();
+        assert_eq!(r.reopen_segments, Some((2, 1)));
         assert!(parse("phase scan 10 2000\n").is_err());
         assert!(parse("phase nope 1 1\nok\n").is_err());
     }

@@ -15,6 +15,7 @@ mod phases;
 mod report;
 mod results;
 mod run;
+mod targets;
 mod workload;
 
 use std::path::PathBuf;

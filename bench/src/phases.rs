@@ -1,11 +1,13 @@
 //! The phases of the standard workload, run against one engine inside a child process.
 //!
 //! Two stores are used, each in its own sub-directory. The first is bulk loaded, then
-//! measured (disk bytes and peak RSS), read, scanned and emptied. The second is loaded one
-//! commit per insert, then takes the mixed and the durable phases, so those run against a
-//! store of N keys too. Every value read is checked against the workload's generator; a
-//! wrong, missing or unexpected value fails the run with the key's index. This file knows
-//! the engines only through the adapter trait; it prints nothing (see `child.rs`).
+//! measured (disk bytes and peak RSS), read, scanned, reopened (engines with hint files:
+//! once with them, once without) and emptied. The second is loaded one commit per insert,
+//! then takes the mixed and the durable phases, so those run against a store of N keys
+//! too; an engine with a durable mode is reopened in it (untimed) for the durable phases.
+//! Every value read is checked against the workload's generator; a wrong, missing or
+//! unexpected value fails the run with the key's index. This file knows the engines only
+//! through the adapter trait; it prints nothing (see `child.rs`).
 
 use std::path::Path;
 use std::sync::Barrier;
@@ -41,7 +43,7 @@ pub fn run(info: &EngineInfo, w: &Workload, dir: &Path) -> Result<ChildReport> {
     reset_peak_rss();
     report.baseline_rss_bytes = proc_status_bytes("VmRSS:")?;
     {
-        let engine = (info.open)(&path)?;
+        let mut engine = (info.open)(&path)?;
         let mut ids = Vec::new();
         let m = timed(w.n, || engine.bulk_insert(w, &mut ids))?;
         report.phases.insert(Phase::BulkInsert, m);
@@ -58,6 +60,10 @@ pub fn run(info: &EngineInfo, w: &Workload, dir: &Path) -> Result<ChildReport> {
         report
             .phases
             .insert(Phase::Scan, scan(name, e, w, traits, w.n)?);
+        if let Some(drop_hints) = info.extras.drop_hints {
+            engine = reopen(info, w, &path, engine, drop_hints, &mut report)?;
+        }
+        let e = engine.as_ref();
         if traits.remove {
             report.phases.insert(Phase::Remove, remove(name, e, w)?);
             // Untimed: the store must now be empty.
@@ -70,7 +76,7 @@ pub fn run(info: &EngineInfo, w: &Workload, dir: &Path) -> Result<ChildReport> {
     let path = dir.join("single");
     std::fs::create_dir_all(&path)?;
     {
-        let engine = (info.open)(&path)?;
+        let mut engine = (info.open)(&path)?;
         let e = engine.as_ref();
         let mut ids = Vec::new();
         let m = timed(w.n, || {
@@ -93,16 +99,101 @@ pub fn run(info: &EngineInfo, w: &Workload, dir: &Path) -> Result<ChildReport> {
             .phases
             .insert(Phase::Mixed2, mixed(name, e, &keys, 2)?);
         if traits.durable {
+            if let Some(open_durable) = info.extras.open_durable {
+                // Untimed: close, then reopen in the durable mode.
+                drop(engine);
+                engine = open_durable(&path)?;
+            }
             for (phase, threads) in [Phase::Durable1, Phase::Durable8]
                 .into_iter()
                 .zip(DURABLE_THREADS)
             {
-                report.phases.insert(phase, durable(e, w, threads)?);
+                report
+                    .phases
+                    .insert(phase, durable(engine.as_ref(), w, threads)?);
             }
         }
     }
     std::fs::remove_dir_all(&path)?;
     Ok(report)
+}
+
+/// The two reopen phases: closes `engine` and opens its store again three times. The
+/// first open is untimed: it warms what any open touches besides the store (the page
+/// cache holds the files already, from the load; the allocator gets back the memory the
+/// loaded index gave up), so that the two timed opens start alike. The second open finds
+/// the hint files in place; the third follows `drop_hints`. Each timed open is checked by
+/// a full scan, untimed. The second must have read only the active segment record by
+/// record (a store smaller than one segment has no hint file at all), the third none
+/// from hint files. Returns the engine of the last open.
+fn reopen(
+    info: &EngineInfo,
+    w: &Workload,
+    path: &Path,
+    engine: Box<dyn Engine>,
+    drop_hints: fn(&Path) -> Result<u64>,
+    report: &mut ChildReport,
+) -> Result<Box<dyn Engine>> {
+    let name = info.name;
+    drop(engine);
+    let open = || -> Result<(Box<dyn Engine>, Measure)> {
+        let start = Instant::now();
+        let engine = (info.open)(path)?;
+        let m = Measure {
+            ops: w.n,
+            nanos: nanos(start.elapsed()),
+        };
+        Ok((engine, m))
+    };
+    let counts = |e: &dyn Engine, phase: Phase| {
+        e.replay_counts().ok_or_else(|| {
+            format!(
+                "{name}, {}: the engine does not say how it replayed",
+                phase.id()
+            )
+        })
+    };
+
+    drop(open()?);
+    let (engine, m) = open()?;
+    let (hinted, scanned) = counts(engine.as_ref(), Phase::ReopenHints)?;
+    // Every finished segment has its hint by now; only the active one is read.
+    if scanned > 1 {
+        return Err(format!(
+            "{name}, {}: {scanned} segments were read record by record (only the active one \
+             should be), {hinted} from hint files",
+            Phase::ReopenHints.id()
+        )
+        .into());
+    }
+    let checked = format!("{name} (reopened with hint files)");
+    scan(&checked, engine.as_ref(), w, info.traits, w.n)?;
+    report.phases.insert(Phase::ReopenHints, m);
+    report.reopen_segments = Some((hinted, scanned));
+    drop(engine);
+
+    let removed = drop_hints(path)?;
+    if removed != hinted {
+        return Err(format!(
+            "{name}, {}: removed {removed} hint files, but {hinted} segments were replayed \
+             from hint files",
+            Phase::ReopenNoHints.id()
+        )
+        .into());
+    }
+    let (engine, m) = open()?;
+    let (hinted, _) = counts(engine.as_ref(), Phase::ReopenNoHints)?;
+    if hinted != 0 {
+        return Err(format!(
+            "{name}, {}: {hinted} segments were replayed from hint files that were removed",
+            Phase::ReopenNoHints.id()
+        )
+        .into());
+    }
+    let checked = format!("{name} (reopened without hint files)");
+    scan(&checked, engine.as_ref(), w, info.traits, w.n)?;
+    report.phases.insert(Phase::ReopenNoHints, m);
+    Ok(engine)
 }
 
 /// How the phases name a loaded value to the engine: by the workload's key, or by the id

@@ -64,6 +64,7 @@ pub fn headline(run: &RunResults) -> String {
     if let Some(size) = run.sizes.last() {
         let _ = writeln!(s, "N = {}:", size.workload.n);
         ratios(&mut s, run, size);
+        crate::targets::summary(&mut s, size);
     }
     s
 }
@@ -167,6 +168,14 @@ fn workload(s: &mut String, run: &RunResults) {
             "Visit every entry: the count is checked, the order for ordered engines, and every value.",
         ),
         (
+            Phase::ReopenHints,
+            "Engines with hint files only: close the loaded store, open it once untimed (so that both timed opens find the page cache and the allocator alike), close it, and time opening it again: its index is rebuilt from the hint files of the finished segments, and the active segment, which has none yet, is read record by record. The reopened store is then scanned and checked, untimed. Shown as keys per second (N ÷ open time); the targets section gives the times.",
+        ),
+        (
+            Phase::ReopenNoHints,
+            "The same after removing every hint file, so that every record of every segment is read.",
+        ),
+        (
             Phase::Remove,
             "Remove every key, one commit each, then one sync; an untimed scan then checks the store is empty.",
         ),
@@ -237,6 +246,11 @@ fn engines(s: &mut String, run: &RunResults) {
          content's peak RSS, as they would in a real client.\n\
          - **fjall**: `remove` writes a tombstone without a lookup, so it cannot say whether the key \
          existed; the empty scan after the phase checks the removes instead.\n\
+         - **logstore**: the bulk load is plain `put`s and one `sync` (a `WriteBatch` is one atomic \
+         record, for atomicity, and each put is already one unsynced append). `delete` writes a \
+         tombstone without a lookup, checked like fjall's. The durable phases run on the store reopened \
+         (untimed) with `sync_each_write: true`, where each put is durable before it returns and \
+         concurrent writers share fsyncs.\n\
          - **candystore**: no batch, so the bulk load is plain `set`s and one `flush`.\n\
          - **hashmap / btreemap**: behind an `RwLock` (the mixed phases share them between threads); \
          an uncontended lock costs an atomic operation per call.\n"
@@ -299,6 +313,7 @@ fn results(s: &mut String, run: &RunResults, size: &SizeResults, chart_file: &st
          the disk engines (named); the ceiling is the faster std collection.\n"
     );
     ratios(s, run, size);
+    crate::targets::section(s, &ran, size);
     space(s, &ran, size);
     fractions(s, run, &ran, size);
 }
@@ -430,7 +445,8 @@ fn fractions(s: &mut String, run: &RunResults, ran: &[&EngineInfo], size: &SizeR
     s.push('\n');
 }
 
-fn spread_cell(sp: &Spread) -> String {
+/// A median with its min–max range.
+pub fn spread_cell(sp: &Spread) -> String {
     if sp.count == 1 {
         return rate(sp.median);
     }

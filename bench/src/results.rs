@@ -16,6 +16,10 @@ pub enum Phase {
     GetAbsent,
     /// Visit every entry: count, order (ordered engines) and values checked.
     Scan,
+    /// Reopen the loaded store with its hint files (engines with hint files only).
+    ReopenHints,
+    /// Reopen the loaded store after its hint files were removed.
+    ReopenNoHints,
     /// Remove every key, one commit each, one final sync.
     Remove,
     /// 90% gets, 10% inserts of fresh keys, one thread.
@@ -30,12 +34,14 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in run and report order.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 12] = [
         Phase::BulkInsert,
         Phase::Insert,
         Phase::GetPresent,
         Phase::GetAbsent,
         Phase::Scan,
+        Phase::ReopenHints,
+        Phase::ReopenNoHints,
         Phase::Remove,
         Phase::Mixed1,
         Phase::Mixed2,
@@ -51,6 +57,8 @@ impl Phase {
             Phase::GetPresent => "get-present",
             Phase::GetAbsent => "get-absent",
             Phase::Scan => "scan",
+            Phase::ReopenHints => "reopen-hints",
+            Phase::ReopenNoHints => "reopen-no-hints",
             Phase::Remove => "remove",
             Phase::Mixed1 => "mixed-1t",
             Phase::Mixed2 => "mixed-2t",
@@ -72,6 +80,8 @@ impl Phase {
             Phase::GetPresent => "get present",
             Phase::GetAbsent => "get absent",
             Phase::Scan => "full scan",
+            Phase::ReopenHints => "reopen, hint files (keys/s)",
+            Phase::ReopenNoHints => "reopen, no hints (keys/s)",
             Phase::Remove => "remove all",
             Phase::Mixed1 => "mixed 90/10, 1 thread",
             Phase::Mixed2 => "mixed 90/10, 2 threads",
@@ -84,7 +94,7 @@ impl Phase {
 /// One timed phase: how many operations took how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Measure {
-    /// Operations done (for a scan: entries visited).
+    /// Operations done (for a scan: entries visited; for a reopen: keys in the store).
     pub ops: u64,
     /// Wall-clock nanoseconds, including the phase's final sync.
     pub nanos: u64,
@@ -108,6 +118,9 @@ pub struct ChildReport {
     pub peak_rss_bytes: u64,
     /// Resident set of the child just before the engine was opened.
     pub baseline_rss_bytes: u64,
+    /// For engines with hint files: how the reopen with hints replayed the store, as
+    /// (segments read from hint files, segments scanned).
+    pub reopen_segments: Option<(u64, u64)>,
 }
 
 /// Median and spread of repeated samples.
@@ -160,6 +173,9 @@ pub struct EngineSummary {
     pub peak_rss_bytes: Option<Spread>,
     /// RSS before the engine opened.
     pub baseline_rss_bytes: Option<Spread>,
+    /// How the reopen with hints replayed the store (the last repetition's; the layout is
+    /// the same in every one).
+    pub reopen_segments: Option<(u64, u64)>,
 }
 
 impl EngineSummary {
@@ -186,6 +202,7 @@ impl EngineSummary {
         summary.disk_bytes = field(|r| r.disk_bytes);
         summary.peak_rss_bytes = field(|r| r.peak_rss_bytes);
         summary.baseline_rss_bytes = field(|r| r.baseline_rss_bytes);
+        summary.reopen_segments = reports.iter().rev().find_map(|r| r.reopen_segments);
         summary
     }
 }

@@ -334,7 +334,8 @@ fn write(run: &RunResults, options: &Options) -> Result<(), String> {
 
 /// Every sample of the run, one per line: `n engine rep phase ops nanos`, tab-separated;
 /// the after-load figures are rows whose phase is `disk_bytes`, `peak_rss_bytes` or
-/// `baseline_rss_bytes`, with the value under `ops` and 0 under `nanos`.
+/// `baseline_rss_bytes` (and `reopen_hinted_segments`, `reopen_scanned_segments` for
+/// engines with hint files), with the value under `ops` and 0 under `nanos`.
 fn raw_samples(run: &RunResults) -> String {
     let mut out = String::from("n\tengine\trep\tphase\tops\tnanos\n");
     for size in &run.sizes {
@@ -356,6 +357,14 @@ fn raw_samples(run: &RunResults) -> String {
                     ("baseline_rss_bytes", r.baseline_rss_bytes),
                 ] {
                     out += &format!("{n}\t{engine}\t{rep}\t{name}\t{value}\t0\n");
+                }
+                if let Some((hinted, scanned)) = r.reopen_segments {
+                    for (name, value) in [
+                        ("reopen_hinted_segments", hinted),
+                        ("reopen_scanned_segments", scanned),
+                    ] {
+                        out += &format!("{n}\t{engine}\t{rep}\t{name}\t{value}\t0\n");
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use candystore::{CandyStore, Config};
 
-use super::{Direct, Engine, EngineInfo, Family, Id, Reader, Result, Traits};
+use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -26,6 +26,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "candystore 1.2, default config (background checkpoints on); sync = flush",
     open,
+    extras: Extras::NONE,
 };
 
 struct Adapter {

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use accretion::{Content, ContentId, Dir};
 
-use super::{Direct, Engine, EngineInfo, Family, Id, Reader, Result, Traits, unsupported};
+use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits, unsupported};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -28,6 +28,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "accretion Content (this workspace), default settings; `get` re-hashes each blob (BLAKE3)",
     open,
+    extras: Extras::NONE,
 };
 
 struct Adapter {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Direct, Engine, EngineInfo, Family, Id, Reader, Result, Traits};
+use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -24,6 +24,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "fjall 3.1, default config; sync = persist(SyncData)",
     open,
+    extras: Extras::NONE,
 };
 
 struct Adapter {

@@ -10,7 +10,7 @@ use std::path::Path;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
 
-use super::{Engine, EngineInfo, Family, Id, Reader, Result, Traits};
+use super::{Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -25,6 +25,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "LMDB 0.9 via heed 0.23, NO_SYNC env flag (durable = commit + force_sync), map size 64 GiB",
     open,
+    extras: Extras::NONE,
 };
 
 /// Virtual size of the map; LMDB allocates disk only as the tree grows.

@@ -10,6 +10,7 @@ mod candystore;
 mod content;
 mod fjall;
 mod lmdb;
+mod log_store;
 mod once_map;
 mod redb;
 mod sled;
@@ -87,7 +88,17 @@ pub trait Engine: Send + Sync {
 
     /// Makes every earlier write durable.
     fn sync(&self) -> Result<()>;
+
+    /// For engines that rebuild an index when they open: how the last open replayed the
+    /// store, as (segments read from hint files, segments scanned record by record).
+    /// `None` for the others.
+    fn replay_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
+
+/// Opens an engine in a directory.
+pub type Open = fn(&Path) -> Result<Box<dyn Engine>>;
 
 /// A registered engine: its name on the command line and in the report, and how to open it.
 #[derive(Debug)]
@@ -100,14 +111,40 @@ pub struct EngineInfo {
     pub traits: Traits,
     /// One line for the report: version and configuration.
     pub note: &'static str,
-    /// Opens (creating) the engine in an empty directory.
-    pub open: fn(&Path) -> Result<Box<dyn Engine>>,
+    /// Opens (creating) the engine in an empty directory; also reopens the store it left
+    /// there once closed.
+    pub open: Open,
+    /// What only some engines have.
+    pub extras: Extras,
+}
+
+/// Engine-specific hooks of the phase runner; [`Extras::NONE`] for most engines.
+#[derive(Debug)]
+pub struct Extras {
+    /// Reopens the engine's closed store in a directory in its durable mode, where every
+    /// write is durable before it returns (and [`Engine::insert_durable`] needs no sync of
+    /// its own). The durable phases run on the store so reopened. `None`: they run on the
+    /// engine as opened, through `insert_durable`.
+    pub open_durable: Option<Open>,
+    /// Removes the hint files of the engine's closed store in a directory, so that the
+    /// next open reads every record; returns how many it removed. Engines with it get the
+    /// two reopen phases.
+    pub drop_hints: Option<fn(&Path) -> Result<u64>>,
+}
+
+impl Extras {
+    /// No extras.
+    pub const NONE: Extras = Extras {
+        open_durable: None,
+        drop_hints: None,
+    };
 }
 
 /// Every engine, in report order: ours, peers, then the std ceilings.
 pub const ENGINES: &[EngineInfo] = &[
     once_map::INFO,
     content::INFO,
+    log_store::INFO,
     redb::INFO,
     lmdb::INFO,
     fjall::INFO,
@@ -117,9 +154,11 @@ pub const ENGINES: &[EngineInfo] = &[
     std_maps::BTREE_MAP,
 ];
 
-/// The engine named `name`.
+/// The engine named `name`; `_` and `-` are ignored, so `log_store` finds `logstore`.
 pub fn find(name: &str) -> Option<&'static EngineInfo> {
-    ENGINES.iter().find(|e| e.name == name)
+    let plain = |s: &str| s.replace(['_', '-'], "").to_ascii_lowercase();
+    let wanted = plain(name);
+    ENGINES.iter().find(|e| plain(e.name) == wanted)
 }
 
 /// A reader for engines whose lookups need no transaction: each get goes straight to

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use accretion::{Dir, OnceMap};
 
-use super::{Direct, Engine, EngineInfo, Family, Id, Reader, Result, Traits, unsupported};
+use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits, unsupported};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -25,6 +25,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "accretion OnceMap (this workspace), default settings; `get` checks each entry's header checksum and key (the value's own checksum is `get_verified`'s)",
     open,
+    extras: Extras::NONE,
 };
 
 struct Adapter {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Engine, EngineInfo, Family, Id, Reader, Result, Traits};
+use super::{Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -25,6 +25,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "redb 4.5, default cache (1 GiB); per-op commits with Durability::None",
     open,
+    extras: Extras::NONE,
 };
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bench");

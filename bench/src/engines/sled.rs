@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sled::{Batch, Db};
 
-use super::{Direct, Engine, EngineInfo, Family, Id, Reader, Result, Traits};
+use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
 use crate::workload::Workload;
 
 /// Registry entry.
@@ -24,6 +24,7 @@ pub const INFO: EngineInfo = EngineInfo {
     },
     note: "sled 0.34.7, default config (1 GiB cache, background flush every 500 ms)",
     open,
+    extras: Extras::NONE,
 };
 
 struct Adapter {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use super::{Direct, Engine, EngineInfo, Family, Id, Reader, Result, Traits, unsupported};
+use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits, unsupported};
 use crate::workload::Workload;
 
 /// Registry entry of the `HashMap` ceiling.
@@ -24,6 +24,7 @@ pub const HASH_MAP: EngineInfo = EngineInfo {
     },
     note: "std HashMap<Vec<u8>, Vec<u8>> (SipHash) in an RwLock; in memory only",
     open: |_| Ok(Box::new(Adapter::<HashMap<Vec<u8>, Vec<u8>>>::default())),
+    extras: Extras::NONE,
 };
 
 /// Registry entry of the `BTreeMap` ceiling.
@@ -38,6 +39,7 @@ pub const BTREE_MAP: EngineInfo = EngineInfo {
     },
     note: "std BTreeMap<Vec<u8>, Vec<u8>> in an RwLock; in memory only",
     open: |_| Ok(Box::new(Adapter::<BTreeMap<Vec<u8>, Vec<u8>>>::default())),
+    extras: Extras::NONE,
 };
 
 /// The operations both std maps share.
