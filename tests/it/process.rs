@@ -1,16 +1,18 @@
 //! Other processes: the store lock against a second process, and kill tests.
 //!
 //! The children are this test binary run again with `--exact process::child_main`; the
-//! environment variable `ACCRETION_CHILD` says what the child does and
-//! `ACCRETION_CHILD_DIR` where. Children report on stdout, each report after the `@@ `
+//! environment variable `ACCRETION_CHILD` says what the child does (with its argument, as
+//! in `log_writer 3`) and `ACCRETION_CHILD_DIR` where. Children report on stdout, each report after the `@@ `
 //! marker (libtest may print its own text on the same line).
 //!
 //! A SIGKILL loses nothing a process wrote to a mapping or a file (the kernel holds it), so
 //! the kill tests check the other half of the contract: a reopen trusts exactly what the
 //! registers recorded, everything a child acknowledged as synced is there with the right
 //! bytes, nothing it did not sync is visible, and the reopen itself succeeds wherever the
-//! kill landed (in an append, a sync, a lane creation, or the open).
+//! kill landed (in an append, a sync, a lane creation, or the open). For the LogStore the
+//! kill may also land in a segment roll, a hint file, or a background compaction.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -19,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use accretion::{AppendOnly, Dir, Error, OnceMap, Span};
+use accretion::{AppendOnly, Dir, Error, LogOptions, LogStore, OnceMap, Span, WriteBatch};
 use rand::Rng;
 
 use crate::common::Seeded;
@@ -44,7 +46,10 @@ fn child_main() {
     match role.as_str() {
         "hold" => child_hold(&dir),
         "writer" => child_writer(&dir),
-        other => panic!("unknown child role {other:?}"),
+        other => match other.strip_prefix("log_writer ") {
+            Some(round) => child_log_writer(&dir, round.parse().expect("round number")),
+            None => panic!("unknown child role {other:?}"),
+        },
     }
 }
 
@@ -441,4 +446,298 @@ fn killed_writers_lose_nothing_synced() {
         durable.records > 0 && durable.entries > 0,
         "no child ever synced"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// LogStore: writers with `sync_each_write`, killed again and again.
+
+/// Writer threads of a LogStore child, and the keys each one owns.
+const LOG_WRITERS: usize = 3;
+const LOG_KEYS: u64 = 24;
+/// Operations per writer thread before it stops (the parent kills the child long before).
+const LOG_OPS_MAX: u64 = 20_000;
+
+/// Small segments, so that rolls (and hint files) come every few hundred writes, and
+/// automatic compaction, which overwrites make frequent: a kill can land in any of them.
+fn log_kill_options() -> LogOptions {
+    LogOptions {
+        segment_bytes: 64 * 1024,
+        sync_each_write: true,
+        compact_dead_ratio: Some(0.5),
+        merge_operator: None,
+    }
+}
+
+/// A key, with its value or `None` for a delete.
+type Effect = (Vec<u8>, Option<Vec<u8>>);
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64's finalizer.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn log_key(thread: usize, j: u64) -> Vec<u8> {
+    format!("t{thread}-k{:02}", j % LOG_KEYS).into_bytes()
+}
+
+/// Operation `seq` of writer `thread` in round `round`: a put (mostly), a delete, or a
+/// batch of two puts and a delete. Each value names its write, and a few are larger than
+/// a segment's first lane.
+fn log_op(round: usize, thread: usize, seq: u64) -> Vec<Effect> {
+    let h = mix(((round as u64) << 48) ^ ((thread as u64) << 40) ^ seq);
+    let j = h % LOG_KEYS;
+    let value = |n: u64| {
+        let tag = format!("r{round} t{thread} s{seq} #{n}|");
+        let len = if (h >> 32).is_multiple_of(64) {
+            30_000 + (h >> 40) % 70_000
+        } else {
+            (h >> 40) % 1_500
+        } as usize;
+        tag.bytes()
+            .cycle()
+            .take(tag.len() + len)
+            .collect::<Vec<u8>>()
+    };
+    match (h >> 8) % 10 {
+        0 => vec![(log_key(thread, j), None)],
+        1 => vec![
+            (log_key(thread, j), Some(value(0))),
+            (log_key(thread, j + 1), Some(value(1))),
+            (log_key(thread, j + 2), None),
+        ],
+        _ => vec![(log_key(thread, j), Some(value(0)))],
+    }
+}
+
+fn apply_log_op(store: &LogStore, effects: &[Effect]) {
+    if let [(k, v)] = effects {
+        match v {
+            Some(v) => store.put(k, v).unwrap(),
+            None => store.delete(k).unwrap(),
+        }
+        return;
+    }
+    let mut batch = WriteBatch::new();
+    for (k, v) in effects {
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        };
+    }
+    store.write(&batch).unwrap();
+}
+
+/// Opens the LogStore `kv` and runs `LOG_WRITERS` threads of `log_op`s, each reporting
+/// `op <thread> <seq>` once its operation returned (and so is durable).
+fn child_log_writer(path: &Path, round: usize) {
+    let dir = Dir::open(path).unwrap();
+    let store = LogStore::open(&dir, "kv", log_kill_options()).unwrap();
+    report("ready");
+    std::thread::scope(|s| {
+        for thread in 0..LOG_WRITERS {
+            let store = &store;
+            s.spawn(move || {
+                for seq in 0..LOG_OPS_MAX {
+                    apply_log_op(store, &log_op(round, thread, seq));
+                    report(&format!("op {thread} {seq}"));
+                }
+            });
+        }
+    });
+    report("done");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+type LogModel = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn apply_effects(model: &mut LogModel, effects: Vec<Effect>) {
+    for (k, v) in effects {
+        match v {
+            Some(v) => model.insert(k, v),
+            None => model.remove(&k),
+        };
+    }
+}
+
+/// The part of `model` that writer `thread` owns.
+fn owned(model: &LogModel, thread: usize) -> LogModel {
+    let prefix = format!("t{thread}-").into_bytes();
+    model
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Reopens the store after a kill and checks it: for each writer, its keys hold exactly
+/// what its acknowledged operations left, or that plus its one operation in flight (all
+/// of it: a batch is all there or not at all). Returns the recovered content and how
+/// many in-flight operations had landed.
+fn verify_log_after_kill(
+    store: &Path,
+    before: &LogModel,
+    round: usize,
+    acked: &[Option<u64>],
+) -> (LogModel, usize) {
+    let dir = Dir::open(store).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+    let opts = LogOptions {
+        compact_dead_ratio: None,
+        ..log_kill_options()
+    };
+    let log = LogStore::open(&dir, "kv", opts)
+        .unwrap_or_else(|e| panic!("round {round}: LogStore reopen failed: {e}"));
+    let stats = log.stats();
+    assert_eq!(stats.damaged_records, 0, "round {round}: {stats:?}");
+    let mut got = LogModel::new();
+    for item in log.iter() {
+        let (k, v) = item.unwrap_or_else(|e| panic!("round {round}: iter: {e}"));
+        got.insert(k.to_vec(), v.to_vec());
+    }
+    for (k, v) in &got {
+        assert_eq!(
+            log.get(k).unwrap().as_deref(),
+            Some(&v[..]),
+            "round {round}: get disagrees with iter"
+        );
+    }
+    let mut landed = 0;
+    let mut covered = 0;
+    for (thread, &acked) in acked.iter().enumerate() {
+        let mut want = owned(before, thread);
+        let next = acked.map_or(0, |a| {
+            for seq in 0..=a {
+                apply_effects(&mut want, log_op(round, thread, seq));
+            }
+            a + 1
+        });
+        let mut or = want.clone();
+        apply_effects(&mut or, log_op(round, thread, next));
+        let have = owned(&got, thread);
+        covered += have.len();
+        if have == want {
+            continue;
+        }
+        assert!(
+            have == or,
+            "round {round}: writer {thread} acknowledged operations up to {acked:?}, but its \
+             keys hold neither that state nor that plus operation {next}: {}",
+            describe_log_diff(&have, &want)
+        );
+        landed += 1;
+    }
+    assert_eq!(
+        covered,
+        got.len(),
+        "round {round}: the store holds keys no writer wrote"
+    );
+    (got, landed)
+}
+
+fn describe_log_diff(have: &LogModel, want: &LogModel) -> String {
+    let show = |v: Option<&Vec<u8>>| match v {
+        None => "absent".to_string(),
+        Some(v) => String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned(),
+    };
+    have.keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| have.get(*k) != want.get(*k))
+        .take(4)
+        .map(|k| {
+            format!(
+                "{}: {} instead of {}",
+                String::from_utf8_lossy(k),
+                show(have.get(k)),
+                show(want.get(k))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Kills a LogStore child (several writer threads, `sync_each_write`, small segments,
+/// automatic compaction) at random moments, again and again on one store, and checks
+/// after every kill that the store reopens with every acknowledged write.
+#[test]
+fn killed_log_store_writers_lose_nothing_acknowledged() {
+    const ROUNDS: usize = 30;
+    let mut seeded = Seeded::new("process::killed_log_store_writers_lose_nothing_acknowledged");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let mut model = LogModel::new();
+    let (mut kills_mid_open, mut acked_total, mut landed_total) = (0, 0, 0);
+    for round in 0..ROUNDS {
+        // One round in four kills soon after the start (the process's startup, the open
+        // and its recovery, the first writes); the others after a random number of
+        // acknowledged writes and a random extra delay.
+        let early = seeded.rng.random_range(0..4) == 0;
+        let wait_reports = if early {
+            0
+        } else {
+            seeded.rng.random_range(1..=400usize)
+        };
+        let delay = if early {
+            Duration::from_micros(seeded.rng.random_range(0..6_000))
+        } else {
+            Duration::from_micros(seeded.rng.random_range(0..3_000))
+        };
+        let stderr = tmp.path().join(format!("stderr-{round}"));
+        let mut child = ChildProc::spawn(&format!("log_writer {round}"), &store, stderr);
+        let mut reports = Vec::new();
+        while reports.len() < wait_reports {
+            let r = child.next();
+            assert_ne!(r, "done", "round {round}: the child ran out of operations");
+            reports.push(r);
+        }
+        std::thread::sleep(delay);
+        reports.extend(child.kill());
+        let mut acked: Vec<Option<u64>> = vec![None; LOG_WRITERS];
+        let mut ready = false;
+        for r in &reports {
+            let words: Vec<&str> = r.split(' ').collect();
+            match words[..] {
+                ["ready"] => ready = true,
+                ["op", thread, seq] => {
+                    let (thread, seq): (usize, u64) =
+                        (thread.parse().unwrap(), seq.parse().unwrap());
+                    assert_eq!(
+                        seq,
+                        acked[thread].map_or(0, |a| a + 1),
+                        "round {round}: writer {thread} reports out of order"
+                    );
+                    acked[thread] = Some(seq);
+                    acked_total += 1;
+                }
+                _ => panic!("round {round}: unexpected report {r:?}"),
+            }
+        }
+        if !ready {
+            kills_mid_open += 1;
+        }
+        let (recovered, landed) = verify_log_after_kill(&store, &model, round, &acked);
+        landed_total += landed;
+        model = recovered;
+        println!(
+            "round {round}: killed after {} reports (+{delay:?}); acknowledged {acked:?}, \
+             {landed} in flight landed, {} keys",
+            reports.len(),
+            model.len()
+        );
+    }
+    let dir = Dir::open(&store).unwrap();
+    let stats = LogStore::open(&dir, "kv", log_kill_options())
+        .unwrap()
+        .stats();
+    println!(
+        "{ROUNDS} kills, {kills_mid_open} before the child finished opening, \
+         {acked_total} acknowledged operations, {landed_total} unacknowledged ones landed, \
+         {} compactions; final {stats:?}",
+        stats.generation
+    );
+    assert!(acked_total > 0, "no child ever acknowledged a write");
 }

@@ -319,7 +319,8 @@ impl LogStore {
     /// and is counted in [`stats`](Self::stats); opening does not fail because of it.
     ///
     /// # Errors
-    /// `NameInUse` if the store is open already; `Incompatible` for a different merge
+    /// `NameInUse` if the store is open already, or if [`Value`] handles from an earlier
+    /// open are still alive (each keeps its segment open); `Incompatible` for a different merge
     /// operator name; `UnsupportedVersion` for a newer format; `Corrupted` for a damaged
     /// state journal or segment file header; `Io`.
     pub fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<LogStore> {
