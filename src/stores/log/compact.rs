@@ -60,8 +60,14 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
     let now = now_ms();
     let mut out = BaseWriter::new(inner, generation);
     let mut moves: Vec<(Key, Loc, Loc)> = Vec::new();
+    let mut expired: Vec<(Key, Loc)> = Vec::new();
     for (key, loc) in snapshot.cursor(Bound::Unbounded, Bound::Unbounded) {
-        if !old.contains(&Arc::as_ptr(&loc.seg)) || loc.expired(|| now) {
+        if !old.contains(&Arc::as_ptr(&loc.seg)) {
+            continue;
+        }
+        if loc.expired(|| now) {
+            // Not copied: its segment goes, so the directory entry must go too.
+            expired.push((key, loc));
             continue;
         }
         let value = super::value_of(key.bytes(), &loc)?;
@@ -77,7 +83,10 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
     for (key, was, new) in moves {
         keys.repoint(key.bytes(), &was, new);
     }
-    keys.rebuild_from_map();
+    for (key, was) in expired {
+        keys.remove_if_unchanged(key.bytes(), &was);
+    }
+    keys.reorder();
     let base_count = base.len() as u64;
     inner.state.update(|s| {
         s.generation = generation;

@@ -666,13 +666,12 @@ impl LogStore {
                 Kind::Clear => keys.clear(),
             }
         }
-        if keys.needs_rebuild() {
-            // Merge the ordered view without blocking readers: nothing changes it while
-            // this writer holds the writer lock.
-            let snapshot = keys.snapshot();
+        if keys.head_full() {
+            // Merge the ordered view's layers with point reads going on: the hash map is
+            // done with, and nothing else changes the ordered view while this writer
+            // holds the writer lock.
             drop(keys);
-            let run = snapshot.merged();
-            self.inner.keys.write().install(run);
+            self.inner.keys.read().maintain();
         }
         Ok(Written {
             seg,

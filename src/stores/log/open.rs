@@ -112,7 +112,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
             None => segments.base.push(seg),
         }
     }
-    keys.finish_replay();
+    keys.reorder();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
     let inner = Inner {
         dir: dir.clone(),
