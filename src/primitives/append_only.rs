@@ -204,6 +204,15 @@ impl AppendOnly {
             })
     }
 
+    /// Hints the processor to start loading the first bytes of `span` (up to 256) into
+    /// its cache, so that the misses of several reads overlap. Never fails: a span that is
+    /// not (yet) readable is ignored.
+    pub fn prefetch(&self, span: Span) {
+        if span.end() <= self.arena.published() {
+            self.arena.prefetch(span.offset(), span.len());
+        }
+    }
+
     /// Bytes appended so far (including alignment padding), all readable.
     pub fn len(&self) -> u64 {
         self.arena.published()

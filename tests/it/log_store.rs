@@ -1,2 +1,1820 @@
 //! LogStore through its public API: seeded models against a BTreeMap, the EdgeKV
 //! regressions, merges from many threads, time to live, limits.
+//!
+//! Segments are kept small (4 KiB to 64 KiB) so that rolls, hint files and compactions
+//! happen within a few hundred operations. A reopen comes right after a sync (or with
+//! `sync_each_write`), since only synced bytes are trusted on open.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use accretion::limits::{LOG_KEY_LEN_BYTES_MAX, LOG_VALUE_LEN_BYTES_MAX};
+use accretion::{Dir, Error, Iter, LogOptions, LogStore, MergeFn, WriteBatch};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use crate::common::Seeded;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Entries copied out of a store or a model, in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The name the stores are opened under.
+const NAME: &str = "kv";
+
+/// Key bytes of the models: few, so keys collide, with the extremes so that prefix and
+/// range ends are exercised (`\xff` has no successor).
+const ALPHABET: [u8; 4] = [0x00, b'a', b'b', 0xff];
+
+/// A prefix shared by some keys: eight bytes, the length the key directory compares
+/// inline before it looks at the rest.
+const SHARED: &[u8; 8] = b"\x00shared-";
+
+/// The models' merge operator: appends the operand; an empty operand deletes the key.
+fn concat(_key: &[u8], current: Option<&[u8]>, operand: &[u8]) -> Option<Vec<u8>> {
+    if operand.is_empty() {
+        return None;
+    }
+    let mut value = current.unwrap_or_default().to_vec();
+    value.extend_from_slice(operand);
+    Some(value)
+}
+
+fn concat_operator() -> Option<(String, Arc<MergeFn>)> {
+    Some(("concat".to_string(), Arc::new(concat) as Arc<MergeFn>))
+}
+
+fn model_merge(model: &mut Model, key: &[u8], operand: &[u8]) {
+    match concat(key, model.get(key).map(Vec::as_slice), operand) {
+        Some(value) => model.insert(key.to_vec(), value),
+        None => model.remove(key),
+    };
+}
+
+/// Options with small segments and no automatic compaction.
+fn small(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    }
+}
+
+/// A store directory at a fixed path, so that it can be closed and opened again. The
+/// directory is removed when the value is dropped (after every `Dir` opened from it).
+struct Place {
+    tmp: tempfile::TempDir,
+}
+
+impl Place {
+    fn new() -> Place {
+        Place {
+            tmp: tempfile::Builder::new()
+                .prefix("accretion-log-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn open(&self) -> Dir {
+        Dir::open(self.path()).unwrap()
+    }
+
+    /// The store's own directory.
+    fn store_path(&self) -> PathBuf {
+        self.path().join(NAME)
+    }
+
+    /// Names of the entries of the store's directory, sorted.
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.store_path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn is_log_segment(name: &str) -> bool {
+    name.strip_prefix("log-")
+        .is_some_and(|id| id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What the store's iterators yield.
+type Entry = accretion::Result<(Arc<[u8]>, accretion::Value)>;
+
+/// An entry's key and value, copied out; panics on an `Err` entry.
+fn owned(entry: Entry) -> (Vec<u8>, Vec<u8>) {
+    let (k, v) = entry.unwrap();
+    (k.to_vec(), v.to_vec())
+}
+
+fn collect(it: impl Iterator<Item = Entry>) -> Pairs {
+    it.map(owned).collect()
+}
+
+fn pairs<'a>(it: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> Pairs {
+    it.map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// An entry in a few words, for failure messages: the key and the value's length and
+/// first bytes.
+fn show(entry: Option<&(Vec<u8>, Vec<u8>)>) -> String {
+    match entry {
+        Some((k, v)) => format!("{k:x?} => {} bytes {:x?}", v.len(), &v[..v.len().min(12)]),
+        None => "nothing".to_string(),
+    }
+}
+
+/// Asserts that two entry lists are equal, reporting the first difference only.
+#[track_caller]
+fn assert_same(got: &[(Vec<u8>, Vec<u8>)], want: &[(Vec<u8>, Vec<u8>)], ctx: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{ctx}: {} entries, want {}; first difference at {at}: got {}, want {}",
+        got.len(),
+        want.len(),
+        show(got.get(at)),
+        show(want.get(at))
+    );
+}
+
+fn keys_of(store: &LogStore) -> Vec<Vec<u8>> {
+    store.iter().map(|e| owned(e).0).collect()
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// A key of zero to three bytes of the alphabet, rarely empty; one time in four after
+/// [`SHARED`], so that some keys are longer than eight bytes and differ only past them.
+fn random_key(rng: &mut StdRng) -> Vec<u8> {
+    let len = match rng.random_range(0..20) {
+        0 => 0,
+        1..5 => 1,
+        5..10 => 2,
+        _ => 3,
+    };
+    let mut key = if rng.random_ratio(1, 4) {
+        SHARED.to_vec()
+    } else {
+        Vec::new()
+    };
+    key.extend((0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]));
+    key
+}
+
+/// A value: usually short, sometimes large enough to fill a good part of a segment.
+fn random_value(rng: &mut StdRng) -> Vec<u8> {
+    let len = if rng.random_ratio(1, 20) {
+        rng.random_range(200..1500)
+    } else {
+        rng.random_range(0..40)
+    };
+    random_bytes(rng, len)
+}
+
+/// A merge operand: empty (which deletes) one time in eight.
+fn random_operand(rng: &mut StdRng) -> Vec<u8> {
+    let len = rng.random_range(0..8);
+    random_bytes(rng, len)
+}
+
+fn random_bound(rng: &mut StdRng, key: fn(&mut StdRng) -> Vec<u8>) -> Bound<Vec<u8>> {
+    match rng.random_range(0..3) {
+        0 => Bound::Included(key(rng)),
+        1 => Bound::Excluded(key(rng)),
+        _ => Bound::Unbounded,
+    }
+}
+
+fn in_bounds(key: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    let above = match lo {
+        Bound::Included(b) => key >= b.as_slice(),
+        Bound::Excluded(b) => key > b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below = match hi {
+        Bound::Included(b) => key <= b.as_slice(),
+        Bound::Excluded(b) => key < b.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+fn as_slices<'a>(
+    lo: &'a Bound<Vec<u8>>,
+    hi: &'a Bound<Vec<u8>>,
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    (
+        lo.as_ref().map(Vec::as_slice),
+        hi.as_ref().map(Vec::as_slice),
+    )
+}
+
+/// Drives `it` with a random mix of `next` and `next_back` and checks it against `want`:
+/// each end yields the next entry from its side, the ends never cross, and once they
+/// meet both keep returning `None`.
+fn check_alternation(mut it: Iter, want: &[(Vec<u8>, Vec<u8>)], rng: &mut StdRng, ctx: &str) {
+    let (mut front, mut back) = (0usize, want.len());
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        if rng.random_bool(0.5) {
+            let got = it.next().map(owned);
+            let expected = (front < back).then(|| want[front].clone());
+            assert!(
+                got == expected,
+                "{ctx}: next #{calls} (front {front}, back {back}): got {}, want {}",
+                show(got.as_ref()),
+                show(expected.as_ref())
+            );
+            if front < back {
+                front += 1;
+            } else {
+                break;
+            }
+        } else {
+            let got = it.next_back().map(owned);
+            let expected = (front < back).then(|| want[back - 1].clone());
+            assert!(
+                got == expected,
+                "{ctx}: next_back #{calls} (front {front}, back {back}): got {}, want {}",
+                show(got.as_ref()),
+                show(expected.as_ref())
+            );
+            if front < back {
+                back -= 1;
+            } else {
+                break;
+            }
+        }
+    }
+    assert!(it.next().is_none(), "{ctx}: next after the ends met");
+    assert!(
+        it.next_back().is_none(),
+        "{ctx}: next_back after the ends met"
+    );
+}
+
+/// Checks every read of `store` against `model`: a sample of `get` and `contains`, `len`,
+/// iteration both ways, a random range, a random prefix, and `next`/`next_back` mixed.
+fn check(store: &LogStore, model: &Model, rng: &mut StdRng, ctx: &str) {
+    check_with(store, model, rng, ctx, random_key);
+}
+
+/// [`check`], with the keys, range bounds and prefixes drawn by `key`.
+fn check_with(
+    store: &LogStore,
+    model: &Model,
+    rng: &mut StdRng,
+    ctx: &str,
+    key: fn(&mut StdRng) -> Vec<u8>,
+) {
+    let random_key = key;
+    assert_eq!(store.len(), model.len() as u64, "{ctx}: len");
+    assert_eq!(store.is_empty(), model.is_empty(), "{ctx}: is_empty");
+    for _ in 0..8 {
+        let key = random_key(rng);
+        let got = store.get(&key).unwrap();
+        assert_eq!(
+            got.as_deref(),
+            model.get(&key).map(Vec::as_slice),
+            "{ctx}: get {key:x?}"
+        );
+        assert_eq!(
+            store.contains(&key),
+            model.contains_key(&key),
+            "{ctx}: contains {key:x?}"
+        );
+    }
+    let all = pairs(model.iter());
+    assert_same(
+        &collect(store.iter()),
+        &all,
+        &format!("{ctx}: forward iteration"),
+    );
+    let mut reverse = collect(store.iter().rev());
+    reverse.reverse();
+    assert_same(&reverse, &all, &format!("{ctx}: reverse iteration"));
+
+    let (lo, hi) = (random_bound(rng, key), random_bound(rng, key));
+    let want = pairs(model.iter().filter(|(k, _)| in_bounds(k, &lo, &hi)));
+    let got = collect(store.range::<[u8], _>(as_slices(&lo, &hi)));
+    assert_same(&got, &want, &format!("{ctx}: range {lo:x?}..{hi:x?}"));
+    let mut got = collect(store.range::<[u8], _>(as_slices(&lo, &hi)).rev());
+    got.reverse();
+    assert_same(
+        &got,
+        &want,
+        &format!("{ctx}: reverse range {lo:x?}..{hi:x?}"),
+    );
+    check_alternation(
+        store.range::<[u8], _>(as_slices(&lo, &hi)),
+        &want,
+        rng,
+        &format!("{ctx}: range {lo:x?}..{hi:x?}"),
+    );
+
+    let mut prefix = random_key(rng);
+    prefix.truncate(rng.random_range(0..=prefix.len()));
+    let want = pairs(model.iter().filter(|(k, _)| k.starts_with(&prefix)));
+    assert_same(
+        &collect(store.prefix(&prefix)),
+        &want,
+        &format!("{ctx}: prefix {prefix:x?}"),
+    );
+    let mut got = collect(store.prefix(&prefix).rev());
+    got.reverse();
+    assert_same(&got, &want, &format!("{ctx}: reverse prefix {prefix:x?}"));
+
+    check_alternation(store.iter(), &all, rng, &format!("{ctx}: iter"));
+}
+
+/// Checks that `store` holds exactly `model`, reading every key.
+fn check_exact(store: &LogStore, model: &Model, ctx: &str) {
+    assert_same(
+        &collect(store.iter()),
+        &pairs(model.iter()),
+        &format!("{ctx}: contents"),
+    );
+    for (k, v) in model {
+        assert_eq!(
+            store.get(k).unwrap().as_deref(),
+            Some(v.as_slice()),
+            "{ctx}: get {k:x?}"
+        );
+    }
+    assert_eq!(store.len(), model.len() as u64, "{ctx}: len");
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeded model
+
+/// One store driven by random operations next to its model.
+struct Harness {
+    place: Place,
+    dir: Option<Dir>,
+    store: Option<LogStore>,
+    opts: LogOptions,
+    model: Model,
+}
+
+impl Harness {
+    fn new(opts: LogOptions) -> Harness {
+        let place = Place::new();
+        let dir = place.open();
+        let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+        Harness {
+            place,
+            dir: Some(dir),
+            store: Some(store),
+            opts,
+            model: Model::new(),
+        }
+    }
+
+    fn store(&self) -> &LogStore {
+        self.store.as_ref().expect("open")
+    }
+
+    /// Drops the store (and sometimes the directory handle) and opens it again.
+    fn reopen(&mut self, new_dir: bool) {
+        self.store = None;
+        if new_dir {
+            self.dir = None;
+            self.dir = Some(self.place.open());
+        }
+        let dir = self.dir.as_ref().expect("open");
+        self.store = Some(LogStore::open(dir, NAME, self.opts.clone()).unwrap());
+    }
+
+    /// One random write (put, delete, merge or batch), to the store and the model.
+    fn random_write(&mut self, rng: &mut StdRng) {
+        let store = self.store.as_ref().expect("open");
+        let model = &mut self.model;
+        match rng.random_range(0..100) {
+            0..45 => {
+                let (k, v) = (random_key(rng), random_value(rng));
+                store.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+            45..50 => {
+                // A time to live far in the future: reads as a plain put, but takes the
+                // paths for expiring keys (len, hints, compaction).
+                let (k, v) = (random_key(rng), random_value(rng));
+                store
+                    .put_with_ttl(&k, &v, Duration::from_secs(3600))
+                    .unwrap();
+                model.insert(k, v);
+            }
+            50..70 => {
+                let k = random_key(rng);
+                store.delete(&k).unwrap();
+                model.remove(&k);
+            }
+            70..85 => {
+                let (k, operand) = (random_key(rng), random_operand(rng));
+                if self.opts.merge_operator.is_some() && rng.random_bool(0.5) {
+                    store.merge_default(&k, &operand).unwrap();
+                } else {
+                    store.merge(&k, &operand, concat).unwrap();
+                }
+                model_merge(model, &k, &operand);
+            }
+            _ => {
+                let mut batch = WriteBatch::new();
+                let n = rng.random_range(1..6);
+                for _ in 0..n {
+                    let k = random_key(rng);
+                    match rng.random_range(0..3) {
+                        0 => {
+                            let v = random_value(rng);
+                            batch.put(&k, &v);
+                            model.insert(k, v);
+                        }
+                        1 => {
+                            batch.delete(&k);
+                            model.remove(&k);
+                        }
+                        _ => {
+                            let operand = random_operand(rng);
+                            batch.merge(&k, &operand, concat);
+                            model_merge(model, &k, &operand);
+                        }
+                    }
+                }
+                assert_eq!(batch.len(), n);
+                assert!(!batch.is_empty());
+                store.write(&batch).unwrap();
+            }
+        }
+    }
+
+    fn step(&mut self, rng: &mut StdRng, ctx: &str) {
+        match rng.random_range(0..100) {
+            0..80 => self.random_write(rng),
+            80..81 => {
+                self.store().clear().unwrap();
+                self.model.clear();
+            }
+            81..84 => {
+                // Only synced bytes survive a reopen, unless every write is synced.
+                if !self.opts.sync_each_write || rng.random_bool(0.5) {
+                    self.store().sync().unwrap();
+                }
+                let new_dir = rng.random_bool(0.3);
+                self.reopen(new_dir);
+                let stats = self.store().stats();
+                assert_eq!(
+                    stats.damaged_records, 0,
+                    "{ctx}: a clean reopen finds no damage"
+                );
+                assert_eq!(stats.damaged_bytes, 0, "{ctx}");
+            }
+            84..85 => {
+                let before = self.store().stats().generation;
+                self.store().compact().unwrap();
+                let stats = self.store().stats();
+                assert!(
+                    stats.generation > before,
+                    "{ctx}: compact starts a generation"
+                );
+                assert!(stats.last_compaction.is_some(), "{ctx}");
+            }
+            85..88 => self.store().sync().unwrap(),
+            88..94 => {
+                // An iterator is a snapshot: writes (and a compaction) after it was made
+                // do not change what it yields.
+                let frozen = pairs(self.model.iter());
+                let forward = self.store().iter();
+                let backward = self.store().iter();
+                for _ in 0..rng.random_range(1..6) {
+                    self.random_write(rng);
+                }
+                if rng.random_bool(0.05) {
+                    self.store().compact().unwrap();
+                }
+                assert_same(
+                    &collect(forward),
+                    &frozen,
+                    &format!("{ctx}: snapshot iteration"),
+                );
+                let mut back = collect(backward.rev());
+                back.reverse();
+                assert_same(
+                    &back,
+                    &frozen,
+                    &format!("{ctx}: snapshot reverse iteration"),
+                );
+            }
+            _ => {
+                // A value handle keeps its bytes whatever happens to the key later.
+                let k = random_key(rng);
+                let held = self.store().get(&k).unwrap();
+                let old = self.model.get(&k).cloned();
+                assert_eq!(held.as_deref(), old.as_deref(), "{ctx}: get {k:x?}");
+                let v = random_value(rng);
+                self.store().put(&k, &v).unwrap();
+                self.model.insert(k.clone(), v);
+                if rng.random_bool(0.5) {
+                    self.store().delete(&k).unwrap();
+                    self.model.remove(&k);
+                }
+                if rng.random_bool(0.05) {
+                    self.store().compact().unwrap();
+                }
+                assert_eq!(
+                    held.as_deref(),
+                    old.as_deref(),
+                    "{ctx}: held value of {k:x?}"
+                );
+            }
+        }
+    }
+}
+
+fn random_options(rng: &mut StdRng) -> LogOptions {
+    LogOptions {
+        segment_bytes: [4096, 8192, 64 << 10][rng.random_range(0..3)],
+        sync_each_write: rng.random_ratio(1, 10),
+        compact_dead_ratio: [None, Some(0.5), Some(0.2)][rng.random_range(0..3)],
+        merge_operator: if rng.random_bool(0.5) {
+            concat_operator()
+        } else {
+            None
+        },
+    }
+}
+
+#[test]
+fn log_store_matches_model() {
+    let mut s = Seeded::new("log_store_matches_model");
+    const SEQUENCES: usize = 16;
+    const STEPS: usize = 250;
+    for seq in 0..SEQUENCES {
+        let opts = random_options(&mut s.rng);
+        let mut h = Harness::new(opts.clone());
+        for step in 0..STEPS {
+            let ctx = format!("sequence {seq} ({opts:?}), step {step}");
+            h.step(&mut s.rng, &ctx);
+            check(h.store(), &h.model, &mut s.rng, &ctx);
+        }
+        // And once more from the files alone.
+        h.store().sync().unwrap();
+        h.reopen(true);
+        check_exact(
+            h.store(),
+            &h.model,
+            &format!("sequence {seq}: final reopen"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Proptest
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Merge(Vec<u8>, Vec<u8>),
+    Batch(Vec<BatchStep>),
+    Clear,
+    Reopen,
+    Compact,
+}
+
+#[derive(Debug, Clone)]
+enum BatchStep {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Merge(Vec<u8>, Vec<u8>),
+}
+
+fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let short = prop::collection::vec(prop::sample::select(ALPHABET.to_vec()), 0..4);
+    prop_oneof![
+        3 => short.clone(),
+        1 => short.prop_map(|k| [&SHARED[..], &k].concat()),
+    ]
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    let value = prop::collection::vec(any::<u8>(), 0..400);
+    let operand = prop::collection::vec(any::<u8>(), 0..6);
+    let batch_step = prop_oneof![
+        (key_strategy(), value.clone()).prop_map(|(k, v)| BatchStep::Put(k, v)),
+        key_strategy().prop_map(BatchStep::Delete),
+        (key_strategy(), operand.clone()).prop_map(|(k, o)| BatchStep::Merge(k, o)),
+    ];
+    prop_oneof![
+        8 => (key_strategy(), value).prop_map(|(k, v)| Step::Put(k, v)),
+        3 => key_strategy().prop_map(Step::Delete),
+        3 => (key_strategy(), operand).prop_map(|(k, o)| Step::Merge(k, o)),
+        3 => prop::collection::vec(batch_step, 0..5).prop_map(Step::Batch),
+        1 => Just(Step::Clear),
+        2 => Just(Step::Reopen),
+        1 => Just(Step::Compact),
+    ]
+}
+
+/// Generated operation sequences against the model; proptest shrinks a failure to a
+/// minimal sequence. Its RNG is seeded from `ACCRETION_SEED` like every other test.
+#[test]
+fn log_store_proptest_ops() {
+    let seeded = Seeded::new("log_store_proptest_ops");
+    let config = ProptestConfig {
+        cases: 16,
+        rng_seed: RngSeed::Fixed(seeded.seed),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    // One directory for all cases; each case uses its own store name.
+    let dir = Dir::temporary().unwrap();
+    let case = std::cell::Cell::new(0u32);
+    proptest!(config, |(steps in prop::collection::vec(step_strategy(), 1..50))| {
+        case.set(case.get() + 1);
+        let name = format!("case{}", case.get());
+        let opts = small(4096);
+        let mut store = LogStore::open(&dir, &name, opts.clone()).unwrap();
+        let mut model = Model::new();
+        // The checks' own sampling is fixed, so that a shrunk case replays the same way.
+        let mut rng = StdRng::seed_from_u64(7);
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::Put(k, v) => {
+                    store.put(&k, &v).unwrap();
+                    model.insert(k, v);
+                }
+                Step::Delete(k) => {
+                    store.delete(&k).unwrap();
+                    model.remove(&k);
+                }
+                Step::Merge(k, o) => {
+                    store.merge(&k, &o, concat).unwrap();
+                    model_merge(&mut model, &k, &o);
+                }
+                Step::Batch(ops) => {
+                    let mut batch = WriteBatch::new();
+                    for op in ops {
+                        match op {
+                            BatchStep::Put(k, v) => {
+                                batch.put(&k, &v);
+                                model.insert(k, v);
+                            }
+                            BatchStep::Delete(k) => {
+                                batch.delete(&k);
+                                model.remove(&k);
+                            }
+                            BatchStep::Merge(k, o) => {
+                                batch.merge(&k, &o, concat);
+                                model_merge(&mut model, &k, &o);
+                            }
+                        }
+                    }
+                    store.write(&batch).unwrap();
+                }
+                Step::Clear => {
+                    store.clear().unwrap();
+                    model.clear();
+                }
+                Step::Reopen => {
+                    store.sync().unwrap();
+                    drop(store);
+                    store = LogStore::open(&dir, &name, opts.clone()).unwrap();
+                }
+                Step::Compact => store.compact().unwrap(),
+            }
+            check(&store, &model, &mut rng, &format!("{name} step {i}"));
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Many keys
+
+/// Keys of the large model: `key-NNNNN`, nine bytes.
+const LARGE_KEYS: usize = 12_000;
+
+fn numbered(n: usize) -> Vec<u8> {
+    format!("key-{n:05}").into_bytes()
+}
+
+/// A key of the large model, or one just after it (so that bounds fall between keys).
+fn numbered_key(rng: &mut StdRng) -> Vec<u8> {
+    let mut key = numbered(rng.random_range(0..LARGE_KEYS));
+    if rng.random_ratio(1, 4) {
+        key.push(b'~');
+    }
+    key
+}
+
+/// Enough distinct keys change between merges of the key directory's ordered view (it
+/// merges past 8192 changes) that it merges several times, with iterators open across
+/// the merges and a compaction in between.
+#[test]
+fn large_key_directory_matches_model() {
+    const ROUNDS: usize = 8;
+    const BATCHES: usize = 50;
+    const BATCH_OPS: usize = 100;
+    let mut s = Seeded::new("large_key_directory_matches_model");
+    let dir = Dir::temporary().unwrap();
+    let opts = small(1 << 20);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let mut model = Model::new();
+    // (forward iterator partly consumed, backward iterator, snapshot, entries consumed)
+    let mut open: Vec<(Iter, Iter, Pairs, usize)> = Vec::new();
+    let mut ops = 0usize;
+    for round in 0..ROUNDS {
+        for b in 0..BATCHES {
+            let mut batch = WriteBatch::new();
+            for _ in 0..BATCH_OPS {
+                // Mostly a stride through every key, so that changes are to distinct
+                // keys and the view merges often; some at random, so that they collide.
+                ops += 1;
+                let k = if s.rng.random_ratio(4, 5) {
+                    numbered(ops * 7919 % LARGE_KEYS)
+                } else {
+                    numbered(s.rng.random_range(0..LARGE_KEYS))
+                };
+                if s.rng.random_ratio(1, 4) {
+                    batch.delete(&k);
+                    model.remove(&k);
+                } else {
+                    let v = format!("{round}.{b}").into_bytes();
+                    batch.put(&k, &v);
+                    model.insert(k, v);
+                }
+            }
+            store.write(&batch).unwrap();
+            if b % 20 == 10 {
+                let snapshot = pairs(model.iter());
+                let mut forward = store.iter();
+                let consumed = s.rng.random_range(0..200).min(snapshot.len());
+                for want in &snapshot[..consumed] {
+                    assert_eq!(forward.next().map(owned).as_ref(), Some(want));
+                }
+                open.push((forward, store.iter(), snapshot, consumed));
+            }
+        }
+        check_with(
+            &store,
+            &model,
+            &mut s.rng,
+            &format!("round {round}"),
+            numbered_key,
+        );
+        if round == 1 {
+            store.compact().unwrap();
+            check_with(
+                &store,
+                &model,
+                &mut s.rng,
+                &format!("round {round}, compacted"),
+                numbered_key,
+            );
+        }
+    }
+    // Every iterator yields its snapshot, whatever happened since it was made.
+    for (i, (forward, backward, snapshot, consumed)) in open.into_iter().enumerate() {
+        let ctx = format!("iterator {i}");
+        assert_same(&collect(forward), &snapshot[consumed..], &ctx);
+        let mut back = collect(backward.rev());
+        back.reverse();
+        assert_same(&back, &snapshot, &ctx);
+    }
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    check_exact(&store, &model, "reopened");
+    check_with(&store, &model, &mut s.rng, "reopened", numbered_key);
+}
+
+// ---------------------------------------------------------------------------------------
+// EdgeKV regressions
+
+/// A restart after compaction, then an update and a delete, then another restart: no
+/// stale value comes back and no deleted key reappears.
+#[test]
+fn restart_after_compaction_keeps_updates_and_deletes() {
+    let place = Place::new();
+    let opts = small(4096);
+    let mut model = Model::new();
+    let key = |i: usize| format!("key{i:03}").into_bytes();
+    {
+        let dir = place.open();
+        let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+        for i in 0..100 {
+            let v = format!("first {i} {}", "x".repeat(i % 40)).into_bytes();
+            store.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        for i in (0..100).step_by(2) {
+            let v = format!("second {i}").into_bytes();
+            store.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        for i in (0..100).step_by(7) {
+            store.delete(&key(i)).unwrap();
+            model.remove(&key(i));
+        }
+        store.compact().unwrap();
+        store.sync().unwrap();
+        check_exact(&store, &model, "after compaction");
+    }
+    // Each round: restart, check, update and delete (some in the same segment as the
+    // compaction's survivors, some after another compaction), sync, and again.
+    for round in 0..4 {
+        let dir = place.open();
+        let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+        check_exact(&store, &model, &format!("round {round}: restarted"));
+        for i in [1 + round * 3, 50 + round, 99 - round] {
+            let v = format!("updated in round {round}").into_bytes();
+            store.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        for i in [3 + round * 3, 60 + round] {
+            store.delete(&key(i)).unwrap();
+            model.remove(&key(i));
+        }
+        if round % 2 == 1 {
+            store.compact().unwrap();
+            // And an update and a delete after that compaction, in the new log.
+            let v = format!("after compaction in round {round}").into_bytes();
+            store.put(&key(2), &v).unwrap();
+            model.insert(key(2), v);
+            store.delete(&key(4 + round)).unwrap();
+            model.remove(&key(4 + round));
+        }
+        check_exact(&store, &model, &format!("round {round}: before restart"));
+        store.sync().unwrap();
+    }
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    check_exact(&store, &model, "last restart");
+    for i in 0..100 {
+        if !model.contains_key(&key(i)) {
+            assert!(
+                store.get(&key(i)).unwrap().is_none(),
+                "deleted key{i:03} is back"
+            );
+        }
+    }
+}
+
+/// Every key is readable right after `compact()`, including values larger than a
+/// segment and keys written while compactions run on another thread.
+#[test]
+fn every_key_readable_right_after_compact() {
+    let dir = Dir::temporary().unwrap();
+    let mut store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    let mut model = Model::new();
+    for i in 0..400usize {
+        let len = if i % 50 == 7 { 5000 } else { i % 90 };
+        let v: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+        store.put(format!("k{i:04}").as_bytes(), &v).unwrap();
+        model.insert(format!("k{i:04}").into_bytes(), v);
+        if i % 3 == 0 {
+            store.delete(format!("k{:04}", i / 2).as_bytes()).unwrap();
+            model.remove(format!("k{:04}", i / 2).as_bytes());
+        }
+    }
+    for round in 0..3 {
+        store.compact().unwrap();
+        check_exact(&store, &model, &format!("right after compaction {round}"));
+    }
+    // And from the compacted generation's files alone.
+    store.sync().unwrap();
+    drop(store);
+    store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    check_exact(&store, &model, "reopened after compactions");
+
+    // Writes from another thread while this one compacts, over and over: to half of
+    // the keys above and to new ones.
+    let writer_model = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut model = model.clone();
+            for i in 0..800usize {
+                let k = format!("k{:04}", 200 + (i * 7) % 400).into_bytes();
+                if i % 5 == 4 {
+                    store.delete(&k).unwrap();
+                    model.remove(&k);
+                } else {
+                    let v = format!("w{i}").repeat(1 + i % 9).into_bytes();
+                    store.put(&k, &v).unwrap();
+                    model.insert(k, v);
+                }
+            }
+            model
+        });
+        let mut compactions = 0;
+        while !writer.is_finished() || compactions < 3 {
+            store.compact().unwrap();
+            compactions += 1;
+        }
+        writer.join().unwrap()
+    });
+    store.compact().unwrap();
+    check_exact(&store, &writer_model, "after compactions during writes");
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    check_exact(&store, &writer_model, "reopened");
+}
+
+/// `clear()` followed by reads, iteration, `len`, writes, compaction and reopens.
+#[test]
+fn clear_then_get_iterate_and_reopen() {
+    let place = Place::new();
+    let opts = small(4096);
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    for i in 0..200u32 {
+        store
+            .put(format!("old{i:03}").as_bytes(), &[i as u8; 30])
+            .unwrap();
+    }
+    let held = store.get(b"old007").unwrap().unwrap();
+    let before_clear = store.iter();
+    store.clear().unwrap();
+    assert!(store.get(b"old007").unwrap().is_none());
+    assert!(!store.contains(b"old000"));
+    assert_eq!(store.len(), 0);
+    assert!(store.is_empty());
+    assert_eq!(store.iter().count(), 0);
+    assert!(store.iter().next_back().is_none());
+    assert_eq!(store.prefix(b"old").count(), 0);
+    assert_eq!(store.range(b"a".as_slice()..b"z".as_slice()).count(), 0);
+    assert_eq!(store.stats().keys, 0);
+    assert_eq!(store.stats().live_bytes, 0);
+    assert_eq!(
+        held, [7u8; 30],
+        "a handle from before the clear keeps its bytes"
+    );
+    assert_eq!(
+        before_clear.count(),
+        200,
+        "an iterator from before the clear is a snapshot"
+    );
+
+    // Writes after the clear, then enough to finish the segment holding the clear, so
+    // that the next open replays it from a hint.
+    store.put(b"new", b"after clear").unwrap();
+    for i in 0..60u32 {
+        store
+            .put(format!("z{i:02}").as_bytes(), &[1u8; 100])
+            .unwrap();
+        store.delete(format!("z{i:02}").as_bytes()).unwrap();
+    }
+    let want = vec![(b"new".to_vec(), b"after clear".to_vec())];
+    assert_same(&collect(store.iter()), &want, "contents");
+    store.sync().unwrap();
+    drop(held);
+    drop(store);
+
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    assert!(store.stats().segments_from_hints > 0, "{:?}", store.stats());
+    assert_same(&collect(store.iter()), &want, "after reopen");
+    assert!(
+        store.get(b"old007").unwrap().is_none(),
+        "cleared key back after reopen"
+    );
+    assert_eq!(store.len(), 1);
+
+    // A clear as the last record of the active segment (scanned, not hinted), then a
+    // compaction and a reopen.
+    store.clear().unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    assert!(
+        store.is_empty(),
+        "clear in the active segment, after reopen"
+    );
+    assert_eq!(store.iter().count(), 0);
+    store.put(b"again", b"1").unwrap();
+    store.compact().unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    assert_same(
+        &collect(store.iter()),
+        &[(b"again".to_vec(), b"1".to_vec())],
+        "contents",
+    );
+}
+
+/// Deleting keys while iterating does not cut iteration short: the iterator yields every
+/// key of its snapshot, and afterwards every surviving key is there.
+#[test]
+fn deleting_during_iteration_does_not_cut_it_short() {
+    let dir = Dir::temporary().unwrap();
+    // Automatic compaction on: the deletes make segments dead while the iterator runs.
+    let opts = LogOptions {
+        segment_bytes: 4096,
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    let key = |i: usize| format!("item{i:04}").into_bytes();
+    let value = |i: usize| format!("value of {i}").into_bytes();
+    let mut model = Model::new();
+    for i in 0..300 {
+        store.put(&key(i), &value(i)).unwrap();
+        model.insert(key(i), value(i));
+    }
+    let all = pairs(model.iter());
+
+    // Forward: delete the key just yielded every third time, and the one ahead of it
+    // every other time; compact now and then.
+    let mut seen = Vec::new();
+    for (n, entry) in store.iter().enumerate() {
+        let (k, v) = entry.unwrap();
+        seen.push((k.to_vec(), v.to_vec()));
+        if n % 3 == 0 {
+            store.delete(&k).unwrap();
+            model.remove(&*k);
+        }
+        if n % 2 == 0 {
+            store.delete(&key(n + 1)).unwrap();
+            model.remove(&key(n + 1));
+        }
+        if n % 100 == 50 {
+            store.compact().unwrap();
+        }
+    }
+    assert_same(&seen, &all, "forward iteration while deleting");
+    assert_same(&collect(store.iter()), &pairs(model.iter()), "survivors");
+
+    // Backward over a prefix: delete keys behind the cursor (still to come).
+    let snapshot = pairs(model.iter().filter(|(k, _)| k.starts_with(b"item01")));
+    let mut seen = Vec::new();
+    let mut it = store.prefix(b"item01");
+    while let Some(entry) = it.next_back() {
+        let (k, v) = entry.unwrap();
+        seen.push((k.to_vec(), v.to_vec()));
+        for (ahead, _) in snapshot.iter().take(3) {
+            store.delete(ahead).unwrap();
+            model.remove(ahead);
+        }
+    }
+    seen.reverse();
+    assert_same(&seen, &snapshot, "backward iteration while deleting");
+    assert_same(&collect(store.iter()), &pairs(model.iter()), "survivors");
+    assert_eq!(store.len(), model.len() as u64);
+}
+
+/// Eight threads each merge 200 unique operands into one key: the final value holds
+/// every operand exactly once, each thread's in its own order.
+#[test]
+fn concurrent_merges_apply_every_operand_once() {
+    const THREADS: usize = 8;
+    const MERGES: usize = 200;
+    /// `"TT.III;"`
+    const OPERAND_BYTES: usize = 7;
+    let dir = Dir::temporary().unwrap();
+    let opts = LogOptions {
+        segment_bytes: 256 << 10,
+        merge_operator: concat_operator(),
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let store = &store;
+            scope.spawn(move || {
+                for i in 0..MERGES {
+                    let operand = format!("{t:02}.{i:03};");
+                    assert_eq!(operand.len(), OPERAND_BYTES);
+                    // Half the threads through the registered operator.
+                    if t % 2 == 0 {
+                        store.merge_default(b"counter", operand.as_bytes()).unwrap();
+                    } else {
+                        store.merge(b"counter", operand.as_bytes(), concat).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let check_value = |value: &[u8], ctx: &str| {
+        assert_eq!(
+            value.len(),
+            THREADS * MERGES * OPERAND_BYTES,
+            "{ctx}: length"
+        );
+        let mut seen = HashSet::new();
+        let mut last = [None::<usize>; THREADS];
+        for chunk in value.chunks(OPERAND_BYTES) {
+            let s = std::str::from_utf8(chunk).unwrap();
+            let t: usize = s[0..2].parse().unwrap();
+            let i: usize = s[3..6].parse().unwrap();
+            assert!(seen.insert((t, i)), "{ctx}: operand {s} twice");
+            assert!(
+                last[t].is_none_or(|l| l < i),
+                "{ctx}: thread {t} out of order at {s}"
+            );
+            last[t] = Some(i);
+        }
+        assert_eq!(seen.len(), THREADS * MERGES, "{ctx}: operands");
+    };
+    check_value(&store.get(b"counter").unwrap().unwrap(), "in memory");
+    assert_eq!(store.len(), 1);
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    check_value(&store.get(b"counter").unwrap().unwrap(), "after reopen");
+}
+
+/// A value handle taken before an overwrite, a delete, a clear or compactions still reads
+/// its old bytes; once the handles are gone, retired segments' files go too.
+#[test]
+fn value_handle_outlives_overwrite_delete_and_compaction() {
+    let place = Place::new();
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    store.put(b"a", b"first a").unwrap();
+    store.put(b"b", b"first b").unwrap();
+    store.put(b"c", b"first c").unwrap();
+    let a1 = store.get(b"a").unwrap().unwrap();
+    let b1 = store.get(b"b").unwrap().unwrap();
+    let c1 = store.get(b"c").unwrap().unwrap();
+
+    store.put(b"a", b"second a").unwrap();
+    assert_eq!(a1, b"first a", "after overwrite");
+    assert_eq!(store.get(b"a").unwrap().unwrap(), b"second a");
+    store.delete(b"b").unwrap();
+    assert_eq!(b1, b"first b", "after delete");
+    for i in 0..100u32 {
+        store.put(format!("fill{i}").as_bytes(), &[9; 200]).unwrap();
+    }
+    store.compact().unwrap();
+    assert_eq!(a1, b"first a", "after compaction");
+    assert_eq!(b1, b"first b", "after compaction");
+    assert_eq!(c1, b"first c", "after compaction");
+    let c2 = store.get(b"c").unwrap().unwrap();
+    let cloned = a1.clone();
+    drop(a1);
+    store.put(b"c", b"second c").unwrap();
+    store.compact().unwrap();
+    store.clear().unwrap();
+    store.compact().unwrap();
+    assert_eq!(cloned, b"first a", "clone, after the original is dropped");
+    assert_eq!(cloned.as_bytes(), b"first a");
+    assert_eq!(b1, b"first b");
+    assert_eq!(c1, b"first c");
+    assert_eq!(
+        c2, b"first c",
+        "a handle into a base segment, after it is retired"
+    );
+    assert!(store.is_empty());
+    drop((cloned, b1, c1, c2));
+
+    // Every handle is gone: only the segments in use are left on disk.
+    let stats = store.stats();
+    let segment_dirs = place.entries().iter().filter(|n| is_log_segment(n)).count() as u64;
+    let base_dirs: u64 = place
+        .entries()
+        .iter()
+        .filter(|n| n.starts_with('g'))
+        .map(|g| {
+            std::fs::read_dir(place.store_path().join(g))
+                .unwrap()
+                .filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with("-hint")
+                })
+                .count() as u64
+        })
+        .sum();
+    assert_eq!(
+        segment_dirs + base_dirs,
+        stats.segments,
+        "segment files on disk vs in use: {:?}, {stats:?}",
+        place.entries()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Time to live
+
+#[test]
+fn ttl_expires_and_compaction_drops_it() {
+    let place = Place::new();
+    let opts = small(4096);
+    let ttl = Duration::from_millis(200);
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let start = Instant::now();
+    store.put(b"plain", b"stays").unwrap();
+    store.put_with_ttl(b"short", b"goes", ttl).unwrap();
+    store.put_with_ttl(b"renewed", b"old", ttl).unwrap();
+    store.put(b"renewed", b"new").unwrap();
+    store.put(b"shortened", b"was plain").unwrap();
+    store
+        .put_with_ttl(b"shortened", b"now expiring", ttl)
+        .unwrap();
+    store
+        .put_with_ttl(b"long", b"an hour", Duration::from_secs(3600))
+        .unwrap();
+    store
+        .put_with_ttl(b"forever", b"the longest", Duration::MAX)
+        .unwrap();
+    let live = [
+        &b"forever"[..],
+        b"long",
+        b"plain",
+        b"renewed",
+        b"short",
+        b"shortened",
+    ];
+    // (Checked only while the time to live surely has not run out.)
+    if start.elapsed() < ttl / 2 {
+        assert_eq!(keys_of(&store), live, "before expiry");
+        assert_eq!(store.get(b"short").unwrap().unwrap(), b"goes");
+        assert_eq!(store.len(), 6);
+    }
+    // Finish the segment holding them, so that the reopen below reads expiries from a
+    // hint, then a few in the active segment too.
+    for i in 0..30u32 {
+        store.put(b"filler", &[i as u8; 200]).unwrap();
+    }
+    store.delete(b"filler").unwrap();
+    store.put_with_ttl(b"short2", b"goes too", ttl).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    assert!(store.stats().segments_from_hints > 0);
+    if start.elapsed() < ttl / 2 {
+        let mut live = live.to_vec();
+        live.insert(5, b"short2");
+        assert_eq!(keys_of(&store), live, "before expiry, reopened");
+        assert_eq!(store.get(b"short").unwrap().unwrap(), b"goes");
+        assert!(store.contains(b"short2"));
+        assert_eq!(store.len(), 7);
+    }
+
+    std::thread::sleep((ttl + Duration::from_millis(50)).saturating_sub(start.elapsed()));
+    let remaining = [&b"forever"[..], b"long", b"plain", b"renewed"];
+    assert!(store.get(b"short").unwrap().is_none());
+    assert!(store.get(b"short2").unwrap().is_none());
+    assert!(
+        store.get(b"shortened").unwrap().is_none(),
+        "a ttl put after a plain put expires"
+    );
+    assert!(!store.contains(b"short"));
+    assert_eq!(
+        store.get(b"renewed").unwrap().unwrap(),
+        b"new",
+        "a plain put after a ttl put stays"
+    );
+    assert_eq!(store.get(b"long").unwrap().unwrap(), b"an hour");
+    assert_eq!(store.len(), 4);
+    assert_eq!(keys_of(&store), remaining);
+    let mut back: Vec<Vec<u8>> = store.iter().rev().map(|e| owned(e).0).collect();
+    back.reverse();
+    assert_eq!(back, remaining);
+    assert_eq!(store.prefix(b"sho").count(), 0);
+    assert_eq!(store.range(b"r".as_slice()..=b"t".as_slice()).count(), 1);
+
+    let keys_before = store.stats().keys;
+    store.compact().unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        stats.keys, 4,
+        "compaction drops expired keys (had {keys_before}): {stats:?}"
+    );
+    assert_eq!(store.len(), 4);
+    assert_eq!(keys_of(&store), remaining);
+
+    // An expired key reads as absent to a merge too.
+    store.merge(b"short", b"+", concat).unwrap();
+    assert_eq!(store.get(b"short").unwrap().unwrap(), b"+");
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    assert_eq!(store.stats().keys, 5);
+    assert_eq!(
+        keys_of(&store),
+        [&b"forever"[..], b"long", b"plain", b"renewed", b"short"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Write batches
+
+#[test]
+fn write_batch_applies_in_order_and_empty_is_a_no_op() {
+    let place = Place::new();
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    store.put(b"stored", b"s").unwrap();
+    store.put(b"doomed", b"d").unwrap();
+
+    let before = store.stats();
+    let empty = WriteBatch::new();
+    assert!(empty.is_empty());
+    assert_eq!(empty.len(), 0);
+    store.write(&empty).unwrap();
+    assert_eq!(store.stats(), before, "an empty batch writes nothing");
+    assert_eq!(store.len(), 2);
+
+    let mut batch = WriteBatch::new();
+    batch
+        .put(b"a", b"1")
+        .merge(b"a", b"2", concat) // sees the put above
+        .merge(b"stored", b"+", concat) // sees the store
+        .delete(b"doomed")
+        .merge(b"doomed", b"x", concat) // sees the delete above
+        .put(b"twice", b"first")
+        .put(b"twice", b"second")
+        .put(b"gone", b"g")
+        .merge(b"gone", b"", concat) // an operator returning None deletes
+        .merge(b"never", b"", concat);
+    assert_eq!(batch.len(), 10);
+    store.write(&batch).unwrap();
+    let want: Pairs = [
+        (&b"a"[..], &b"12"[..]),
+        (b"doomed", b"x"),
+        (b"stored", b"s+"),
+        (b"twice", b"second"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+    .collect();
+    assert_same(&collect(store.iter()), &want, "contents");
+    assert_eq!(store.len(), 4);
+
+    // The batch is one record: after a reopen it is all there.
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    assert_same(&collect(store.iter()), &want, "after reopen");
+
+    // A batch with one bad operation applies none of it.
+    let mut bad = WriteBatch::new();
+    bad.put(b"a", b"changed")
+        .delete(b"twice")
+        .put(&vec![b'k'; LOG_KEY_LEN_BYTES_MAX + 1], b"v");
+    assert!(matches!(
+        store.write(&bad),
+        Err(Error::LimitExceeded { .. })
+    ));
+    assert_same(
+        &collect(store.iter()),
+        &want,
+        "a failed batch applies nothing",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+#[test]
+fn key_and_value_limits() {
+    let place = Place::new();
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, small(64 << 10)).unwrap();
+    store.put(b"existing", b"value").unwrap();
+    let before = store.stats();
+
+    let long_key = vec![b'k'; LOG_KEY_LEN_BYTES_MAX + 1];
+    let is_limit = |r: Result<(), Error>, what: &str| {
+        assert!(
+            matches!(r, Err(Error::LimitExceeded { .. })),
+            "{what}: want LimitExceeded, got {r:?}"
+        );
+    };
+    is_limit(store.put(&long_key, b"v"), "put");
+    is_limit(
+        store.put_with_ttl(&long_key, b"v", Duration::from_secs(1)),
+        "put_with_ttl",
+    );
+    is_limit(store.delete(&long_key), "delete");
+    is_limit(store.merge(&long_key, b"v", concat), "merge");
+    let huge = vec![0u8; LOG_VALUE_LEN_BYTES_MAX + 1];
+    is_limit(store.put(b"k", &huge), "put of a huge value");
+    // A merge whose result is too large leaves the old value.
+    is_limit(
+        store.merge(b"existing", b"", |_, _, _| Some(huge.clone())),
+        "merge to a huge value",
+    );
+    drop(huge);
+    assert_eq!(store.stats(), before, "nothing written");
+    assert_same(
+        &collect(store.iter()),
+        &[(b"existing".to_vec(), b"value".to_vec())],
+        "contents",
+    );
+    assert!(store.get(&long_key).unwrap().is_none());
+
+    // The largest key, the empty key and the empty value all work, and survive a reopen.
+    let max_key = vec![b'm'; LOG_KEY_LEN_BYTES_MAX];
+    store.put(&max_key, b"max").unwrap();
+    store.put(b"", b"empty key").unwrap();
+    store.put(b"empty value", b"").unwrap();
+    let check_all = |store: &LogStore, ctx: &str| {
+        assert_eq!(store.get(&max_key).unwrap().unwrap(), b"max", "{ctx}");
+        assert_eq!(store.get(b"").unwrap().unwrap(), b"empty key", "{ctx}");
+        assert!(store.contains(b""), "{ctx}");
+        assert_eq!(store.get(b"empty value").unwrap().unwrap(), b"", "{ctx}");
+        assert!(store.contains(b"empty value"), "{ctx}");
+        assert_eq!(store.len(), 4, "{ctx}");
+        let keys = keys_of(store);
+        assert_eq!(keys[0], b"", "{ctx}: the empty key sorts first");
+        assert_eq!(keys[3], max_key, "{ctx}");
+        assert_eq!(store.prefix(b"").count(), 4, "{ctx}");
+        assert_eq!(store.range(..=b"".as_slice()).count(), 1, "{ctx}");
+    };
+    check_all(&store, "in memory");
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, small(64 << 10)).unwrap();
+    check_all(&store, "after reopen");
+    store.compact().unwrap();
+    check_all(&store, "after compaction");
+    store.delete(b"").unwrap();
+    assert!(store.get(b"").unwrap().is_none());
+    assert_eq!(store.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Merge operator registration
+
+#[test]
+fn merge_operator_name_is_recorded() {
+    let place = Place::new();
+    let dir = place.open();
+    let with = |name: &str| LogOptions {
+        merge_operator: Some((name.to_string(), Arc::new(concat) as Arc<MergeFn>)),
+        ..LogOptions::default()
+    };
+
+    let store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
+    store.put(b"k", b"a").unwrap();
+    let r = store.merge_default(b"k", b"b");
+    assert!(matches!(r, Err(Error::Incompatible { .. })), "got {r:?}");
+    assert_eq!(
+        store.get(b"k").unwrap().unwrap(),
+        b"a",
+        "a refused merge writes nothing"
+    );
+    store.merge(b"k", b"b", concat).unwrap();
+    store.sync().unwrap();
+    drop(store);
+
+    let store = LogStore::open(&dir, NAME, with("concat")).unwrap();
+    store.merge_default(b"k", b"c").unwrap();
+    assert_eq!(store.get(b"k").unwrap().unwrap(), b"abc");
+    store.sync().unwrap();
+    drop(store);
+
+    let other = LogStore::open(&dir, NAME, with("append"));
+    assert!(
+        matches!(other, Err(Error::Incompatible { .. })),
+        "got {other:?}"
+    );
+    drop(other);
+
+    let store = LogStore::open(&dir, NAME, with("concat")).unwrap();
+    assert_eq!(store.get(b"k").unwrap().unwrap(), b"abc");
+    store.merge_default(b"k", b"d").unwrap();
+    assert_eq!(store.get(b"k").unwrap().unwrap(), b"abcd");
+    store.sync().unwrap();
+    drop(store);
+
+    // The refusal is recorded on disk: still refused after the right name was used.
+    let other = LogStore::open(&dir, NAME, with("append"));
+    assert!(
+        matches!(other, Err(Error::Incompatible { .. })),
+        "got {other:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Reopen paths
+
+/// Puts `count` unique keys with values of `value_len` bytes; returns the model.
+fn fill(store: &LogStore, from: usize, count: usize, value_len: usize) -> Model {
+    let mut model = Model::new();
+    for i in from..from + count {
+        let k = format!("key{i:05}").into_bytes();
+        let v: Vec<u8> = (0..value_len).map(|j| (i * 31 + j) as u8).collect();
+        store.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    model
+}
+
+#[test]
+fn reopen_from_hints_and_from_scans() {
+    let place = Place::new();
+    let opts = small(4096);
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let mut model = fill(&store, 0, 300, 80);
+    for i in (0..300).step_by(4) {
+        let k = format!("key{i:05}").into_bytes();
+        store.delete(&k).unwrap();
+        model.remove(&k);
+    }
+    let stats = store.stats();
+    assert!(stats.segments > 5, "{stats:?}");
+    store.sync().unwrap();
+    drop(store);
+
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let from_hints = store.stats();
+    assert!(from_hints.segments_from_hints > 0, "{from_hints:?}");
+    assert_eq!(
+        from_hints.segments_from_hints + from_hints.segments_scanned,
+        stats.segments
+    );
+    assert_eq!(from_hints.live_bytes, stats.live_bytes);
+    assert_eq!(
+        from_hints.live_bytes + from_hints.dead_bytes,
+        stats.live_bytes + stats.dead_bytes
+    );
+    check_exact(&store, &model, "reopened from hints");
+    drop(store);
+
+    // Without hint files every segment is scanned, to the same result.
+    let mut removed = 0;
+    for name in place.entries() {
+        if name.starts_with("log-") && name.ends_with("-hint") {
+            std::fs::remove_dir_all(place.store_path().join(&name)).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let scanned = store.stats();
+    assert_eq!(scanned.segments_from_hints, 0, "{scanned:?}");
+    assert_eq!(scanned.segments_scanned, stats.segments, "{scanned:?}");
+    assert_eq!(scanned.damaged_records, 0);
+    assert_eq!(scanned.live_bytes, stats.live_bytes);
+    check_exact(&store, &model, "reopened by scanning");
+
+    // Writes after that open survive the next one.
+    let more = fill(&store, 1000, 50, 80);
+    model.extend(more);
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    check_exact(&store, &model, "reopened after writes");
+}
+
+/// Where each of `keys` first occurs in `bytes`.
+fn offsets_of(bytes: &[u8], keys: &[Vec<u8>]) -> Vec<Option<usize>> {
+    keys.iter()
+        .map(|k| bytes.windows(k.len()).position(|w| w == k.as_slice()))
+        .collect()
+}
+
+#[test]
+fn damaged_record_in_active_segment() {
+    const VALUE_LEN: usize = 100;
+    let place = Place::new();
+    let opts = small(4096);
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let mut model = fill(&store, 0, 130, VALUE_LEN);
+    store.sync().unwrap();
+    assert!(store.stats().segments > 2);
+    drop(store);
+
+    // The newest log segment is the active one. Its records are found by their keys
+    // (each written once; the values never contain them), so that this test does not
+    // depend on the record layout beyond "a value follows its key".
+    let active = place
+        .entries()
+        .into_iter()
+        .filter(|n| is_log_segment(n))
+        .max()
+        .unwrap();
+    let lane_path = place.store_path().join(&active).join("data-00.acc");
+    let mut lane = std::fs::read(&lane_path).unwrap();
+    const LANE_DATA_OFFSET: usize = 4096;
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    let mut here: Vec<(usize, Vec<u8>)> = offsets_of(&lane[LANE_DATA_OFFSET..], &keys)
+        .into_iter()
+        .zip(&keys)
+        .filter_map(|(at, k)| at.map(|at| (at, k.clone())))
+        .collect();
+    here.sort();
+    assert!(
+        here.len() >= 3,
+        "the active segment {active} holds {} records",
+        here.len()
+    );
+    let victim = here.len() / 2;
+    let (at, ref victim_key) = here[victim];
+    // The middle of the victim's value.
+    lane[LANE_DATA_OFFSET + at + victim_key.len() + VALUE_LEN / 2] ^= 0x10;
+    std::fs::write(&lane_path, &lane).unwrap();
+    let lost: Vec<Vec<u8>> = here[victim..].iter().map(|(_, k)| k.clone()).collect();
+    for k in &lost {
+        model.remove(k);
+    }
+
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.damaged_records, 1, "{stats:?}");
+    // From the victim's record to the end of the segment: at least from its key to the
+    // end of the last value, at most from the end of the previous value.
+    let (last, _) = here.last().unwrap();
+    let end = last + victim_key.len() + VALUE_LEN;
+    let previous_end = here[victim - 1].0 + victim_key.len() + VALUE_LEN;
+    assert!(
+        stats.damaged_bytes >= (end - at) as u64
+            && stats.damaged_bytes <= (end - previous_end + 64) as u64,
+        "damaged bytes {} for a record at about {at} in {end}: {stats:?}",
+        stats.damaged_bytes
+    );
+    check_exact(&store, &model, "after damage");
+    for k in &lost {
+        assert!(
+            store.get(k).unwrap().is_none(),
+            "{k:x?} from the damaged record on"
+        );
+    }
+    // Writes after the damage go on, and survive the next reopen.
+    let more = fill(&store, 5000, 40, VALUE_LEN);
+    model.extend(more);
+    store.put(&lost[0], b"rewritten").unwrap();
+    model.insert(lost[0].clone(), b"rewritten".to_vec());
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    assert_eq!(
+        store.stats().damaged_records,
+        0,
+        "the damaged segment has a hint now"
+    );
+    check_exact(&store, &model, "reopened after damage");
+    for k in &lost[1..] {
+        assert!(store.get(k).unwrap().is_none(), "{k:x?} reappeared");
+    }
+    drop(store);
+
+    // Without hints the damaged segment is scanned again: the damage is found again and
+    // nothing after it comes back.
+    for name in place.entries() {
+        if name.starts_with("log-") && name.ends_with("-hint") {
+            std::fs::remove_dir_all(place.store_path().join(&name)).unwrap();
+        }
+    }
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    assert_eq!(store.stats().damaged_records, 1, "{:?}", store.stats());
+    check_exact(&store, &model, "scanned after damage");
+}
+
+// ---------------------------------------------------------------------------------------
+// Names, stats
+
+#[test]
+fn second_open_of_a_name_is_refused() {
+    let dir = Dir::temporary().unwrap();
+    let store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
+    store.put(b"k", b"v").unwrap();
+    let again = LogStore::open(&dir, NAME, LogOptions::default());
+    assert!(
+        matches!(again, Err(Error::NameInUse { .. })),
+        "got {again:?}"
+    );
+    let clone = dir.clone();
+    let again = LogStore::open(&clone, NAME, LogOptions::default());
+    assert!(
+        matches!(again, Err(Error::NameInUse { .. })),
+        "through a clone: {again:?}"
+    );
+    let other = LogStore::open(&dir, "other", LogOptions::default()).unwrap();
+    other.put(b"k", b"other").unwrap();
+    assert_eq!(store.get(b"k").unwrap().unwrap(), b"v");
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
+    assert_eq!(store.get(b"k").unwrap().unwrap(), b"v");
+}
+
+#[test]
+fn stats_add_up() {
+    let dir = Dir::temporary().unwrap();
+    let store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    let fresh = store.stats();
+    assert_eq!(
+        (
+            fresh.keys,
+            fresh.live_bytes,
+            fresh.dead_bytes,
+            fresh.generation
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(fresh.last_compaction.is_none());
+
+    // A store of nothing but live single puts has no dead bytes; the first put gives the
+    // bytes a record takes besides its key and value.
+    store.put(b"first", b"value").unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.dead_bytes, 0, "{stats:?}");
+    let overhead = stats.live_bytes - 10;
+    assert!(overhead > 0);
+    store.delete(b"first").unwrap();
+    let record = |k: &[u8], v: &[u8]| overhead + (k.len() + v.len()) as u64;
+    let mut total = record(b"first", b"value") + record(b"first", b"");
+
+    // Single operations: every record's bytes are known, so the totals are exact.
+    let mut model = Model::new();
+    for i in 0..200usize {
+        let k = format!("s{:03}", i % 70).into_bytes();
+        if i % 6 == 5 {
+            store.delete(&k).unwrap();
+            total += record(&k, b"");
+            model.remove(&k);
+        } else {
+            let v = vec![i as u8; i % 50];
+            store.put(&k, &v).unwrap();
+            total += record(&k, &v);
+            model.insert(k, v);
+        }
+        let stats = store.stats();
+        let live: u64 = model.iter().map(|(k, v)| record(k, v)).sum();
+        assert_eq!(stats.keys, model.len() as u64, "step {i}");
+        assert_eq!(stats.live_bytes, live, "step {i}: {stats:?}");
+        assert_eq!(
+            stats.live_bytes + stats.dead_bytes,
+            total,
+            "step {i}: {stats:?}"
+        );
+    }
+    let before = store.stats();
+    assert!(before.segments > 2, "{before:?}");
+
+    // The same figures after a reopen (from hints and a scan).
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, NAME, small(4096)).unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.keys,
+            stats.live_bytes,
+            stats.dead_bytes,
+            stats.segments
+        ),
+        (
+            before.keys,
+            before.live_bytes,
+            before.dead_bytes,
+            before.segments
+        ),
+        "{stats:?}"
+    );
+
+    // Compaction leaves only live bytes (the new active segment is empty).
+    store.compact().unwrap();
+    let stats = store.stats();
+    let live: u64 = model.iter().map(|(k, v)| record(k, v)).sum();
+    assert_eq!(stats.live_bytes, live, "{stats:?}");
+    assert_eq!(stats.dead_bytes, 0, "{stats:?}");
+    assert_eq!(stats.generation, 1);
+    assert!(stats.last_compaction.is_some());
+
+    // Everything deleted and compacted: nothing live, almost nothing left.
+    let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+    for k in &keys {
+        store.delete(k).unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.live_bytes), (0, 0), "{stats:?}");
+    assert!(stats.dead_bytes > 0);
+    store.compact().unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.live_bytes), (0, 0), "{stats:?}");
+    assert_eq!(stats.dead_bytes, 0, "{stats:?}");
+    assert!(stats.segments <= 2, "{stats:?}");
+    assert_eq!(stats.generation, 2);
+}

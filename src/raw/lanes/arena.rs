@@ -238,6 +238,29 @@ impl Arena {
         unsafe { self.lanes.slice(lane, within, len).map(Some) }
     }
 
+    /// Hints the processor to start loading the cache lines of bytes `offset..offset+len`
+    /// (at most four lines), so that several cache misses can overlap. No effect if the
+    /// bytes' lane is not mapped, or off x86_64.
+    #[inline]
+    pub(crate) fn prefetch(&self, offset: u64, len: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((lane, within)) = self.lanes.locate(offset)
+            && let Some(ptr) = self.lanes.mapped_ptr(lane, within)
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let lines = len.div_ceil(64).clamp(1, 4) as usize;
+            for line in 0..lines {
+                let at = ptr.cast_const().wrapping_add(line * 64);
+                // A prefetch never faults, reads into registers or writes, whatever the
+                // address (a line past the lane's end is merely wasted).
+                // SAFETY: harmless for any address; SSE is part of the x86_64 baseline.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (offset, len);
+    }
+
     /// The published bytes, one slice per lane, in order.
     pub(crate) fn chunks(&self) -> Chunks<'_> {
         Chunks {

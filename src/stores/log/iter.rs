@@ -1,12 +1,19 @@
 //! Ordered iteration over a snapshot of the key directory (see `keydir.rs`): nothing
 //! written after the iterator was made changes what it yields, and writers are never
-//! blocked by it.
+//! blocked by it. Values sit in the log in write order, not key order, so each is a cache
+//! miss: the iterator pulls a few entries ahead and prefetches their bytes so that the
+//! misses overlap.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::keydir::Cursor;
-use super::{Value, value_of};
-use crate::Result;
+use super::record::OP_HEADER_BYTES;
+use super::{Key, Loc, Value, value_of};
+use crate::{Result, Span};
+
+/// Entries pulled ahead of the one being yielded, at each end.
+const LOOKAHEAD: usize = 16;
 
 /// Iterator over `(key, value)` in key order, over a consistent snapshot; from
 /// [`LogStore::iter`](super::LogStore::iter), [`range`](super::LogStore::range) and
@@ -17,11 +24,34 @@ use crate::Result;
 pub struct Iter {
     cursor: Cursor,
     now_ms: u64,
+    /// Pulled from the cursor's front, ascending.
+    ahead: VecDeque<(Key, Loc)>,
+    /// Pulled from the cursor's back, descending.
+    behind: VecDeque<(Key, Loc)>,
 }
 
 impl Iter {
     pub(super) fn new(cursor: Cursor, now_ms: u64) -> Iter {
-        Iter { cursor, now_ms }
+        Iter {
+            cursor,
+            now_ms,
+            ahead: VecDeque::with_capacity(LOOKAHEAD),
+            behind: VecDeque::new(),
+        }
+    }
+
+    fn live(&self, (_, loc): &(Key, Loc)) -> bool {
+        !loc.expired(|| self.now_ms)
+    }
+}
+
+/// Starts loading the operation (header, key, value) of an entry.
+fn prefetch((key, loc): &(Key, Loc)) {
+    let header = (OP_HEADER_BYTES + key.bytes().len()) as u64;
+    if let Some(start) = loc.value_offset.checked_sub(header) {
+        loc.seg
+            .buf()
+            .prefetch(Span::new(start, header + u64::from(loc.value_len)));
     }
 }
 
@@ -29,25 +59,42 @@ impl Iterator for Iter {
     type Item = Result<(Arc<[u8]>, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let now = self.now_ms;
-        self.cursor
-            .by_ref()
-            .find(|(_, loc)| !loc.expired(|| now))
-            .map(item)
+        loop {
+            while self.ahead.len() < LOOKAHEAD {
+                let Some(entry) = self.cursor.next() else {
+                    break;
+                };
+                prefetch(&entry);
+                self.ahead.push_back(entry);
+            }
+            // The cursor is spent: what remains was pulled from the back.
+            let entry = self.ahead.pop_front().or_else(|| self.behind.pop_back())?;
+            if self.live(&entry) {
+                return Some(item(entry));
+            }
+        }
     }
 }
 
 impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
-        let now = self.now_ms;
-        self.cursor
-            .by_ref()
-            .rfind(|(_, loc)| !loc.expired(|| now))
-            .map(item)
+        loop {
+            while self.behind.len() < LOOKAHEAD {
+                let Some(entry) = self.cursor.next_back() else {
+                    break;
+                };
+                prefetch(&entry);
+                self.behind.push_back(entry);
+            }
+            let entry = self.behind.pop_front().or_else(|| self.ahead.pop_back())?;
+            if self.live(&entry) {
+                return Some(item(entry));
+            }
+        }
     }
 }
 
-fn item((key, loc): (super::Key, super::Loc)) -> Result<(Arc<[u8]>, Value)> {
+fn item((key, loc): (Key, Loc)) -> Result<(Arc<[u8]>, Value)> {
     let value = value_of(key.bytes(), &loc)?;
-    Ok((key.bytes().clone(), value))
+    Ok((key.into_bytes(), value))
 }
