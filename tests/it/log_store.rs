@@ -111,7 +111,7 @@ fn is_log_segment(name: &str) -> bool {
 }
 
 /// What the store's iterators yield.
-type Entry = accretion::Result<(Arc<[u8]>, accretion::Value)>;
+type Entry = accretion::Result<(accretion::Value, accretion::Value)>;
 
 /// An entry's key and value, copied out; panics on an `Err` entry.
 fn owned(entry: Entry) -> (Vec<u8>, Vec<u8>) {

@@ -4,13 +4,11 @@
 //! miss: the iterator pulls a few entries ahead and prefetches their bytes so that the
 //! misses overlap.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-
 use super::keydir::Cursor;
 use super::record::OP_HEADER_BYTES;
-use super::{Key, Loc, Value, value_of};
+use super::{Loc, Value, value_of_len};
 use crate::{Result, Span};
+use std::collections::VecDeque;
 
 /// Entries pulled ahead of the one being yielded, at each end.
 const LOOKAHEAD: usize = 16;
@@ -20,14 +18,15 @@ const LOOKAHEAD: usize = 16;
 /// [`prefix`](super::LogStore::prefix). Double-ended. Keys that had expired when it was
 /// made are skipped. Each value is checked against its checksum as it is yielded: a
 /// damaged one is an `Err` item (naming the segment and offset), and iteration can go on
-/// past it.
+/// past it. Keys are yielded as [`Value`] handles too: their bytes are read from the log,
+/// next to the value.
 pub struct Iter {
     cursor: Cursor,
     now_ms: u64,
-    /// Pulled from the cursor's front, ascending.
-    ahead: VecDeque<(Key, Loc)>,
+    /// Pulled from the cursor's front, ascending: locations and key lengths.
+    ahead: VecDeque<(Loc, usize)>,
     /// Pulled from the cursor's back, descending.
-    behind: VecDeque<(Key, Loc)>,
+    behind: VecDeque<(Loc, usize)>,
 }
 
 impl Iter {
@@ -40,14 +39,14 @@ impl Iter {
         }
     }
 
-    fn live(&self, (_, loc): &(Key, Loc)) -> bool {
+    fn live(&self, (loc, _): &(Loc, usize)) -> bool {
         !loc.expired(|| self.now_ms)
     }
 }
 
 /// Starts loading the operation (header, key, value) of an entry.
-fn prefetch((key, loc): &(Key, Loc)) {
-    let header = (OP_HEADER_BYTES + key.bytes().len()) as u64;
+fn prefetch((loc, key_len): &(Loc, usize)) {
+    let header = (OP_HEADER_BYTES + key_len) as u64;
     if let Some(start) = loc.value_offset.checked_sub(header) {
         loc.seg
             .buf()
@@ -56,12 +55,12 @@ fn prefetch((key, loc): &(Key, Loc)) {
 }
 
 impl Iterator for Iter {
-    type Item = Result<(Arc<[u8]>, Value)>;
+    type Item = Result<(Value, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             while self.ahead.len() < LOOKAHEAD {
-                let Some(entry) = self.cursor.next() else {
+                let Some(entry) = self.cursor.next_loc(false) else {
                     break;
                 };
                 prefetch(&entry);
@@ -80,7 +79,7 @@ impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
         loop {
             while self.behind.len() < LOOKAHEAD {
-                let Some(entry) = self.cursor.next_back() else {
+                let Some(entry) = self.cursor.next_loc(true) else {
                     break;
                 };
                 prefetch(&entry);
@@ -94,7 +93,10 @@ impl DoubleEndedIterator for Iter {
     }
 }
 
-fn item((key, loc): (Key, Loc)) -> Result<(Arc<[u8]>, Value)> {
-    let value = value_of(key.bytes(), &loc)?;
-    Ok((key.into_bytes(), value))
+/// The key and value handles of an entry: both point into the log, so yielding an entry
+/// touches the log's bytes (prefetched) and nothing else.
+fn item((loc, key_len): (Loc, usize)) -> Result<(Value, Value)> {
+    let value = value_of_len(key_len, &loc)?;
+    let key = value.key(key_len as u64);
+    Ok((key, value))
 }

@@ -26,10 +26,6 @@ impl Key {
     pub(crate) fn bytes(&self) -> &Arc<[u8]> {
         &self.bytes
     }
-
-    pub(crate) fn into_bytes(self) -> Arc<[u8]> {
-        self.bytes
-    }
 }
 
 /// The first eight bytes, big-endian, zero-padded. Comparing heads orders keys as their

@@ -283,15 +283,15 @@ impl LevelCursor {
         })
     }
 
-    fn take(&mut self, back: bool) -> Option<Loc> {
-        let i = if back {
+    /// Moves past the entry at one end, returning its index.
+    fn advance(&mut self, back: bool) -> usize {
+        if back {
             self.hi -= 1;
             self.hi
         } else {
             self.lo += 1;
             self.lo - 1
-        };
-        self.level[i].1.clone()
+        }
     }
 }
 
@@ -303,26 +303,58 @@ pub(super) struct Cursor {
 }
 
 impl Cursor {
-    /// The next key from one end, with its location (`None` if the newest layer holding
-    /// it deleted it); every level holding it moves past it.
-    fn step(&mut self, back: bool) -> Option<(Key, Option<Loc>)> {
-        let mut best: Option<&Key> = None;
-        for level in &self.levels {
+    /// The next key from one end: the level and index of its newest entry (which may be
+    /// a deletion). Every level holding the key moves past it. No key is cloned.
+    fn step(&mut self, back: bool) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, &Key)> = None;
+        for (i, level) in self.levels.iter().enumerate() {
             if let Some(k) = level.peek(back)
-                && best.is_none_or(|b| if back { k > b } else { k < b })
+                && best.is_none_or(|(_, b)| if back { k > b } else { k < b })
             {
-                best = Some(k);
+                best = Some((i, k));
             }
         }
-        let key = best?.clone();
-        let mut loc = None;
+        let (_, key) = best?;
+        // The levels holding the key, as bits (levels are fewer than 64: each is less
+        // than half the size of the one before it).
+        let mut holders = 0u64;
+        for (i, level) in self.levels.iter().enumerate() {
+            if level.peek(back) == Some(key) {
+                holders |= 1 << i;
+            }
+        }
+        let mut newest = None;
         // Oldest to newest, so the newest holder's entry is the one kept.
-        for level in &mut self.levels {
-            if level.peek(back) == Some(&key) {
-                loc = level.take(back);
+        for (i, level) in self.levels.iter_mut().enumerate() {
+            if holders & (1 << i) != 0 {
+                newest = Some((i, level.advance(back)));
             }
         }
-        Some((key, loc))
+        newest
+    }
+
+    fn entry(&self, (level, index): (usize, usize)) -> &(Key, Option<Loc>) {
+        &self.levels[level].level[index]
+    }
+
+    /// The next live entry from one end, as its location and its key's length, without
+    /// touching the key's bytes.
+    pub(super) fn next_loc(&mut self, back: bool) -> Option<(Loc, usize)> {
+        loop {
+            let at = self.step(back)?;
+            if let (key, Some(loc)) = self.entry(at) {
+                return Some((loc.clone(), key.bytes().len()));
+            }
+        }
+    }
+
+    fn next_entry(&mut self, back: bool) -> Option<(Key, Loc)> {
+        loop {
+            let at = self.step(back)?;
+            if let (key, Some(loc)) = self.entry(at) {
+                return Some((key.clone(), loc.clone()));
+            }
+        }
     }
 }
 
@@ -330,21 +362,13 @@ impl Iterator for Cursor {
     type Item = (Key, Loc);
 
     fn next(&mut self) -> Option<(Key, Loc)> {
-        loop {
-            if let (key, Some(loc)) = self.step(false)? {
-                return Some((key, loc));
-            }
-        }
+        self.next_entry(false)
     }
 }
 
 impl DoubleEndedIterator for Cursor {
     fn next_back(&mut self) -> Option<(Key, Loc)> {
-        loop {
-            if let (key, Some(loc)) = self.step(true)? {
-                return Some((key, loc));
-            }
-        }
+        self.next_entry(true)
     }
 }
 

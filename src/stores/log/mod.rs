@@ -736,9 +736,14 @@ fn op_bytes(key_len: usize, value_len: usize) -> u32 {
 
 /// The checked value handle of `key` at `loc`.
 fn value_of(key: &[u8], loc: &Loc) -> Result<Value> {
+    value_of_len(key.len(), loc)
+}
+
+/// The checked value handle at `loc`, whose key is `key_len` bytes long.
+fn value_of_len(key_len: usize, loc: &Loc) -> Result<Value> {
     Value::new(
         Arc::clone(&loc.seg),
-        key.len() as u64,
+        key_len as u64,
         Span::new(loc.value_offset, u64::from(loc.value_len)),
     )
 }

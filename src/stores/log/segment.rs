@@ -110,8 +110,8 @@ pub(crate) fn hint_name(segment: &str) -> String {
     format!("{segment}-hint")
 }
 
-/// A value read from a [`LogStore`](super::LogStore): derefs to the value's bytes
-/// without copying them. It keeps the segment holding the bytes alive, so it stays valid
+/// A value (or, from an iterator, a key) read from a [`LogStore`](super::LogStore):
+/// derefs to its bytes in the log without copying them. It keeps the segment holding the bytes alive, so it stays valid
 /// after the key is overwritten or deleted, and after compaction retires the segment.
 #[derive(Clone)]
 pub struct Value {
@@ -148,6 +148,15 @@ impl Value {
     /// The value's bytes (the same as `&*value`).
     pub fn as_bytes(&self) -> &[u8] {
         self
+    }
+
+    /// The handle of the key stored just before this value (`key_len` bytes), checked
+    /// with it by `new`.
+    pub(crate) fn key(&self, key_len: u64) -> Value {
+        Value {
+            seg: Arc::clone(&self.seg),
+            span: Span::new(self.span.offset() - key_len, key_len),
+        }
     }
 }
 
