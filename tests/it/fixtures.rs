@@ -692,23 +692,34 @@ fn check_hint(hint: &Path, covered: u64, ops: &DecodedOps) {
     let (len, _) = register_value(&hint.join("length.acc"), 8);
     let len = u64_at(&len, 0) as usize;
     let lane = fs::read(hint.join("data-00.acc")).unwrap();
-    let h = &lane[4096..4096 + len];
-    assert_eq!(u64_at(h, 0), xxh3_64(&h[8..]), "hint checksum");
-    assert_eq!(&h[8..16], b"ACCHINT1");
-    assert_eq!(u64_at(h, 16), covered);
-    assert_eq!(u64_at(h, 24), ops.len() as u64);
-    assert_eq!(u64_at(h, 32), (len - 40) as u64);
-    let mut at = 40;
-    for (kind, key, value, value_at, sum) in ops {
-        assert_eq!(h[at], *kind);
-        let klen = usize::from(u16::from_le_bytes([h[at + 2], h[at + 3]]));
-        assert_eq!(u32_at(h, at + 4) as usize, value.len());
-        assert_eq!(u64_at(h, at + 8), *value_at);
-        assert_eq!(u64_at(h, at + 24), *sum);
-        assert_eq!(&h[at + 32..at + 32 + klen], key.as_slice());
-        at += 32 + klen;
+    let data = &lane[4096..4096 + len];
+    let mut at = 0;
+    let mut seen = 0;
+    while at < data.len() {
+        let h = &data[at..];
+        let body = u32_at(h, 36) as usize;
+        let rec = &h[..48 + body];
+        assert_eq!(u64_at(rec, 0), xxh3_64(&rec[8..]), "hint record checksum");
+        assert_eq!(&rec[8..16], b"ACCHINT1");
+        assert_eq!(u64_at(rec, 16), covered);
+        assert_eq!(u64_at(rec, 24), seen as u64, "first entry index");
+        let count = u32_at(rec, 32) as usize;
+        assert_eq!(u64_at(rec, 40), ops.len() as u64, "total entries");
+        let mut o = 48;
+        for (kind, key, value, value_at, sum) in &ops[seen..seen + count] {
+            assert_eq!(rec[o], *kind);
+            let klen = usize::from(u16::from_le_bytes([rec[o + 2], rec[o + 3]]));
+            assert_eq!(u32_at(rec, o + 4) as usize, value.len());
+            assert_eq!(u64_at(rec, o + 8), *value_at);
+            assert_eq!(u64_at(rec, o + 24), *sum);
+            assert_eq!(&rec[o + 32..o + 32 + klen], key.as_slice());
+            o += 32 + klen;
+        }
+        assert_eq!(o, rec.len());
+        seen += count;
+        at += rec.len();
     }
-    assert_eq!(at, len);
+    assert_eq!(seen, ops.len());
 }
 
 #[test]

@@ -81,6 +81,11 @@ impl KeyDir {
         self.map.values()
     }
 
+    /// Makes room for `more` keys in the hash map.
+    pub(super) fn reserve(&mut self, more: usize) {
+        self.map.reserve(more);
+    }
+
     /// Puts during replay: the hash map only. The ordered view is built once at the end
     /// by [`reorder`](Self::reorder).
     pub(super) fn replay_put(&mut self, key: &[u8], loc: Loc) {

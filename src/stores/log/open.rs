@@ -243,53 +243,81 @@ fn apply(
 }
 
 /// Replays `seg` from its hint file if there is a whole one that matches it. A hint that
-/// is missing, damaged or for another length is ignored (the caller scans instead).
+/// is missing, damaged, incomplete or for another length is ignored (the caller scans
+/// instead).
 fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut KeyDir) -> Result<bool> {
     let name = seg.hint_name();
     if !dir.path().join(&name).exists() {
         return Ok(false);
     }
     let hint = AppendOnly::open(dir, &name)?;
-    let Some(bytes) = last_record(&hint)? else {
-        return Ok(false);
-    };
-    let Ok(entries) = record::decode_hint(bytes, seg.buf().len()) else {
-        return Ok(false);
-    };
-    // Check every value span first, so that a hint that does not fit its segment is
-    // dropped whole rather than half applied.
-    let fits = entries.iter().all(|(e, _)| {
-        seg.buf()
-            .get(Span::new(e.value_offset, e.value_len))
-            .is_ok()
-    });
-    if !fits {
+    let covered = seg.buf().len();
+    // First pass: check every record, and every value span, so that a hint that does
+    // not fit its segment is dropped whole rather than half applied.
+    let mut entries = Vec::new();
+    let mut next = 0u64;
+    let mut total = None;
+    let whole = hint_records(&hint, |record| {
+        entries.clear();
+        let Ok(place) = record::decode_hint(record, covered, &mut entries) else {
+            return false;
+        };
+        if place.first != next || total.is_some_and(|t| t != place.total) {
+            return false;
+        }
+        next += place.count;
+        total = Some(place.total);
+        entries.iter().all(|(e, _)| {
+            seg.buf()
+                .get(Span::new(e.value_offset, e.value_len))
+                .is_ok()
+        })
+    })?;
+    if !whole || total != Some(next) {
         return Ok(false);
     }
-    for (e, key) in entries {
-        apply(
-            keys,
-            seg,
-            e.value_offset,
-            e.kind,
-            key,
-            e.value_len,
-            e.expires_ms,
-        );
-    }
+    // Second pass: apply.
+    keys.reserve(next as usize);
+    hint_records(&hint, |record| {
+        entries.clear();
+        let decoded = record::decode_hint(record, covered, &mut entries);
+        debug_assert!(decoded.is_ok(), "checked in the first pass");
+        for (e, key) in entries.drain(..) {
+            apply(
+                keys,
+                seg,
+                e.value_offset,
+                e.kind,
+                key,
+                e.value_len,
+                e.expires_ms,
+            );
+        }
+        true
+    })?;
     Ok(true)
 }
 
-/// The one record of a hint buffer: the bytes of its last lane from where it starts.
-fn last_record(buf: &AppendOnly) -> Result<Option<&[u8]>> {
-    let mut last = None;
-    for chunk in buf.chunks() {
-        let (_, bytes) = chunk?;
-        if bytes.iter().any(|b| *b != 0) {
-            last = Some(bytes);
+/// Calls `each` on every record of a hint buffer in order, while it returns true.
+/// Returns false if `each` did, or if the records do not parse (the hint is then
+/// unusable).
+fn hint_records<'h>(hint: &'h AppendOnly, mut each: impl FnMut(&'h [u8]) -> bool) -> Result<bool> {
+    for chunk in hint.chunks() {
+        let (_, mut bytes) = chunk?;
+        while !bytes.is_empty() {
+            let len = match record::hint_record_len(bytes) {
+                Ok(Some(len)) if len <= bytes.len() => len,
+                // Padding at the end of a lane: only zeros may follow.
+                Ok(None) if bytes.iter().all(|b| *b == 0) => break,
+                _ => return Ok(false),
+            };
+            if !each(&bytes[..len]) {
+                return Ok(false);
+            }
+            bytes = &bytes[len..];
         }
     }
-    Ok(last)
+    Ok(true)
 }
 
 /// How a scan of a segment ended.
@@ -352,14 +380,16 @@ pub(super) fn scan(
     Ok(ScanEnd::Whole)
 }
 
-/// Writes the hint file of a finished segment: one record listing its operations.
+/// Writes the hint file of a finished segment: records of about 60 KiB listing its
+/// operations.
 pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
     let covered = seg.buf().len();
-    let mut body = Vec::new();
-    let mut count = 0u64;
+    // (entries, count) per record.
+    let mut bodies: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0)];
     scan(seg, |sum, record_at, op, key| {
+        let (body, count) = bodies.last_mut().expect("one at least");
         record::push_hint(
-            &mut body,
+            body,
             &HintEntry {
                 kind: op.kind,
                 key_len: op.key_len,
@@ -370,9 +400,12 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
             },
             key,
         );
-        count += 1;
+        *count += 1;
+        if body.len() >= record::HINT_RECORD_BYTES {
+            bodies.push((Vec::new(), 0));
+        }
     })?;
-    let file = record::hint_file(&body, count, covered);
+    let total: u64 = bodies.iter().map(|(_, n)| n).sum();
     let name = seg.hint_name();
     let mut hint = AppendOnly::open(dir, &name)?;
     if !hint.is_empty() {
@@ -381,6 +414,18 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
         dir.remove(&name)?;
         hint = AppendOnly::open(dir, &name)?;
     }
-    hint.append(&file)?;
+    let mut first = 0;
+    for (body, count) in &bodies {
+        if *count == 0 && total != 0 {
+            continue;
+        }
+        let place = record::HintPlace {
+            first,
+            count: *count,
+            total,
+        };
+        hint.append(&record::hint_record(body, place, covered))?;
+        first += count;
+    }
     hint.sync()
 }

@@ -22,15 +22,19 @@
 //! operation byte) makes a record (a batch) whole or absent on replay, without hashing
 //! the values twice; the operation checksum lets a read check one value without hashing
 //! its whole record.
-//! A hint file is one record of its own kind, describing a finished segment's operations
-//! in order, so replaying it is the same as replaying the segment:
+//! A hint file is a sequence of hint records listing a finished segment's operations in
+//! order, so replaying it is the same as replaying the segment. Records are kept under
+//! about 60 KiB so that they pack lanes without large zero gaps; the hint is usable only
+//! if its records are all whole and their entries number the total each one states:
 //! ```text
-//! hint header, 40 bytes
-//! 0    8   checksum: XXH3-64 of bytes 8..end
+//! hint record header, 48 bytes
+//! 0    8   checksum: XXH3-64 of bytes 8..end of the record
 //! 8    8   magic "ACCHINT1"
 //! 16   8   segment length covered, in bytes
-//! 24   8   entry count
-//! 32   8   body length in bytes
+//! 24   8   index of the record's first entry in the hint
+//! 32   4   entries in this record
+//! 36   4   body length in bytes
+//! 40   8   entries in the whole hint
 //! entry, 32 bytes then the key
 //! 0    1   kind (as above)
 //! 1    1   reserved, 0
@@ -47,7 +51,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 pub(crate) const RECORD_HEADER_BYTES: usize = 24;
 pub(crate) const OP_HEADER_BYTES: usize = 24;
-pub(crate) const HINT_HEADER_BYTES: usize = 40;
+pub(crate) const HINT_HEADER_BYTES: usize = 48;
+/// A hint record is closed once its body reaches this many bytes.
+pub(crate) const HINT_RECORD_BYTES: usize = 60 * 1024;
 pub(crate) const HINT_ENTRY_BYTES: usize = 32;
 pub(crate) const HINT_MAGIC: [u8; 8] = *b"ACCHINT1";
 
@@ -263,28 +269,51 @@ pub(crate) fn push_hint(out: &mut Vec<u8>, e: &HintEntry, key: &[u8]) {
     out.extend_from_slice(key);
 }
 
-/// Wraps hint entries (`body`, `count` of them) with the hint header for a segment of
-/// `covered` bytes.
-pub(crate) fn hint_file(body: &[u8], count: u64, covered: u64) -> Vec<u8> {
+/// Where a hint record sits in its hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HintPlace {
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    pub(crate) total: u64,
+}
+
+/// Wraps hint entries (`body`, holding `place.count` of them) with a hint record header
+/// for a segment of `covered` bytes.
+pub(crate) fn hint_record(body: &[u8], place: HintPlace, covered: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HINT_HEADER_BYTES + body.len());
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&HINT_MAGIC);
     out.extend_from_slice(&covered.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&place.first.to_le_bytes());
+    out.extend_from_slice(&(place.count as u32).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&place.total.to_le_bytes());
     out.extend_from_slice(body);
     let sum = xxh3_64(&out[8..]);
     out[0..8].copy_from_slice(&sum.to_le_bytes());
     out
 }
 
-/// Checks a hint file and returns its entries with their keys, or why it cannot be used.
-/// `covered` must equal the segment's length: a hint for a different length describes
-/// another segment.
-pub(crate) fn decode_hint(
-    bytes: &[u8],
+/// The length of the hint record starting `bytes` (header included), or `None` for an
+/// all-zero header (padding at the end of a lane).
+pub(crate) fn hint_record_len(bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+    let head = bytes
+        .get(..HINT_HEADER_BYTES)
+        .ok_or("hint record is shorter than its header")?;
+    if head.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    Ok(Some(HINT_HEADER_BYTES + u32_at(head, 36) as usize))
+}
+
+/// Checks one hint record and appends its entries with their keys to `out`, or says why
+/// it cannot be used. `covered` must equal the segment's length: a hint for a different
+/// length describes another segment.
+pub(crate) fn decode_hint<'a>(
+    bytes: &'a [u8],
     covered: u64,
-) -> Result<Vec<(HintEntry, &[u8])>, &'static str> {
+    out: &mut Vec<(HintEntry, &'a [u8])>,
+) -> Result<HintPlace, &'static str> {
     if bytes.len() < HINT_HEADER_BYTES {
         return Err("hint is shorter than its header");
     }
@@ -297,13 +326,16 @@ pub(crate) fn decode_hint(
     if u64_at(bytes, 16) != covered {
         return Err("hint covers another segment length");
     }
-    let count = u64_at(bytes, 24);
-    if u64_at(bytes, 32) != (bytes.len() - HINT_HEADER_BYTES) as u64 {
+    let place = HintPlace {
+        first: u64_at(bytes, 24),
+        count: u64::from(u32_at(bytes, 32)),
+        total: u64_at(bytes, 40),
+    };
+    if u32_at(bytes, 36) as usize != bytes.len() - HINT_HEADER_BYTES {
         return Err("hint body length mismatch");
     }
-    let mut out = Vec::with_capacity(count.min(1 << 24) as usize);
     let mut at = HINT_HEADER_BYTES;
-    for _ in 0..count {
+    for _ in 0..place.count {
         let Some(h) = bytes.get(at..at + HINT_ENTRY_BYTES) else {
             return Err("hint entry runs past the hint");
         };
@@ -334,7 +366,7 @@ pub(crate) fn decode_hint(
     if at != bytes.len() {
         return Err("hint is longer than its entries");
     }
-    Ok(out)
+    Ok(place)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -430,14 +462,24 @@ mod tests {
             op_checksum: 0xfeed,
         };
         push_hint(&mut body, &e, b"key");
-        let file = hint_file(&body, 1, 100);
-        let got = decode_hint(&file, 100).unwrap();
+        let place = HintPlace {
+            first: 3,
+            count: 1,
+            total: 4,
+        };
+        let file = hint_record(&body, place, 100);
+        assert_eq!(hint_record_len(&file), Ok(Some(file.len())));
+        let mut got = Vec::new();
+        assert_eq!(decode_hint(&file, 100, &mut got), Ok(place));
         assert_eq!(got, vec![(e, &b"key"[..])]);
-        assert!(decode_hint(&file, 101).is_err());
+        assert!(decode_hint(&file, 101, &mut got).is_err());
         for i in 0..file.len() {
             let mut bad = file.clone();
             bad[i] ^= 1;
-            assert!(decode_hint(&bad, 100).is_err(), "flip at {i} not caught");
+            assert!(
+                decode_hint(&bad, 100, &mut Vec::new()).is_err(),
+                "flip at {i} not caught"
+            );
         }
     }
 }
