@@ -13,8 +13,8 @@ use parking_lot::{Condvar, Mutex};
 use super::record;
 use crate::{AppendOnly, Dir, Error, Result, Span};
 
-/// Longest a group-commit leader waits for writers to join before it syncs: less than
-/// about one sync on this class of machine (an msync and an fdatasync, 0.2 to 0.6 ms).
+/// Longest a group-commit leader waits for writers to join before it syncs: about
+/// one sync on this class of machine (an msync and an fdatasync, 0.2 to 0.6 ms).
 const GATHER: Duration = Duration::from_micros(300);
 
 /// One segment of the log.
