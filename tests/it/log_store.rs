@@ -1865,3 +1865,149 @@ fn multi_record_hints_replay_and_fall_back_when_damaged() {
     assert!(stats.segments_scanned >= 2, "{stats:?}");
     assert_eq!(read_all(&store), model);
 }
+
+fn small_segments() -> LogOptions {
+    LogOptions {
+        segment_bytes: 4096,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    }
+}
+
+/// Flips the first byte of `needle` found in the data of segment `seg` of store `kv`
+/// (its lane 0), through the file: the open mapping sees the change.
+fn damage_in_segment(dir: &Dir, seg: &str, needle: &[u8]) {
+    let path = dir.path().join("kv").join(seg).join("data-00.acc");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the bytes are in the segment");
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// A compaction that fails part-way (here on a damaged value) leaves nothing that a
+/// later compaction reuses: keys deleted or cleared in between stay gone after a
+/// reopen, and failed attempts do not pile up files.
+#[test]
+fn a_failed_compaction_leaves_nothing_behind() {
+    let dir = Dir::temporary().unwrap();
+    let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
+    for i in 0..200u32 {
+        store
+            .put(
+                format!("k{i:03}").as_bytes(),
+                format!("value-{i:03}-{}", "x".repeat(20)).as_bytes(),
+            )
+            .unwrap();
+    }
+    store.sync().unwrap();
+    // A key late in key order, so that the failed attempts finish (sync) base segments
+    // before they meet it.
+    damage_in_segment(&dir, "log-0000000004", b"value-15");
+    let g1_entries =
+        || std::fs::read_dir(dir.path().join("kv/g1")).map_or(0, |entries| entries.count());
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        assert!(matches!(store.compact(), Err(Error::Corrupted { .. })));
+        left.push(g1_entries());
+    }
+    assert_eq!(
+        left,
+        [0, 0, 0],
+        "failed attempts leave no base segments behind"
+    );
+    assert_eq!(store.stats().compaction_failures, 3);
+    assert_eq!(store.stats().generation, 0);
+    // Repair the damaged key, delete another, and compact for real.
+    let damaged: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| format!("k{i:03}").into_bytes())
+        .filter(|k| matches!(store.get(k), Err(Error::Corrupted { .. })))
+        .collect();
+    assert_eq!(damaged.len(), 1);
+    store.put(&damaged[0], b"repaired").unwrap();
+    store.delete(b"k000").unwrap();
+    store.compact().unwrap();
+    let bases = std::fs::read_dir(dir.path().join("kv/g1"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with("-hint")
+        })
+        .count();
+    assert_eq!(
+        bases as u64,
+        store.stats().segments - 1,
+        "only this attempt's base segments"
+    );
+    store.sync().unwrap();
+    drop(store);
+    let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
+    assert!(
+        store.get(b"k000").unwrap().is_none(),
+        "a deleted key came back"
+    );
+    assert_eq!(store.get(&damaged[0]).unwrap().unwrap(), b"repaired");
+    assert_eq!(store.len(), 199);
+}
+
+/// A log segment past the state's active one is garbage only if it is empty (a roll that
+/// crashed before its state sync). One holding data means the state is older than the
+/// files: the open refuses instead of deleting synced writes.
+#[test]
+fn segments_past_the_state_are_removed_only_when_empty() {
+    let dir = Dir::temporary().unwrap();
+    let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
+    for i in 0..100u32 {
+        store.put(format!("k{i:03}").as_bytes(), &[7; 40]).unwrap();
+    }
+    store.sync().unwrap();
+    let active = store.stats().segments; // log ids start at 1, no base yet
+    drop(store);
+    // An empty segment past the active one: removed.
+    let next = format!("kv/log-{:010}", active + 1);
+    drop(accretion::AppendOnly::open(&dir, &next).unwrap());
+    let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
+    assert!(!dir.path().join(&next).exists());
+    assert_eq!(store.len(), 100);
+    drop(store);
+    // One holding data: refused, and left in place.
+    let buf = accretion::AppendOnly::open(&dir, &next).unwrap();
+    buf.append(b"synced bytes").unwrap();
+    buf.sync().unwrap();
+    drop(buf);
+    assert!(matches!(
+        LogStore::open(&dir, "kv", small_segments()),
+        Err(Error::Corrupted { .. })
+    ));
+    assert!(dir.path().join(&next).exists());
+}
+
+/// A hint whose own file header is damaged is no hint: the segment is scanned.
+#[test]
+fn a_hint_with_a_damaged_header_is_ignored() {
+    let dir = Dir::temporary().unwrap();
+    let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
+    for i in 0..100u32 {
+        store.put(format!("k{i:03}").as_bytes(), &[9; 40]).unwrap();
+    }
+    store.sync().unwrap();
+    drop(store);
+    let lane = dir.path().join("kv/log-0000000001-hint/data-00.acc");
+    let mut bytes = std::fs::read(&lane).unwrap();
+    bytes[3] ^= 0xff;
+    std::fs::write(&lane, bytes).unwrap();
+    let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
+    assert_eq!(store.len(), 100);
+    assert!(store.stats().segments_scanned >= 2);
+    for i in 0..100u32 {
+        assert_eq!(
+            store.get(format!("k{i:03}").as_bytes()).unwrap().unwrap(),
+            [9u8; 40]
+        );
+    }
+}

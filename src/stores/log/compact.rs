@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use super::record::{self, Kind, Op};
@@ -55,6 +56,10 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
             .collect()
     };
     let generation = inner.state.get().generation + 1;
+    // A failed attempt may have left base segments of this generation behind: the state
+    // does not name them, so they are garbage, and reusing them would replay stale
+    // records ahead of the logs this attempt keeps.
+    inner.dir.remove(&format!("{}/g{generation}", inner.name))?;
 
     // Copy. Nothing here is visible until the switch below.
     let now = now_ms();
@@ -77,8 +82,26 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
     drop(snapshot);
     let base = out.finish()?;
 
-    // Switch. Writers wait for this part only.
+    // Switch. Writers (and, for the repoint, readers) wait for this part only. The
+    // state is committed first: if that fails, memory still describes the old
+    // generation, which stays authoritative, and the new base segments go on drop.
     let writer = inner.writer.lock();
+    let base_count = base.len() as u64;
+    let committed = inner
+        .state
+        .update(|s| {
+            s.generation = generation;
+            s.base_count = base_count;
+            s.log_first = first_kept_log;
+            s.last_compaction_ms = now_ms().max(1);
+        })
+        .and_then(|()| inner.state.sync());
+    if let Err(e) = committed {
+        for seg in &base {
+            seg.retire();
+        }
+        return Err(e);
+    }
     let mut keys = inner.keys.write();
     for (key, was, new) in moves {
         keys.repoint(key.bytes(), &was, new);
@@ -87,14 +110,6 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         keys.remove_if_unchanged(key.bytes(), &was);
     }
     keys.reorder();
-    let base_count = base.len() as u64;
-    inner.state.update(|s| {
-        s.generation = generation;
-        s.base_count = base_count;
-        s.log_first = first_kept_log;
-        s.last_compaction_ms = now_ms().max(1);
-    })?;
-    inner.state.sync()?;
     let mut segments = inner.segments.lock();
     for seg in segments.base.drain(..) {
         seg.retire();
@@ -135,14 +150,22 @@ pub(super) fn maybe_start(inner: &Arc<Inner>) {
     if let Some(done) = background.take() {
         let _ = done.join();
     }
+    if inner.auto_compaction_failed.load(Ordering::Acquire) {
+        return;
+    }
     let weak: Weak<Inner> = Arc::downgrade(inner);
     *background = std::thread::Builder::new()
         .name("accretion-compact".into())
         .spawn(move || {
             if let Some(inner) = weak.upgrade() {
-                // A failed background compaction leaves the old generation in place;
-                // the next explicit `compact` reports the error.
-                let _ = compact(&inner);
+                // A failed background compaction leaves the old generation in place.
+                // It is not retried automatically (a damaged value or a full disk would
+                // fail it again and again); the next explicit `compact` reports the
+                // error, and its success turns automatic compaction back on.
+                if compact(&inner).is_err() {
+                    inner.auto_compaction_failed.store(true, Ordering::Release);
+                    inner.compaction_failures.fetch_add(1, Ordering::Relaxed);
+                }
             }
         })
         .ok();
@@ -154,6 +177,19 @@ struct BaseWriter<'a> {
     generation: u64,
     segments: Vec<Arc<Segment>>,
     value_at: Vec<u64>,
+    /// Set by `finish`; a writer dropped before (a failed copy) retires its segments, so
+    /// their files go.
+    finished: bool,
+}
+
+impl Drop for BaseWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            for seg in &self.segments {
+                seg.retire();
+            }
+        }
+    }
 }
 
 impl<'a> BaseWriter<'a> {
@@ -163,6 +199,7 @@ impl<'a> BaseWriter<'a> {
             generation,
             segments: Vec::new(),
             value_at: Vec::new(),
+            finished: false,
         }
     }
 
@@ -201,11 +238,12 @@ impl<'a> BaseWriter<'a> {
         })
     }
 
-    fn finish(self) -> Result<Vec<Arc<Segment>>> {
+    fn finish(mut self) -> Result<Vec<Arc<Segment>>> {
         if let Some(last) = self.segments.last() {
             last.buf().sync()?;
             open::write_hint(&self.inner.dir, last)?;
         }
-        Ok(self.segments)
+        self.finished = true;
+        Ok(std::mem::take(&mut self.segments))
     }
 }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::RangeBounds;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytemuck::{Pod, Zeroable};
@@ -114,6 +114,11 @@ pub struct LogStats {
     pub segments_from_hints: u64,
     /// Segments replayed by reading every record on open.
     pub segments_scanned: u64,
+    /// Hint files that could not be written (their segments are scanned on open).
+    pub hint_failures: u64,
+    /// Compactions that failed (the old generation stayed). After a failed background
+    /// compaction no other starts automatically until an explicit `compact` succeeds.
+    pub compaction_failures: u64,
 }
 
 /// The store's state, in its Journal. 64 bytes, little-endian u64s:
@@ -189,6 +194,10 @@ struct Inner {
     segments_from_hints: u64,
     segments_scanned: u64,
     hint_failures: AtomicU64,
+    /// Set when a background compaction failed: no more are started until an explicit
+    /// `compact` succeeds.
+    auto_compaction_failed: AtomicBool,
+    compaction_failures: AtomicU64,
     /// Writers between entering a write and finishing its append, counted only with
     /// `sync_each_write` (see `Segment::sync_to`).
     appending: AtomicUsize,
@@ -587,7 +596,15 @@ impl LogStore {
     /// # Errors
     /// `Io`; on error the old generation stays authoritative.
     pub fn compact(&self) -> Result<()> {
-        compact::compact(&self.inner)
+        compact::compact(&self.inner).inspect_err(|_| {
+            self.inner
+                .compaction_failures
+                .fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.inner
+            .auto_compaction_failed
+            .store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Counters describing the store.
@@ -612,6 +629,8 @@ impl LogStore {
             damaged_bytes: inner.damaged_bytes,
             segments_from_hints: inner.segments_from_hints,
             segments_scanned: inner.segments_scanned,
+            hint_failures: inner.hint_failures.load(Ordering::Relaxed),
+            compaction_failures: inner.compaction_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -646,9 +665,18 @@ impl LogStore {
         let seg = Arc::clone(&writer.active);
         let mut value_at = Vec::with_capacity(ops.len());
         let now = now_ms();
-        let span = seg.buf().append_with(len, 1, |_, out| {
+        let span = match seg.buf().append_with(len, 1, |_, out| {
             record::encode(ops, now, out, &mut value_at);
-        })?;
+        }) {
+            Ok(span) => span,
+            Err(e) => {
+                // The roll happened: the finished segment still gets its hint.
+                if let Some(finished) = rolled {
+                    self.inner.after_roll(&finished);
+                }
+                return Err(e);
+            }
+        };
         let mut keys = self.inner.keys.write();
         for (op, at) in ops.iter().zip(&value_at) {
             match op.kind {

@@ -3,7 +3,7 @@
 //! whole and by reading its records otherwise. Also writes hint files.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use parking_lot::{Mutex, RwLock};
 use xxhash_rust::xxh3::xxh3_64;
@@ -129,6 +129,8 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         segments_from_hints: replay.from_hints,
         segments_scanned: replay.scanned,
         hint_failures: AtomicU64::new(0),
+        auto_compaction_failed: AtomicBool::new(false),
+        compaction_failures: AtomicU64::new(0),
         appending: AtomicUsize::new(0),
     };
     if active_damaged {
@@ -153,7 +155,12 @@ fn holds_segments(dir: &Dir, name: &str) -> bool {
 
 /// Removes what a crash left behind: generations other than the current one (a
 /// compaction that did not commit, or one that committed but had not removed the old
-/// generation), and log segments outside the state's range.
+/// generation), log segments below the state's range (retired by a compaction), and
+/// empty log segments above it (a roll that crashed before its state sync).
+///
+/// Limit: a newer generation than the state names is removed as garbage; if the state's
+/// newest slot was damaged after that generation's commit, its data is lost. A crashed
+/// compaction and a lost commit leave the same files.
 fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
     let root = dir.path().join(name);
     let entries = match std::fs::read_dir(&root) {
@@ -168,9 +175,29 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
         let garbage = if let Some(generation) = file.strip_prefix('g') {
             generation.parse::<u64>().is_ok_and(|g| g != st.generation)
         } else if let Some(rest) = file.strip_prefix("log-") {
+            let hint = rest.ends_with("-hint");
             let id = rest.strip_suffix("-hint").unwrap_or(rest);
-            id.parse::<u64>()
-                .is_ok_and(|id| id < st.log_first || id > st.log_active)
+            match id.parse::<u64>() {
+                Ok(id) if id < st.log_first => true,
+                Ok(id) if id > st.log_active => {
+                    // A roll that crashed before its state sync leaves an empty segment:
+                    // nothing is written to a segment before the state names it. One
+                    // holding data means the state is older than the files (a damaged
+                    // newest slot fell back): refuse rather than delete synced writes.
+                    if !hint && !segment_is_empty(dir, &format!("{name}/{file}")) {
+                        return Err(Error::corrupted(
+                            &root.join(&*file),
+                            0,
+                            format!(
+                                "segment holds data but lies past the state's active segment {}",
+                                st.log_active
+                            ),
+                        ));
+                    }
+                    true
+                }
+                _ => false,
+            }
         } else {
             false
         };
@@ -179,6 +206,12 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the segment `name` holds no durable byte (a damaged one counts as holding
+/// some).
+fn segment_is_empty(dir: &Dir, name: &str) -> bool {
+    AppendOnly::open(dir, name).is_ok_and(|buf| buf.is_empty())
 }
 
 /// Replays one segment into `keys`. Returns whether damage cut its replay short.
@@ -250,7 +283,11 @@ fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut KeyDir) -> Result<bool>
     if !dir.path().join(&name).exists() {
         return Ok(false);
     }
-    let hint = AppendOnly::open(dir, &name)?;
+    // A hint that cannot even be opened (a damaged header or length register) is no
+    // hint: the segment is scanned instead.
+    let Ok(hint) = AppendOnly::open(dir, &name) else {
+        return Ok(false);
+    };
     let covered = seg.buf().len();
     // First pass: check every record, and every value span, so that a hint that does
     // not fit its segment is dropped whole rather than half applied.
@@ -272,13 +309,14 @@ fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut KeyDir) -> Result<bool>
                 .get(Span::new(e.value_offset, e.value_len))
                 .is_ok()
         })
-    })?;
+    })
+    .unwrap_or(false);
     if !whole || total != Some(next) {
         return Ok(false);
     }
     // Second pass: apply.
     keys.reserve(next as usize);
-    hint_records(&hint, |record| {
+    let applied = hint_records(&hint, |record| {
         entries.clear();
         let decoded = record::decode_hint(record, covered, &mut entries);
         debug_assert!(decoded.is_ok(), "checked in the first pass");
@@ -295,6 +333,7 @@ fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut KeyDir) -> Result<bool>
         }
         true
     })?;
+    debug_assert!(applied, "checked in the first pass");
     Ok(true)
 }
 
@@ -407,13 +446,9 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
     })?;
     let total: u64 = bodies.iter().map(|(_, n)| n).sum();
     let name = seg.hint_name();
-    let mut hint = AppendOnly::open(dir, &name)?;
-    if !hint.is_empty() {
-        // A hint from before a crash, for another length: replace it.
-        drop(hint);
-        dir.remove(&name)?;
-        hint = AppendOnly::open(dir, &name)?;
-    }
+    // Whatever is there (a hint from before a crash, or a damaged one) is replaced.
+    dir.remove(&name)?;
+    let hint = AppendOnly::open(dir, &name)?;
     let mut first = 0;
     for (body, count) in &bodies {
         if *count == 0 && total != 0 {

@@ -81,6 +81,8 @@ impl Segment {
             }
             *syncing = true;
             drop(syncing);
+            // Hands leadership back even if the sync panics, so waiters never hang.
+            let _done = Done(self);
             let expected = self.last_round.load(Ordering::Acquire);
             let start = Instant::now();
             while (self.in_sync.load(Ordering::Acquire) < expected
@@ -96,8 +98,7 @@ impl Segment {
             let last = self.last_round.load(Ordering::Acquire);
             self.last_round
                 .store(round.max(last.saturating_sub(1)).max(1), Ordering::Release);
-            *self.syncing.lock() = false;
-            self.synced.notify_all();
+            drop(_done);
             result?;
         }
     }
@@ -117,6 +118,16 @@ impl Drop for Segment {
             let _ = self.dir.remove(&self.name);
             let _ = self.dir.remove(&hint_name(&self.name));
         }
+    }
+}
+
+/// Ends a group-commit leader's turn when dropped: clears the flag, wakes the waiters.
+struct Done<'a>(&'a Segment);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        *self.0.syncing.lock() = false;
+        self.0.synced.notify_all();
     }
 }
 
