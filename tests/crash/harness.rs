@@ -474,6 +474,30 @@ pub struct Crash {
     pub seed: u64,
 }
 
+impl Crash {
+    /// A crash at point `at` (cut after `cut` files of its flush order, if given), with a
+    /// random granularity, mix and image seed.
+    pub fn random(rng: &mut impl Rng, at: usize, cut: Option<usize>) -> Crash {
+        let granularity = if rng.random_bool(0.5) {
+            Granularity::Page
+        } else {
+            Granularity::Sector
+        };
+        let mix = match rng.random_range(0..10) {
+            0 => Mix::Old,
+            1 => Mix::New,
+            _ => Mix::Random(rng.random_range(0.05..0.95)),
+        };
+        Crash {
+            at,
+            cut,
+            granularity,
+            mix,
+            seed: rng.random(),
+        }
+    }
+}
+
 impl fmt::Display for Crash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "crash at point {}", self.at)?;
@@ -569,23 +593,7 @@ impl History {
                 (at, Some((n - n / 4) % (order.len() + 1)))
             }
         };
-        let granularity = if rng.random_bool(0.5) {
-            Granularity::Page
-        } else {
-            Granularity::Sector
-        };
-        let mix = match rng.random_range(0..10) {
-            0 => Mix::Old,
-            1 => Mix::New,
-            _ => Mix::Random(rng.random_range(0.05..0.95)),
-        };
-        Crash {
-            at,
-            cut,
-            granularity,
-            mix,
-            seed: rng.random(),
-        }
+        Crash::random(rng, at, cut)
     }
 
     /// The last sync that had returned at the crash: its state is on disk.

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use accretion::{Dir, LogOptions, LogStore, WriteBatch};
 use rand::Rng;
 
-use crate::harness::{Crash, FlushOrder, Granularity, Group, History, Mix, Replay, Written};
+use crate::harness::{Crash, FlushOrder, Group, History, Replay, Written};
 use crate::{leftover_lane_tmp, open_dir, random_bytes, store};
 
 // Crash images checked per scenario.
@@ -644,23 +644,7 @@ impl Recorded {
         let cut = self.steps[at]
             .as_ref()
             .map(|s| rng.random_range(0..=s.order.len()));
-        let granularity = if rng.random_bool(0.5) {
-            Granularity::Page
-        } else {
-            Granularity::Sector
-        };
-        let mix = match rng.random_range(0..10) {
-            0 => Mix::Old,
-            1 => Mix::New,
-            _ => Mix::Random(rng.random_range(0.05..0.95)),
-        };
-        Crash {
-            at,
-            cut,
-            granularity,
-            mix,
-            seed: rng.random(),
-        }
+        Crash::random(rng, at, cut)
     }
 
     /// The flush order of the step point `at` follows (any for a mid-work point).
