@@ -66,7 +66,8 @@ impl Segment {
     /// it covered them. Before syncing, the leader waits, for up to [`GATHER`], until as
     /// many writers have joined as recent syncs covered and none is in the middle of an
     /// append (`appending`): writers just woken by the last sync are on their way back
-    /// with their next write, and one sync can cover them all. A lone writer never waits.
+    /// with their next write, and one sync can cover them all. The expected count decays
+    /// by one writer per sync, so a writer that has been alone for a while never waits.
     pub(crate) fn sync_to(&self, end: u64, appending: &AtomicUsize) -> Result<()> {
         self.in_sync.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.in_sync);
