@@ -136,7 +136,7 @@ pub(super) fn maybe_start(inner: &Arc<Inner>) {
     };
     let (live, total) = {
         let live = inner.keys.read().live_bytes();
-        let total: u64 = inner.segments.lock().all().map(|s| s.buf().len()).sum();
+        let total = inner.segments.lock().bytes();
         (live, total)
     };
     let dead = total.saturating_sub(live);
@@ -225,17 +225,14 @@ impl<'a> BaseWriter<'a> {
         }
         let seg = self.segments.last().expect("pushed above");
         self.value_at.clear();
-        let now = now_ms();
-        let span = seg.buf().append_with(len, 1, |_, out| {
-            record::encode(&ops, now, out, &mut self.value_at);
-        })?;
-        Ok(Loc {
-            seg: Arc::clone(seg),
-            value_offset: span.offset() + self.value_at[0],
-            value_len: value.len() as u32,
-            op_bytes: super::op_bytes(key.len(), value.len()),
+        let span = seg.append_record(&ops, &mut self.value_at)?;
+        Ok(Loc::new(
+            seg,
+            span.offset() + self.value_at[0],
+            key.len(),
+            value.len(),
             expires_ms,
-        })
+        ))
     }
 
     fn finish(mut self) -> Result<Vec<Arc<Segment>>> {

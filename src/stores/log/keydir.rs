@@ -89,11 +89,7 @@ impl KeyDir {
     /// Puts during replay: the hash map only. The ordered view is built once at the end
     /// by [`reorder`](Self::reorder).
     pub(super) fn replay_put(&mut self, key: &[u8], loc: Loc) {
-        self.live_bytes += u64::from(loc.op_bytes);
-        self.expiring += u64::from(loc.expires_ms != 0);
-        if let Some(old) = self.map.insert(Key::new(key), loc) {
-            self.forget(&old);
-        }
+        self.insert(Key::new(key), loc);
     }
 
     /// Deletes during replay: the hash map only.
@@ -119,13 +115,18 @@ impl KeyDir {
     }
 
     pub(super) fn put(&mut self, key: &[u8], loc: Loc) {
+        let key = Key::new(key);
+        self.insert(key.clone(), loc.clone());
+        self.ordered.get_mut().head.insert(key, Some(loc));
+    }
+
+    /// Puts into the hash map, keeping the counts.
+    fn insert(&mut self, key: Key, loc: Loc) {
         self.live_bytes += u64::from(loc.op_bytes);
         self.expiring += u64::from(loc.expires_ms != 0);
-        let key = Key::new(key);
-        if let Some(old) = self.map.insert(key.clone(), loc.clone()) {
+        if let Some(old) = self.map.insert(key, loc) {
             self.forget(&old);
         }
-        self.ordered.get_mut().head.insert(key, Some(loc));
     }
 
     pub(super) fn delete(&mut self, key: &[u8]) {

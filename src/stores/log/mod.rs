@@ -153,6 +153,24 @@ struct Loc {
 }
 
 impl Loc {
+    /// The value of `value_len` bytes at `value_offset` of `seg`, whose key is `key_len`
+    /// bytes long.
+    fn new(
+        seg: &Arc<Segment>,
+        value_offset: u64,
+        key_len: usize,
+        value_len: usize,
+        expires_ms: u64,
+    ) -> Loc {
+        Loc {
+            seg: Arc::clone(seg),
+            value_offset,
+            value_len: value_len as u32,
+            op_bytes: op_bytes(key_len, value_len),
+            expires_ms,
+        }
+    }
+
     fn expired(&self, now_ms: impl FnOnce() -> u64) -> bool {
         self.expires_ms != 0 && self.expires_ms <= now_ms()
     }
@@ -175,6 +193,11 @@ struct Segments {
 impl Segments {
     fn all(&self) -> impl Iterator<Item = &Arc<Segment>> {
         self.base.iter().chain(self.logs.iter().map(|(_, s)| s))
+    }
+
+    /// Bytes in all segments, live and dead.
+    fn bytes(&self) -> u64 {
+        self.all().map(|s| s.buf().len()).sum()
     }
 }
 
@@ -615,7 +638,7 @@ impl LogStore {
             (k.len() as u64, k.live_bytes())
         };
         let segments = inner.segments.lock();
-        let total: u64 = segments.all().map(|s| s.buf().len()).sum();
+        let total = segments.bytes();
         let state = inner.state.get();
         LogStats {
             keys,
@@ -664,10 +687,7 @@ impl LogStore {
         }
         let seg = Arc::clone(&writer.active);
         let mut value_at = Vec::with_capacity(ops.len());
-        let now = now_ms();
-        let span = match seg.buf().append_with(len, 1, |_, out| {
-            record::encode(ops, now, out, &mut value_at);
-        }) {
+        let span = match seg.append_record(ops, &mut value_at) {
             Ok(span) => span,
             Err(e) => {
                 // The roll happened: the finished segment still gets its hint.
@@ -682,13 +702,13 @@ impl LogStore {
             match op.kind {
                 Kind::Put => keys.put(
                     op.key,
-                    Loc {
-                        seg: Arc::clone(&seg),
-                        value_offset: span.offset() + at,
-                        value_len: op.value.len() as u32,
-                        op_bytes: op_bytes(op.key.len(), op.value.len()),
-                        expires_ms: op.expires_ms,
-                    },
+                    Loc::new(
+                        &seg,
+                        span.offset() + at,
+                        op.key.len(),
+                        op.value.len(),
+                        op.expires_ms,
+                    ),
                 ),
                 Kind::Delete => keys.delete(op.key),
                 Kind::Clear => keys.clear(),

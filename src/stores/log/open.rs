@@ -12,7 +12,6 @@ use super::record::{self, DecodedOp, HintEntry, Kind, RECORD_HEADER_BYTES};
 use super::segment::Segment;
 use super::{
     Inner, KeyDir, Loc, LogOptions, STATE_VERSION, Segments, State, Writer, base_name, log_name,
-    op_bytes,
 };
 use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 
@@ -262,13 +261,7 @@ fn apply(
     match kind {
         Kind::Put => keys.replay_put(
             key,
-            Loc {
-                seg: Arc::clone(seg),
-                value_offset,
-                value_len: value_len as u32,
-                op_bytes: op_bytes(key.len(), value_len as usize),
-                expires_ms,
-            },
+            Loc::new(seg, value_offset, key.len(), value_len as usize, expires_ms),
         ),
         Kind::Delete => keys.replay_delete(key),
         Kind::Clear => keys.clear(),
@@ -341,22 +334,16 @@ fn replay_hint(dir: &Dir, seg: &Arc<Segment>, keys: &mut KeyDir) -> Result<bool>
 /// Returns false if `each` did, or if the records do not parse (the hint is then
 /// unusable).
 fn hint_records<'h>(hint: &'h AppendOnly, mut each: impl FnMut(&'h [u8]) -> bool) -> Result<bool> {
-    for chunk in hint.chunks() {
-        let (_, mut bytes) = chunk?;
-        while !bytes.is_empty() {
-            let len = match record::hint_record_len(bytes) {
-                Ok(Some(len)) if len <= bytes.len() => len,
-                // Padding at the end of a lane: only zeros may follow.
-                Ok(None) if bytes.iter().all(|b| *b == 0) => break,
-                _ => return Ok(false),
-            };
-            if !each(&bytes[..len]) {
-                return Ok(false);
-            }
-            bytes = &bytes[len..];
-        }
-    }
-    Ok(true)
+    let stopped = walk_records(
+        hint,
+        |bytes| match record::hint_record_len(bytes) {
+            Ok(len) => Some(len),
+            // Too short for a header: padding if it is all zeros.
+            Err(_) => Some(None),
+        },
+        |_, record| each(record),
+    )?;
+    Ok(stopped.is_none())
 }
 
 /// How a scan of a segment ended.
@@ -374,49 +361,63 @@ pub(super) fn scan(
     mut each: impl FnMut(u64, u64, &DecodedOp, &[u8]),
 ) -> Result<ScanEnd> {
     let mut ops = Vec::new();
-    for chunk in seg.buf().chunks() {
+    let stopped = walk_records(
+        seg.buf(),
+        |bytes| match bytes
+            .first_chunk::<RECORD_HEADER_BYTES>()
+            .map(record::header)
+        {
+            // Too short for a header, or an all-zero one: padding if all zeros.
+            None | Some(record::Header::Zero) => Some(None),
+            Some(record::Header::Bad(_)) => None,
+            Some(record::Header::Record { len, .. }) => Some(usize::try_from(len).ok()),
+        },
+        |offset, rec| {
+            if record::decode(rec, &mut ops).is_err() {
+                return false;
+            }
+            for op in &ops {
+                let key = &rec[op.key_at as usize..][..op.key_len as usize];
+                let op_start = op.key_at as usize - record::OP_HEADER_BYTES;
+                let sum =
+                    u64::from_le_bytes(rec[op_start..op_start + 8].try_into().expect("8 bytes"));
+                each(sum, offset, op, key);
+            }
+            true
+        },
+    )?;
+    Ok(stopped.map_or(ScanEnd::Whole, ScanEnd::Damaged))
+}
+
+/// Walks the records of a buffer in order, lane by lane (records never straddle
+/// lanes). `len_of` reads the length of the record its argument starts with: `Some(None)`
+/// for padding, which is valid only if zeros fill the rest of the lane, and `None` for a
+/// header that is damaged. `each(offset, record)` returns false to stop. Returns the
+/// offset of the record where the walk stopped (damaged, cut short, or refused by
+/// `each`), or `None` if every record was walked.
+fn walk_records<'b>(
+    buf: &'b AppendOnly,
+    len_of: impl Fn(&[u8]) -> Option<Option<usize>>,
+    mut each: impl FnMut(u64, &'b [u8]) -> bool,
+) -> Result<Option<u64>> {
+    for chunk in buf.chunks() {
         let (start, bytes) = chunk?;
         let mut at = 0usize;
         while at < bytes.len() {
             let rest = &bytes[at..];
-            let damaged = ScanEnd::Damaged(start + at as u64);
-            let Some(head) = rest.first_chunk::<RECORD_HEADER_BYTES>() else {
-                if rest.iter().all(|b| *b == 0) {
-                    break;
-                }
-                return Ok(damaged);
+            let offset = start + at as u64;
+            let len = match len_of(rest) {
+                Some(Some(len)) if len > 0 && len <= rest.len() => len,
+                Some(None) if rest.iter().all(|b| *b == 0) => break,
+                _ => return Ok(Some(offset)),
             };
-            match record::header(head) {
-                record::Header::Zero => {
-                    // Padding at the end of a lane: only zeros may follow in this lane.
-                    if rest.iter().all(|b| *b == 0) {
-                        break;
-                    }
-                    return Ok(damaged);
-                }
-                record::Header::Bad(_) => return Ok(damaged),
-                record::Header::Record { len, .. } => {
-                    let Some(rec) = usize::try_from(len).ok().and_then(|len| rest.get(..len))
-                    else {
-                        return Ok(damaged);
-                    };
-                    if record::decode(rec, &mut ops).is_err() {
-                        return Ok(damaged);
-                    }
-                    for op in &ops {
-                        let key = &rec[op.key_at as usize..][..op.key_len as usize];
-                        let op_start = op.key_at as usize - record::OP_HEADER_BYTES;
-                        let sum = u64::from_le_bytes(
-                            rec[op_start..op_start + 8].try_into().expect("8 bytes"),
-                        );
-                        each(sum, start + at as u64, op, key);
-                    }
-                    at += rec.len();
-                }
+            if !each(offset, &rest[..len]) {
+                return Ok(Some(offset));
             }
+            at += len;
         }
     }
-    Ok(ScanEnd::Whole)
+    Ok(None)
 }
 
 /// Writes the hint file of a finished segment: records of about 60 KiB listing its

@@ -57,6 +57,23 @@ impl Segment {
         self.buf.as_ref().expect("present until drop")
     }
 
+    /// Appends one record holding `ops`, timestamped now; `value_at` receives each
+    /// operation's value offset within the record.
+    ///
+    /// # Errors
+    /// As [`AppendOnly::append_with`].
+    pub(crate) fn append_record(
+        &self,
+        ops: &[record::Op<'_>],
+        value_at: &mut Vec<u64>,
+    ) -> Result<Span> {
+        let now = super::now_ms();
+        self.buf()
+            .append_with(record::record_len(ops), 1, |_, out| {
+                record::encode(ops, now, out, value_at)
+            })
+    }
+
     pub(crate) fn hint_name(&self) -> String {
         hint_name(&self.name)
     }
