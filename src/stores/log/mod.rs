@@ -41,8 +41,8 @@ pub use iter::Iter;
 use key::Key;
 use keydir::KeyDir;
 use record::{Kind, Op};
-use segment::Segment;
 pub use segment::Value;
+use segment::{Segment, Writers};
 
 /// A merge operator: `(key, current value, operand) -> new value`, where `None` deletes
 /// the key.
@@ -119,6 +119,9 @@ pub struct LogStats {
     /// Compactions that failed (the old generation stayed). After a failed background
     /// compaction no other starts automatically until an explicit `compact` succeeds.
     pub compaction_failures: u64,
+    /// Syncs made since open by `sync` and by durable writes (`sync_each_write`).
+    /// Concurrent durable writers share syncs, so this grows slower than their writes.
+    pub syncs: u64,
 }
 
 /// The store's state, in its Journal. 64 bytes, little-endian u64s:
@@ -221,17 +224,19 @@ struct Inner {
     /// `compact` succeeds.
     auto_compaction_failed: AtomicBool,
     compaction_failures: AtomicU64,
-    /// Writers between entering a write and finishing its append, counted only with
-    /// `sync_each_write` (see `Segment::sync_to`).
-    appending: AtomicUsize,
+    /// Shared by writers for group commit (see `Segment::sync_to`).
+    writers: Writers,
 }
 
-/// Counts a writer in `Inner::appending` until dropped (with `sync_each_write` only).
+/// Counts a writer in `Writers::appending` until dropped (with `sync_each_write` only).
 struct Appending<'a>(Option<&'a AtomicUsize>);
 
 impl<'a> Appending<'a> {
     fn start(inner: &'a Inner) -> Self {
-        let counter = inner.opts.sync_each_write.then_some(&inner.appending);
+        let counter = inner
+            .opts
+            .sync_each_write
+            .then_some(&inner.writers.appending);
         if let Some(c) = counter {
             c.fetch_add(1, Ordering::AcqRel);
         }
@@ -608,7 +613,7 @@ impl LogStore {
     /// until reopened.
     pub fn sync(&self) -> Result<()> {
         let active = self.inner.writer.lock().active.clone();
-        active.sync_to(active.buf().len(), &self.inner.appending)
+        active.sync_to(active.buf().len(), &self.inner.writers)
     }
 
     /// Copies the live values of every finished segment into a new generation, switches
@@ -654,6 +659,7 @@ impl LogStore {
             segments_scanned: inner.segments_scanned,
             hint_failures: inner.hint_failures.load(Ordering::Relaxed),
             compaction_failures: inner.compaction_failures.load(Ordering::Relaxed),
+            syncs: inner.writers.syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -736,7 +742,7 @@ impl LogStore {
             compact::maybe_start(&self.inner);
         }
         if self.inner.opts.sync_each_write {
-            done.seg.sync_to(done.end, &self.inner.appending)?;
+            done.seg.sync_to(done.end, &self.inner.writers)?;
         }
         Ok(())
     }

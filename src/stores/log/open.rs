@@ -3,13 +3,13 @@
 //! whole and by reading its records otherwise. Also writes hint files.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::{Mutex, RwLock};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::record::{self, DecodedOp, HintEntry, Kind, RECORD_HEADER_BYTES};
-use super::segment::Segment;
+use super::segment::{Segment, Writers};
 use super::{
     Inner, KeyDir, Loc, LogOptions, STATE_VERSION, Segments, State, Writer, base_name, log_name,
 };
@@ -130,7 +130,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         hint_failures: AtomicU64::new(0),
         auto_compaction_failed: AtomicBool::new(false),
         compaction_failures: AtomicU64::new(0),
-        appending: AtomicUsize::new(0),
+        writers: Writers::default(),
     };
     if active_damaged {
         // New records must not follow damage, which would hide them from the next

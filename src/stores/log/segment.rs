@@ -5,7 +5,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -17,6 +17,16 @@ use crate::{AppendOnly, Dir, Error, Result, Span};
 /// one sync on this class of machine (an msync and an fdatasync, 0.2 to 0.6 ms).
 const GATHER: Duration = Duration::from_micros(300);
 
+/// What the writers of one store share for group commit, whichever segment is active.
+#[derive(Default)]
+pub(crate) struct Writers {
+    /// Writers between entering a write and finishing its append, counted only with
+    /// `sync_each_write`: a gathering leader waits for them.
+    pub(crate) appending: AtomicUsize,
+    /// Syncs made by `Segment::sync_to` since open.
+    pub(crate) syncs: AtomicU64,
+}
+
 /// One segment of the log.
 pub(crate) struct Segment {
     /// Structure name of the segment's buffer; its hint is `{name}-hint`.
@@ -26,14 +36,15 @@ pub(crate) struct Segment {
     buf: Option<AppendOnly>,
     dir: Dir,
     retired: AtomicBool,
-    /// Whether a sync is running (group commit): writers wait for it on `synced` and
-    /// find their bytes covered when it ends, or one of them starts the next.
-    syncing: Mutex<bool>,
+    /// Group commit: who leads, and what the running sync covers. Writers wait on
+    /// `synced` and find their bytes covered when a sync ends, or one of them leads the
+    /// next.
+    group: Mutex<Group>,
     synced: Condvar,
-    /// Callers inside `sync_to`, waiting or leading.
-    in_sync: AtomicUsize,
-    /// How many callers recent syncs covered (were inside `sync_to` when it started):
-    /// the widest recent round, decaying by one per sync.
+    /// Writers waiting for bytes that no started sync covers: the next sync's writers.
+    waiting: AtomicUsize,
+    /// How many writers recent syncs covered: the widest recent round, decaying by one
+    /// per sync.
     last_round: AtomicUsize,
 }
 
@@ -45,9 +56,9 @@ impl Segment {
             buf: Some(buf),
             dir: dir.clone(),
             retired: AtomicBool::new(false),
-            syncing: Mutex::new(false),
+            group: Mutex::new(Group::default()),
             synced: Condvar::new(),
-            in_sync: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             last_round: AtomicUsize::new(1),
         }))
     }
@@ -81,43 +92,63 @@ impl Segment {
     /// Makes every byte below `end` durable, sharing syncs with concurrent callers (group
     /// commit). One caller at a time leads a sync; the others wait for it and return if
     /// it covered them. Before syncing, the leader waits, for up to [`GATHER`], until as
-    /// many writers have joined as recent syncs covered and none is in the middle of an
-    /// append (`appending`): writers just woken by the last sync are on their way back
-    /// with their next write, and one sync can cover them all. The expected count decays
-    /// by one writer per sync, so a writer that has been alone for a while never waits.
-    pub(crate) fn sync_to(&self, end: u64, appending: &AtomicUsize) -> Result<()> {
-        self.in_sync.fetch_add(1, Ordering::AcqRel);
-        let _leave = Leave(&self.in_sync);
+    /// many writers wait for a sync as recent syncs covered and none is in the middle of
+    /// an append (`writers.appending`): writers just woken by the last sync are on their way back
+    /// with their next write, and one sync can cover them all. Only writers whose bytes
+    /// no started sync covers are counted, so a writer woken but not yet gone does not
+    /// count twice. The expected count decays by one writer per sync, so a writer that
+    /// has been alone for a while never waits.
+    pub(crate) fn sync_to(&self, end: u64, writers: &Writers) -> Result<()> {
+        // The round this caller counted itself in `waiting` for, if any.
+        let mut counted = None;
+        let mut group = self.group.lock();
         loop {
             if self.buf().durable_len() >= end {
                 return Ok(());
             }
-            let mut syncing = self.syncing.lock();
-            if *syncing {
-                self.synced.wait(&mut syncing);
+            if group.leading && end <= group.covers {
+                // The running sync covers these bytes.
+                self.synced.wait(&mut group);
                 continue;
             }
-            *syncing = true;
-            drop(syncing);
+            if counted != Some(group.round) {
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                counted = Some(group.round);
+            }
+            if group.leading {
+                self.synced.wait(&mut group);
+                continue;
+            }
+            group.leading = true;
+            drop(group);
             // Hands leadership back even if the sync panics, so waiters never hang.
-            let _done = Done(self);
+            let done = Done(self);
             let expected = self.last_round.load(Ordering::Acquire);
             let start = Instant::now();
-            while (self.in_sync.load(Ordering::Acquire) < expected
-                || appending.load(Ordering::Acquire) > 0)
+            while (self.waiting.load(Ordering::Acquire) < expected
+                || writers.appending.load(Ordering::Acquire) > 0)
                 && start.elapsed() < GATHER
             {
                 std::thread::yield_now();
             }
-            let round = self.in_sync.load(Ordering::Acquire);
+            // Every writer counted so far has its bytes below `covers`: the sync below
+            // covers them, and anyone counted from here on waits for the next one.
+            let round = {
+                let mut group = self.group.lock();
+                group.round += 1;
+                group.covers = self.buf().len();
+                self.waiting.swap(0, Ordering::AcqRel)
+            };
             let result = self.buf().sync();
+            writers.syncs.fetch_add(1, Ordering::Relaxed);
             // Remember the widest recent round, forgetting slowly, so that one short
             // round does not shrink the next ones.
             let last = self.last_round.load(Ordering::Acquire);
             self.last_round
                 .store(round.max(last.saturating_sub(1)).max(1), Ordering::Release);
-            drop(_done);
+            drop(done);
             result?;
+            group = self.group.lock();
         }
     }
 
@@ -139,22 +170,26 @@ impl Drop for Segment {
     }
 }
 
-/// Ends a group-commit leader's turn when dropped: clears the flag, wakes the waiters.
+/// A segment's group-commit state.
+#[derive(Default)]
+struct Group {
+    /// A leader is gathering writers or syncing.
+    leading: bool,
+    /// While the leader syncs: the length its sync covers (at least).
+    covers: u64,
+    /// Bumped as each sync starts: a writer counted in `Segment::waiting` for an earlier
+    /// round and still not covered counts itself again.
+    round: u64,
+}
+
+/// Ends a group-commit leader's turn when dropped: hands leadership back, wakes the
+/// waiters.
 struct Done<'a>(&'a Segment);
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {
-        *self.0.syncing.lock() = false;
+        self.0.group.lock().leading = false;
         self.0.synced.notify_all();
-    }
-}
-
-/// Counts a caller out of `Segment::in_sync` when dropped.
-struct Leave<'a>(&'a AtomicUsize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
