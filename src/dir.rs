@@ -192,6 +192,15 @@ impl Dir {
         files::sync_dir(parent)
     }
 
+    /// Where structure `name`'s files are (or would be), without claiming it.
+    ///
+    /// # Errors
+    /// `InvalidName`.
+    pub(crate) fn structure_path(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name)?;
+        Ok(self.shared.path.join(name))
+    }
+
     /// Claims `name` for one structure, creating its sub-directory.
     pub(crate) fn claim(&self, name: &str) -> Result<Claim> {
         validate_name(name)?;

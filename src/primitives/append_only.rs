@@ -109,12 +109,14 @@ impl AppendOnly {
     /// Opens or creates the buffer at `name` in `dir`.
     ///
     /// # Errors
-    /// `Corrupted` if `length.acc` is damaged beyond recovery; `Io`.
+    /// `Corrupted` if `length.acc` is damaged beyond recovery, or missing while data
+    /// files exist; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<AppendOnly> {
         let claim = dir.claim(name)?;
+        let lanes = Lanes::new(claim.path(), LANE_PREFIX, 1, APPEND_LANE_BASE_BYTES);
+        Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
         let len = length.read(|b| read_u64(b, 0));
-        let lanes = Lanes::new(claim.path(), LANE_PREFIX, 1, APPEND_LANE_BASE_BYTES);
         let arena = Arena::new(lanes, len);
         // Every lane below the recorded length must be there and intact.
         if len > 0 {

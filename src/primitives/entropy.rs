@@ -89,6 +89,18 @@ impl Entropy {
         Ok(Self::from_key(claim, key))
     }
 
+    /// Whether the entropy at `name` in `dir` exists, without opening or creating it. A
+    /// structure that keys its data with an entropy it creates first can tell with this
+    /// whether the entropy was lost (its data is then unreachable by its keyed hashes).
+    ///
+    /// # Errors
+    /// `InvalidName`; `Io` if the directory cannot be read.
+    pub fn exists(dir: &Dir, name: &str) -> Result<bool> {
+        let path = dir.structure_path(name)?.join(FILE);
+        path.try_exists()
+            .map_err(|e| Error::io(&path, "look for the entropy file", e))
+    }
+
     fn from_key(claim: Claim, key: [u8; KEY_BYTES]) -> Entropy {
         Entropy {
             _claim: claim,

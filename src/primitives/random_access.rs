@@ -100,7 +100,8 @@ impl<T: Pod> RandomAccess<T> {
     /// # Errors
     /// `LimitExceeded` for a zero-sized `T`, one larger than [`ELEMENT_SIZE_BYTES_MAX`],
     /// or aligned to more than a page; `Incompatible` if the files hold elements of
-    /// another size; `Corrupted`; `Io`.
+    /// another size; `Corrupted` (also if `length.acc` is missing while data files
+    /// exist); `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<Self> {
         let size = size_of::<T>();
         if size == 0 || size > ELEMENT_SIZE_BYTES_MAX {
@@ -118,14 +119,15 @@ impl<T: Pod> RandomAccess<T> {
             ));
         }
         let claim = dir.claim(name)?;
-        let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
-        let len = length.read(|b| read_u64(b, 0));
         let lanes = Lanes::new(
             claim.path(),
             LANE_PREFIX,
             size as u64,
             RANDOM_ACCESS_LANE_BASE_ELEMENTS,
         );
+        Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
+        let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
+        let len = length.read(|b| read_u64(b, 0));
         let cells = Cells::new(lanes, size);
         if len > 0 && cells.read(len - 1)?.is_none() {
             return Err(Error::corrupted(

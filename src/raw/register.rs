@@ -176,6 +176,34 @@ impl Register {
         })
     }
 
+    /// Refuses to open (and so create) the register `file_name` in `dir` if it is
+    /// missing while `data_exists`. A structure creates its register, durably, before
+    /// any other file of its own, so other files without it mean it was lost (deleted):
+    /// starting over empty would hide or overwrite what they hold.
+    ///
+    /// # Errors
+    /// `Corrupted` naming the missing register; `Io` if the directory cannot be read;
+    /// any error of `data_exists`.
+    pub(crate) fn refuse_lost(
+        dir: &Path,
+        file_name: &str,
+        data_exists: impl FnOnce() -> Result<bool>,
+    ) -> Result<()> {
+        let path = dir.join(file_name);
+        let present = path
+            .try_exists()
+            .map_err(|e| Error::io(&path, "look for the register", e))?;
+        if !present && data_exists()? {
+            return Err(Error::corrupted(
+                &path,
+                0,
+                "register is missing but its structure's data files exist (was it \
+                 deleted?): refusing to start over on top of them",
+            ));
+        }
+        Ok(())
+    }
+
     /// The file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path

@@ -9,5 +9,6 @@ mod fixtures;
 mod limits;
 mod log_corruption;
 mod log_store;
+mod lost_files;
 mod model;
 mod process;

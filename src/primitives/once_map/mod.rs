@@ -172,11 +172,24 @@ impl OnceMap {
     ///
     /// # Errors
     /// `Corrupted` if a file is damaged (including an entry that fails its checksum when
-    /// the count has to be recovered by walking the log); `NameInUse`; `Io`.
+    /// the count has to be recovered by walking the log) or the entropy file is missing
+    /// beside entries; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<OnceMap> {
-        let entropy = Entropy::open(dir, &format!("{name}/entropy"))?;
+        let entropy_name = format!("{name}/entropy");
+        let had_entropy = Entropy::exists(dir, &entropy_name)?;
         let log = AppendOnly::open(dir, &format!("{name}/log"))?;
         let index = RandomAccess::<u64>::open(dir, &format!("{name}/index"))?;
+        // The entropy is created (durably) before any entry is written: entries without
+        // it mean it was lost, and with it every key's slot. Refuse before creating a
+        // new one, so the next open refuses too.
+        if !had_entropy && (!log.is_empty() || !index.is_empty()) {
+            return Err(Error::corrupted(
+                &dir.path().join(&entropy_name),
+                0,
+                "the entropy is missing but the map holds entries (was it deleted?)",
+            ));
+        }
+        let entropy = Entropy::open(dir, &entropy_name)?;
         let meta = Journal::<Meta>::open(dir, &format!("{name}/meta"))?;
         let top_level = match index.len() {
             0 => 0,

@@ -183,6 +183,17 @@ impl Lanes {
         self.lanes[lane].get().is_some()
     }
 
+    /// Whether the first lane's file is there (lanes are created in order, so this is
+    /// whether any lane was ever created), without mapping it.
+    ///
+    /// # Errors
+    /// `Io` if the directory cannot be read.
+    pub(crate) fn first_exists(&self) -> Result<bool> {
+        let path = self.lane_path(0);
+        path.try_exists()
+            .map_err(|e| Error::io(&path, "look for the first lane", e))
+    }
+
     /// Whether lane `lane` exists (mapping it if its file is there).
     pub(crate) fn exists(&self, lane: usize) -> Result<bool> {
         Ok(self.get(lane)?.is_some())
