@@ -1194,6 +1194,77 @@ fn durable_writers_share_syncs() {
     }
 }
 
+/// Reads, iteration and writes go on while compactions run and switch generations:
+/// every read finds its key's value (never another key's bytes, never nothing), every
+/// full iteration sees every key once and in order, and afterwards (and after a
+/// reopen) the store equals the writer's model.
+#[test]
+fn reads_and_writes_go_on_through_compaction() {
+    const KEYS: usize = 20_000;
+    let dir = Dir::temporary().unwrap();
+    let opts = LogOptions {
+        segment_bytes: 256 << 10,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    let key = |i: usize| format!("key-{i:06}").into_bytes();
+    let value = |i: usize, version: usize| format!("key-{i:06}={version}").into_bytes();
+    let mut model: Vec<usize> = vec![1; KEYS];
+    for version in 0..2 {
+        for i in 0..KEYS {
+            store.put(&key(i), &value(i, version)).unwrap();
+        }
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..3 {
+                store.compact().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        scope.spawn(|| {
+            let mut rng = StdRng::seed_from_u64(5);
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || rounds < 2 {
+                for _ in 0..2000 {
+                    let i = rng.random_range(0..KEYS);
+                    let got = store.get(&key(i)).unwrap().expect("present");
+                    assert!(got.starts_with(&key(i)), "key {i} read {got:?}");
+                }
+                let mut n = 0;
+                for (k, v) in store.iter().map(Result::unwrap) {
+                    assert_eq!(&*k, key(n), "in order, none missed or repeated");
+                    assert!(v.starts_with(&key(n)));
+                    n += 1;
+                }
+                assert_eq!(n, KEYS);
+                rounds += 1;
+            }
+        });
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut version = 2;
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            let i = rng.random_range(0..KEYS);
+            store.put(&key(i), &value(i, version)).unwrap();
+            model[i] = version;
+            version += 1;
+        }
+    });
+    let check = |store: &LogStore, ctx: &str| {
+        assert_eq!(store.len(), KEYS as u64, "{ctx}");
+        for (i, version) in model.iter().enumerate() {
+            let got = store.get(&key(i)).unwrap().expect("present");
+            assert_eq!(&*got, value(i, *version), "{ctx}: key {i}");
+        }
+    };
+    check(&store, "after compactions");
+    store.sync().unwrap();
+    drop(store);
+    check(&LogStore::open(&dir, NAME, opts).unwrap(), "after reopen");
+}
+
 /// A value handle taken before an overwrite, a delete, a clear or compactions still reads
 /// its old bytes; once the handles are gone, retired segments' files go too.
 #[test]

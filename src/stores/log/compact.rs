@@ -16,6 +16,7 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
+use super::keydir::{Level, Snapshot};
 use super::record::{self, Kind, Op};
 use super::segment::Segment;
 use super::{Inner, Key, Loc, base_name, now_ms, open};
@@ -23,6 +24,17 @@ use crate::Result;
 
 pub(super) fn compact(inner: &Inner) -> Result<()> {
     let _one_at_a_time = inner.compacting.lock();
+    // Only compaction changes the generation, one at a time.
+    let generation = inner.state.get().generation + 1;
+    // A failed attempt may have left base segments of this generation behind: the state
+    // does not name them, so they are garbage, and reusing them would replay stale
+    // records ahead of the logs this attempt keeps.
+    inner.dir.remove(&format!("{}/g{generation}", inner.name))?;
+    // Flush the active segment first, with writers going on, so that the roll below
+    // (which syncs it with the writer lock held) has little left to flush.
+    let active = Arc::clone(&inner.writer.lock().active);
+    active.buf().sync()?;
+    drop(active);
     // Finish the active segment, so that everything written so far is in a finished
     // segment, and take the key directory as of that moment.
     let (first_kept_log, snapshot) = {
@@ -32,7 +44,8 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         } else {
             Some(inner.roll(&mut writer)?)
         };
-        let snapshot = inner.keys.read().snapshot();
+        // Pinned until the switch: from here every way out unpins.
+        let snapshot = inner.keys.read().snapshot_pinned();
         let first_kept = writer.active_id;
         drop(writer);
         if let Some(finished) = finished {
@@ -55,36 +68,18 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
             .map(Arc::as_ptr)
             .collect()
     };
-    let generation = inner.state.get().generation + 1;
-    // A failed attempt may have left base segments of this generation behind: the state
-    // does not name them, so they are garbage, and reusing them would replay stale
-    // records ahead of the logs this attempt keeps.
-    inner.dir.remove(&format!("{}/g{generation}", inner.name))?;
-
-    // Copy. Nothing here is visible until the switch below.
-    let now = now_ms();
-    let mut out = BaseWriter::new(inner, generation);
-    let mut moves: Vec<(Key, Loc, Loc)> = Vec::new();
-    let mut expired: Vec<(Key, Loc)> = Vec::new();
-    for (key, loc) in snapshot.cursor(Bound::Unbounded, Bound::Unbounded) {
-        if !old.contains(&Arc::as_ptr(&loc.seg)) {
-            continue;
+    let copied = copy(inner, generation, &old, snapshot);
+    let (base, moved) = match copied {
+        Ok(copied) => copied,
+        Err(e) => {
+            inner.keys.read().unpin();
+            return Err(e);
         }
-        if loc.expired(|| now) {
-            // Not copied: its segment goes, so the directory entry must go too.
-            expired.push((key, loc));
-            continue;
-        }
-        let value = super::value_of(key.bytes(), &loc)?;
-        let new = out.put(key.bytes(), &value, loc.expires_ms)?;
-        moves.push((key, loc, new));
-    }
-    drop(snapshot);
-    let base = out.finish()?;
+    };
 
-    // Switch. Writers (and, for the repoint, readers) wait for this part only. The
-    // state is committed first: if that fails, memory still describes the old
-    // generation, which stays authoritative, and the new base segments go on drop.
+    // Switch. Writers wait for this part only: the state commit and a few pointer
+    // swaps. The state is committed first: if that fails, memory still describes the
+    // old generation, which stays authoritative, and the new base segments go.
     let writer = inner.writer.lock();
     let base_count = base.len() as u64;
     let committed = inner
@@ -100,16 +95,10 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         for seg in &base {
             seg.retire();
         }
+        inner.keys.read().unpin();
         return Err(e);
     }
-    let mut keys = inner.keys.write();
-    for (key, was, new) in moves {
-        keys.repoint(key.bytes(), &was, new);
-    }
-    for (key, was) in expired {
-        keys.remove_if_unchanged(key.bytes(), &was);
-    }
-    keys.reorder();
+    let replaced = inner.keys.read().replace_pinned(moved.bottom);
     let mut segments = inner.segments.lock();
     for seg in segments.base.drain(..) {
         seg.retire();
@@ -123,9 +112,74 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
     });
     segments.base = base;
     drop(segments);
-    drop(keys);
     drop(writer);
+    drop(replaced);
+
+    // Repoint the hash map, a chunk at a time so that reads and writes go on in
+    // between. Until an entry is repointed it names the old copy, which is still there
+    // (a retired segment's files go with its last handle) and holds the same bytes; an
+    // entry written since is left alone.
+    for chunk in moved.moves.chunks(REPOINT_CHUNK) {
+        let mut keys = inner.keys.write();
+        for (key, was, new) in chunk {
+            keys.repoint(key.bytes(), was, new.clone());
+        }
+    }
+    for chunk in moved.expired.chunks(REPOINT_CHUNK) {
+        let mut keys = inner.keys.write();
+        for (key, was) in chunk {
+            keys.remove_if_unchanged(key.bytes(), was);
+        }
+    }
     Ok(())
+}
+
+/// Hash-map entries repointed per hold of the key directory's write lock.
+const REPOINT_CHUNK: usize = 4096;
+
+/// What copying a snapshot produced, besides the new base segments.
+struct Moved {
+    /// The snapshot's keys in order, with the locations they have after the switch:
+    /// the ordered view's new bottom level.
+    bottom: Level,
+    /// `(key, old location, new location)` of every copied value.
+    moves: Vec<(Key, Loc, Loc)>,
+    /// `(key, location)` of every expired value, not copied.
+    expired: Vec<(Key, Loc)>,
+}
+
+/// Copies the live values of `snapshot` that lie in `old` segments into the base
+/// segments of `generation`, made durable with their hints. Nothing here is visible
+/// until the switch.
+fn copy(
+    inner: &Inner,
+    generation: u64,
+    old: &HashSet<*const Segment>,
+    snapshot: Snapshot,
+) -> Result<(Vec<Arc<Segment>>, Moved)> {
+    let now = now_ms();
+    let mut out = BaseWriter::new(inner, generation);
+    let mut moved = Moved {
+        bottom: Vec::new(),
+        moves: Vec::new(),
+        expired: Vec::new(),
+    };
+    for (key, loc) in snapshot.cursor(Bound::Unbounded, Bound::Unbounded) {
+        if !old.contains(&Arc::as_ptr(&loc.seg)) {
+            moved.bottom.push((key, Some(loc)));
+            continue;
+        }
+        if loc.expired(|| now) {
+            // Not copied: its segment goes, so the directory entry must go too.
+            moved.expired.push((key, loc));
+            continue;
+        }
+        let value = super::value_of(key.bytes(), &loc)?;
+        let new = out.put(key.bytes(), &value, loc.expires_ms)?;
+        moved.bottom.push((key.clone(), Some(new.clone())));
+        moved.moves.push((key, loc, new));
+    }
+    Ok((out.finish()?, moved))
 }
 
 /// Starts a compaction on a background thread if the dead bytes exceed the ratio set at

@@ -29,7 +29,7 @@ use super::segment::Segment;
 const HEAD_MAX: usize = 1 << 14;
 
 /// A sorted, immutable layer: keys with their location, or `None` for a deletion.
-type Level = Vec<(Key, Option<Loc>)>;
+pub(super) type Level = Vec<(Key, Option<Loc>)>;
 
 /// The key directory and the counts derived from it.
 #[derive(Default)]
@@ -51,6 +51,10 @@ struct Ordered {
     levels: Vec<Arc<Level>>,
     /// Changes not yet frozen, newest of all.
     head: BTreeMap<Key, Option<Loc>>,
+    /// The oldest levels, held by a running compaction (`snapshot_pinned`): merges
+    /// leave them alone, so that `replace_pinned` finds them where they were. `None`
+    /// when no compaction holds any (and after a `clear`).
+    pinned: Option<Vec<Arc<Level>>>,
 }
 
 /// The ordered view at one moment.
@@ -99,8 +103,7 @@ impl KeyDir {
         }
     }
 
-    /// Builds the ordered view from the hash map (after a replay, or after compaction
-    /// repointed entries): one sort.
+    /// Builds the ordered view from the hash map (after a replay): one sort.
     pub(super) fn reorder(&mut self) {
         let mut run: Level = self
             .map
@@ -110,7 +113,7 @@ impl KeyDir {
         run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         *self.ordered.get_mut() = Ordered {
             levels: vec![Arc::new(run)],
-            head: BTreeMap::new(),
+            ..Ordered::default()
         };
     }
 
@@ -146,8 +149,8 @@ impl KeyDir {
     }
 
     /// Replaces the location of `key` with `new` if it is still `was` (compaction moved
-    /// the value and nobody wrote the key since). The ordered view is brought up to date
-    /// by [`reorder`](Self::reorder) afterwards.
+    /// the value and nobody wrote the key since). The ordered view is compaction's to
+    /// bring up to date ([`replace_pinned`](Self::replace_pinned)).
     pub(super) fn repoint(&mut self, key: &[u8], was: &Loc, new: Loc) {
         if let Some(cur) = self.map.get_mut(key)
             && Arc::ptr_eq(&cur.seg, &was.seg)
@@ -158,7 +161,7 @@ impl KeyDir {
     }
 
     /// Removes `key` if its location is still `was` (compaction dropped the expired
-    /// value). The ordered view is brought up to date by [`reorder`](Self::reorder).
+    /// value). The ordered view is compaction's to bring up to date.
     pub(super) fn remove_if_unchanged(&mut self, key: &[u8], was: &Loc) {
         let unchanged = self.map.get(key).is_some_and(|cur| {
             Arc::ptr_eq(&cur.seg, &was.seg) && cur.value_offset == was.value_offset
@@ -175,6 +178,38 @@ impl KeyDir {
         Snapshot {
             levels: o.levels.clone(),
         }
+    }
+
+    /// A snapshot for compaction: like [`snapshot`](Self::snapshot), and its levels are
+    /// pinned, left out of merges until [`replace_pinned`](Self::replace_pinned) or
+    /// [`unpin`](Self::unpin), so the changes made since stay in levels of their own.
+    pub(super) fn snapshot_pinned(&self) -> Snapshot {
+        let mut o = self.ordered.lock();
+        // No merges: one could be large, and the pinned levels are replaced anyway.
+        o.freeze_head();
+        o.pinned = Some(o.levels.clone());
+        Snapshot {
+            levels: o.levels.clone(),
+        }
+    }
+
+    /// Replaces the pinned levels with `bottom`: the same keys, sorted, with the
+    /// locations compaction gave them (and without those it dropped). Changes made since
+    /// the snapshot are in newer levels and win over it. Does nothing if the pinned
+    /// levels are gone (a `clear` since). Returns the levels replaced, for the caller
+    /// to drop once it holds no lock (freeing a large level takes a while), or `None`.
+    pub(super) fn replace_pinned(&self, bottom: Level) -> Option<Vec<Arc<Level>>> {
+        let mut o = self.ordered.lock();
+        let pinned = o.pinned.take()?;
+        let n = pinned.len();
+        let in_place =
+            o.levels.len() >= n && o.levels.iter().zip(&pinned).all(|(a, b)| Arc::ptr_eq(a, b));
+        in_place.then(|| o.levels.splice(..n, [Arc::new(bottom)]).collect())
+    }
+
+    /// Lets merges take the pinned levels again (a compaction that failed).
+    pub(super) fn unpin(&self) {
+        self.ordered.lock().pinned = None;
     }
 
     /// Whether the head is full and [`maintain`](Self::maintain) should run.
@@ -202,16 +237,23 @@ impl KeyDir {
 impl Ordered {
     /// Moves the head into a new level (sorted already), then merges the newest level
     /// into the one before it while it is at least half that one's size, so sizes at
-    /// least double going back and levels stay logarithmically few.
+    /// least double going back and levels stay logarithmically few. Pinned levels are
+    /// not merged into.
     fn freeze(&mut self) {
+        self.freeze_head();
+        while let [.., older, newer] = self.levels.as_slice()
+            && newer.len() * 2 >= older.len()
+            && self.levels.len() - 2 >= self.pinned.as_ref().map_or(0, Vec::len)
+        {
+            self.merge_newest();
+        }
+    }
+
+    /// Moves the head into a new level, merging nothing.
+    fn freeze_head(&mut self) {
         if !self.head.is_empty() {
             let head: Level = std::mem::take(&mut self.head).into_iter().collect();
             self.levels.push(Arc::new(head));
-        }
-        while let [.., older, newer] = self.levels.as_slice()
-            && newer.len() * 2 >= older.len()
-        {
-            self.merge_newest();
         }
     }
 
@@ -485,5 +527,88 @@ mod tests {
                 assert_eq!(back, expect);
             }
         }
+    }
+
+    /// Compaction's pin: changes after a pinned snapshot (puts, deletes, frozen and
+    /// merged levels) leave its levels in place; replacing them with the same keys at new
+    /// locations, then repointing the hash map, gives an ordered view and a map that
+    /// both equal the model. After a `clear` the pin is gone and nothing is replaced.
+    #[test]
+    fn pinned_levels_are_replaced_under_later_changes() {
+        let dir = Dir::temporary().unwrap();
+        let old = Segment::open(&dir, "old".into()).unwrap();
+        let new = Segment::open(&dir, "new".into()).unwrap();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut kd = KeyDir::default();
+        let mut model = BTreeMap::new();
+        let key = |rng: &mut StdRng| rng.random_range(0..2000u32).to_be_bytes().to_vec();
+        for step in 0..3000u64 {
+            let k = key(&mut rng);
+            kd.put(&k, loc(&old, step));
+            model.insert(k, step);
+            if rng.random_bool(0.01) {
+                kd.maintain();
+            }
+        }
+        let snap = kd.snapshot_pinned();
+        // Changes during the "copy": some keys written or deleted again, heads frozen
+        // and merged at random.
+        for step in 3000..6000u64 {
+            let k = key(&mut rng);
+            if rng.random_bool(0.7) {
+                kd.put(&k, loc(&old, step));
+                model.insert(k, step);
+            } else {
+                kd.delete(&k);
+                model.remove(&k);
+            }
+            if rng.random_bool(0.01) {
+                kd.maintain();
+            }
+        }
+        let moved = |l: &Loc| l.value_offset + 1_000_000;
+        let mut bottom = Level::new();
+        let mut moves = Vec::new();
+        for (k, l) in snap.cursor(Bound::Unbounded, Bound::Unbounded) {
+            bottom.push((k.clone(), Some(loc(&new, moved(&l)))));
+            moves.push((k, l));
+        }
+        drop(snap);
+        assert!(kd.replace_pinned(bottom).is_some());
+        for (k, l) in &moves {
+            kd.repoint(k.bytes(), l, loc(&new, moved(l)));
+            if model.get(k.bytes().as_ref()) == Some(&l.value_offset) {
+                model.insert(k.bytes().to_vec(), moved(l));
+            }
+        }
+        let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(
+            listed(kd.snapshot().cursor(Bound::Unbounded, Bound::Unbounded)),
+            all
+        );
+        assert_eq!(kd.len(), model.len());
+        for (k, v) in &model {
+            assert_eq!(kd.get(k).map(|l| l.value_offset), Some(*v));
+        }
+        // Merges take every level again once the pin is gone.
+        kd.force_merge();
+        assert_eq!(
+            listed(kd.snapshot().cursor(Bound::Unbounded, Bound::Unbounded)),
+            all
+        );
+
+        // A clear drops the pin: the stale bottom must not come back.
+        let snap = kd.snapshot_pinned();
+        kd.clear();
+        kd.put(b"after", loc(&new, 1));
+        let bottom: Level = snap
+            .cursor(Bound::Unbounded, Bound::Unbounded)
+            .map(|(k, l)| (k, Some(l)))
+            .collect();
+        assert!(kd.replace_pinned(bottom).is_none());
+        assert_eq!(
+            listed(kd.snapshot().cursor(Bound::Unbounded, Bound::Unbounded)),
+            vec![(b"after".to_vec(), 1)]
+        );
     }
 }

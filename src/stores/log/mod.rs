@@ -619,7 +619,8 @@ impl LogStore {
     /// Copies the live values of every finished segment into a new generation, switches
     /// to it atomically, and retires the old segments (their files go once no value
     /// handle points into them). Expired keys are dropped. Reads and writes go on while
-    /// it runs, except for a short pause at the switch.
+    /// it runs: at the switch, writers wait for one sync of the state journal, and the
+    /// key directory is repointed a few thousand keys at a time.
     ///
     /// # Errors
     /// `Io`; on error the old generation stays authoritative.
