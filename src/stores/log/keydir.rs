@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -27,6 +27,9 @@ use super::segment::Segment;
 
 /// The head is frozen into a level once it holds this many changes.
 const HEAD_MAX: usize = 1 << 14;
+
+/// Largest level a snapshot merges into (a few milliseconds of copying at most).
+const SNAPSHOT_MERGE_MAX: usize = 4 * HEAD_MAX;
 
 /// A sorted, immutable layer: keys with their location, or `None` for a deletion.
 pub(super) type Level = Vec<(Key, Option<Loc>)>;
@@ -55,6 +58,10 @@ struct Ordered {
     /// leave them alone, so that `replace_pinned` finds them where they were. `None`
     /// when no compaction holds any (and after a `clear`).
     pinned: Option<Vec<Arc<Level>>>,
+    /// The newest level of a merge running outside the lock (`plan_merge`): it and the
+    /// levels before it are left alone until `install`, or until the plan is dropped
+    /// without one (its token then has no strong count left).
+    merging: Option<(Weak<()>, Arc<Level>)>,
 }
 
 /// The ordered view at one moment.
@@ -171,10 +178,12 @@ impl KeyDir {
         }
     }
 
-    /// A snapshot of the ordered view: the head is frozen into a level first.
+    /// A snapshot of the ordered view: the head is frozen into a level first, and small
+    /// levels merged (up to [`SNAPSHOT_MERGE_MAX`] entries, so a snapshot never copies a
+    /// large level while writers wait; larger merges are the writers' `plan_merge`).
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut o = self.ordered.lock();
-        o.freeze();
+        o.freeze(SNAPSHOT_MERGE_MAX);
         Snapshot {
             levels: o.levels.clone(),
         }
@@ -212,41 +221,178 @@ impl KeyDir {
         self.ordered.lock().pinned = None;
     }
 
-    /// Whether the head is full and [`maintain`](Self::maintain) should run.
+    /// Whether the head is full, and the ordered view wants a
+    /// [`plan_merge`](Self::plan_merge).
     pub(super) fn head_full(&mut self) -> bool {
         self.ordered.get_mut().head.len() >= HEAD_MAX
     }
 
-    /// Freezes the head into a level and merges levels. Called by the writer when the
-    /// head is full, outside the hash map's write lock, so point reads go on meanwhile.
-    pub(super) fn maintain(&self) {
-        self.ordered.lock().freeze();
+    /// Freezes the head into a level and plans the merges that keep levels few: the
+    /// newest levels, while each is at least half the size of the one before it (none of
+    /// them pinned). `None` if nothing needs merging or another merge is running. The
+    /// plan is run ([`MergePlan::run`]) with no lock held and its result put in place by
+    /// [`install`](Self::install).
+    pub(super) fn plan_merge(&self) -> Option<MergePlan> {
+        let mut o = self.ordered.lock();
+        o.freeze_head();
+        if o.merging_level().is_some() {
+            return None;
+        }
+        let last = o.levels.len().checked_sub(1)?;
+        let mut first = last;
+        let mut size = o.levels[last].len();
+        while first > o.pinned_len() && size * 2 >= o.levels[first - 1].len() {
+            first -= 1;
+            size += o.levels[first].len();
+        }
+        if first == last {
+            return None;
+        }
+        let token = Arc::new(());
+        o.merging = Some((Arc::downgrade(&token), Arc::clone(&o.levels[last])));
+        Some(MergePlan {
+            levels: o.levels[first..].to_vec(),
+            bottom: first == 0,
+            _token: token,
+        })
+    }
+
+    /// Puts a merge's result in place of the levels it merged, if they are still there,
+    /// in place and unpinned (a `clear`, or a compaction's pin, since: the result is
+    /// dropped). Returns the levels replaced, for the caller to drop once it holds no
+    /// lock.
+    pub(super) fn install(&self, plan: MergePlan, merged: Level) -> Option<Vec<Arc<Level>>> {
+        let mut o = self.ordered.lock();
+        let newest = plan
+            .levels
+            .last()
+            .expect("a plan merges two levels or more");
+        if o.merging_level().is_some_and(|m| Arc::ptr_eq(m, newest)) {
+            o.merging = None;
+        }
+        let n = plan.levels.len();
+        let at = o
+            .levels
+            .iter()
+            .position(|l| Arc::ptr_eq(l, &plan.levels[0]))?;
+        let in_place = o.levels.len() >= at + n
+            && o.levels[at..at + n]
+                .iter()
+                .zip(&plan.levels)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        // Deletions were dropped only if nothing is older than the merged levels.
+        let bottom_kept = !plan.bottom || at == 0;
+        let pinned = o.pinned.as_ref().is_some_and(|p| {
+            p.iter()
+                .any(|l| plan.levels.iter().any(|m| Arc::ptr_eq(l, m)))
+        });
+        (in_place && bottom_kept && !pinned)
+            .then(|| o.levels.splice(at..at + n, [Arc::new(merged)]).collect())
+    }
+
+    /// What the store does when the head is full: plan, run and install a merge.
+    #[cfg(test)]
+    fn maintain(&self) {
+        if let Some(plan) = self.plan_merge() {
+            let merged = plan.run();
+            self.install(plan, merged);
+        }
     }
 
     /// Merges every layer into one (tests exercise the merges with it).
     #[cfg(test)]
     fn force_merge(&self) {
         let mut o = self.ordered.lock();
-        o.freeze();
+        o.freeze_head();
         while o.levels.len() > 1 {
             o.merge_newest();
         }
     }
 }
 
+/// Levels to merge into one, taken by [`KeyDir::plan_merge`].
+pub(super) struct MergePlan {
+    /// Contiguous levels, oldest first.
+    levels: Vec<Arc<Level>>,
+    /// The oldest of them is the oldest level: deletions go.
+    bottom: bool,
+    /// Alive while the plan is: `Ordered::merging` is void once it goes.
+    _token: Arc<()>,
+}
+
+impl MergePlan {
+    /// The merged level: the newest entry of each key, deletions dropped if the plan
+    /// reaches the oldest level. Takes no lock: the levels are immutable.
+    pub(super) fn run(&self) -> Level {
+        let (newest, older) = self.levels.split_last().expect("two levels or more");
+        let mut merged: Level = newest.as_ref().clone();
+        for (i, level) in older.iter().enumerate().rev() {
+            let drop_deletions = self.bottom && i == 0;
+            merged = merge(
+                level.iter().cloned(),
+                merged.into_iter(),
+                drop_deletions,
+                level.len(),
+            );
+        }
+        merged
+    }
+}
+
+/// Merges two sorted runs, the newer entry winning on equal keys; with
+/// `drop_deletions`, deletions are applied and dropped (nothing older remains for them to
+/// hide).
+fn merge(
+    older: impl Iterator<Item = (Key, Option<Loc>)>,
+    newer: impl Iterator<Item = (Key, Option<Loc>)>,
+    drop_deletions: bool,
+    capacity: usize,
+) -> Level {
+    let mut out = Vec::with_capacity(capacity);
+    let mut older = older.peekable();
+    for (key, change) in newer {
+        while let Some(entry) = older.next_if(|(k, _)| *k < key) {
+            out.push(entry);
+        }
+        older.next_if(|(k, _)| *k == key);
+        if change.is_some() || !drop_deletions {
+            out.push((key, change));
+        }
+    }
+    out.extend(older);
+    out
+}
+
 impl Ordered {
     /// Moves the head into a new level (sorted already), then merges the newest level
-    /// into the one before it while it is at least half that one's size, so sizes at
-    /// least double going back and levels stay logarithmically few. Pinned levels are
-    /// not merged into.
-    fn freeze(&mut self) {
+    /// into the one before it while it is at least half that one's size (and has at
+    /// most `largest` entries), so sizes at least double going back and levels stay
+    /// logarithmically few. Neither pinned levels nor those of a running merge (the
+    /// newest of which is `merging`; a cascade reaches the others through it) are merged
+    /// into.
+    fn freeze(&mut self, largest: usize) {
         self.freeze_head();
         while let [.., older, newer] = self.levels.as_slice()
             && newer.len() * 2 >= older.len()
-            && self.levels.len() - 2 >= self.pinned.as_ref().map_or(0, Vec::len)
+            && older.len() <= largest
+            && self.levels.len() - 2 >= self.pinned_len()
+            && !self.merging_level().is_some_and(|m| Arc::ptr_eq(m, older))
         {
             self.merge_newest();
         }
+    }
+
+    /// The newest level of the running merge, if one runs.
+    fn merging_level(&self) -> Option<&Arc<Level>> {
+        self.merging
+            .as_ref()
+            .filter(|(token, _)| token.strong_count() > 0)
+            .map(|(_, level)| level)
+    }
+
+    /// How many of the oldest levels are pinned.
+    fn pinned_len(&self) -> usize {
+        self.pinned.as_ref().map_or(0, Vec::len)
     }
 
     /// Moves the head into a new level, merging nothing.
@@ -264,18 +410,8 @@ impl Ordered {
         let newer = self.levels.pop().expect("two levels");
         let older = self.levels.pop().expect("two levels");
         let bottom = self.levels.is_empty();
-        let mut out = Vec::with_capacity(older.len() + newer.len());
-        let mut older = entries(older).peekable();
-        for (key, change) in entries(newer) {
-            while let Some(entry) = older.next_if(|(k, _)| *k < key) {
-                out.push(entry);
-            }
-            older.next_if(|(k, _)| *k == key);
-            if change.is_some() || !bottom {
-                out.push((key, change));
-            }
-        }
-        out.extend(older);
+        let capacity = older.len() + newer.len();
+        let out = merge(entries(older), entries(newer), bottom, capacity);
         self.levels.push(Arc::new(out));
     }
 }
@@ -610,5 +746,78 @@ mod tests {
             listed(kd.snapshot().cursor(Bound::Unbounded, Bound::Unbounded)),
             vec![(b"after".to_vec(), 1)]
         );
+    }
+
+    /// Merges planned, run and installed at random moments, with writes, snapshots
+    /// (which freeze and merge small levels), a compaction's pin and clears in between:
+    /// the ordered view always equals the model, and a merge whose levels changed under
+    /// it is dropped rather than installed.
+    #[test]
+    fn merges_run_outside_the_lock_and_install_only_where_they_fit() {
+        let dir = Dir::temporary().unwrap();
+        let seg = Segment::open(&dir, "s".into()).unwrap();
+        let mut rng = StdRng::seed_from_u64(13);
+        let mut kd = KeyDir::default();
+        let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut pending: Option<MergePlan> = None;
+        let (mut installed, mut dropped) = (0, 0);
+        let check = |kd: &KeyDir, model: &BTreeMap<Vec<u8>, u64>| {
+            let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            assert_eq!(
+                listed(kd.snapshot().cursor(Bound::Unbounded, Bound::Unbounded)),
+                all
+            );
+        };
+        for step in 0..30_000u64 {
+            let k = rng.random_range(0..3000u32).to_be_bytes().to_vec();
+            if rng.random_bool(0.75) {
+                kd.put(&k, loc(&seg, step));
+                model.insert(k, step);
+            } else {
+                kd.delete(&k);
+                model.remove(&k);
+            }
+            match rng.random_range(0..1000) {
+                0..20 if pending.is_none() => pending = kd.plan_merge(),
+                20..40 => {
+                    if let Some(plan) = pending.take() {
+                        let merged = plan.run();
+                        match kd.install(plan, merged) {
+                            Some(_) => installed += 1,
+                            None => dropped += 1,
+                        }
+                        check(&kd, &model);
+                    }
+                }
+                40..45 => check(&kd, &model),
+                45 => {
+                    // A compaction that pins and then fails.
+                    drop(kd.snapshot_pinned());
+                    kd.unpin();
+                }
+                46 => {
+                    kd.clear();
+                    model.clear();
+                }
+                _ => {}
+            }
+        }
+        if let Some(plan) = pending.take() {
+            let merged = plan.run();
+            kd.install(plan, merged);
+        }
+        check(&kd, &model);
+        assert!(installed > 50, "merges installed: {installed}");
+        assert!(dropped > 0, "merges dropped: {dropped}");
+        // A plan dropped without being installed does not block the next one.
+        for i in 0..100u64 {
+            kd.put(&i.to_be_bytes(), loc(&seg, i));
+            model.insert(i.to_be_bytes().to_vec(), i);
+            drop(kd.plan_merge());
+        }
+        let plan = kd.plan_merge().expect("levels to merge");
+        let merged = plan.run();
+        assert!(kd.install(plan, merged).is_some());
+        check(&kd, &model);
     }
 }

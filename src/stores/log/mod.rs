@@ -215,6 +215,9 @@ struct Inner {
     compacting: Mutex<()>,
     /// The background compaction, if one was started; joined when the store is dropped.
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The background merge of the key directory's levels, if one was started; joined
+    /// when the store is dropped.
+    merger: Mutex<Option<std::thread::JoinHandle<()>>>,
     damaged_records: u64,
     damaged_bytes: u64,
     segments_from_hints: u64,
@@ -287,10 +290,13 @@ impl fmt::Debug for LogStore {
 }
 
 impl Drop for LogStore {
-    /// Waits for a background compaction, so that once the store is dropped it can be
-    /// opened again at once.
+    /// Waits for a background compaction and merge, so that once the store is dropped
+    /// it can be opened again at once.
     fn drop(&mut self) {
         if let Some(thread) = self.inner.background.lock().take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.inner.merger.lock().take() {
             let _ = thread.join();
         }
     }
@@ -721,17 +727,12 @@ impl LogStore {
                 Kind::Clear => keys.clear(),
             }
         }
-        if keys.head_full() {
-            // Merge the ordered view's layers with point reads going on: the hash map is
-            // done with, and nothing else changes the ordered view while this writer
-            // holds the writer lock.
-            drop(keys);
-            self.inner.keys.read().maintain();
-        }
+        let maintain = keys.head_full();
         Ok(Written {
             seg,
             end: span.end(),
             rolled,
+            maintain,
         })
     }
 
@@ -745,6 +746,9 @@ impl LogStore {
         if self.inner.opts.sync_each_write {
             done.seg.sync_to(done.end, &self.inner.writers)?;
         }
+        if done.maintain {
+            maintain_keys(&self.inner);
+        }
         Ok(())
     }
 }
@@ -755,6 +759,37 @@ struct Written {
     end: u64,
     /// The segment finished by this write, if it rolled one.
     rolled: Option<Arc<Segment>>,
+    /// The key directory's head is full: its ordered view wants maintenance.
+    maintain: bool,
+}
+
+/// Freezes the key directory's full head into a level and, if levels need merging and
+/// no merge runs, merges them on a background thread, with no lock held but for the
+/// moments it takes and installs them: at a million keys a merge into the oldest level
+/// copies them all, and neither readers nor writers wait for that.
+fn maintain_keys(inner: &Arc<Inner>) {
+    let Some(plan) = inner.keys.read().plan_merge() else {
+        return;
+    };
+    let mut merger = inner.merger.lock();
+    if let Some(done) = merger.take() {
+        // Its merge is installed (`plan_merge` plans one at a time); at most it is still
+        // freeing the levels it replaced.
+        let _ = done.join();
+    }
+    let weak = Arc::downgrade(inner);
+    // If no thread can be had, the plan is dropped and the next full head plans again.
+    *merger = std::thread::Builder::new()
+        .name("accretion-merge".into())
+        .spawn(move || {
+            if let Some(inner) = weak.upgrade() {
+                let merged = plan.run();
+                let replaced = inner.keys.read().install(plan, merged);
+                // Freed here, with no lock held.
+                drop(replaced);
+            }
+        })
+        .ok();
 }
 
 impl Inner {

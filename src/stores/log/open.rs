@@ -123,6 +123,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         segments: Mutex::new(segments),
         compacting: Mutex::new(()),
         background: Mutex::new(None),
+        merger: Mutex::new(None),
         damaged_records: replay.damaged_records,
         damaged_bytes: replay.damaged_bytes,
         segments_from_hints: replay.from_hints,
