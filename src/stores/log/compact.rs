@@ -79,7 +79,7 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
 
     // Switch. Writers wait for this part only: the state commit and a few pointer
     // swaps. The state is committed first: if that fails, memory still describes the
-    // old generation, which stays authoritative, and the new base segments go.
+    // old generation.
     let writer = inner.writer.lock();
     let base_count = base.len() as u64;
     let committed = inner
@@ -92,9 +92,10 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         })
         .and_then(|()| inner.state.sync());
     if let Err(e) = committed {
-        for seg in &base {
-            seg.retire();
-        }
+        // Whether the new state reached the disk is unknown (the journal is poisoned
+        // now): the new base segments stay, for the next open to keep if the state
+        // names them or remove as garbage if it does not.
+        drop(base);
         inner.keys.read().unpin();
         return Err(e);
     }
