@@ -183,12 +183,19 @@ impl Dir {
             }
         }
         let target = self.shared.path.join(name);
-        match fs::remove_dir_all(&target) {
+        let parent = target.parent().unwrap_or(&self.shared.path);
+        let leaf = name.rsplit('/').next().unwrap_or(name);
+        // Renamed aside first, so a crash leaves the structure whole or gone, never a
+        // part of it (which its next open would refuse as damaged); then deleted.
+        let doomed = parent.join(format!("{leaf}{REMOVING}"));
+        sweep_removed(parent)?;
+        match fs::rename(&target, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(&target, "remove directory", e)),
+            Err(e) => return Err(Error::io(&target, "rename aside for removal", e)),
         }
-        let parent = target.parent().unwrap_or(&self.shared.path);
+        files::sync_dir(parent)?;
+        fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, "remove directory", e))?;
         files::sync_dir(parent)
     }
 
@@ -253,6 +260,28 @@ impl Drop for Claim {
     }
 }
 
+/// Suffix of a structure's directory renamed aside by `Dir::remove`, to be deleted. A
+/// name with a dot is no structure's (names have none).
+const REMOVING: &str = ".removing";
+
+/// Deletes what an interrupted `Dir::remove` left in `parent`: directories renamed aside
+/// but not yet deleted.
+fn sweep_removed(parent: &Path) -> Result<()> {
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(parent, "list directory", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(parent, "list directory", e))?;
+        if entry.file_name().to_string_lossy().ends_with(REMOVING) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, "remove directory", e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks a structure name: one to [`limits::NAME_DEPTH_MAX`] components separated by `/`,
 /// each of ASCII letters, digits, `_` and `-`. Dots are not allowed, which keeps names
 /// apart from the files primitives create (those always contain a dot).
@@ -303,6 +332,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A removal renames the structure aside before deleting it, so a crash in the middle
+    /// leaves it whole or gone; what a crash left aside goes with the next removal there.
+    #[test]
+    fn removal_is_all_or_nothing_and_sweeps_leftovers() {
+        use crate::AppendOnly;
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "s/b").unwrap();
+        buf.append(b"data").unwrap();
+        buf.sync().unwrap();
+        drop(buf);
+        // What a crash between the rename and the deletion leaves: the name opens new.
+        let root = dir.path().join("s");
+        fs::rename(root.join("b"), root.join("b.removing")).unwrap();
+        assert!(AppendOnly::open(&dir, "s/b").unwrap().is_empty());
+        let buf = AppendOnly::open(&dir, "s/c").unwrap();
+        buf.append(b"more").unwrap();
+        drop(buf);
+        dir.remove("s/c").unwrap();
+        let mut left: Vec<String> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b"], "c and the leftover b.removing are gone");
+        dir.remove("s/never-there").unwrap();
     }
 
     #[test]
