@@ -166,7 +166,9 @@ impl Dir {
     /// Removes the files of structure `name` and everything below it.
     ///
     /// Used by stores to delete a retired generation. Removing a name that does not exist
-    /// is not an error.
+    /// is not an error. All or nothing across a crash: the structure's directory is
+    /// renamed aside (`<name>.removing`, durably) before it is deleted; anything such a
+    /// crash left aside is deleted by the next removal in the same parent directory.
     ///
     /// # Errors
     /// `NameInUse` if `name` or a name below it is open; `InvalidName`; `Io`.
