@@ -798,9 +798,11 @@ impl Inner {
     /// finished segment, whose hint the caller writes once the writer lock is released.
     fn roll(&self, writer: &mut Writer) -> Result<Arc<Segment>> {
         let finished = Arc::clone(&writer.active);
-        finished.buf().sync()?;
         let id = writer.active_id + 1;
         let seg = Segment::open(&self.dir, log_name(&self.name, id))?;
+        // The finished segment is synced after the writer lock is released
+        // (`after_roll`), and before any byte of the new one is (`sync_behind`).
+        seg.follow(&finished);
         self.state.update(|s| s.log_active = id)?;
         self.state.sync()?;
         self.segments.lock().logs.push((id, Arc::clone(&seg)));
@@ -812,7 +814,12 @@ impl Inner {
     /// Writes the hint of a finished segment. A failure only costs a scan on the next
     /// open, so it is counted, not returned.
     fn after_roll(&self, finished: &Arc<Segment>) {
-        if open::write_hint(&self.dir, finished).is_err() {
+        // A failed sync poisons the segment: the next sync of the store reports it.
+        let synced = finished.sync_behind().and_then(|()| finished.buf().sync());
+        if synced
+            .and_then(|()| open::write_hint(&self.dir, finished))
+            .is_err()
+        {
             self.hint_failures.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -4,8 +4,8 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -46,6 +46,12 @@ pub(crate) struct Segment {
     /// How many writers recent syncs covered: the widest recent round, decaying by one
     /// per sync.
     last_round: AtomicUsize,
+    /// The segment before this one, while it may hold bytes not yet durable (a roll
+    /// does not wait for its sync): synced before any of this segment's bytes are, so
+    /// what is durable is always a prefix of the log. Weak: a segment that compaction
+    /// retired and nothing holds any more needs no sync (its values are in the new
+    /// generation), and this does not keep its files.
+    behind: Mutex<Option<Weak<Segment>>>,
 }
 
 impl Segment {
@@ -60,6 +66,7 @@ impl Segment {
             synced: Condvar::new(),
             waiting: AtomicUsize::new(0),
             last_round: AtomicUsize::new(1),
+            behind: Mutex::new(None),
         }))
     }
 
@@ -99,6 +106,7 @@ impl Segment {
     /// count twice. The expected count decays by one writer per sync, so a writer that
     /// has been alone for a while never waits.
     pub(crate) fn sync_to(&self, end: u64, writers: &Writers) -> Result<()> {
+        self.sync_behind()?;
         // The round this caller counted itself in `waiting` for, if any.
         let mut counted = None;
         let mut group = self.group.lock();
@@ -150,6 +158,27 @@ impl Segment {
             result?;
             group = self.group.lock();
         }
+    }
+
+    /// Records that `prev`, the segment this one follows, may not be durable yet:
+    /// [`sync_behind`](Self::sync_behind) syncs it before any sync of this one.
+    pub(crate) fn follow(&self, prev: &Arc<Segment>) {
+        *self.behind.lock() = Some(Arc::downgrade(prev));
+    }
+
+    /// Makes the segments before this one durable, if a roll left them unsynced: whole,
+    /// since they take no more writes. Called before this segment's bytes are synced.
+    ///
+    /// # Errors
+    /// As [`AppendOnly::sync`].
+    pub(crate) fn sync_behind(&self) -> Result<()> {
+        let prev = self.behind.lock().as_ref().and_then(Weak::upgrade);
+        if let Some(prev) = prev {
+            prev.sync_behind()?;
+            prev.buf().sync()?;
+        }
+        *self.behind.lock() = None;
+        Ok(())
     }
 
     /// Marks the segment for removal once the last handle to it is dropped.
@@ -294,5 +323,40 @@ impl fmt::Debug for Value {
             .field("segment", &self.seg.name)
             .field("span", &self.span)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment that follows another syncs it, whole, before any of its own bytes, so
+    /// what is durable stays a prefix of the log; a segment dropped meanwhile (retired
+    /// by compaction) needs nothing.
+    #[test]
+    fn a_sync_first_syncs_the_segment_behind() {
+        let dir = Dir::temporary().unwrap();
+        let writers = Writers::default();
+        let first = Segment::open(&dir, "first".into()).unwrap();
+        let second = Segment::open(&dir, "second".into()).unwrap();
+        first.buf().append(b"finished but not synced").unwrap();
+        second.follow(&first);
+        let end = second.buf().append(b"next").unwrap().end();
+        assert_eq!(first.buf().durable_len(), 0);
+        second.sync_to(end, &writers).unwrap();
+        assert_eq!(first.buf().durable_len(), first.buf().len());
+        assert_eq!(second.buf().durable_len(), end);
+
+        // Nothing appended to `third` yet: a sync to 0 still syncs what is behind.
+        let third = Segment::open(&dir, "third".into()).unwrap();
+        second.buf().append(b"more").unwrap();
+        third.follow(&second);
+        third.sync_to(0, &writers).unwrap();
+        assert_eq!(second.buf().durable_len(), second.buf().len());
+
+        let fourth = Segment::open(&dir, "fourth".into()).unwrap();
+        fourth.follow(&third);
+        drop(third);
+        fourth.sync_behind().unwrap();
     }
 }
