@@ -14,7 +14,7 @@
 //! Invariant: for every key, the newest layer holding it (`None` = deleted), or absence
 //! if none does, equals the hash map's entry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Weak};
 
@@ -24,6 +24,7 @@ use super::Loc;
 use super::key::Key;
 #[cfg(test)]
 use super::segment::Segment;
+use super::shards::Shards;
 
 /// The head is frozen into a level once it holds this many changes.
 const HEAD_MAX: usize = 1 << 14;
@@ -37,8 +38,8 @@ pub(super) type Level = Vec<(Key, Option<Loc>)>;
 /// The key directory and the counts derived from it.
 #[derive(Default)]
 pub(super) struct KeyDir {
-    /// Hashed with foldhash, seeded at random per process (hash flooding needs the seed).
-    map: HashMap<Key, Loc, foldhash::fast::RandomState>,
+    /// Key to location, for point reads and writes.
+    map: Shards,
     /// The ordered view, under its own lock so that merging it blocks neither point
     /// reads nor (beyond the merge itself) writers' hash-map updates.
     ordered: Mutex<Ordered>,

@@ -21,6 +21,7 @@ mod keydir;
 mod open;
 pub(crate) mod record;
 mod segment;
+mod shards;
 
 use std::collections::HashMap;
 use std::fmt;
