@@ -577,6 +577,24 @@ mod tests {
         }
     }
 
+    /// Puts `key` (at offset `step` of `seg`) with probability `put`, else deletes it,
+    /// in the directory and the model alike.
+    fn change(
+        kd: &mut KeyDir,
+        model: &mut BTreeMap<Vec<u8>, u64>,
+        rng: &mut StdRng,
+        (seg, key, step): (&Arc<Segment>, Vec<u8>, u64),
+        put: f64,
+    ) {
+        if rng.random_bool(put) {
+            kd.put(&key, loc(seg, step));
+            model.insert(key, step);
+        } else {
+            kd.delete(&key);
+            model.remove(&key);
+        }
+    }
+
     fn listed(c: impl Iterator<Item = (Key, Loc)>) -> Vec<(Vec<u8>, u64)> {
         c.map(|(k, l)| (k.bytes().to_vec(), l.value_offset))
             .collect()
@@ -596,13 +614,7 @@ mod tests {
         let mut saved: Vec<(Snapshot, BTreeMap<Vec<u8>, u64>)> = Vec::new();
         for step in 0..4000u64 {
             let key = vec![rng.random_range(0..40u8); rng.random_range(0..3usize)];
-            if rng.random_bool(0.7) {
-                kd.put(&key, loc(&seg, step));
-                model.insert(key, step);
-            } else {
-                kd.delete(&key);
-                model.remove(&key);
-            }
+            change(&mut kd, &mut model, &mut rng, (&seg, key, step), 0.7);
             if rng.random_bool(0.01) {
                 kd.force_merge();
             }
@@ -692,13 +704,7 @@ mod tests {
         // and merged at random.
         for step in 3000..6000u64 {
             let k = key(&mut rng);
-            if rng.random_bool(0.7) {
-                kd.put(&k, loc(&old, step));
-                model.insert(k, step);
-            } else {
-                kd.delete(&k);
-                model.remove(&k);
-            }
+            change(&mut kd, &mut model, &mut rng, (&old, k, step), 0.7);
             if rng.random_bool(0.01) {
                 kd.maintain();
             }
@@ -771,13 +777,7 @@ mod tests {
         };
         for step in 0..30_000u64 {
             let k = rng.random_range(0..3000u32).to_be_bytes().to_vec();
-            if rng.random_bool(0.75) {
-                kd.put(&k, loc(&seg, step));
-                model.insert(k, step);
-            } else {
-                kd.delete(&k);
-                model.remove(&k);
-            }
+            change(&mut kd, &mut model, &mut rng, (&seg, k, step), 0.75);
             match rng.random_range(0..1000) {
                 0..20 if pending.is_none() => pending = kd.plan_merge(),
                 20..40 => {
