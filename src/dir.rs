@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -189,7 +190,11 @@ impl Dir {
         let leaf = name.rsplit('/').next().unwrap_or(name);
         // Renamed aside first, so a crash leaves the structure whole or gone, never a
         // part of it (which its next open would refuse as damaged); then deleted.
-        let doomed = parent.join(format!("{leaf}{REMOVING}"));
+        // Named for this process and this removal, so concurrent removals in one
+        // parent never take each other's.
+        static REMOVALS: AtomicU64 = AtomicU64::new(0);
+        let n = REMOVALS.fetch_add(1, Ordering::Relaxed);
+        let doomed = parent.join(format!("{leaf}.{}-{n}{REMOVING}", std::process::id()));
         sweep_removed(parent)?;
         match fs::rename(&target, &doomed) {
             Ok(()) => {}
@@ -266,9 +271,11 @@ impl Drop for Claim {
 /// name with a dot is no structure's (names have none).
 const REMOVING: &str = ".removing";
 
-/// Deletes what an interrupted `Dir::remove` left in `parent`: directories renamed aside
-/// but not yet deleted.
+/// Deletes what an interrupted `Dir::remove` of an earlier process left in `parent`:
+/// directories renamed aside but not yet deleted. Those of this process are removals
+/// going on now (only one process holds the directory), left alone.
 fn sweep_removed(parent: &Path) -> Result<()> {
+    let ours = format!(".{}-", std::process::id());
     let entries = match fs::read_dir(parent) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -276,7 +283,9 @@ fn sweep_removed(parent: &Path) -> Result<()> {
     };
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(parent, "list directory", e))?;
-        if entry.file_name().to_string_lossy().ends_with(REMOVING) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(REMOVING) && !name.contains(&ours) {
             let path = entry.path();
             fs::remove_dir_all(&path).map_err(|e| Error::io(&path, "remove directory", e))?;
         }
@@ -348,7 +357,8 @@ mod tests {
         drop(buf);
         // What a crash between the rename and the deletion leaves: the name opens new.
         let root = dir.path().join("s");
-        fs::rename(root.join("b"), root.join("b.removing")).unwrap();
+        // (An earlier process's: this one's are removals in progress.)
+        fs::rename(root.join("b"), root.join("b.1-0.removing")).unwrap();
         assert!(AppendOnly::open(&dir, "s/b").unwrap().is_empty());
         let buf = AppendOnly::open(&dir, "s/c").unwrap();
         buf.append(b"more").unwrap();
@@ -361,6 +371,38 @@ mod tests {
         left.sort();
         assert_eq!(left, ["b"], "c and the leftover b.removing are gone");
         dir.remove("s/never-there").unwrap();
+    }
+
+    /// Removals in one parent at once do not take each other's renamed directories.
+    /// Found by review: each swept every `.removing` in the parent, and one failed.
+    #[test]
+    fn concurrent_removals_in_one_parent_succeed() {
+        use crate::AppendOnly;
+        let dir = Dir::temporary().unwrap();
+        for round in 0..100 {
+            for t in 0..2 {
+                let buf = AppendOnly::open(&dir, &format!("p/s{t}")).unwrap();
+                buf.append(&[1u8; 100]).unwrap();
+            }
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                let removals: Vec<_> = (0..2)
+                    .map(|t| {
+                        let (dir, barrier) = (&dir, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            dir.remove(&format!("p/s{t}"))
+                        })
+                    })
+                    .collect();
+                for removal in removals {
+                    if let Err(e) = removal.join().unwrap() {
+                        panic!("round {round}: {e}");
+                    }
+                }
+            });
+        }
+        assert_eq!(fs::read_dir(dir.path().join("p")).unwrap().count(), 0);
     }
 
     #[test]

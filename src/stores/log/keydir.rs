@@ -29,6 +29,9 @@ use super::shards::Shards;
 /// The head is frozen into a level once it holds this many changes.
 const HEAD_MAX: usize = 1 << 14;
 
+/// Most levels a cursor walks side by side (its bitmask's width).
+const CURSOR_LEVELS_MAX: usize = 64;
+
 /// Largest level a snapshot merges into (a few milliseconds of copying at most).
 const SNAPSHOT_MERGE_MAX: usize = 4 * HEAD_MAX;
 
@@ -220,6 +223,16 @@ impl KeyDir {
     /// Lets merges take the pinned levels again (a compaction that failed).
     pub(super) fn unpin(&self) {
         self.ordered.lock().pinned = None;
+    }
+
+    /// Whether the newest levels want a merge too large for a snapshot to do itself
+    /// (and none is running): the caller should [`plan_merge`](Self::plan_merge).
+    /// Without it, a store iterated more often than its head fills would pile up levels.
+    pub(super) fn wants_merge(&self) -> bool {
+        let o = self.ordered.lock();
+        o.merging_level().is_none()
+            && matches!(o.levels.as_slice(), [.., older, newer] if newer.len() * 2 >= older.len())
+            && o.levels.len() - 2 >= o.pinned_len()
     }
 
     /// Whether the head is full, and the ordered view wants a
@@ -428,8 +441,20 @@ fn entries(level: Arc<Level>) -> Box<dyn Iterator<Item = (Key, Option<Loc>)>> {
 impl Snapshot {
     /// The entries between two bounds, in key order, double-ended.
     pub(super) fn cursor(&self, start: Bound<Key>, end: Bound<Key>) -> Cursor {
-        let levels = self
-            .levels
+        // A cursor tracks levels in a 64-bit mask. Merges keep levels logarithmically
+        // few; should they ever be more, this cursor walks one level merged from them.
+        let merged;
+        let levels = if self.levels.len() > CURSOR_LEVELS_MAX {
+            let one = self.levels.iter().fold(Level::new(), |older, newer| {
+                let capacity = older.len() + newer.len();
+                merge(older.into_iter(), newer.iter().cloned(), false, capacity)
+            });
+            merged = [Arc::new(one)];
+            &merged[..]
+        } else {
+            &self.levels[..]
+        };
+        let levels = levels
             .iter()
             .map(|level| {
                 let lo = match &start {
@@ -500,8 +525,7 @@ impl Cursor {
             }
         }
         let (_, key) = best?;
-        // The levels holding the key, as bits (levels are fewer than 64: each is less
-        // than half the size of the one before it).
+        // The levels holding the key, as bits (`cursor` gives no more than 64).
         let mut holders = 0u64;
         for (i, level) in self.levels.iter().enumerate() {
             if level.peek(back) == Some(key) {
@@ -820,5 +844,57 @@ mod tests {
         let merged = plan.run();
         assert!(kd.install(plan, merged).is_some());
         check(&kd, &model);
+    }
+
+    /// A store iterated more often than its head fills: snapshots freeze the head each
+    /// time, so the writers' full-head merges never come; `wants_merge` after a snapshot
+    /// (as `LogStore` asks) keeps the levels halving. Found by review: levels piled up
+    /// past the cursor's 64.
+    #[test]
+    fn frequent_snapshots_keep_levels_logarithmic() {
+        let dir = Dir::temporary().unwrap();
+        let seg = Segment::open(&dir, "s".into()).unwrap();
+        let mut kd = KeyDir::default();
+        for i in 0..300_000u64 {
+            kd.put(&i.to_be_bytes(), loc(&seg, i));
+            if i % 500 == 499 {
+                drop(kd.snapshot());
+                if kd.wants_merge() {
+                    kd.maintain();
+                }
+            }
+        }
+        let sizes: Vec<usize> = kd.ordered.lock().levels.iter().map(|l| l.len()).collect();
+        assert!(sizes.len() < 20, "levels {sizes:?}");
+        for pair in sizes.windows(2) {
+            assert!(pair[1] * 2 < pair[0], "level sizes {sizes:?}");
+        }
+    }
+
+    /// Should levels ever outnumber the cursor's bitmask, a cursor walks them merged.
+    #[test]
+    fn a_cursor_over_more_levels_than_its_mask_walks_them_merged() {
+        let dir = Dir::temporary().unwrap();
+        let seg = Segment::open(&dir, "s".into()).unwrap();
+        let mut model = BTreeMap::new();
+        let mut levels = Vec::new();
+        for n in 0..100u64 {
+            // Each level rewrites key n % 7 and deletes key (n + 3) % 7 (newest wins).
+            let (put, del) = (n % 7, (n + 3) % 7);
+            let mut level: Level = vec![
+                (Key::new(&put.to_be_bytes()), Some(loc(&seg, n))),
+                (Key::new(&del.to_be_bytes()), None),
+            ];
+            level.sort_by(|a, b| a.0.cmp(&b.0));
+            levels.push(Arc::new(level));
+            model.insert(put.to_be_bytes().to_vec(), n);
+            model.remove(&del.to_be_bytes()[..]);
+        }
+        let snap = Snapshot { levels };
+        let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(listed(snap.cursor(Bound::Unbounded, Bound::Unbounded)), all);
+        let mut back = listed(snap.cursor(Bound::Unbounded, Bound::Unbounded).rev());
+        back.reverse();
+        assert_eq!(back, all);
     }
 }

@@ -227,6 +227,10 @@ struct Inner {
     /// Set when a background compaction failed: no more are started until an explicit
     /// `compact` succeeds.
     auto_compaction_failed: AtomicBool,
+    /// Set when a compaction's state commit failed: whether it reached the disk is
+    /// unknown and the state journal refuses writes, so no compaction may start (each
+    /// would write a whole generation that cannot be committed).
+    commit_failed: AtomicBool,
     compaction_failures: AtomicU64,
     /// Shared by writers for group commit (see `Segment::sync_to`).
     writers: Writers,
@@ -592,7 +596,7 @@ impl LogStore {
     /// The live keys in `range`, in key order, over a snapshot taken now. Double-ended.
     pub fn range<'k, K: AsRef<[u8]> + ?Sized + 'k, R: RangeBounds<&'k K>>(&self, range: R) -> Iter {
         let own = |b: std::ops::Bound<&&'k K>| b.map(|k| Key::new(k.as_ref()));
-        let snapshot = self.inner.keys.read().snapshot();
+        let snapshot = self.snapshot();
         Iter::new(
             snapshot.cursor(own(range.start_bound()), own(range.end_bound())),
             now_ms(),
@@ -606,11 +610,25 @@ impl LogStore {
             Some(next) => Bound::Excluded(Key::new(&next)),
             None => Bound::Unbounded,
         };
-        let snapshot = self.inner.keys.read().snapshot();
+        let snapshot = self.snapshot();
         Iter::new(
             snapshot.cursor(Bound::Included(Key::new(prefix)), end),
             now_ms(),
         )
+    }
+
+    /// A snapshot of the key directory's ordered view, for an iterator. Snapshots freeze
+    /// the head and merge small levels; a larger merge they leave wanting is started
+    /// here, in the background, as a writer filling the head would.
+    fn snapshot(&self) -> keydir::Snapshot {
+        let (snapshot, wants_merge) = {
+            let keys = self.inner.keys.read();
+            (keys.snapshot(), keys.wants_merge())
+        };
+        if wants_merge {
+            maintain_keys(&self.inner);
+        }
+        snapshot
     }
 
     /// Makes every write that returned before this call durable.

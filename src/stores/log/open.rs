@@ -130,6 +130,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         segments_scanned: replay.scanned,
         hint_failures: AtomicU64::new(0),
         auto_compaction_failed: AtomicBool::new(false),
+        commit_failed: AtomicBool::new(false),
         compaction_failures: AtomicU64::new(0),
         writers: Writers::default(),
     };
