@@ -755,8 +755,9 @@ impl LogStore {
         })
     }
 
-    /// After the writer lock is released: hint the segment just finished, make the
-    /// write durable if asked to, and start a compaction if enough is dead.
+    /// After the writer lock is released: sync and hint the segment just finished, start
+    /// a compaction if enough is dead, make the write durable if asked to, and maintain
+    /// the key directory's ordered view if its head filled.
     fn finish_write(&self, done: Written) -> Result<()> {
         if let Some(finished) = done.rolled {
             self.inner.after_roll(&finished);
@@ -812,9 +813,10 @@ fn maintain_keys(inner: &Arc<Inner>) {
 }
 
 impl Inner {
-    /// Finishes the active segment and starts the next: the finished one is synced, the
-    /// new one recorded in the state journal (synced) before it takes writes. Returns the
-    /// finished segment, whose hint the caller writes once the writer lock is released.
+    /// Finishes the active segment and starts the next, recorded in the state journal
+    /// (synced) before it takes writes. Returns the finished segment, which the caller
+    /// syncs and hints once the writer lock is released ([`after_roll`](Self::after_roll));
+    /// until then the new segment's syncs sync it first.
     fn roll(&self, writer: &mut Writer) -> Result<Arc<Segment>> {
         let finished = Arc::clone(&writer.active);
         let id = writer.active_id + 1;
@@ -830,10 +832,10 @@ impl Inner {
         Ok(finished)
     }
 
-    /// Writes the hint of a finished segment. A failure only costs a scan on the next
-    /// open, so it is counted, not returned.
+    /// Syncs a finished segment (after the one behind it) and writes its hint. A failed
+    /// hint only costs a scan on the next open, so it is counted, not returned; a failed
+    /// sync also poisons the segment, and the store's next sync reports it.
     fn after_roll(&self, finished: &Arc<Segment>) {
-        // A failed sync poisons the segment: the next sync of the store reports it.
         let synced = finished.sync_behind().and_then(|()| finished.buf().sync());
         if synced
             .and_then(|()| open::write_hint(&self.dir, finished))

@@ -23,7 +23,7 @@ pub(crate) struct Writers {
     /// Writers between entering a write and finishing its append, counted only with
     /// `sync_each_write`: a gathering leader waits for them.
     pub(crate) appending: AtomicUsize,
-    /// Syncs made by `Segment::sync_to` since open.
+    /// Syncs made by `Segment::sync_to` since open (successful ones).
     pub(crate) syncs: AtomicU64,
 }
 
@@ -96,15 +96,17 @@ impl Segment {
         hint_name(&self.name)
     }
 
-    /// Makes every byte below `end` durable, sharing syncs with concurrent callers (group
-    /// commit). One caller at a time leads a sync; the others wait for it and return if
-    /// it covered them. Before syncing, the leader waits, for up to [`GATHER`], until as
-    /// many writers wait for a sync as recent syncs covered and none is in the middle of
-    /// an append (`writers.appending`): writers just woken by the last sync are on their way back
-    /// with their next write, and one sync can cover them all. Only writers whose bytes
-    /// no started sync covers are counted, so a writer woken but not yet gone does not
-    /// count twice. The expected count decays by one writer per sync, so a writer that
-    /// has been alone for a while never waits.
+    /// Makes every byte below `end` durable, sharing syncs with concurrent callers
+    /// (group commit). One caller at a time leads a sync; the others wait for it and
+    /// return if it covered them. Before syncing, the leader waits, for up to
+    /// [`GATHER`], until as many writers wait for a sync as recent syncs covered and
+    /// none is in the middle of an append (`writers.appending`): writers just woken
+    /// by the last sync are on their way back with their next write, and one sync can
+    /// cover them all. Only writers whose bytes no started sync covers are counted,
+    /// so a writer woken but not yet gone does not count twice. The expected count
+    /// decays by one writer per sync, so a writer that has been alone for a while
+    /// never waits. The segment behind this one is synced first
+    /// ([`sync_behind`](Self::sync_behind)).
     pub(crate) fn sync_to(&self, end: u64, writers: &Writers) -> Result<()> {
         self.sync_behind()?;
         // The round this caller counted itself in `waiting` for, if any.
@@ -148,7 +150,9 @@ impl Segment {
                 self.waiting.swap(0, Ordering::AcqRel)
             };
             let result = self.buf().sync();
-            writers.syncs.fetch_add(1, Ordering::Relaxed);
+            if result.is_ok() {
+                writers.syncs.fetch_add(1, Ordering::Relaxed);
+            }
             // Remember the widest recent round, forgetting slowly, so that one short
             // round does not shrink the next ones.
             let last = self.last_round.load(Ordering::Acquire);
