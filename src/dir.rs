@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::limits;
 use crate::raw::files;
 use crate::raw::header::{Header, Kind, PARAMS};
+use crate::raw::sync;
 
 /// Name of the lock file at the root of a store directory.
 const LOCK_FILE: &str = "accretion.lock";
@@ -46,7 +47,13 @@ pub struct Dir {
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
+    lock_path: PathBuf,
+    // Names claimed now; `Dir::remove` holds this lock from its check to its rename.
     open_names: Mutex<HashSet<String>>,
+    // Set when a claim is released: a structure that was open may have left writes in
+    // the page cache that no flush covered, and the next open of an existing structure
+    // must not act on them before they are on the device (see `claim`).
+    resync: Mutex<bool>,
     // Held for its lock; released when dropped.
     _lock: File,
     // Declared last so that it is dropped (and the directory removed) after the lock file
@@ -77,25 +84,34 @@ impl Dir {
     }
 
     fn open_inner(path: PathBuf, temp: Option<tempfile::TempDir>) -> Result<Dir> {
-        fs::create_dir_all(&path).map_err(|e| Error::io(&path, "create directory", e))?;
+        files::create_dirs(&path)?;
         // Refuse a foreign directory before leaving anything (even a lock file) in it.
-        if !path.join(HEADER_FILE).exists() {
+        let existed = path.join(HEADER_FILE).exists();
+        if !existed {
             Self::refuse_foreign(&path)?;
         }
         let lock_path = path.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
+        let lock = files::private(OpenOptions::new().read(true).write(true).create(true))
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, "open lock file", e))?;
         Self::lock(&lock, &lock_path, &path)?;
+        // A process killed while writing (even inside an fsync) leaves its writes in the
+        // page cache, where every read sees them, but not necessarily on the device. No
+        // structure may act durably on what it reads (delete files, write a state that
+        // depends on it) before that is on the device, so everything on this file system
+        // is flushed once, now that no one else can write here (PostgreSQL's recovery
+        // does the same with syncfs). A new store has nothing to flush.
+        if existed {
+            sync::file_system(&lock, &lock_path)?;
+        }
         Self::check_or_write_header(&path)?;
         Ok(Dir {
             shared: Arc::new(Shared {
                 path,
+                lock_path,
                 open_names: Mutex::new(HashSet::new()),
+                resync: Mutex::new(false),
                 _lock: lock,
                 _temp: temp,
             }),
@@ -175,16 +191,6 @@ impl Dir {
     /// `NameInUse` if `name` or a name below it is open; `InvalidName`; `Io`.
     pub fn remove(&self, name: &str) -> Result<()> {
         validate_name(name)?;
-        {
-            let open = self.shared.open_names.lock();
-            let prefix = format!("{name}/");
-            if let Some(busy) = open
-                .iter()
-                .find(|n| n.as_str() == name || n.starts_with(&prefix))
-            {
-                return Err(Error::NameInUse { name: busy.clone() });
-            }
-        }
         let target = self.shared.path.join(name);
         let parent = target.parent().unwrap_or(&self.shared.path);
         let leaf = name.rsplit('/').next().unwrap_or(name);
@@ -196,10 +202,23 @@ impl Dir {
         let n = REMOVALS.fetch_add(1, Ordering::Relaxed);
         let doomed = parent.join(format!("{leaf}.{}-{n}{REMOVING}", std::process::id()));
         sweep_removed(parent)?;
-        match fs::rename(&target, &doomed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(&target, "rename aside for removal", e)),
+        {
+            // Held from the check to the rename: a claim below `name` either came first
+            // (and the removal is refused) or comes after the rename (and finds no
+            // structure there), never in between.
+            let open = self.shared.open_names.lock();
+            let prefix = format!("{name}/");
+            if let Some(busy) = open
+                .iter()
+                .find(|n| n.as_str() == name || n.starts_with(&prefix))
+            {
+                return Err(Error::NameInUse { name: busy.clone() });
+            }
+            match fs::rename(&target, &doomed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(&target, "rename aside for removal", e)),
+            }
         }
         files::sync_dir(parent)?;
         fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, "remove directory", e))?;
@@ -229,9 +248,21 @@ impl Dir {
             name: name.to_string(),
             path: self.shared.path.join(name),
         };
-        if !claim.path.is_dir() {
-            fs::create_dir_all(&claim.path)
-                .map_err(|e| Error::io(&claim.path, "create directory", e))?;
+        files::refuse_links(&self.shared.path, name)?;
+        if claim.path.is_dir() {
+            // A structure opened before in this process may have left writes that no
+            // flush covered (dropped without sync, or after a failed sync): make them
+            // durable before the new handle acts on them, as `open` does for a crashed
+            // process's.
+            let mut resync = self.shared.resync.lock();
+            if *resync {
+                let lock = File::open(&self.shared.lock_path)
+                    .map_err(|e| Error::io(&self.shared.lock_path, "open lock file", e))?;
+                sync::file_system(&lock, &self.shared.lock_path)?;
+                *resync = false;
+            }
+        } else {
+            files::create_dirs(&claim.path)?;
             // Make the new entries durable all the way up to the store root.
             let mut at = claim.path.parent();
             while let Some(parent) = at {
@@ -263,6 +294,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        *self.dir.shared.resync.lock() = true;
         self.dir.shared.open_names.lock().remove(&self.name);
     }
 }

@@ -42,6 +42,14 @@ pub use primitives::once_map::{Insert, OnceMap, TypedOnceMap};
 pub use primitives::random_access::{RandomAccess, Ref};
 pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 
+/// Test hooks on every flush (feature `fault-injection`, off by default): watch which
+/// file and range is about to be made durable, and make the call fail as a dying process
+/// or a failing disk would. Built for crash tests; not for production use.
+#[cfg(feature = "fault-injection")]
+pub mod faults {
+    pub use crate::raw::sync::{Flush, Hook, HookGuard, install};
+}
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -9,3 +9,4 @@ pub(crate) mod lanes;
 pub(crate) mod poison;
 pub(crate) mod register;
 pub(crate) mod slots;
+pub(crate) mod sync;

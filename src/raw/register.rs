@@ -21,7 +21,7 @@
 //! `fdatasync`s. A crash during `sync` leaves that slot torn, and open falls back to the
 //! previous durable value. Between syncs at most one slot write is ever in flight.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,7 @@ use crate::raw::files;
 use crate::raw::header::{HEADER_BYTES, Header, Kind, read_u64, write_u64};
 use crate::raw::poison::Poison;
 use crate::raw::slots;
+use crate::raw::sync;
 
 /// Slots per register file.
 pub(crate) const SLOTS: usize = 4;
@@ -62,13 +63,15 @@ struct Value {
 #[derive(Debug)]
 struct Slots {
     seqs: [Option<u64>; SLOTS],
+    // Opened by the first sync and kept: a register that is only read (a finished log
+    // segment's length) holds no descriptor.
+    file: Option<File>,
 }
 
 /// A checksummed multi-slot register file.
 #[derive(Debug)]
 pub(crate) struct Register {
     path: PathBuf,
-    file: File,
     value_bytes: usize,
     value: Mutex<Value>,
     // Held for the whole of a sync, so that slot writes never overlap.
@@ -153,21 +156,15 @@ impl Register {
             }
             None => vec![0u8; value_bytes],
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "open register", e))?;
         let poison = Poison::new(&path);
         Ok(Register {
             path,
-            file,
             value_bytes,
             value: Mutex::new(Value {
                 bytes: value,
                 dirty: false,
             }),
-            slots: Mutex::new(Slots { seqs }),
+            slots: Mutex::new(Slots { seqs, file: None }),
             poison,
             recovery: Recovery {
                 slot: chosen,
@@ -260,15 +257,15 @@ impl Register {
         let at = (HEADER_PAGE + target * stride(self.value_bytes)) as u64;
         // The target slot's old copy is gone from here on, whatever happens.
         slots.seqs[target] = None;
-        let written = self
-            .file
-            .write_all_at(&slot, at)
-            .map_err(|e| Error::io(&self.path, "write register slot", e))
-            .and_then(|()| {
-                self.file
-                    .sync_data()
-                    .map_err(|e| Error::io(&self.path, "fdatasync register", e))
-            });
+        let written = (|| {
+            let file = match &mut slots.file {
+                Some(file) => file,
+                none => none.insert(files::open_existing(&self.path, "open register")?),
+            };
+            file.write_all_at(&slot, at)
+                .map_err(|e| Error::io(&self.path, "write register slot", e))?;
+            sync::file_data(file, &self.path, "fdatasync register")
+        })();
         match written {
             Ok(()) => {
                 slots.seqs[target] = Some(seq);

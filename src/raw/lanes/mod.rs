@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::limits::LANES_MAX;
 use crate::raw::files;
 use crate::raw::header::{HEADER_BYTES, Header, Kind};
+use crate::raw::sync;
 
 /// Bytes before the data in a lane file: the header, padded to a page.
 pub(crate) const LANE_DATA_OFFSET: u64 = 4096;
@@ -48,13 +49,13 @@ const PARAM_INDEX: usize = 0;
 const PARAM_UNIT: usize = 1;
 const PARAM_BASE: usize = 2;
 
-/// One mapped lane file.
+/// One mapped lane file. Its descriptor is closed once the file is mapped: the mapping
+/// keeps the file alive, msync needs no descriptor, and a store of many segments would
+/// otherwise hold a dozen descriptors per segment.
 #[derive(Debug)]
 struct Lane {
     map: MmapRaw,
     path: PathBuf,
-    // Kept open for the lifetime of the mapping.
-    _file: File,
 }
 
 /// Faulting-in of part of a lane ahead of the writes that will touch it, so that the
@@ -200,11 +201,7 @@ impl Lanes {
     }
 
     fn open_existing(&self, lane: usize, path: PathBuf) -> Result<Lane> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "open lane", e))?;
+        let file = files::open_existing(&path, "open lane")?;
         let mut head = [0u8; HEADER_BYTES];
         file.read_exact_at(&mut head, 0).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -241,13 +238,15 @@ impl Lanes {
     fn create(&self, lane: usize) -> Result<Lane> {
         let path = self.path_of(lane);
         let tmp = path.with_extension("acc.tmp");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, "create lane", e))?;
+        let file = files::private(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, "create lane", e))?;
         let header = Header::new(
             Kind::Lane,
             [lane as u64, self.unit_bytes, self.base_units, 0, 0],
@@ -256,8 +255,7 @@ impl Lanes {
             file.write_all_at(&header.encode(), 0)
                 .map_err(|e| Error::io(&tmp, "write lane header", e))?;
             files::allocate(&file, &tmp, LANE_DATA_OFFSET + self.data_bytes(lane))?;
-            file.sync_all()
-                .map_err(|e| Error::io(&tmp, "fsync new lane", e))?;
+            sync::file_all(&file, &tmp, "fsync new lane")?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename lane", e))?;
             files::sync_dir(&self.dir)
         })();
@@ -274,11 +272,8 @@ impl Lanes {
         let map = MmapOptions::new()
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "map lane", e))?;
-        Ok(Lane {
-            map,
-            path,
-            _file: file,
-        })
+        drop(file);
+        Ok(Lane { map, path })
     }
 
     /// Pointer to unit `within` of mapped lane `lane`, after checking that `units` units
@@ -356,10 +351,7 @@ impl Lanes {
         };
         let offset = (LANE_DATA_OFFSET + within * self.unit_bytes) as usize;
         let len = (units * self.unit_bytes) as usize;
-        mapped
-            .map
-            .flush_range(offset, len)
-            .map_err(|e| Error::io(&mapped.path, "msync lane", e))
+        sync::mapped(&mapped.map, &mapped.path, offset, len)
     }
 
     /// A job that faults in `units` units at `within` of lane `lane` (clamped to the lane)
