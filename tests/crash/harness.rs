@@ -351,7 +351,8 @@ impl Image {
         image
     }
 
-    fn empty() -> Image {
+    /// An image with no files yet.
+    pub fn empty() -> Image {
         let dir = tempfile::Builder::new()
             .prefix("accretion-crash-")
             .tempdir_in(scratch_root())

@@ -15,8 +15,10 @@
 //! the image number and crash point, and keeps the failing image on disk. Stores and
 //! images live under `ACCRETION_CRASH_DIR`, else `/dev/shm`, else the temporary directory.
 
+mod disk;
 mod harness;
 mod log_store;
+mod second_process;
 
 use std::collections::HashSet;
 use std::path::Path;
