@@ -5,6 +5,7 @@ mod common;
 mod concurrency;
 mod corruption;
 mod disk_full;
+mod faults;
 mod fixtures;
 mod limits;
 mod log_corruption;

@@ -13,6 +13,16 @@
 //! every write is durable before it returns; concurrent writers share fsyncs. A crash at
 //! any instant leaves a store that opens and holds every durable write; a write batch is
 //! all there or not at all; compaction is atomic (old or new generation, never a mix).
+//!
+//! A durable write whose sync fails has been applied already: it returns the sync's
+//! error, readers in this process see the write, and whether a crash keeps it is unknown
+//! (the device may have taken part of it). The store refuses writes from then on
+//! (`Poisoned`) until it is reopened; the reopened store holds the write or not, never
+//! part of it.
+//!
+//! Dropping a store is not a sync: writes since the last sync are in the page cache, so
+//! they survive the end of the process but not a power loss or an OS crash that comes
+//! before the kernel writes them back.
 
 mod compact;
 mod iter;
@@ -54,7 +64,10 @@ pub type MergeFn = dyn Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send
 pub struct LogOptions {
     /// A segment is finished and a new one started once it holds this many bytes.
     pub segment_bytes: u64,
-    /// Make every write durable before it returns (concurrent writers share fsyncs).
+    /// Make every write durable before it returns (concurrent writers share fsyncs). A
+    /// write whose sync fails returns the error but stays applied (see the module's
+    /// durability section): its outcome after a crash is unknown, and the store refuses
+    /// later writes until reopened.
     pub sync_each_write: bool,
     /// Compact automatically, in the background, when dead bytes exceed this fraction of
     /// all segment bytes (checked when a segment is finished). `None` turns it off.
@@ -382,7 +395,9 @@ impl LogStore {
     /// # Errors
     /// `LimitExceeded` for a key over [`LOG_KEY_LEN_BYTES_MAX`] or a value over
     /// [`LOG_VALUE_LEN_BYTES_MAX`]; `Io` (a full disk, say) or `Poisoned` after a
-    /// failed sync.
+    /// failed sync. With [`sync_each_write`](LogOptions::sync_each_write), an `Io` error
+    /// whose operation starts with "sync a durable write" came after the write was
+    /// applied: it is visible, and a crash may or may not keep it.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.write_ops(&[Op {
             kind: Kind::Put,
@@ -517,7 +532,11 @@ impl LogStore {
     ///
     /// # Errors
     /// As [`put`](Self::put); `LimitExceeded` if the batch's record is over
-    /// [`RECORD_LEN_BYTES_MAX`]. On error nothing of the batch is applied.
+    /// [`RECORD_LEN_BYTES_MAX`]. An error before the batch's record is written (a limit,
+    /// a full disk, `Poisoned`) leaves nothing of it applied; with
+    /// [`sync_each_write`](LogOptions::sync_each_write), an error from the sync after it
+    /// leaves the whole batch applied and of unknown durability (see
+    /// [`put`](Self::put)).
     pub fn write(&self, batch: &WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -764,12 +783,29 @@ impl LogStore {
             compact::maybe_start(&self.inner);
         }
         if self.inner.opts.sync_each_write {
-            done.seg.sync_to(done.end, &self.inner.writers)?;
+            done.seg
+                .sync_to(done.end, &self.inner.writers)
+                .map_err(applied_but_not_synced)?;
         }
         if done.maintain {
             maintain_keys(&self.inner);
         }
         Ok(())
+    }
+}
+
+/// The error of a durable write whose record is applied but whose sync failed: an I/O
+/// error says so in its operation.
+fn applied_but_not_synced(e: Error) -> Error {
+    match e {
+        Error::Io { path, source, .. } => Error::Io {
+            path,
+            op: "sync a durable write (the write is applied and visible in this process; \
+                 whether a crash keeps it is unknown; the store refuses writes until \
+                 reopened)",
+            source,
+        },
+        other => other,
     }
 }
 
