@@ -215,6 +215,39 @@ impl AppendOnly {
         }
     }
 
+    /// Tells the buffer that it will not grow past about `bytes`: the helper thread that
+    /// creates lanes ahead of the append cursor (and faults their pages in) then prepares
+    /// nothing at or past `bytes`. A log segment finished at a known size uses it, so that
+    /// no lane it will never reach takes disk space. Appends past `bytes` still work; they
+    /// create their lanes themselves.
+    pub fn limit_ahead(&self, bytes: u64) {
+        self.arena.limit_ahead(bytes);
+    }
+
+    /// The largest length of at most `bytes` that ends where a lane ends (or `bytes`
+    /// itself, below the first lane's end). A buffer filled to at most this length holds
+    /// no lane past it: lanes double in size (lane `i` holds
+    /// [`APPEND_LANE_BASE_BYTES`]` << i` bytes), so a size limit just past a lane's end
+    /// would allocate a whole new lane for its last few bytes.
+    ///
+    /// ```
+    /// use accretion::AppendOnly;
+    /// use accretion::limits::APPEND_LANE_BASE_BYTES as BASE;
+    /// assert_eq!(AppendOnly::fitted_len(64 << 20), (64 << 20) - BASE);
+    /// assert_eq!(AppendOnly::fitted_len(BASE * 3), BASE * 3);
+    /// assert_eq!(AppendOnly::fitted_len(BASE * 3 - 1), BASE);
+    /// assert_eq!(AppendOnly::fitted_len(100), 100);
+    /// ```
+    pub fn fitted_len(bytes: u64) -> u64 {
+        if bytes < APPEND_LANE_BASE_BYTES {
+            return bytes;
+        }
+        // Lanes 0..k end at BASE * (2^k - 1).
+        let units = bytes / APPEND_LANE_BASE_BYTES + 1;
+        let k = 63 - units.leading_zeros();
+        APPEND_LANE_BASE_BYTES * ((1u64 << k) - 1)
+    }
+
     /// Bytes appended so far (including alignment padding), all readable.
     pub fn len(&self) -> u64 {
         self.arena.published()

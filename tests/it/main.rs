@@ -13,3 +13,4 @@ mod log_store;
 mod lost_files;
 mod model;
 mod process;
+mod soundness;

@@ -28,6 +28,9 @@ pub(crate) struct Arena {
     lanes: Arc<Lanes>,
     reserved: AtomicU64,
     published: AtomicU64,
+    /// The helper works ahead only below this position (`u64::MAX`: no limit): an owner
+    /// that will not append past it saves the lanes it would never use.
+    reach: AtomicU64,
     /// The helper thread that prepares lanes ahead of the cursor, started on first use;
     /// `None` inside if it could not be started. Stopped and joined on drop.
     helper: OnceLock<Option<Helper>>,
@@ -49,8 +52,14 @@ impl Arena {
             lanes: Arc::new(lanes),
             reserved: AtomicU64::new(len),
             published: AtomicU64::new(len),
+            reach: AtomicU64::new(u64::MAX),
             helper: OnceLock::new(),
         }
+    }
+
+    /// Keeps the helper from preparing anything at or past `reach`.
+    pub(crate) fn limit_ahead(&self, reach: u64) {
+        self.reach.store(reach, Ordering::Relaxed);
     }
 
     /// Bytes published so far: every byte below is written and immutable.
@@ -137,8 +146,11 @@ impl Arena {
     /// again costs little.
     fn prefault_ahead(&self, at: u64) {
         let next = at.next_multiple_of(PREFAULT_BYTES);
+        let reach = self.reach.load(Ordering::Relaxed);
         for ahead in [next, next + PREFAULT_BYTES] {
-            self.send_ahead(ahead);
+            if ahead < reach {
+                self.send_ahead(ahead);
+            }
         }
     }
 
