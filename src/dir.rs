@@ -64,6 +64,30 @@ struct Shared {
 impl Dir {
     /// Opens the store directory at `path`, creating it if needed, and locks it.
     ///
+    /// Opening an existing store first flushes its file system (`syncfs`): a process that
+    /// died while writing leaves its writes in the page cache, where this process reads
+    /// them, and nothing read may be acted upon durably before it is on the device. The
+    /// flush covers the whole file system, so it waits for other programs' dirty data too.
+    ///
+    /// # The mapped-file contract
+    /// Structures hand out `&[u8]` that point straight into memory-mapped files. That is
+    /// sound only while nothing outside this handle changes those files: a write from
+    /// another file handle changes bytes under a borrowed slice, and truncating a file
+    /// turns reads of it into `SIGBUS`. accretion keeps `open` safe (heed makes its open
+    /// `unsafe` for this reason; redb stopped mapping) and enforces what it can:
+    /// - the directory is locked (`flock`), so no other accretion handle, in this process
+    ///   or another, writes it while this one lives;
+    /// - every file and directory it creates is readable and writable by its owner only
+    ///   (0600, 0700), so no other user can change them;
+    /// - structures are opened without following symbolic links, so a file of the store
+    ///   cannot be an alias of some other file.
+    ///
+    /// What remains is the caller's part, as with any process's memory: the same user (or
+    /// root) must not write, truncate or replace files of an open store by other means
+    /// (an editor, `dd`, another library). Damage found in files of a store that is *not*
+    /// open is an error, never undefined behaviour: checksums and lengths are checked on
+    /// open and on read.
+    ///
     /// # Errors
     /// `Locked` if another handle holds it; `Incompatible` if the directory holds files
     /// but is not a store; `UnsupportedVersion` or `Corrupted` for a bad header; `Io`.

@@ -74,6 +74,10 @@ impl Span {
 /// (the durable length never covers a gap). After a failed sync the buffer refuses
 /// writes (`Error::Poisoned`) until reopened.
 ///
+/// Dropping the buffer is not a sync: a reopen, in this process or another, trusts only
+/// the recorded length, so what was appended after the last sync is gone, exactly as
+/// after a crash.
+///
 /// ```
 /// let dir = accretion::Dir::temporary()?;
 /// let buf = accretion::AppendOnly::open(&dir, "buf")?;
@@ -101,6 +105,8 @@ pub struct AppendOnly {
     durable: AtomicU64,
     sync_lock: Mutex<()>,
     poison: Poison,
+    /// Byte ranges below the durable length that open found missing (see `restored`).
+    restored: Vec<Span>,
     // Holds the name (and the directory lock) while the buffer is open.
     _claim: Claim,
 }
@@ -128,12 +134,23 @@ impl AppendOnly {
                 )
             })?;
         }
+        // Map every lane below the length now, so that a short lane file (damage) is found
+        // and restored at open, not at some later read.
+        arena.lanes().open_below(len)?;
+        let restored = arena
+            .lanes()
+            .restored()
+            .into_iter()
+            .filter(|&(start, _)| start < len)
+            .map(|(start, end)| Span::new(start, end.min(len) - start))
+            .collect();
         Ok(AppendOnly {
             arena,
             length,
             durable: AtomicU64::new(len),
             sync_lock: Mutex::new(()),
             poison: Poison::new(claim.path()),
+            restored,
             _claim: claim,
         })
     }
@@ -258,6 +275,15 @@ impl AppendOnly {
         self.len() == 0
     }
 
+    /// Byte ranges below the durable length that open found missing: a lane file shorter
+    /// than its size (damage: lanes are created whole) is restored to its size, and what
+    /// it lacked reads as zeros from then on. Empty for an undamaged buffer. A caller
+    /// whose records carry checksums (as a log store's do) finds the records there
+    /// damaged; one whose bytes do not should treat these ranges as lost.
+    pub fn restored(&self) -> &[Span] {
+        &self.restored
+    }
+
     /// Bytes covered by the last successful sync: what a crash now would keep.
     pub fn durable_len(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
@@ -311,6 +337,36 @@ mod tests {
         let big = buf.append(&vec![3u8; (base * 5) as usize]).unwrap();
         assert_eq!(buf.get(big).unwrap().len(), (base * 5) as usize);
         assert_eq!(buf.get(b).unwrap(), &[2u8; 20]);
+    }
+
+    /// A lane file cut short is restored at open (found by review: the whole buffer
+    /// refused to open), and the missing range is reported.
+    #[test]
+    fn a_short_lane_is_restored_and_reported() {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        let base = APPEND_LANE_BASE_BYTES;
+        let a = buf.append(&vec![1u8; base as usize]).unwrap();
+        let b = buf.append(&vec![2u8; 1000]).unwrap();
+        buf.sync().unwrap();
+        drop(buf);
+        let lane0 = dir.path().join("b").join(format!("{LANE_PREFIX}-00.acc"));
+        let cut = 4096 + base / 2;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lane0)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert_eq!(buf.restored(), [Span::new(base / 2, base / 2)]);
+        let got = buf.get(a).unwrap();
+        assert!(got[..(base / 2) as usize].iter().all(|&x| x == 1));
+        assert!(got[(base / 2) as usize..].iter().all(|&x| x == 0));
+        assert_eq!(buf.get(b).unwrap(), &[2u8; 1000]);
+        drop(buf);
+        // Restored for good: the next open finds nothing short.
+        assert!(AppendOnly::open(&dir, "b").unwrap().restored().is_empty());
     }
 
     #[test]

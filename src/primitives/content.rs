@@ -92,7 +92,8 @@ impl FromStr for ContentId {
 /// # Durability
 /// As [`OnceMap`]: [`sync`](Self::sync) makes every blob inserted before it durable; after
 /// a crash the store holds exactly the blobs synced. [`get`](Self::get) re-hashes the blob
-/// and returns `Error::Corrupted` if it no longer matches its id.
+/// and returns `Error::Corrupted` if it no longer matches its id. Dropping the store is
+/// not a sync: a reopen holds exactly the blobs of the last sync, as after a crash.
 ///
 /// ```
 /// let dir = accretion::Dir::temporary()?;

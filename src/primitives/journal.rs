@@ -29,6 +29,9 @@ const FILE: &str = "journal.acc";
 /// the previously synced one. After a failed sync the journal refuses writes
 /// (`Error::Poisoned`) until reopened.
 ///
+/// Dropping the journal is not a sync: a value set since the last sync is gone on
+/// reopen, exactly as after a crash.
+///
 /// ```
 /// let dir = accretion::Dir::temporary()?;
 /// let j = accretion::Journal::<[u64; 2]>::open(&dir, "state")?;

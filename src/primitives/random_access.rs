@@ -36,6 +36,11 @@ const LANE_PREFIX: &str = "cells";
 /// spans two disk sectors and the crash tore the write, a mix of both: use a [`Journal`]
 /// or an [`AppendOnly`] for values that must change atomically.
 ///
+/// Dropping the array is not a sync: elements set since the last sync stay in the files,
+/// so a reopen sees those below the synced [`len`](Self::len), but nothing of them is
+/// durable until a sync: a power loss may take any of them, as after a crash. (A reopen
+/// flushes what it finds before acting on it; see [`Dir::open`](crate::Dir::open).)
+///
 /// [`Journal`]: crate::Journal
 /// [`AppendOnly`]: crate::AppendOnly
 ///

@@ -193,3 +193,33 @@ fn a_store_of_300_segments_opens_with_256_descriptors() {
     let kv = LogStore::open(&dir, "kv", many_segments_options()).unwrap();
     assert_eq!(kv.get(b"child").unwrap().as_deref(), Some(&b"was here"[..]));
 }
+
+/// A drop is not a sync, as every type's docs say: a reopen holds the last sync's state.
+#[test]
+fn a_drop_is_not_a_sync() {
+    let dir = Dir::temporary().unwrap();
+    {
+        let buf = AppendOnly::open(&dir, "buf").unwrap();
+        buf.append(b"kept").unwrap();
+        buf.sync().unwrap();
+        buf.append(b"gone").unwrap();
+        let j = Journal::<u64>::open(&dir, "j").unwrap();
+        j.set(1).unwrap();
+        j.sync().unwrap();
+        j.set(2).unwrap();
+        let map = OnceMap::open(&dir, "map").unwrap();
+        map.insert(b"a", b"1").unwrap();
+        map.sync().unwrap();
+        map.insert(b"b", b"2").unwrap();
+        let kv = LogStore::open(&dir, "kv", LogOptions::default()).unwrap();
+        kv.put(b"a", b"1").unwrap();
+        kv.sync().unwrap();
+        kv.put(b"b", b"2").unwrap();
+    }
+    assert_eq!(AppendOnly::open(&dir, "buf").unwrap().len(), 4);
+    assert_eq!(Journal::<u64>::open(&dir, "j").unwrap().get(), 1);
+    let map = OnceMap::open(&dir, "map").unwrap();
+    assert!(map.get(b"a").unwrap().is_some() && map.get(b"b").unwrap().is_none());
+    let kv = LogStore::open(&dir, "kv", LogOptions::default()).unwrap();
+    assert!(kv.get(b"a").unwrap().is_some() && kv.get(b"b").unwrap().is_none());
+}

@@ -95,6 +95,9 @@ struct Meta {
 /// the log, or at bytes that are not their entry, fail the entry's checksum and are
 /// skipped.
 ///
+/// Dropping the map is not a sync: a reopen holds exactly the entries of the last sync,
+/// as after a crash.
+///
 /// ```
 /// let dir = accretion::Dir::temporary()?;
 /// let map = accretion::OnceMap::open(&dir, "users")?;

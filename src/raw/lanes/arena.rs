@@ -57,6 +57,11 @@ impl Arena {
         }
     }
 
+    /// The lanes under the arena.
+    pub(crate) fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
     /// Keeps the helper from preparing anything at or past `reach`.
     pub(crate) fn limit_ahead(&self, reach: u64) {
         self.reach.store(reach, Ordering::Relaxed);

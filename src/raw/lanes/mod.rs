@@ -86,6 +86,9 @@ pub(crate) struct Lanes {
     base_units: u64,
     lanes: Box<[OnceLock<Arc<Lane>>]>,
     create: Mutex<()>,
+    /// Positions `start..end` of lanes found shorter than they should be and restored to
+    /// their size with zeros (damage: a lane is created whole, never short).
+    restored: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Lanes {
@@ -103,6 +106,7 @@ impl Lanes {
             base_units,
             lanes: (0..LANES_MAX).map(|_| OnceLock::new()).collect(),
             create: Mutex::new(()),
+            restored: Mutex::new(Vec::new()),
         }
     }
 
@@ -200,16 +204,39 @@ impl Lanes {
         Ok(self.get(lane)?.is_some())
     }
 
+    /// Maps every existing lane that holds a position below `units`, so that any damage
+    /// to them (a short file, restored) is found now.
+    ///
+    /// # Errors
+    /// As mapping a lane.
+    pub(crate) fn open_below(&self, units: u64) -> Result<()> {
+        let mut lane = 0;
+        while lane < LANES_MAX && self.lane_start(lane) < units {
+            self.get(lane)?;
+            lane += 1;
+        }
+        Ok(())
+    }
+
+    /// Position ranges `start..end` that were missing from short lane files and now read
+    /// as zeros.
+    pub(crate) fn restored(&self) -> Vec<(u64, u64)> {
+        self.restored.lock().clone()
+    }
+
     fn open_existing(&self, lane: usize, path: PathBuf) -> Result<Lane> {
         let file = files::open_existing(&path, "open lane")?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&path, "stat lane", e))?
+            .len();
+        let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
+        if len < expected {
+            self.restore(&file, &path, lane, len)?;
+        }
         let mut head = [0u8; HEADER_BYTES];
-        file.read_exact_at(&mut head, 0).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupted(&path, 0, "lane file is shorter than its header")
-            } else {
-                Error::io(&path, "read lane header", e)
-            }
-        })?;
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(&path, "read lane header", e))?;
         let header = Header::decode(&head, &path, Kind::Lane)?;
         header.expect_param(&path, PARAM_INDEX, lane as u64, "lane index")?;
         header.expect_param(&path, PARAM_UNIT, self.unit_bytes, "unit size in bytes")?;
@@ -219,20 +246,41 @@ impl Lanes {
             self.base_units,
             "first-lane size in units",
         )?;
-        // A short file would turn reads past its end into SIGBUS: refuse it here.
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(&path, "stat lane", e))?
-            .len();
-        let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
-        if len != expected {
+        // A longer file is not one of ours (a lane is never extended): refuse it.
+        if len > expected {
             return Err(Error::corrupted(
                 &path,
-                len.min(expected),
+                expected,
                 format!("lane file is {len} bytes, expected {expected}"),
             ));
         }
         self.map(file, path)
+    }
+
+    /// Restores a lane file found `len` bytes long, shorter than its size, which is damage
+    /// (a lane is created whole under a temporary name): mapping it as it is would turn
+    /// reads past its end into SIGBUS. The missing bytes are allocated as zeros, which the
+    /// owner reads as never written (a torn tail), and their positions are remembered for
+    /// [`restored`](Self::restored). A header lost with them is written anew: the file's
+    /// name says which lane it is.
+    fn restore(&self, file: &File, path: &Path, lane: usize, len: u64) -> Result<()> {
+        if len < HEADER_BYTES as u64 {
+            let header = Header::new(
+                Kind::Lane,
+                [lane as u64, self.unit_bytes, self.base_units, 0, 0],
+            );
+            file.write_all_at(&header.encode(), 0)
+                .map_err(|e| Error::io(path, "rewrite lane header", e))?;
+        }
+        let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
+        files::allocate(file, path, expected)?;
+        sync::file_all(file, path, "fsync restored lane")?;
+        let first_unit = len.saturating_sub(LANE_DATA_OFFSET) / self.unit_bytes;
+        let start = self.lane_start(lane);
+        self.restored
+            .lock()
+            .push((start + first_unit, start + self.lane_units(lane)));
+        Ok(())
     }
 
     fn create(&self, lane: usize) -> Result<Lane> {
@@ -405,16 +453,43 @@ mod tests {
         assert!(matches!(b.exists(0), Err(Error::Incompatible { .. })));
     }
 
+    /// A short lane is restored to its size with zeros, and the positions restored are
+    /// reported; a long one is refused.
     #[test]
-    fn a_truncated_lane_is_corrupted() {
+    fn a_truncated_lane_is_restored_and_a_long_one_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let a = Lanes::new(tmp.path(), "t", 1, 4096);
         a.ensure(0).unwrap();
-        let path = a.lane_path(0);
+        a.ensure(1).unwrap();
+        let (p0, p1) = (a.lane_path(0), a.lane_path(1));
         drop(a);
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_len(5000).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&p0)
+            .unwrap()
+            .set_len(5000)
+            .unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&p1)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
         let b = Lanes::new(tmp.path(), "t", 1, 4096);
-        assert!(matches!(b.exists(0), Err(Error::Corrupted { .. })));
+        b.open_below(4096 + 8192).unwrap();
+        assert_eq!(b.restored(), [(5000 - 4096, 4096), (4096, 4096 + 8192)]);
+        assert_eq!(std::fs::metadata(&p0).unwrap().len(), 4096 + 4096);
+        assert_eq!(std::fs::metadata(&p1).unwrap().len(), 4096 + 8192);
+        drop(b);
+        OpenOptions::new()
+            .write(true)
+            .open(&p0)
+            .unwrap()
+            .set_len(9000)
+            .unwrap();
+        let c = Lanes::new(tmp.path(), "t", 1, 4096);
+        assert!(matches!(c.exists(0), Err(Error::Corrupted { .. })));
+        assert!(c.exists(1).unwrap());
+        assert!(c.restored().is_empty());
     }
 }

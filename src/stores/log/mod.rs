@@ -20,9 +20,9 @@
 //! (`Poisoned`) until it is reopened; the reopened store holds the write or not, never
 //! part of it.
 //!
-//! Dropping a store is not a sync: writes since the last sync are in the page cache, so
-//! they survive the end of the process but not a power loss or an OS crash that comes
-//! before the kernel writes them back.
+//! Dropping a store is not a sync: a reopen, in this process or another, holds the writes
+//! of the last sync (and every durable write), exactly as after a crash; writes made
+//! since are gone. Sync before dropping to keep them.
 
 mod compact;
 mod iter;
@@ -275,7 +275,22 @@ impl Drop for Appending<'_> {
 
 /// A Bitcask-style key-value store: an append-only log of records in segments, an
 /// ordered key directory in memory, hint files for fast opening, and compaction into new
-/// generations. See the module docs for durability.
+/// generations.
+///
+/// # Durability
+/// A write is visible to every reader as soon as it returns. [`sync`](Self::sync)
+/// returns once everything written before it is durable; with
+/// [`LogOptions::sync_each_write`] every write is durable before it returns (concurrent
+/// writers share fsyncs). A crash at any instant leaves a store that opens and holds every
+/// durable write; a [`WriteBatch`] is all there or not at all; compaction is atomic.
+///
+/// Dropping the store is not a sync: a reopen, in this process or another, holds the
+/// writes of the last sync (and every durable write), exactly as after a crash; writes
+/// made since are gone. Sync before dropping to keep them.
+///
+/// A durable write whose sync fails returns the error but has been applied: readers in
+/// this process see it, a crash may or may not keep it, and the store refuses writes
+/// (`Poisoned`) until reopened.
 ///
 /// ```
 /// use accretion::{Dir, LogOptions, LogStore};
