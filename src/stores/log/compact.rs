@@ -277,7 +277,9 @@ impl<'a> BaseWriter<'a> {
             }
             let index = self.segments.len() as u64;
             let name = base_name(&self.inner.name, self.generation, index);
-            self.segments.push(Segment::open(&self.inner.dir, name)?);
+            let seg = Segment::open(&self.inner.dir, name)?;
+            seg.buf().limit_ahead(self.inner.opts.segment_bytes);
+            self.segments.push(seg);
         }
         let seg = self.segments.last().expect("pushed above");
         self.value_at.clear();

@@ -46,7 +46,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::limits::{
     LOG_KEY_LEN_BYTES_MAX, LOG_SEGMENT_BYTES_DEFAULT, LOG_VALUE_LEN_BYTES_MAX, RECORD_LEN_BYTES_MAX,
 };
-use crate::{Dir, Error, Journal, Result, Span};
+use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 
 pub use iter::Iter;
 use key::Key;
@@ -62,7 +62,10 @@ pub type MergeFn = dyn Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send
 /// How a [`LogStore`] behaves; `LogOptions::default()` suits most uses.
 #[derive(Clone)]
 pub struct LogOptions {
-    /// A segment is finished and a new one started once it holds this many bytes.
+    /// A segment is finished and a new one started once it holds this many bytes,
+    /// rounded down to where one of its files ends ([`AppendOnly::fitted_len`]: the
+    /// default 64 MiB becomes 64 MiB less 64 KiB), so that no segment allocates a file for
+    /// its last few bytes. A single record larger than that gets a segment of its own.
     pub segment_bytes: u64,
     /// Make every write durable before it returns (concurrent writers share fsyncs). A
     /// write whose sync fails returns the error but stays applied (see the module's
@@ -399,7 +402,10 @@ impl LogStore {
     /// open are still alive (each keeps its segment open); `Incompatible` for a different merge
     /// operator name; `UnsupportedVersion` for a newer format; `Corrupted` for a damaged
     /// state journal or segment file header; `Io`.
-    pub fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<LogStore> {
+    pub fn open(dir: &Dir, name: &str, mut opts: LogOptions) -> Result<LogStore> {
+        // A segment ends where a lane ends, so that its last bytes never take a lane of
+        // their own (lanes double: 64 MiB would allocate 128 MiB for its last 64 KiB).
+        opts.segment_bytes = AppendOnly::fitted_len(opts.segment_bytes);
         open::open(dir, name, opts).map(|inner| LogStore {
             inner: Arc::new(inner),
         })
@@ -872,6 +878,7 @@ impl Inner {
         let finished = Arc::clone(&writer.active);
         let id = writer.active_id + 1;
         let seg = Segment::open(&self.dir, log_name(&self.name, id))?;
+        seg.buf().limit_ahead(self.opts.segment_bytes);
         // The finished segment is synced after the writer lock is released
         // (`after_roll`), and before any byte of the new one is (`sync_behind`).
         seg.follow(&finished);

@@ -113,6 +113,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     }
     keys.reorder();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
+    active.buf().limit_ahead(opts.segment_bytes);
     let inner = Inner {
         dir: dir.clone(),
         name: name.to_string(),
