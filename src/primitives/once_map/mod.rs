@@ -209,6 +209,20 @@ impl OnceMap {
         };
         let recorded = map.meta.get();
         let count = if recorded.log_len == map.log.len() {
+            // The count sizes the index's levels (a shift) and the lookup order: it must
+            // be one the log can hold, whatever the meta's checksum says.
+            let most = map.log.len() / record::HEADER_BYTES as u64;
+            if recorded.count > most {
+                return Err(Error::corrupted(
+                    map.meta.path(),
+                    0,
+                    format!(
+                        "entry count {} is more than a log of {} bytes can hold (at most {most})",
+                        recorded.count,
+                        map.log.len()
+                    ),
+                ));
+            }
             recorded.count
         } else {
             // The log was synced after the count was: count by walking it.
