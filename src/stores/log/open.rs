@@ -488,12 +488,15 @@ fn walk_records<'b>(
 }
 
 /// Writes the hint file of a finished segment: records of about 60 KiB listing its
-/// operations.
+/// operations. A segment whose scan meets damage gets no hint (and loses any it had):
+/// a hint would list only the records before the damage and cover the segment's whole
+/// length, so the next open would trust it and no longer see, nor count, the damage.
+/// Without one, every open scans the segment and reports the damage in `stats()`.
 pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
     let covered = seg.buf().len();
     // (entries, count) per record.
     let mut bodies: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0)];
-    scan(seg, |sum, record_at, op, key| {
+    let end = scan(seg, |sum, record_at, op, key| {
         let (body, count) = bodies.last_mut().expect("one at least");
         record::push_hint(
             body,
@@ -516,6 +519,9 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
     let name = seg.hint_name();
     // Whatever is there (a hint from before a crash, or a damaged one) is replaced.
     dir.remove(&name)?;
+    if matches!(end, ScanEnd::Damaged(_)) {
+        return Ok(());
+    }
     let hint = AppendOnly::open(dir, &name)?;
     let mut first = 0;
     for (body, count) in &bodies {
