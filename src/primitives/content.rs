@@ -177,17 +177,22 @@ impl Content {
     /// The blob with id `id`, after checking that it still hashes to `id`.
     ///
     /// # Errors
-    /// `Corrupted` if the stored bytes do not match their id; as [`OnceMap::get`].
+    /// `Corrupted` if the stored bytes do not match their id, naming the store's log
+    /// (`<name>/log`) and the blob's byte offset in it; as [`OnceMap::get`].
     pub fn get(&self, id: &ContentId) -> Result<Option<&[u8]>> {
         // The BLAKE3 check below is stronger than the map's own value checksum.
-        let Some(blob) = self.map.get(id.as_bytes())? else {
+        let Some((offset, blob)) = self.map.get_located(id.as_bytes())? else {
             return Ok(None);
         };
         if ContentId::of(blob) != *id {
             return Err(Error::corrupted(
-                &self.path,
-                0,
-                format!("blob {id} no longer matches its hash"),
+                self.map.log_path(),
+                offset,
+                format!(
+                    "blob {id} of {} bytes in Content {} no longer matches its hash",
+                    blob.len(),
+                    self.path.display()
+                ),
             ));
         }
         Ok(Some(blob))
@@ -209,20 +214,27 @@ impl Content {
         self.map.contains_key(id.as_bytes())
     }
 
-    /// Every stored id, in insertion order.
+    /// Every stored id, in insertion order. A damaged entry is an `Err` item
+    /// (`Corrupted`, naming the log and the entry's offset in it) and iteration goes on
+    /// with the entries after it, as [`OnceMap::iter`].
     pub fn ids(&self) -> impl Iterator<Item = Result<ContentId>> + '_ {
-        self.map.iter().map(|e| {
-            e.and_then(|(k, _)| {
+        self.map.entries().map(|e| {
+            e.and_then(|(offset, k, _)| {
                 let bytes: [u8; 32] = k.try_into().map_err(|_| {
                     Error::corrupted(
-                        &self.path,
-                        0,
-                        format!("key of {} bytes is not an id", k.len()),
+                        self.map.log_path(),
+                        offset,
+                        format!("key of {} bytes is not a content id", k.len()),
                     )
                 })?;
                 Ok(ContentId(bytes))
             })
         })
+    }
+
+    /// Damaged entries that open met, as [`OnceMap::damaged_at_open`].
+    pub fn damaged_at_open(&self) -> u64 {
+        self.map.damaged_at_open()
     }
 
     /// Number of distinct blobs.

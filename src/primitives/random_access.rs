@@ -134,6 +134,16 @@ impl<T: Pod> RandomAccess<T> {
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
         let len = length.read(|b| read_u64(b, 0));
         let cells = Cells::new(lanes, size);
+        if len > cells.capacity_max() {
+            return Err(Error::corrupted(
+                length.path(),
+                0,
+                format!(
+                    "length {len} is past the {} elements the lanes can hold",
+                    cells.capacity_max()
+                ),
+            ));
+        }
         if len > 0 && cells.read(len - 1)?.is_none() {
             return Err(Error::corrupted(
                 length.path(),

@@ -1079,3 +1079,167 @@ fn a_future_version_is_unsupported() {
     assert_eq!(checked, 3 * fx.files.len());
     fx.assert_pristine();
 }
+
+// ---------------------------------------------------------------------------------------
+// One damaged entry costs that entry, not the map (issue 9, item 8).
+
+/// Byte offsets (in the lane file) of the entries of a OnceMap log whose entries all
+/// lie in its first lane, found by walking their header lengths.
+fn entry_offsets(lane: &[u8], count: usize) -> Vec<usize> {
+    let mut at = LANE_DATA_OFFSET;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        out.push(at);
+        let key = u32::from_le_bytes(lane[at..at + 4].try_into().unwrap()) as usize;
+        let value = u32::from_le_bytes(lane[at + 4..at + 8].try_into().unwrap()) as usize;
+        at = (at + 32 + key.next_multiple_of(16) + value).next_multiple_of(16);
+    }
+    out
+}
+
+/// How an entry is damaged.
+#[derive(Clone, Copy, Debug)]
+enum Harm {
+    /// A value byte flipped: the header (and its lengths) still hold.
+    Value,
+    /// A header length flipped: the header checksum fails, its lengths are not trusted.
+    Header,
+    /// The whole header zeroed: looks like the padding that ends a lane.
+    ZeroHeader,
+}
+
+const DAMAGED: usize = 100;
+
+/// Damages entry [`DAMAGED`] of the log of the map at `store/name`; returns the entry's
+/// offset in the log.
+fn harm_entry(store: &Path, name: &str, count: usize, harm: Harm) -> u64 {
+    let path = store.join(name).join("log/data-00.acc");
+    let mut lane = fs::read(&path).unwrap();
+    let at = entry_offsets(&lane, count)[DAMAGED];
+    match harm {
+        Harm::Value => {
+            let key = u32::from_le_bytes(lane[at..at + 4].try_into().unwrap()) as usize;
+            lane[at + 32 + key.next_multiple_of(16)] ^= 0x55;
+        }
+        Harm::Header => lane[at] ^= 0x01,
+        Harm::ZeroHeader => lane[at..at + 32].fill(0),
+    }
+    fs::write(&path, lane).unwrap();
+    (at - LANE_DATA_OFFSET) as u64
+}
+
+/// Makes the map's count stale (every meta slot invalid), so that open counts the
+/// entries by walking the log.
+fn forget_count(store: &Path, name: &str) {
+    let path = store.join(name).join("meta/journal.acc");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[REGISTER_HEADER_PAGE..].fill(0);
+    fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_once_map_entry_costs_only_itself() {
+    for harm in [Harm::Value, Harm::Header, Harm::ZeroHeader] {
+        for stale_count in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..201u32)
+                .map(|i| {
+                    (
+                        format!("key {i}").into_bytes(),
+                        vec![i as u8; 40 + i as usize % 30],
+                    )
+                })
+                .collect();
+            {
+                let dir = Dir::open(tmp.path()).unwrap();
+                let map = OnceMap::open(&dir, "map").unwrap();
+                for (k, v) in &entries {
+                    map.insert(k, v).unwrap();
+                }
+                map.sync().unwrap();
+            }
+            let offset = harm_entry(tmp.path(), "map", entries.len(), harm);
+            if stale_count {
+                forget_count(tmp.path(), "map");
+            }
+            let case = format!("{harm:?}, stale count {stale_count}");
+            let dir = Dir::open(tmp.path()).unwrap();
+            let map = OnceMap::open(&dir, "map").unwrap();
+            assert_eq!(map.len(), 201, "{case}");
+            assert_eq!(map.damaged_at_open(), u64::from(stale_count), "{case}");
+            let items: Vec<_> = map.iter().collect();
+            assert_eq!(items.len(), 201, "{case}");
+            let good: Vec<_> = items.iter().filter_map(|i| i.as_ref().ok()).collect();
+            assert_eq!(good.len(), 200, "{case}");
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Ok((k, v)) => {
+                        let (mk, mv) = &entries[i];
+                        assert_eq!((*k, *v), (&mk[..], &mv[..]), "{case}: item {i}");
+                    }
+                    Err(e) => {
+                        assert_eq!(i, DAMAGED, "{case}");
+                        assert!(
+                            matches!(e, Error::Corrupted { path, offset: o, .. }
+                                if path.ends_with("map/log") && *o == offset),
+                            "{case}: {e}"
+                        );
+                    }
+                }
+            }
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i != DAMAGED {
+                    assert_eq!(map.get_verified(k).unwrap(), Some(&v[..]), "{case}: {i}");
+                }
+            }
+            // Still takes inserts, and finds them.
+            map.insert(b"after", b"damage").unwrap();
+            assert_eq!(map.get(b"after").unwrap(), Some(&b"damage"[..]));
+        }
+    }
+}
+
+#[test]
+fn a_damaged_blob_costs_only_itself_and_is_named() {
+    for harm in [Harm::Value, Harm::Header, Harm::ZeroHeader] {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs: Vec<Vec<u8>> = (0..201u32)
+            .map(|i| format!("blob number {i} ").repeat(3).into_bytes())
+            .collect();
+        {
+            let dir = Dir::open(tmp.path()).unwrap();
+            let c = Content::open(&dir, "blobs").unwrap();
+            for b in &blobs {
+                c.insert(b).unwrap();
+            }
+            c.sync().unwrap();
+        }
+        let entry = harm_entry(tmp.path(), "blobs", blobs.len(), harm);
+        let dir = Dir::open(tmp.path()).unwrap();
+        let c = Content::open(&dir, "blobs").unwrap();
+        let ids: Vec<_> = c.ids().collect();
+        assert_eq!(ids.len(), 201, "{harm:?}");
+        assert_eq!(ids.iter().filter(|i| i.is_ok()).count(), 200, "{harm:?}");
+        assert!(
+            matches!(&ids[DAMAGED], Err(Error::Corrupted { .. })),
+            "{harm:?}"
+        );
+        for (i, b) in blobs.iter().enumerate() {
+            if i != DAMAGED {
+                assert_eq!(ids[i].as_ref().unwrap(), &ContentId::of(b));
+                assert_eq!(c.get(&ContentId::of(b)).unwrap(), Some(&b[..]));
+            }
+        }
+        if let Harm::Value = harm {
+            // `get` re-hashes the blob: the error names the log and where the blob is.
+            let value_offset = entry + 32 + 32;
+            let err = c.get(&ContentId::of(&blobs[DAMAGED])).unwrap_err();
+            assert!(
+                matches!(&err, Error::Corrupted { path, offset, .. }
+                    if path.ends_with("blobs/log") && *offset == value_offset),
+                "{err}"
+            );
+            assert!(err.to_string().contains("blobs"), "{err}");
+        }
+    }
+}

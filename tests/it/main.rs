@@ -4,6 +4,7 @@
 mod common;
 mod concurrency;
 mod corruption;
+mod crafted;
 mod disk_full;
 mod faults;
 mod fixtures;

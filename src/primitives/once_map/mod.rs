@@ -133,6 +133,8 @@ pub struct OnceMap {
     /// entry whose index slot is not yet written.
     gate: RwLock<()>,
     log_path: std::path::PathBuf,
+    /// Damaged entries (or stretches of them) that open's log walk met.
+    damaged_at_open: u64,
 }
 
 /// Slots in level `level`: each level is four times the one before, so the newest level
@@ -173,10 +175,14 @@ fn tag_of(hash: u64) -> u64 {
 impl OnceMap {
     /// Opens or creates the map at `name` in `dir`.
     ///
+    /// When the log was synced after the entry count (a crash between the two), open
+    /// counts the entries by walking the log; a damaged entry met there does not fail the
+    /// open: it is counted in [`damaged_at_open`](Self::damaged_at_open), and
+    /// [`iter`](Self::iter) reports it.
+    ///
     /// # Errors
-    /// `Corrupted` if a file is damaged (including an entry that fails its checksum when
-    /// the count has to be recovered by walking the log) or the entropy file is missing
-    /// beside entries; `NameInUse`; `Io`.
+    /// `Corrupted` if a file is damaged (a register, a lane's header, a count the log
+    /// cannot hold) or the entropy file is missing beside entries; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<OnceMap> {
         let entropy_name = format!("{name}/entropy");
         let had_entropy = Entropy::exists(dir, &entropy_name)?;
@@ -209,17 +215,40 @@ impl OnceMap {
             insert_locks: (0..INSERT_STRIPES).map(|_| Mutex::new(())).collect(),
             gate: RwLock::new(()),
             log_path: dir.path().join(name).join("log"),
+            damaged_at_open: 0,
         };
         let recorded = map.meta.get();
         let count = if recorded.log_len == map.log.len() {
+            // The count sizes the index's levels (a shift) and the lookup order: it must
+            // be one the log can hold, whatever the meta's checksum says.
+            let most = map.log.len() / record::HEADER_BYTES as u64;
+            if recorded.count > most {
+                return Err(Error::corrupted(
+                    map.meta.path(),
+                    0,
+                    format!(
+                        "entry count {} is more than a log of {} bytes can hold (at most {most})",
+                        recorded.count,
+                        map.log.len()
+                    ),
+                ));
+            }
             recorded.count
         } else {
-            // The log was synced after the count was: count by walking it.
+            // The log was synced after the count was: count by walking it. A damaged
+            // entry (or stretch of them) still holds an index slot, so it counts; it is
+            // reported by `damaged_at_open` and, as an error item, by `iter`.
             let mut n = 0;
+            let mut damaged = 0;
             for entry in map.entries() {
-                entry?;
+                match entry {
+                    Ok(_) => {}
+                    Err(Error::Corrupted { .. }) => damaged += 1,
+                    Err(e) => return Err(e),
+                }
                 n += 1;
             }
+            map.damaged_at_open = damaged;
             n
         };
         *map.count.get_mut() = count;
@@ -229,6 +258,14 @@ impl OnceMap {
     /// Number of entries.
     pub fn len(&self) -> u64 {
         self.count.load(Ordering::Acquire)
+    }
+
+    /// Damaged entries (or runs of adjacent damaged entries) that open met while it
+    /// counted the entries by walking the log. Open walks the log only when the count
+    /// recorded at the last sync does not cover it, so 0 does not mean the log is
+    /// undamaged: [`iter`](Self::iter) checks every entry.
+    pub fn damaged_at_open(&self) -> u64 {
+        self.damaged_at_open
     }
 
     /// True if the map holds no entry.
@@ -246,6 +283,12 @@ impl OnceMap {
     /// # Errors
     /// `Io` if a file cannot be mapped; `Corrupted` if one is damaged.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        Ok(self.get_located(key)?.map(|(_, v)| v))
+    }
+
+    /// As [`get`](Self::get), with the value's byte offset in the log, for errors that
+    /// name where a value is.
+    pub(crate) fn get_located(&self, key: &[u8]) -> Result<Option<(u64, &[u8])>> {
         self.find(key, self.entropy.hash(key), false)
     }
 
@@ -254,7 +297,9 @@ impl OnceMap {
     /// # Errors
     /// `Corrupted` if the value no longer matches its checksum; as [`get`](Self::get).
     pub fn get_verified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.find(key, self.entropy.hash(key), true)
+        Ok(self
+            .find(key, self.entropy.hash(key), true)?
+            .map(|(_, v)| v))
     }
 
     /// True if `key` is set.
@@ -269,7 +314,7 @@ impl OnceMap {
     /// so they are already in descending order; the level now filling goes before the first
     /// full level that holds fewer entries than it does; levels above it (used only when a
     /// probe run overflowed) come last.
-    fn find(&self, key: &[u8], hash: u64, verify: bool) -> Result<Option<&[u8]>> {
+    fn find(&self, key: &[u8], hash: u64, verify: bool) -> Result<Option<(u64, &[u8])>> {
         let count = self.count.load(Ordering::Acquire);
         let filling = level_for_count(count);
         let filling_entries = count - level_start(filling) / 2;
@@ -326,7 +371,7 @@ impl OnceMap {
         key: &[u8],
         hash: u64,
         verify: bool,
-    ) -> Result<Option<&[u8]>> {
+    ) -> Result<Option<(u64, &[u8])>> {
         let cap = level_slots(level);
         let start = level_start(level);
         let mut pos = hash & (cap - 1);
@@ -346,15 +391,16 @@ impl OnceMap {
         Ok(None)
     }
 
-    /// The value of the entry that slot value `offset_plus_one` points to, if that entry
-    /// is intact, really starts there, and holds `key`.
+    /// The value (and its offset in the log) of the entry that slot value
+    /// `offset_plus_one` points to, if that entry is intact, really starts there, and
+    /// holds `key`.
     fn entry_value(
         &self,
         offset_plus_one: u64,
         hash: u64,
         key: &[u8],
         verify: bool,
-    ) -> Result<Option<&[u8]>> {
+    ) -> Result<Option<(u64, &[u8])>> {
         // A damaged slot may hold offset + 1 == 0: not an entry.
         let Some(offset) = offset_plus_one.checked_sub(1) else {
             return Ok(None);
@@ -382,7 +428,7 @@ impl OnceMap {
                 "value checksum mismatch",
             ));
         }
-        Ok(Some(value))
+        Ok(Some((offset + h.value_at() as u64, value)))
     }
 
     /// Log bytes, or `None` if they are not (all) written: a stale index slot.
@@ -418,7 +464,7 @@ impl OnceMap {
         }
         let hash = self.entropy.hash(key);
         let _same_key = self.insert_locks[(hash as usize) % INSERT_STRIPES].lock();
-        if let Some(existing) = self.find(key, hash, false)? {
+        if let Some((_, existing)) = self.find(key, hash, false)? {
             return Ok(Insert::Existing(existing));
         }
         let _no_sync = self.gate.read();
@@ -485,12 +531,21 @@ impl OnceMap {
     }
 
     /// Every entry as `(key, value)`, in insertion order, each checked against its
-    /// checksums. Entries inserted while iterating may or may not be seen.
+    /// checksums. Entries inserted while iterating may or may not be seen. A damaged
+    /// entry is an `Err` item (`Corrupted`, naming the log and the entry's offset in it)
+    /// and iteration goes on with the entries after it; only a lane that cannot be read
+    /// ends it early.
     pub fn iter(&self) -> impl Iterator<Item = Result<(&[u8], &[u8])>> + '_ {
         self.entries().map(|e| e.map(|(_, k, v)| (k, v)))
     }
 
-    fn entries(&self) -> record::Entries<'_, impl Iterator<Item = Result<(u64, &[u8])>> + '_> {
+    /// The log's directory, which errors about entries name.
+    pub(crate) fn log_path(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
+    /// As [`iter`](Self::iter), with each entry's offset in the log.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Result<(u64, &[u8], &[u8])>> + '_ {
         record::Entries::new(&self.entropy, &self.log_path, self.log.chunks())
     }
 

@@ -140,8 +140,19 @@ pub(super) fn decode(entropy: &Entropy, offset: u64, head: &[u8]) -> Option<Head
 /// One entry: its offset in the log, key and value.
 pub(super) type Entry<'a> = (u64, &'a [u8], &'a [u8]);
 
-/// Walks the entries of a log, lane by lane, checking every checksum. Stops after the
-/// first error.
+/// Walks the entries of a log, lane by lane, checking every checksum. A damaged entry is
+/// one `Err` item, and the walk goes on with the next entry:
+/// - if the entry's header checksum holds, its lengths do too, and the next entry starts
+///   where the header says this one ends (a damaged key or value costs that entry only);
+/// - otherwise the lengths cannot be trusted, and the walk looks for the next entry at
+///   each following multiple of [`ALIGN`] in the lane: a header there whose checksum
+///   holds *for that offset* (the checksum is keyed and covers the entry's offset, so
+///   neither stale bytes, nor a copy of an entry, nor a value's bytes pass it by chance,
+///   1 in 2^64). The search costs one keyed hash per 16 bytes of the damaged stretch.
+///
+/// An all-zero header ends a lane only if zeros fill the rest of it (the padding a lane
+/// ends with); a zeroed header followed by data is damage, found and skipped as above.
+/// An error reading a lane ends the walk.
 pub(super) struct Entries<'a, C> {
     entropy: &'a Entropy,
     log: &'a Path,
@@ -149,6 +160,16 @@ pub(super) struct Entries<'a, C> {
     current: Option<(u64, &'a [u8])>,
     pos: usize,
     failed: bool,
+}
+
+/// What the walk found at a position.
+enum Step<'a> {
+    /// A whole entry, and where the next one starts.
+    Entry(Entry<'a>, usize),
+    /// The rest of the lane is padding.
+    End,
+    /// Damage, and where to look for the next entry.
+    Damaged(Error, usize),
 }
 
 impl<'a, C> Entries<'a, C>
@@ -167,47 +188,61 @@ where
         }
     }
 
-    fn entry_at(&self, base: u64, chunk: &'a [u8]) -> Result<Option<(Entry<'a>, usize)>> {
-        let pos = self.pos;
-        if pos + HEADER_BYTES > chunk.len() {
-            return Ok(None);
+    /// The first position at or after `from` (a multiple of [`ALIGN`]) where a header
+    /// whose checksum holds for its offset starts, or the chunk's end.
+    fn resync(&self, base: u64, chunk: &[u8], from: usize) -> usize {
+        let mut at = from;
+        while at + HEADER_BYTES <= chunk.len() {
+            let head = &chunk[at..at + HEADER_BYTES];
+            if !is_blank(head) && decode(self.entropy, base + at as u64, head).is_some() {
+                return at;
+            }
+            at += ALIGN;
         }
-        let head = &chunk[pos..pos + HEADER_BYTES];
-        if is_blank(head) {
-            return Ok(None);
+        chunk.len()
+    }
+
+    fn step(&self, base: u64, chunk: &'a [u8], pos: usize) -> Step<'a> {
+        if pos + HEADER_BYTES > chunk.len() {
+            return Step::End;
         }
         let offset = base + pos as u64;
+        let head = &chunk[pos..pos + HEADER_BYTES];
+        let damaged = |what: String, next: usize| {
+            Step::Damaged(Error::corrupted(self.log, offset, what), next)
+        };
+        if is_blank(head) {
+            if chunk[pos..].iter().all(|b| *b == 0) {
+                return Step::End;
+            }
+            return damaged(
+                "zeroed entry header followed by data".into(),
+                self.resync(base, chunk, pos + ALIGN),
+            );
+        }
         let Some(h) = decode(self.entropy, offset, head) else {
-            return Err(Error::corrupted(
-                self.log,
-                offset,
-                "entry header checksum mismatch",
-            ));
+            return damaged(
+                "entry header checksum mismatch".into(),
+                self.resync(base, chunk, pos + ALIGN),
+            );
         };
         if pos + h.len() > chunk.len() {
-            return Err(Error::corrupted(
-                self.log,
-                offset,
+            return damaged(
                 format!("entry of {} bytes runs past the written data", h.len()),
-            ));
+                self.resync(base, chunk, pos + ALIGN),
+            );
         }
+        // The header checksum holds, so its lengths do: the next entry starts after this one.
+        let next = (pos + h.len()).next_multiple_of(ALIGN);
         let key = &chunk[pos + HEADER_BYTES..pos + HEADER_BYTES + h.key_len];
         let value = &chunk[pos + h.value_at()..pos + h.len()];
         if self.entropy.hash(key) != h.key_hash {
-            return Err(Error::corrupted(
-                self.log,
-                offset,
-                "key does not match its hash",
-            ));
+            return damaged("key does not match its hash".into(), next);
         }
         if value_checksum(value) != h.value_sum {
-            return Err(Error::corrupted(
-                self.log,
-                offset,
-                "value checksum mismatch",
-            ));
+            return damaged("value checksum mismatch".into(), next);
         }
-        Ok(Some(((offset, key, value), h.len())))
+        Step::Entry((offset, key, value), next)
     }
 }
 
@@ -232,14 +267,14 @@ where
                     }
                 }
             };
-            match self.entry_at(base, chunk) {
-                Ok(Some((entry, len))) => {
-                    self.pos = (self.pos + len).next_multiple_of(ALIGN);
+            match self.step(base, chunk, self.pos) {
+                Step::Entry(entry, next) => {
+                    self.pos = next;
                     return Some(Ok(entry));
                 }
-                Ok(None) => self.current = None,
-                Err(e) => {
-                    self.failed = true;
+                Step::End => self.current = None,
+                Step::Damaged(e, next) => {
+                    self.pos = next;
                     return Some(Err(e));
                 }
             }

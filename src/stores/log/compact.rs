@@ -30,7 +30,13 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
         });
     }
     // Only compaction changes the generation, one at a time.
-    let generation = inner.state.get().generation + 1;
+    let Some(generation) = inner.state.get().generation.checked_add(1) else {
+        return Err(Error::corrupted(
+            inner.state.path(),
+            0,
+            "generation is u64::MAX: no number is left for the next one",
+        ));
+    };
     // A failed attempt may have left base segments of this generation behind: the state
     // does not name them, so they are garbage, and reusing them would replay stale
     // records ahead of the logs this attempt keeps.

@@ -77,6 +77,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         state.set(st)?;
         state.sync()?;
     }
+    check_ranges(dir, name, &st, state.path())?;
     let names: Vec<String> = (0..st.base_count)
         .map(|i| base_name(name, st.generation, i))
         .chain((st.log_first..=st.log_active).map(|id| log_name(name, id)))
@@ -142,6 +143,70 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         inner.after_roll(&finished);
     }
     Ok(inner)
+}
+
+/// Checks the state's segment counts against the segments on disk before they size
+/// anything: a state whose checksum holds may still be crafted (or written by a broken
+/// tool), and `1..=u64::MAX` would size a list of names. Each base segment and each log
+/// segment the state names is a directory of the store (the first log of a new store
+/// aside), so neither range can be longer than the directories there are. The active id
+/// must leave room for the next segment's.
+fn check_ranges(dir: &Dir, name: &str, st: &State, state_path: &std::path::Path) -> Result<()> {
+    if st.log_active == u64::MAX {
+        return Err(Error::corrupted(
+            state_path,
+            0,
+            "active log segment id is u64::MAX: no id is left for the next segment",
+        ));
+    }
+    let root = dir.path().join(name);
+    let logs = count_segment_dirs(&root, "log-")?;
+    let bases = count_segment_dirs(&root.join(format!("g{}", st.generation)), "base-")?;
+    // At least 1: a new store's first log may not exist yet.
+    let logs_named = st.log_active - st.log_first + 1;
+    if logs_named > logs.max(1) {
+        return Err(Error::corrupted(
+            state_path,
+            0,
+            format!(
+                "the state names log segments {}..={} ({logs_named}), but only {logs} exist",
+                st.log_first, st.log_active
+            ),
+        ));
+    }
+    if st.base_count > bases {
+        return Err(Error::corrupted(
+            state_path,
+            0,
+            format!(
+                "the state names {} base segments of generation {}, but only {bases} exist",
+                st.base_count, st.generation
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Segment directories in `dir` whose names are `prefix` and a number (hints aside).
+fn count_segment_dirs(dir: &std::path::Path, prefix: &str) -> Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, "list store directory", e)),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, "list store directory", e))?;
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file
+            .strip_prefix(prefix)
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Whether the store's directory holds any segment.
@@ -424,12 +489,15 @@ fn walk_records<'b>(
 }
 
 /// Writes the hint file of a finished segment: records of about 60 KiB listing its
-/// operations.
+/// operations. A segment whose scan meets damage gets no hint (and loses any it had):
+/// a hint would list only the records before the damage and cover the segment's whole
+/// length, so the next open would trust it and no longer see, nor count, the damage.
+/// Without one, every open scans the segment and reports the damage in `stats()`.
 pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
     let covered = seg.buf().len();
     // (entries, count) per record.
     let mut bodies: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0)];
-    scan(seg, |sum, record_at, op, key| {
+    let end = scan(seg, |sum, record_at, op, key| {
         let (body, count) = bodies.last_mut().expect("one at least");
         record::push_hint(
             body,
@@ -452,6 +520,9 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
     let name = seg.hint_name();
     // Whatever is there (a hint from before a crash, or a damaged one) is replaced.
     dir.remove(&name)?;
+    if matches!(end, ScanEnd::Damaged(_)) {
+        return Ok(());
+    }
     let hint = AppendOnly::open(dir, &name)?;
     let mut first = 0;
     for (body, count) in &bodies {
