@@ -96,12 +96,14 @@ fn slot_checksum(index: usize, seq: u64, value: &[u8]) -> u64 {
     h.digest()
 }
 
-/// Decodes slot `index` from its bytes: its sequence number if the checksum holds.
+/// Decodes slot `index` from its bytes: its sequence number if the checksum holds. A
+/// sequence of `u64::MAX` is never written (it would take 2^64 syncs) and would leave no
+/// successor for the next sync: only a crafted file holds one, and it counts as invalid.
 fn decode_slot(index: usize, slot: &[u8], value_bytes: usize) -> Option<u64> {
     let seq = read_u64(slot, SEQ_AT);
     let value = &slot[VALUE_AT..VALUE_AT + value_bytes];
     let sum = read_u64(slot, VALUE_AT + value_bytes);
-    (seq != 0 && sum == slot_checksum(index, seq, value)).then_some(seq)
+    (seq != 0 && seq != u64::MAX && sum == slot_checksum(index, seq, value)).then_some(seq)
 }
 
 impl Register {
@@ -300,6 +302,35 @@ mod tests {
             Register::open(tmp.path(), "r.acc", 16),
             Err(Error::Incompatible { .. })
         ));
+    }
+
+    /// A slot crafted with sequence `u64::MAX` (and a valid checksum) is not trusted, so
+    /// the next sync has a successor to write. Found by a crafted-file sweep: `sync`
+    /// overflowed.
+    #[test]
+    fn a_crafted_last_sequence_is_invalid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        r.update(|b| b.copy_from_slice(&5u64.to_le_bytes()))
+            .unwrap();
+        r.sync().unwrap();
+        drop(r);
+        let path = tmp.path().join("r.acc");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = HEADER_PAGE + stride(8);
+        write_u64(&mut bytes[at..], SEQ_AT, u64::MAX);
+        write_u64(&mut bytes[at..], VALUE_AT, 9);
+        let sum = slot_checksum(1, u64::MAX, &9u64.to_le_bytes());
+        write_u64(&mut bytes[at..], VALUE_AT + 8, sum);
+        std::fs::write(&path, &bytes).unwrap();
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        assert_eq!(r.read(|b| read_u64(b, 0)), 5);
+        r.update(|b| b.copy_from_slice(&6u64.to_le_bytes()))
+            .unwrap();
+        r.sync().unwrap();
+        drop(r);
+        let r = Register::open(tmp.path(), "r.acc", 8).unwrap();
+        assert_eq!(r.read(|b| read_u64(b, 0)), 6);
     }
 
     #[test]
