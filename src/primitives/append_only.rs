@@ -114,15 +114,37 @@ pub struct AppendOnly {
 impl AppendOnly {
     /// Opens or creates the buffer at `name` in `dir`.
     ///
+    /// A data file cut short past the durable length (a torn tail: those bytes were never
+    /// trusted) is restored to its size. One cut short below it is `Corrupted`: see
+    /// [`open_restoring`](Self::open_restoring) for owners whose records carry checksums.
+    ///
     /// # Errors
     /// `Corrupted` if `length.acc` is damaged beyond recovery, or missing while data
-    /// files exist; `Io`.
+    /// files exist, or a data file lacks bytes below the durable length; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<AppendOnly> {
+        Self::open_inner(dir, name, false)
+    }
+
+    /// Opens as [`open`](Self::open) does, except that a data file cut short *below* the
+    /// durable length is restored too: what it lacked reads as zeros from then on, and
+    /// [`restored`](Self::restored) lists the ranges. For owners whose records carry
+    /// checksums (a log store's), so that the damage costs the records in those ranges,
+    /// not the whole buffer. The file is restored durably: a later open finds nothing
+    /// missing, so the owner should act on (and report) the ranges at this open.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), less the short data file.
+    pub fn open_restoring(dir: &Dir, name: &str) -> Result<AppendOnly> {
+        Self::open_inner(dir, name, true)
+    }
+
+    fn open_inner(dir: &Dir, name: &str, restore_below: bool) -> Result<AppendOnly> {
         let claim = dir.claim(name)?;
         let lanes = Lanes::new(claim.path(), LANE_PREFIX, 1, APPEND_LANE_BASE_BYTES);
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
         let len = length.read(|b| read_u64(b, 0));
+        lanes.restore_from(if restore_below { 0 } else { len });
         let arena = Arena::new(lanes, len);
         // Every lane below the recorded length must be there and intact.
         if len > 0 {
@@ -275,11 +297,10 @@ impl AppendOnly {
         self.len() == 0
     }
 
-    /// Byte ranges below the durable length that open found missing: a lane file shorter
-    /// than its size (damage: lanes are created whole) is restored to its size, and what
-    /// it lacked reads as zeros from then on. Empty for an undamaged buffer. A caller
-    /// whose records carry checksums (as a log store's do) finds the records there
-    /// damaged; one whose bytes do not should treat these ranges as lost.
+    /// Byte ranges below the durable length that [`open_restoring`](Self::open_restoring)
+    /// found missing and restored: what a data file shorter than its size (damage: files
+    /// are created whole) lacked reads as zeros from then on. Empty for an undamaged
+    /// buffer, and always after [`open`](Self::open), which refuses such damage.
     pub fn restored(&self) -> &[Span] {
         &self.restored
     }
@@ -339,8 +360,9 @@ mod tests {
         assert_eq!(buf.get(b).unwrap(), &[2u8; 20]);
     }
 
-    /// A lane file cut short is restored at open (found by review: the whole buffer
-    /// refused to open), and the missing range is reported.
+    /// A lane file cut short below the durable length is refused by `open` and restored
+    /// by `open_restoring` (found by review: a log store refused to open), which reports
+    /// the missing range. Cut short past the durable length, `open` restores it.
     #[test]
     fn a_short_lane_is_restored_and_reported() {
         let dir = Dir::temporary().unwrap();
@@ -358,7 +380,11 @@ mod tests {
             .unwrap()
             .set_len(cut)
             .unwrap();
-        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert!(matches!(
+            AppendOnly::open(&dir, "b"),
+            Err(Error::Corrupted { .. })
+        ));
+        let buf = AppendOnly::open_restoring(&dir, "b").unwrap();
         assert_eq!(buf.restored(), [Span::new(base / 2, base / 2)]);
         let got = buf.get(a).unwrap();
         assert!(got[..(base / 2) as usize].iter().all(|&x| x == 1));
@@ -367,6 +393,18 @@ mod tests {
         drop(buf);
         // Restored for good: the next open finds nothing short.
         assert!(AppendOnly::open(&dir, "b").unwrap().restored().is_empty());
+        // Past the durable length: a torn tail, restored by a plain open.
+        let lane1 = dir.path().join("b").join(format!("{LANE_PREFIX}-01.acc"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lane1)
+            .unwrap()
+            .set_len(4096 + 2000)
+            .unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert!(buf.restored().is_empty());
+        assert_eq!(buf.get(b).unwrap(), &[2u8; 1000]);
+        buf.append(&[3u8; 5000]).unwrap();
     }
 
     #[test]

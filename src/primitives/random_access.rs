@@ -133,6 +133,8 @@ impl<T: Pod> RandomAccess<T> {
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
         let len = length.read(|b| read_u64(b, 0));
+        // A lane cut short past the length is a torn tail, restored; below it, damage.
+        lanes.restore_from(len);
         let cells = Cells::new(lanes, size);
         if len > cells.capacity_max() {
             return Err(Error::corrupted(

@@ -254,3 +254,90 @@ fn damage_found_at_open_is_reported_by_every_open() {
         drop(dir2);
     }
 }
+
+/// A short lane file costs the records in what it lacks, not the store. Found by review:
+/// one truncated lane (even cut only past the durable length) made the whole store
+/// refuse to open.
+#[test]
+fn a_short_lane_costs_its_records_not_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        segment_bytes: 1 << 20,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    };
+    let value = |i: u32| vec![(i % 251) as u8; 1000];
+    let n = 3000u32; // about 3 MiB: three segments, each over four lanes
+    {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let kv = LogStore::open(&dir, "kv", opts.clone()).unwrap();
+        for i in 0..n {
+            kv.put(format!("key-{i:05}").as_bytes(), &value(i)).unwrap();
+        }
+        kv.sync().unwrap();
+        assert!(kv.stats().segments >= 3);
+    }
+    let cut = |rel: &str, keep: u64| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(rel))
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+    };
+    // The active segment's last lane, cut past its durable length: nothing is lost.
+    let active = fs::read_dir(tmp.path().join("kv"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("log-") && !n.ends_with("-hint"))
+        .max()
+        .unwrap();
+    let last_lane = fs::read_dir(tmp.path().join("kv").join(&active))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("data-"))
+        .max()
+        .unwrap();
+    let rel = format!("kv/{active}/{last_lane}");
+    let len = fs::metadata(tmp.path().join(&rel)).unwrap().len();
+    cut(&rel, len - 100);
+    {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let kv = LogStore::open(&dir, "kv", opts.clone()).unwrap();
+        assert_eq!(kv.stats().damaged_bytes, 0, "{:?}", kv.stats());
+        for i in 0..n {
+            let got = kv.get(format!("key-{i:05}").as_bytes()).unwrap().unwrap();
+            assert_eq!(&*got, &value(i)[..], "key {i}");
+        }
+    }
+    // The first segment's second lane, cut in half: its records there are lost, the
+    // rest of the store is whole, and the store takes writes that survive a reopen.
+    let lane = tmp.path().join("kv/log-0000000001/data-01.acc");
+    let lane_len = fs::metadata(&lane).unwrap().len();
+    cut("kv/log-0000000001/data-01.acc", lane_len / 2);
+    let dir = Dir::open(tmp.path()).unwrap();
+    let kv = LogStore::open(&dir, "kv", opts.clone()).unwrap();
+    let stats = kv.stats();
+    assert!(
+        stats.damaged_bytes >= (lane_len - 4096) / 2 - 4096,
+        "{stats:?}"
+    );
+    assert!(stats.damaged_records >= 1, "{stats:?}");
+    let (mut lost, mut kept) = (0, 0);
+    for i in 0..n {
+        match kv.get(format!("key-{i:05}").as_bytes()) {
+            Ok(Some(v)) => {
+                assert_eq!(&*v, &value(i)[..], "key {i}");
+                kept += 1;
+            }
+            Ok(None) | Err(Error::Corrupted { .. }) => lost += 1,
+            Err(e) => panic!("key {i}: {e}"),
+        }
+    }
+    assert!(lost > 0 && kept > n / 2, "lost {lost}, kept {kept}");
+    kv.put(b"after", b"damage").unwrap();
+    kv.sync().unwrap();
+    drop(kv);
+    let kv = LogStore::open(&dir, "kv", opts).unwrap();
+    assert_eq!(kv.get(b"after").unwrap().as_deref(), Some(&b"damage"[..]));
+}

@@ -30,6 +30,7 @@ pub(crate) mod cells;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -89,6 +90,10 @@ pub(crate) struct Lanes {
     /// Positions `start..end` of lanes found shorter than they should be and restored to
     /// their size with zeros (damage: a lane is created whole, never short).
     restored: Mutex<Vec<(u64, u64)>>,
+    /// A short lane is restored only if what it lacks starts at or past this position;
+    /// below it (data the owner trusts) it is `Corrupted`. `u64::MAX` until the owner
+    /// says ([`restore_from`](Self::restore_from)).
+    restore_from: AtomicU64,
 }
 
 impl Lanes {
@@ -107,6 +112,7 @@ impl Lanes {
             lanes: (0..LANES_MAX).map(|_| OnceLock::new()).collect(),
             create: Mutex::new(()),
             restored: Mutex::new(Vec::new()),
+            restore_from: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -218,6 +224,14 @@ impl Lanes {
         Ok(())
     }
 
+    /// Lets a short lane file be restored (to its size, with zeros) if what it lacks
+    /// starts at or past position `pos`: an owner passes its durable length (what lies
+    /// past it is a torn tail, never trusted), or 0 if its records carry checksums that
+    /// will find the zeros.
+    pub(crate) fn restore_from(&self, pos: u64) {
+        self.restore_from.store(pos, Ordering::Relaxed);
+    }
+
     /// Position ranges `start..end` that were missing from short lane files and now read
     /// as zeros.
     pub(crate) fn restored(&self) -> Vec<(u64, u64)> {
@@ -232,6 +246,19 @@ impl Lanes {
             .len();
         let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
         if len < expected {
+            let missing_from = self.lane_start(lane)
+                + (len.saturating_sub(LANE_DATA_OFFSET) / self.unit_bytes)
+                    .min(self.lane_units(lane));
+            if missing_from < self.restore_from.load(Ordering::Relaxed) {
+                return Err(Error::corrupted(
+                    &path,
+                    len,
+                    format!(
+                        "lane file is {len} bytes, expected {expected}: data the structure \
+                         holds is missing"
+                    ),
+                ));
+            }
             self.restore(&file, &path, lane, len)?;
         }
         let mut head = [0u8; HEADER_BYTES];
@@ -476,6 +503,11 @@ mod tests {
             .set_len(10)
             .unwrap();
         let b = Lanes::new(tmp.path(), "t", 1, 4096);
+        assert!(
+            matches!(b.exists(0), Err(Error::Corrupted { .. })),
+            "not restored unasked"
+        );
+        b.restore_from(0);
         b.open_below(4096 + 8192).unwrap();
         assert_eq!(b.restored(), [(5000 - 4096, 4096), (4096, 4096 + 8192)]);
         assert_eq!(std::fs::metadata(&p0).unwrap().len(), 4096 + 4096);
@@ -488,6 +520,7 @@ mod tests {
             .set_len(9000)
             .unwrap();
         let c = Lanes::new(tmp.path(), "t", 1, 4096);
+        c.restore_from(0);
         assert!(matches!(c.exists(0), Err(Error::Corrupted { .. })));
         assert!(c.exists(1).unwrap());
         assert!(c.restored().is_empty());

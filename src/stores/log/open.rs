@@ -291,6 +291,28 @@ fn replay_segment(
     if seg.buf().is_empty() {
         return Ok(false);
     }
+    // Bytes a short data file lacked read as zeros now: whatever records they held are
+    // lost, and a hint would still name them. Scan, count the loss as damage, and treat
+    // the segment as damaged so that nothing is written after the hole.
+    let restored: u64 = seg.buf().restored().iter().map(|s| s.len()).sum();
+    if restored > 0 {
+        replay.damaged_records += 1;
+        replay.damaged_bytes += restored;
+        dir.remove(&seg.hint_name())?;
+        scan(seg, |_, record_at, op, key| {
+            apply(
+                keys,
+                seg,
+                record_at + op.value_at,
+                op.kind,
+                key,
+                op.value_len,
+                op.expires_ms,
+            );
+        })?;
+        replay.scanned += 1;
+        return Ok(true);
+    }
     if replay_hint(dir, seg, keys)? {
         replay.from_hints += 1;
         return Ok(false);

@@ -55,8 +55,11 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// Opens the segment's buffer. A data file cut short is restored (records carry
+    /// checksums, so the zeros cost the records they replace): see
+    /// [`AppendOnly::restored`].
     pub(crate) fn open(dir: &Dir, name: String) -> Result<Arc<Segment>> {
-        let buf = AppendOnly::open(dir, &name)?;
+        let buf = AppendOnly::open_restoring(dir, &name)?;
         Ok(Arc::new(Segment {
             name,
             buf: Some(buf),
