@@ -1,11 +1,12 @@
 //! The integration tests, one binary: each primitive through its public API against a std
-//! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk.
+//! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk, hangs.
 
 mod common;
 mod concurrency;
 mod corruption;
 mod disk_full;
 mod fixtures;
+mod hangs;
 mod limits;
 mod log_corruption;
 mod log_store;
