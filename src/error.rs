@@ -88,6 +88,18 @@ pub enum Error {
         /// The file or directory whose sync failed.
         path: PathBuf,
     },
+    /// A call was made, on the same thread, from inside a callback that a structure runs
+    /// while it holds something the call would wait for, so it would wait for itself
+    /// forever: an [`AppendOnly::append_with`](crate::AppendOnly::append_with) fill that
+    /// appends to its own buffer, a merge operator that writes to its own
+    /// [`LogStore`](crate::LogStore). Nothing was done; make the call after the callback
+    /// returns.
+    Reentrant {
+        /// The call that was refused, for example "LogStore::put".
+        call: &'static str,
+        /// The callback it was made from, for example "a LogStore merge operator".
+        inside: &'static str,
+    },
 }
 
 impl Error {
@@ -183,6 +195,11 @@ impl fmt::Display for Error {
                 f,
                 "an earlier sync of {} failed; reopen it before writing again",
                 path.display()
+            ),
+            Error::Reentrant { call, inside } => write!(
+                f,
+                "{call} was called from inside {inside} on the same thread, where it would \
+                 wait for itself forever; call it after the callback returns"
             ),
         }
     }

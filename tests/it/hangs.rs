@@ -3,12 +3,13 @@
 //! the body runs on a thread of its own and the test waits for it at most
 //! [`HANG_TIMEOUT`] (the hung thread is leaked).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::thread;
 use std::time::Duration;
 
-use accretion::{Dir, RandomAccess};
+use accretion::{AppendOnly, Dir, Error, RandomAccess};
 
 /// How long a test body may take before it counts as hung.
 const HANG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,10 @@ fn within_timeout<T: Send + 'static>(what: &str, body: impl FnOnce() -> T + Send
         }
         Err(RecvTimeoutError::Disconnected) => panic!("{what}: the test body panicked"),
     }
+}
+
+fn is_reentrant<T: std::fmt::Debug>(result: &accretion::Result<T>) -> bool {
+    matches!(result, Err(Error::Reentrant { .. }))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -107,5 +112,103 @@ fn readers_of_one_stripe_get_through_waiting_writers() {
         }
         assert_eq!(arr.read(1).unwrap(), [1, 1, 1, 11]);
         assert_eq!(arr.read(257).unwrap(), [2, 2, 2, 12]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// AppendOnly: an append from inside an `append_with` fill of the same buffer.
+
+/// Records are published in order, so an append made by a fill waited for the fill's own
+/// record: now it is refused, and the buffer goes on working.
+#[test]
+fn append_inside_a_fill_of_the_same_buffer_is_refused() {
+    within_timeout("append from inside append_with", || {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "buf").unwrap();
+        let other = AppendOnly::open(&dir, "other").unwrap();
+        let mut nested = Vec::new();
+        let mut elsewhere = None;
+        let span = buf
+            .append_with(4, 1, |_, dest| {
+                dest.copy_from_slice(b"fill");
+                nested.push(buf.append(b"x"));
+                nested.push(buf.append_aligned(b"y", 8));
+                nested.push(buf.append_with(0, 1, |_, _| {}));
+                // Another buffer is no problem.
+                elsewhere = Some(other.append(b"fine"));
+            })
+            .unwrap();
+        assert!(nested.iter().all(is_reentrant), "{nested:?}");
+        let elsewhere = elsewhere.unwrap().unwrap();
+        assert_eq!(other.get(elsewhere).unwrap(), b"fine");
+        assert_eq!(buf.get(span).unwrap(), b"fill");
+        assert_eq!(buf.len(), 4, "the refused appends took no space");
+        // Outside the fill, and after a fill that panicked, appends work again.
+        let after = buf.append(b"after").unwrap();
+        assert_eq!(buf.get(after).unwrap(), b"after");
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            buf.append_with(1, 1, |_, _| panic!("fill fails")).unwrap();
+        }));
+        assert!(panicked.is_err());
+        let last = buf.append(b"last").unwrap();
+        assert_eq!(buf.get(last).unwrap(), b"last");
+        buf.sync().unwrap();
+    });
+}
+
+/// A fill of one buffer appending to a second, whose fill appends to the first: the
+/// inner append to the first is refused.
+#[test]
+fn nested_fills_of_two_buffers_refuse_the_outer_one() {
+    within_timeout("append_with nested across two buffers", || {
+        let dir = Dir::temporary().unwrap();
+        let a = AppendOnly::open(&dir, "a").unwrap();
+        let b = AppendOnly::open(&dir, "b").unwrap();
+        let mut innermost = None;
+        let mut middle = None;
+        a.append_with(1, 1, |_, dest| {
+            dest[0] = 1;
+            middle = Some(b.append_with(1, 1, |_, dest| {
+                dest[0] = 2;
+                innermost = Some(a.append(b"x"));
+            }));
+        })
+        .unwrap();
+        assert!(is_reentrant(&innermost.unwrap()));
+        assert!(middle.unwrap().is_ok());
+        assert_eq!((a.len(), b.len()), (1, 1));
+    });
+}
+
+/// The documented restriction: a fill that hands an append to the same buffer to another
+/// thread and waits for it cannot be detected. The other thread's append waits until the
+/// fill returns (it is published after the fill's record), so a fill that waits with a
+/// time limit sees it blocked, and it completes once the fill returns.
+#[test]
+fn an_append_handed_to_another_thread_waits_for_the_fill() {
+    within_timeout("append handed to another thread", || {
+        let dir = Dir::temporary().unwrap();
+        let buf = Arc::new(AppendOnly::open(&dir, "buf").unwrap());
+        let (tx, rx) = channel();
+        let mut helper = None;
+        let span = buf
+            .append_with(4, 1, |_, dest| {
+                dest.copy_from_slice(b"fill");
+                let buf = Arc::clone(&buf);
+                let tx = tx.clone();
+                helper = Some(thread::spawn(move || {
+                    let span = buf.append(b"helper").unwrap();
+                    tx.send(span).unwrap();
+                }));
+                assert!(
+                    rx.recv_timeout(Duration::from_millis(300)).is_err(),
+                    "the helper's append returned before the fill did"
+                );
+            })
+            .unwrap();
+        helper.unwrap().join().unwrap();
+        let helper_span = rx.recv().unwrap();
+        assert!(helper_span.offset() >= span.end());
+        assert_eq!(buf.get(helper_span).unwrap(), b"helper");
     });
 }
