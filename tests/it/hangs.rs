@@ -4,12 +4,12 @@
 //! [`HANG_TIMEOUT`] (the hung thread is leaked).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use accretion::{AppendOnly, Dir, Error, RandomAccess};
+use accretion::{AppendOnly, Dir, Error, LogOptions, LogStore, MergeFn, RandomAccess, WriteBatch};
 
 /// How long a test body may take before it counts as hung.
 const HANG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,5 +210,143 @@ fn an_append_handed_to_another_thread_waits_for_the_fill() {
         let helper_span = rx.recv().unwrap();
         assert!(helper_span.offset() >= span.end());
         assert_eq!(buf.get(helper_span).unwrap(), b"helper");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// LogStore: a merge operator runs under the writer lock.
+
+/// Every writing method of a store, called on `store`; each result, named.
+fn write_everything(store: &LogStore) -> Vec<(&'static str, accretion::Result<()>)> {
+    let mut batch = WriteBatch::new();
+    batch.put(b"b", b"1");
+    vec![
+        ("put", store.put(b"x", b"1")),
+        (
+            "put_with_ttl",
+            store.put_with_ttl(b"x", b"1", Duration::from_secs(60)),
+        ),
+        ("delete", store.delete(b"x")),
+        ("write", store.write(&batch)),
+        ("merge", store.merge(b"x", b"1", |_, _, o| Some(o.to_vec()))),
+        ("merge_default", store.merge_default(b"x", b"1")),
+        ("clear", store.clear()),
+        ("sync", store.sync()),
+        ("compact", store.compact()),
+    ]
+}
+
+fn concat(_key: &[u8], current: Option<&[u8]>, operand: &[u8]) -> Option<Vec<u8>> {
+    let mut value = current.unwrap_or_default().to_vec();
+    value.extend_from_slice(operand);
+    Some(value)
+}
+
+fn with_operator() -> LogOptions {
+    LogOptions {
+        merge_operator: Some(("concat".to_string(), Arc::new(concat) as Arc<MergeFn>)),
+        ..LogOptions::default()
+    }
+}
+
+/// Every writing method called from `LogStore::merge`'s operator on its own store is
+/// refused, reads work there, and the store works afterwards, also after an operator
+/// that panicked.
+#[test]
+fn store_merge_operator_writing_to_its_store_is_refused() {
+    within_timeout("LogStore::merge operator writing to its store", || {
+        let dir = Dir::temporary().unwrap();
+        let store = LogStore::open(&dir, "kv", with_operator()).unwrap();
+        let other = LogStore::open(&dir, "other", LogOptions::default()).unwrap();
+        store.put(b"k", b"v").unwrap();
+        let seen = Mutex::new(Vec::new());
+        store
+            .merge(b"k", b"+", |key, current, operand| {
+                let mut seen = seen.lock().unwrap();
+                seen.extend(write_everything(&store));
+                // Reads, and writes to another store, are fine.
+                assert_eq!(store.get(b"k").unwrap().unwrap(), b"v");
+                assert_eq!(store.iter().count(), 1);
+                other.put(b"from-merge", b"ok").unwrap();
+                concat(key, current, operand)
+            })
+            .unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 9);
+        for (call, result) in &seen {
+            assert!(is_reentrant(result), "{call}: {result:?}");
+        }
+        assert_eq!(store.get(b"k").unwrap().unwrap(), b"v+");
+        assert_eq!(other.get(b"from-merge").unwrap().unwrap(), b"ok");
+        // Through `merge_default` the operator is the same kind of call.
+        let hook = Mutex::new(None);
+        store
+            .merge(b"k", b"!", |k, c, o| {
+                *hook.lock().unwrap() = Some(store.merge_default(b"k", b"?"));
+                concat(k, c, o)
+            })
+            .unwrap();
+        assert!(is_reentrant(&hook.into_inner().unwrap().unwrap()));
+        // A panicking operator leaves nothing behind.
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            let _ = store.merge(b"k", b"", |_, _, _| panic!("operator fails"));
+        }));
+        assert!(panicked.is_err());
+        for (call, result) in write_everything(&store) {
+            assert!(result.is_ok(), "{call} after the merges: {result:?}");
+        }
+    });
+}
+
+/// The same for an operator given to `WriteBatch::merge`: it runs in `LogStore::write`,
+/// under the writer lock.
+#[test]
+fn batch_merge_operator_writing_to_its_store_is_refused() {
+    within_timeout("WriteBatch::merge operator writing to its store", || {
+        let dir = Dir::temporary().unwrap();
+        let store = LogStore::open(&dir, "kv", with_operator()).unwrap();
+        let seen = Mutex::new(Vec::new());
+        let mut batch = WriteBatch::new();
+        batch.put(b"k", b"v");
+        batch.merge(b"k", b"+", |key, current, operand| {
+            seen.lock().unwrap().extend(write_everything(&store));
+            concat(key, current, operand)
+        });
+        store.write(&batch).unwrap();
+        drop(batch);
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 9);
+        for (call, result) in &seen {
+            assert!(is_reentrant(result), "{call}: {result:?}");
+        }
+        assert_eq!(store.get(b"k").unwrap().unwrap(), b"v+");
+        for (call, result) in write_everything(&store) {
+            assert!(result.is_ok(), "{call} after the batch: {result:?}");
+        }
+    });
+}
+
+/// An operator of one store writing to a second store whose operator writes to the
+/// first: the innermost write, to the first store, is refused.
+#[test]
+fn nested_merges_of_two_stores_refuse_the_outer_one() {
+    within_timeout("merge operators nested across two stores", || {
+        let dir = Dir::temporary().unwrap();
+        let a = LogStore::open(&dir, "a", LogOptions::default()).unwrap();
+        let b = LogStore::open(&dir, "b", LogOptions::default()).unwrap();
+        let innermost = Mutex::new(None);
+        let middle = Mutex::new(None);
+        a.merge(b"k", b"a", |k, c, o| {
+            *middle.lock().unwrap() = Some(b.merge(b"k", b"b", |k, c, o| {
+                *innermost.lock().unwrap() = Some(a.put(b"x", b"1"));
+                concat(k, c, o)
+            }));
+            concat(k, c, o)
+        })
+        .unwrap();
+        assert!(is_reentrant(&innermost.into_inner().unwrap().unwrap()));
+        assert!(middle.into_inner().unwrap().unwrap().is_ok());
+        assert_eq!(a.get(b"k").unwrap().unwrap(), b"a");
+        assert_eq!(b.get(b"k").unwrap().unwrap(), b"b");
     });
 }
