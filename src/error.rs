@@ -100,6 +100,18 @@ pub enum Error {
         /// The callback it was made from, for example "a LogStore merge operator".
         inside: &'static str,
     },
+    /// A store cannot be opened again yet: handles from an earlier open of it are still
+    /// alive and keep some of its files open. For a [`LogStore`](crate::LogStore), each
+    /// [`Value`](crate::Value) and unfinished [`Iter`](crate::Iter) holds the segment it
+    /// reads from; drop them, then open again.
+    HandlesAlive {
+        /// The store's name.
+        name: String,
+        /// The part of it still held open, for example "kv/log-0000000001".
+        part: String,
+        /// What holds it, for example "a Value or Iter".
+        holders: &'static str,
+    },
 }
 
 impl Error {
@@ -200,6 +212,15 @@ impl fmt::Display for Error {
                 f,
                 "{call} was called from inside {inside} on the same thread, where it would \
                  wait for itself forever; call it after the callback returns"
+            ),
+            Error::HandlesAlive {
+                name,
+                part,
+                holders,
+            } => write!(
+                f,
+                "store {name:?} cannot be opened yet: {holders} from an earlier open of it \
+                 is still alive and holds {part:?} open; drop it first"
             ),
         }
     }

@@ -1844,6 +1844,59 @@ fn second_open_of_a_name_is_refused() {
     assert_eq!(store.get(b"k").unwrap().unwrap(), b"v");
 }
 
+/// A second open of an open store names the store, not its internal state journal.
+#[test]
+fn second_open_names_the_store() {
+    let dir = Dir::temporary().unwrap();
+    let _store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
+    match LogStore::open(&dir, NAME, LogOptions::default()) {
+        Err(Error::NameInUse { name }) => assert_eq!(name, NAME),
+        other => panic!("want NameInUse, got {other:?}"),
+    }
+}
+
+/// A `Value` or an unfinished `Iter` that outlives its store keeps a segment open: the
+/// next open says so, naming the store and what holds it, and works once they are gone.
+#[test]
+fn handles_outliving_the_store_are_named_on_reopen() {
+    let dir = Dir::temporary().unwrap();
+    let opts = small(4096);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    for i in 0..200u32 {
+        store.put(&i.to_be_bytes(), &[7; 64]).unwrap();
+    }
+    store.sync().unwrap();
+    let value = store.get(&0u32.to_be_bytes()).unwrap().unwrap();
+    let mut iter = store.range(&150u32.to_be_bytes()[..]..);
+    assert!(iter.next().unwrap().is_ok());
+    drop(store);
+
+    let refused = |what: &str| {
+        let e = LogStore::open(&dir, NAME, opts.clone()).expect_err(what);
+        assert!(
+            matches!(&e, Error::HandlesAlive { name, part, .. }
+                if name == NAME && part.starts_with(&format!("{NAME}/"))),
+            "{what}: {e:?}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains("\"kv\"") && message.contains("Value") && message.contains("Iter"),
+            "{what}: {message}"
+        );
+    };
+    refused("a Value and an Iter alive");
+    drop(value);
+    refused("an Iter alive");
+    // Iterating on needs no store.
+    assert_eq!(iter.count(), 49);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    assert_eq!(store.len(), 200);
+    assert_eq!(
+        store.get(&0u32.to_be_bytes()).unwrap().unwrap(),
+        &[7; 64][..]
+    );
+}
+
 #[test]
 fn stats_add_up() {
     let dir = Dir::temporary().unwrap();

@@ -453,12 +453,45 @@ impl LogStore {
     /// and is counted in [`stats`](Self::stats); opening does not fail because of it.
     ///
     /// # Errors
-    /// `NameInUse` if the store is open already, or if [`Value`] handles from an earlier
-    /// open are still alive (each keeps its segment open); `Incompatible` for a different merge
-    /// operator name; `UnsupportedVersion` for a newer format; `Corrupted` for a damaged
-    /// state journal or segment file header; `Io`.
+    /// `NameInUse` (naming the store) if it is open already; `HandlesAlive` if a
+    /// [`Value`] or an unfinished [`Iter`] from an earlier open of it is still alive
+    /// (each keeps the segment it reads from open; the error names one); `Incompatible`
+    /// for a different merge operator name; `UnsupportedVersion` for a newer format;
+    /// `Corrupted` for a damaged state journal or segment file header; `Io`.
+    ///
+    /// ```
+    /// use accretion::{Dir, Error, LogOptions, LogStore};
+    /// let dir = Dir::temporary()?;
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// store.put(b"k", b"v")?;
+    /// let value = store.get(b"k")?.unwrap();
+    /// drop(store);
+    /// let again = LogStore::open(&dir, "kv", LogOptions::default());
+    /// assert!(matches!(again, Err(Error::HandlesAlive { .. })));
+    /// drop(value);
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
     pub fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<LogStore> {
-        open::open(dir, name, opts).map(|inner| LogStore {
+        let inner = open::open(dir, name, opts).map_err(|e| match e {
+            // The state journal is claimed first, and only while the store is open.
+            Error::NameInUse { name: part } if part == format!("{name}/state") => {
+                Error::NameInUse {
+                    name: name.to_string(),
+                }
+            }
+            // The state was free, so the store is closed: what holds one of its
+            // segments is a handle that outlived it.
+            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
+                Error::HandlesAlive {
+                    name: name.to_string(),
+                    part,
+                    holders: "a Value or an unfinished Iter",
+                }
+            }
+            e => e,
+        })?;
+        Ok(LogStore {
             inner: Arc::new(inner),
         })
     }
