@@ -40,7 +40,7 @@ pub use primitives::entropy::Entropy;
 pub use primitives::journal::Journal;
 pub use primitives::once_map::{Insert, OnceMap, TypedOnceMap};
 pub use primitives::random_access::{RandomAccess, Ref};
-pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
+pub use stores::log::{Iter, KeyRange, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -26,7 +26,6 @@ mod shards;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,7 +38,7 @@ use crate::limits::{
 };
 use crate::{Dir, Error, Journal, Result, Span};
 
-pub use iter::Iter;
+pub use iter::{Iter, KeyRange};
 use key::Key;
 use keydir::KeyDir;
 use record::{Kind, Op};
@@ -746,15 +745,53 @@ impl LogStore {
     /// Every live key and value in key order, over a snapshot taken now: later writes
     /// (including deletes) do not change what it yields. Double-ended.
     pub fn iter(&self) -> Iter {
-        self.range::<&[u8], _>(..)
+        self.range(..)
     }
 
     /// The live keys in `range`, in key order, over a snapshot taken now. Double-ended.
-    pub fn range<'k, K: AsRef<[u8]> + ?Sized + 'k, R: RangeBounds<&'k K>>(&self, range: R) -> Iter {
-        let own = |b: std::ops::Bound<&&'k K>| b.map(|k| Key::new(k.as_ref()));
+    ///
+    /// `range` is any std range whose ends are byte strings of one type (`&[u8]`,
+    /// `&[u8; N]`, `Vec<u8>`, `&str`, ...), or a pair of [`Bound`](std::ops::Bound)s whose
+    /// ends may differ in type (see [`KeyRange`]); no type annotation is needed:
+    ///
+    /// ```
+    /// use std::ops::Bound;
+    /// use accretion::{Dir, LogOptions, LogStore};
+    /// let dir = Dir::temporary()?;
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// for key in ["a", "b", "ba", "bb", "c"] {
+    ///     store.put(key.as_bytes(), b"")?;
+    /// }
+    /// let keys = |iter: accretion::Iter| -> accretion::Result<Vec<String>> {
+    ///     iter.map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k).into_owned())).collect()
+    /// };
+    /// assert_eq!(keys(store.range(..))?, ["a", "b", "ba", "bb", "c"]);
+    /// assert_eq!(keys(store.range(b"b"..b"c"))?, ["b", "ba", "bb"]);
+    /// assert_eq!(keys(store.range(&b"a"[..]..&b"bb"[..]))?, ["a", "b", "ba"]);
+    /// assert_eq!(keys(store.range(b"a".as_slice()..=b"bb".as_slice()))?, ["a", "b", "ba", "bb"]);
+    /// assert_eq!(keys(store.range(b"ba".to_vec()..))?, ["ba", "bb", "c"]);
+    /// assert_eq!(keys(store.range(..=b"b"))?, ["a", "b"]);
+    /// assert_eq!(keys(store.range("b".."bb"))?, ["b", "ba"]);
+    /// let ends = (Bound::Excluded(b"a"), Bound::Included(b"bb"));
+    /// assert_eq!(keys(store.range(ends))?, ["b", "ba", "bb"]);
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
+    ///
+    /// A std range has one type for both ends, and `b"a"` (`&[u8; 1]`) and `b"bb"`
+    /// (`&[u8; 2]`) are two types, so `b"a"..b"bb"` is not a range at all (a
+    /// `BTreeMap<Vec<u8>, _>` cannot take it either): write `&b"a"[..]..&b"bb"[..]`, or
+    /// a pair of bounds.
+    ///
+    /// ```compile_fail,E0308
+    /// # let dir = accretion::Dir::temporary().unwrap();
+    /// # let store = accretion::LogStore::open(&dir, "kv", Default::default()).unwrap();
+    /// store.range(b"a"..b"bb");
+    /// ```
+    pub fn range(&self, range: impl KeyRange) -> Iter {
+        let own = |b: std::ops::Bound<&[u8]>| b.map(Key::new);
         let snapshot = self.snapshot();
         Iter::new(
-            snapshot.cursor(own(range.start_bound()), own(range.end_bound())),
+            snapshot.cursor(own(range.start_key()), own(range.end_key())),
             now_ms(),
         )
     }
