@@ -32,6 +32,7 @@ mod primitives;
 mod raw;
 mod stores;
 
+pub use bytemuck;
 pub use dir::Dir;
 pub use error::{Error, Result};
 pub use primitives::append_only::{AppendOnly, Span};
