@@ -88,6 +88,30 @@ pub enum Error {
         /// The file or directory whose sync failed.
         path: PathBuf,
     },
+    /// A call was made, on the same thread, from inside a callback that a structure runs
+    /// while it holds something the call would wait for, so it would wait for itself
+    /// forever: an [`AppendOnly::append_with`](crate::AppendOnly::append_with) fill that
+    /// appends to its own buffer, a merge operator that writes to its own
+    /// [`LogStore`](crate::LogStore). Nothing was done; make the call after the callback
+    /// returns.
+    Reentrant {
+        /// The call that was refused, for example "LogStore::put".
+        call: &'static str,
+        /// The callback it was made from, for example "a LogStore merge operator".
+        inside: &'static str,
+    },
+    /// A store cannot be opened again yet: handles from an earlier open of it are still
+    /// alive and keep some of its files open. For a [`LogStore`](crate::LogStore), each
+    /// [`Value`](crate::Value) and unfinished [`Iter`](crate::Iter) holds the segment it
+    /// reads from; drop them, then open again.
+    HandlesAlive {
+        /// The store's name.
+        name: String,
+        /// The part of it still held open, for example "kv/log-0000000001".
+        part: String,
+        /// What holds it, for example "a Value or Iter".
+        holders: &'static str,
+    },
 }
 
 impl Error {
@@ -183,6 +207,20 @@ impl fmt::Display for Error {
                 f,
                 "an earlier sync of {} failed; reopen it before writing again",
                 path.display()
+            ),
+            Error::Reentrant { call, inside } => write!(
+                f,
+                "{call} was called from inside {inside} on the same thread, where it would \
+                 wait for itself forever; call it after the callback returns"
+            ),
+            Error::HandlesAlive {
+                name,
+                part,
+                holders,
+            } => write!(
+                f,
+                "store {name:?} cannot be opened yet: {holders} from an earlier open of it \
+                 is still alive and holds {part:?} open; drop it first"
             ),
         }
     }

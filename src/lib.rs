@@ -32,6 +32,7 @@ mod primitives;
 mod raw;
 mod stores;
 
+pub use bytemuck;
 pub use dir::Dir;
 pub use error::{Error, Result};
 pub use primitives::append_only::{AppendOnly, Span};
@@ -40,7 +41,7 @@ pub use primitives::entropy::Entropy;
 pub use primitives::journal::Journal;
 pub use primitives::once_map::{Insert, OnceMap, TypedOnceMap};
 pub use primitives::random_access::{RandomAccess, Ref};
-pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
+pub use stores::log::{Iter, KeyRange, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 
 /// Test hooks on every flush (feature `fault-injection`, off by default): watch which
 /// file and range is about to be made durable, and make the call fail as a dying process

@@ -182,7 +182,8 @@ impl AppendOnly {
     /// # Errors
     /// `LimitExceeded` beyond [`RECORD_LEN_BYTES_MAX`] or when the lanes are exhausted;
     /// `Io` if a new lane cannot be created (a full disk is `StorageFull`, see
-    /// [`Error::is_storage_full`]); `Poisoned` after a failed sync.
+    /// [`Error::is_storage_full`]); `Poisoned` after a failed sync; `Reentrant` from
+    /// inside a fill of [`append_with`](Self::append_with) on the same buffer.
     pub fn append(&self, bytes: &[u8]) -> Result<Span> {
         self.append_with(bytes.len(), 1, |_, dest| dest.copy_from_slice(bytes))
     }
@@ -202,8 +203,28 @@ impl AppendOnly {
     /// from before a crash. Until `fill` returns, no reader can see the record. A panic in
     /// `fill` publishes the bytes as they are.
     ///
+    /// Records are published in the order they were reserved, so a record appended while
+    /// `fill` runs waits for this one. An append to the same buffer made by `fill` on its
+    /// own thread is therefore refused with `Reentrant`. Restriction (a deadlock, not
+    /// detected): `fill` must not hand an append to the same buffer to another thread
+    /// and wait for it.
+    ///
+    /// ```
+    /// let dir = accretion::Dir::temporary()?;
+    /// let buf = accretion::AppendOnly::open(&dir, "buf")?;
+    /// let mut inner = None;
+    /// let span = buf.append_with(4, 1, |_, dest| {
+    ///     dest.copy_from_slice(b"abcd");
+    ///     inner = Some(buf.append(b"nested"));
+    /// })?;
+    /// assert!(matches!(inner, Some(Err(accretion::Error::Reentrant { .. }))));
+    /// assert_eq!(buf.get(span)?, b"abcd");
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
+    ///
     /// # Errors
-    /// As [`append_aligned`](Self::append_aligned).
+    /// As [`append_aligned`](Self::append_aligned); `Reentrant` if called from a `fill`
+    /// of the same buffer on the same thread.
     pub fn append_with(
         &self,
         len: usize,

@@ -41,6 +41,34 @@ const FILE: &str = "journal.acc";
 /// assert_eq!(j.get(), [1, 42]);
 /// # Ok::<(), accretion::Error>(())
 /// ```
+///
+/// `T` is any [`bytemuck::Pod`] type. The crate re-exports the bytemuck it was built with
+/// as `accretion::bytemuck`, so your own value types need no bytemuck dependency of
+/// their own: derive through the re-export and point the derive at it with
+/// `#[bytemuck(crate = "accretion::bytemuck")]` (the same for [`RandomAccess`] and
+/// [`TypedOnceMap`]):
+///
+/// ```
+/// use accretion::bytemuck::{Pod, Zeroable};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+/// #[bytemuck(crate = "accretion::bytemuck")]
+/// #[repr(C)]
+/// struct Progress {
+///     done: u64,
+///     total: u64,
+/// }
+///
+/// let dir = accretion::Dir::temporary()?;
+/// let j = accretion::Journal::<Progress>::open(&dir, "progress")?;
+/// j.set(Progress { done: 3, total: 10 })?;
+/// j.sync()?;
+/// assert_eq!(j.get(), Progress { done: 3, total: 10 });
+/// # Ok::<(), accretion::Error>(())
+/// ```
+///
+/// [`RandomAccess`]: crate::RandomAccess
+/// [`TypedOnceMap`]: crate::TypedOnceMap
 #[derive(Debug)]
 pub struct Journal<T> {
     register: Register,

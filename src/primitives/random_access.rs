@@ -69,8 +69,14 @@ pub struct RandomAccess<T> {
 /// One element of a [`RandomAccess`], read consistently.
 ///
 /// For an element wider than a machine word this is a read guard: writers of that element
-/// (and of others sharing its lock stripe) wait until it is dropped. A one-word element
-/// (such as `u64`) is read with a single atomic load and held by value, with no lock.
+/// (and of others sharing its lock stripe: indices equal mod 256) wait until it is
+/// dropped. A one-word element (such as `u64`) is read with a single atomic load and held
+/// by value, with no lock.
+///
+/// A thread may hold any number of `Ref`s at once, of any elements, and go on reading
+/// while it holds them: reads never queue behind a waiting writer while the stripe is
+/// held for reading, so they cannot deadlock with one. It must drop them before it writes
+/// an element of the same stripe itself (see [`RandomAccess::with_mut`]).
 pub struct Ref<'a, T> {
     inner: RefInner<'a, T>,
 }
@@ -167,6 +173,9 @@ impl<T: Pod> RandomAccess<T> {
     /// Element `index` under its read lock, or `None` if it is all zeros (never written)
     /// or past the end.
     ///
+    /// Holding the returned [`Ref`] while calling `get` or `read` again, for any index,
+    /// is fine, also while other threads wait to write (see [`Ref`]).
+    ///
     /// # Errors
     /// `Io` if a lane file cannot be mapped; `Corrupted` if it is damaged.
     pub fn get(&self, index: u64) -> Result<Option<Ref<'_, T>>> {
@@ -217,6 +226,19 @@ impl<T: Pod> RandomAccess<T> {
     }
 
     /// Runs `f` on element `index` under its write lock, growing the array if needed.
+    ///
+    /// The write lock is the lock of the element's stripe (indices equal mod 256). It is
+    /// taken once no reader holds the stripe; readers do not wait for a waiting writer
+    /// while the stripe is held for reading (so that a thread holding a [`Ref`] can read
+    /// on), so a continuous stream of overlapping reads of one stripe can keep a writer
+    /// waiting as long as it lasts.
+    ///
+    /// Restriction (a deadlock, not detected): the calling thread must not hold a [`Ref`]
+    /// of an element of the same stripe, and `f` must not write this array, nor read it
+    /// if its elements are wider than a machine word, since the lock it would wait for
+    /// may be its own (or another writer's that waits for it). Copy what `f` needs
+    /// beforehand. Elements of one machine word (such as `u64`) are read without a lock,
+    /// so reading them is safe anywhere.
     ///
     /// # Errors
     /// `LimitExceeded` past the largest index; `Io` if a new lane cannot be created (a

@@ -763,7 +763,7 @@ impl Tally {
                     .errors
                     .iter()
                     .any(|e| matches!(e, Error::Corrupted { .. }))
-                    && !(is_lane(rel) && obs.errors.is_empty()) =>
+                    && (!is_lane(rel) || !obs.errors.is_empty()) =>
             {
                 self.failures.push(format!(
                     "{label}: truncation gave no Corrupted error (errors: {:?})",

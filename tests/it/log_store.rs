@@ -323,9 +323,9 @@ fn check_with(
 
     let (lo, hi) = (random_bound(rng, key), random_bound(rng, key));
     let want = pairs(model.iter().filter(|(k, _)| in_bounds(k, &lo, &hi)));
-    let got = collect(store.range::<[u8], _>(as_slices(&lo, &hi)));
+    let got = collect(store.range(as_slices(&lo, &hi)));
     assert_same(&got, &want, &format!("{ctx}: range {lo:x?}..{hi:x?}"));
-    let mut got = collect(store.range::<[u8], _>(as_slices(&lo, &hi)).rev());
+    let mut got = collect(store.range(as_slices(&lo, &hi)).rev());
     got.reverse();
     assert_same(
         &got,
@@ -333,7 +333,7 @@ fn check_with(
         &format!("{ctx}: reverse range {lo:x?}..{hi:x?}"),
     );
     check_alternation(
-        store.range::<[u8], _>(as_slices(&lo, &hi)),
+        store.range(as_slices(&lo, &hi)),
         &want,
         rng,
         &format!("{ctx}: range {lo:x?}..{hi:x?}"),
@@ -1842,6 +1842,132 @@ fn second_open_of_a_name_is_refused() {
     drop(store);
     let store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
     assert_eq!(store.get(b"k").unwrap().unwrap(), b"v");
+}
+
+/// A second open of an open store names the store, not its internal state journal.
+#[test]
+fn second_open_names_the_store() {
+    let dir = Dir::temporary().unwrap();
+    let _store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
+    match LogStore::open(&dir, NAME, LogOptions::default()) {
+        Err(Error::NameInUse { name }) => assert_eq!(name, NAME),
+        other => panic!("want NameInUse, got {other:?}"),
+    }
+}
+
+/// A `Value` or an unfinished `Iter` that outlives its store keeps a segment open: the
+/// next open says so, naming the store and what holds it, and works once they are gone.
+#[test]
+fn handles_outliving_the_store_are_named_on_reopen() {
+    let dir = Dir::temporary().unwrap();
+    let opts = small(4096);
+    let store = LogStore::open(&dir, NAME, opts.clone()).unwrap();
+    for i in 0..200u32 {
+        store.put(&i.to_be_bytes(), &[7; 64]).unwrap();
+    }
+    store.sync().unwrap();
+    let value = store.get(&0u32.to_be_bytes()).unwrap().unwrap();
+    let mut iter = store.range(&150u32.to_be_bytes()[..]..);
+    assert!(iter.next().unwrap().is_ok());
+    drop(store);
+
+    let refused = |what: &str| {
+        let e = LogStore::open(&dir, NAME, opts.clone()).expect_err(what);
+        assert!(
+            matches!(&e, Error::HandlesAlive { name, part, .. }
+                if name == NAME && part.starts_with(&format!("{NAME}/"))),
+            "{what}: {e:?}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains("\"kv\"") && message.contains("Value") && message.contains("Iter"),
+            "{what}: {message}"
+        );
+    };
+    refused("a Value and an Iter alive");
+    drop(value);
+    refused("an Iter alive");
+    // Iterating on needs no store.
+    assert_eq!(iter.count(), 49);
+    let store = LogStore::open(&dir, NAME, opts).unwrap();
+    assert_eq!(store.len(), 200);
+    assert_eq!(
+        store.get(&0u32.to_be_bytes()).unwrap().unwrap(),
+        &[7; 64][..]
+    );
+}
+
+/// `range` takes every std range over byte strings of one type, and a pair of bounds
+/// of two types, with no type annotation.
+#[test]
+fn range_takes_byte_strings_of_any_type() {
+    let dir = Dir::temporary().unwrap();
+    let store = LogStore::open(&dir, NAME, LogOptions::default()).unwrap();
+    let mut model = Model::new();
+    for key in ["", "a", "b", "ba", "bb", "c", "\u{ff}"] {
+        store.put(key.as_bytes(), key.as_bytes()).unwrap();
+        model.insert(key.as_bytes().to_vec(), key.as_bytes().to_vec());
+    }
+    let want = |range: (Bound<&[u8]>, Bound<&[u8]>)| pairs(model.range::<[u8], _>(range));
+    let (a, bb): (&[u8], &[u8]) = (b"a", b"bb");
+    use Bound::{Excluded as Ex, Included as In, Unbounded as Un};
+    assert_same(&collect(store.range(..)), &want((Un, Un)), "..");
+    assert_same(
+        &collect(store.range(b"a"..b"c")),
+        &want((In(a), Ex(b"c"))),
+        "arrays",
+    );
+    assert_same(
+        &collect(store.range(a..bb)),
+        &want((In(a), Ex(bb))),
+        "slices",
+    );
+    assert_same(
+        &collect(store.range(&b"a"[..]..&b"bb"[..])),
+        &want((In(a), Ex(bb))),
+        "sliced arrays",
+    );
+    assert_same(&collect(store.range(a..=bb)), &want((In(a), In(bb))), "..=");
+    assert_same(
+        &collect(store.range(b"b".to_vec()..)),
+        &want((In(b"b"), Un)),
+        "Vec..",
+    );
+    assert_same(
+        &collect(store.range(..b"b")),
+        &want((Un, Ex(b"b"))),
+        "..array",
+    );
+    assert_same(
+        &collect(store.range(..=bb.to_vec())),
+        &want((Un, In(bb))),
+        "..=Vec",
+    );
+    assert_same(
+        &collect(store.range("a".."bb")),
+        &want((In(a), Ex(bb))),
+        "str",
+    );
+    assert_same(
+        &collect(store.range(String::from("b")..String::from("c"))),
+        &want((In(b"b"), Ex(b"c"))),
+        "String",
+    );
+    assert_same(
+        &collect(store.range((Ex(b"a"), In(b"bb")))),
+        &want((Ex(a), In(bb))),
+        "two bound types",
+    );
+    assert_same(
+        &collect(store.range((Ex(a), Un::<Vec<u8>>))),
+        &want((Ex(a), Un)),
+        "bounds",
+    );
+    assert_same(
+        &collect(store.range(b"b"..b"c").rev()),
+        &pairs(model.range::<[u8], _>((In(&b"b"[..]), Ex(&b"c"[..]))).rev()),
+        "reversed",
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The integration tests, one binary: each primitive through its public API against a std
-//! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk.
+//! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk, hangs.
 
 mod common;
 mod concurrency;
@@ -8,6 +8,7 @@ mod crafted;
 mod disk_full;
 mod faults;
 mod fixtures;
+mod hangs;
 mod limits;
 mod log_corruption;
 mod log_store;

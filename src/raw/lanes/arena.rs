@@ -7,6 +7,7 @@
 //! Invariant: `published <= reserved`, and `published` never covers a reservation whose
 //! copy is still running, so a snapshot of `published` never covers a gap.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, OnceLock};
@@ -81,9 +82,14 @@ impl Arena {
     /// If `fill` panics, the bytes are published as they are, so that later appends are
     /// not blocked forever.
     ///
+    /// Records are published in reservation order, so an append made by `fill` itself
+    /// would wait for its own caller: one made on the same thread is refused
+    /// (`Reentrant`); one `fill` hands to another thread and waits for cannot be seen.
+    ///
     /// # Errors
     /// `LimitExceeded` when no lane can take it; `Io` when a new lane cannot be created
-    /// (for example a full disk). On error nothing is reserved.
+    /// (for example a full disk); `Reentrant` when called from this arena's own `fill` on
+    /// the same thread. On error nothing is reserved.
     pub(crate) fn append_with(
         &self,
         len: u64,
@@ -91,6 +97,12 @@ impl Arena {
         fill: impl FnOnce(u64, &mut [u8]),
     ) -> Result<u64> {
         debug_assert!(align.is_power_of_two());
+        if Filling::is_filling(self) {
+            return Err(Error::Reentrant {
+                call: "an AppendOnly append",
+                inside: "an append_with fill of the same buffer",
+            });
+        }
         let mut cur = self.reserved.load(Ordering::Relaxed);
         let (start, lane, within) = loop {
             let (start, lane, within) = self.place(cur, len, align)?;
@@ -139,6 +151,7 @@ impl Arena {
         // `published`, so no reader can see it until `_publish` publishes it.
         // SAFETY: exclusive to this call and invisible to readers, as just said.
         let dest = unsafe { self.lanes.slice_mut(lane, within, len)? };
+        let _filling = Filling::start(self);
         fill(start, dest);
         Ok(start)
     }
@@ -365,6 +378,42 @@ fn prepare(lanes: &Lanes, at: u64) {
     }
     if let Some(job) = lanes.prefault_job(lane, within, PREFAULT_BYTES) {
         job.run();
+    }
+}
+
+thread_local! {
+    /// The arenas (by address) whose `append_with` runs a `fill` on this thread, innermost
+    /// last: an append to one of them from this thread would wait for itself.
+    static FILLING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks an arena as running a `fill` on this thread until dropped (also by a panic).
+struct Filling(usize);
+
+impl Filling {
+    fn start(arena: &Arena) -> Filling {
+        let at = std::ptr::from_ref(arena) as usize;
+        // During thread teardown the marker is gone; nothing appends from there.
+        let _ = FILLING.try_with(|f| f.borrow_mut().push(at));
+        Filling(at)
+    }
+
+    fn is_filling(arena: &Arena) -> bool {
+        let at = std::ptr::from_ref(arena) as usize;
+        FILLING
+            .try_with(|f| f.borrow().contains(&at))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        let _ = FILLING.try_with(|f| {
+            let mut f = f.borrow_mut();
+            if let Some(i) = f.iter().rposition(|a| *a == self.0) {
+                f.remove(i);
+            }
+        });
     }
 }
 

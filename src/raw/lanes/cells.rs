@@ -8,6 +8,14 @@
 //! Invariant: a plain `&[u8]` into a cell (`CellRef`) exists only while its stripe is held
 //! shared, so it never overlaps a write.
 //! A single-word cell is read without any lock: one atomic load cannot tear.
+//!
+//! Readers take the stripe with `read_recursive`, which never queues behind a waiting
+//! writer while the stripe is already held shared. A fair `read` would: a thread holding
+//! one `CellRef` that reads another cell of the same stripe (index + 256, say) while a
+//! writer waits for that stripe would wait for the writer, which waits for the thread's
+//! own `CellRef`. The price: a writer waits as long as readers keep the stripe held
+//! without a break (overlapping reads of cells whose indices agree mod 256), so a writer
+//! can starve under a continuous stream of such reads.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -106,7 +114,9 @@ impl Cells {
         if !self.lanes.exists(lane)? {
             return Ok(None);
         }
-        let guard = self.stripe(index).read();
+        // Recursive: a reader that already holds this stripe (another `CellRef`) must
+        // not queue behind a waiting writer (see the module docs).
+        let guard = self.stripe(index).read_recursive();
         // Cells are written only under the exclusive lock of their stripe, and we hold it
         // shared until `CellRef` (which owns the guard) is dropped; lock-free readers only load.
         // SAFETY: no write to this cell can happen while the returned borrow lives.
@@ -147,7 +157,8 @@ impl Cells {
             // SAFETY: a live aligned cell whose every concurrent access is atomic.
             unsafe { copy_out(ptr, out, self.word_bytes) };
         } else {
-            let _shared = self.stripe(index).read();
+            // Recursive, as in `read`: the caller may hold a `CellRef` of this stripe.
+            let _shared = self.stripe(index).read_recursive();
             // Holding the stripe shared also excludes writers: the words form one value.
             // SAFETY: a live aligned cell whose every concurrent access is atomic.
             unsafe { copy_out(ptr, out, self.word_bytes) };

@@ -33,9 +33,9 @@ pub(crate) mod record;
 mod segment;
 mod shards;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,7 +48,7 @@ use crate::limits::{
 };
 use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 
-pub use iter::Iter;
+pub use iter::{Iter, KeyRange};
 use key::Key;
 use keydir::KeyDir;
 use record::{Kind, Op};
@@ -57,6 +57,12 @@ use segment::{Segment, Writers};
 
 /// A merge operator: `(key, current value, operand) -> new value`, where `None` deletes
 /// the key.
+///
+/// It runs while the store's writer lock is held, so it must not write to the same
+/// store: `put`, `delete`, `write`, `merge`, `clear`, `sync` or `compact` of that store
+/// called from it on the same thread return [`Error::Reentrant`] (reads such as `get`
+/// and `iter` are fine). Restriction (a deadlock, not detected): it must not hand such a
+/// call to another thread and wait for it.
 pub type MergeFn = dyn Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send + Sync;
 
 /// How a [`LogStore`] behaves; `LogOptions::default()` suits most uses.
@@ -77,7 +83,8 @@ pub struct LogOptions {
     pub compact_dead_ratio: Option<f64>,
     /// The default merge operator used by [`LogStore::merge_default`], with its name. The
     /// name is recorded in the store; opening it later with an operator of another name
-    /// is refused, since old operands would be read by the wrong operator.
+    /// is refused, since old operands would be read by the wrong operator. It must not
+    /// write to the store (see [`MergeFn`]).
     pub merge_operator: Option<(String, Arc<MergeFn>)>,
 }
 
@@ -276,6 +283,53 @@ impl Drop for Appending<'_> {
     }
 }
 
+thread_local! {
+    /// The stores (by the address of their `Inner`) whose merge operator runs on this
+    /// thread, innermost last. Each holds its writer lock meanwhile, so a write to it
+    /// from this thread would wait for itself.
+    static MERGING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a store as running a merge operator on this thread until dropped (also by a
+/// panic in the operator).
+struct Merging(usize);
+
+impl Merging {
+    fn start(inner: &Inner) -> Merging {
+        let at = std::ptr::from_ref(inner) as usize;
+        // During thread teardown the marker is gone; no merge runs from there.
+        let _ = MERGING.try_with(|m| m.borrow_mut().push(at));
+        Merging(at)
+    }
+
+    /// `Reentrant` if a merge operator of `inner` runs on this thread: `call` would wait
+    /// for the writer lock its caller holds.
+    fn refuse(inner: &Inner, call: &'static str) -> Result<()> {
+        let at = std::ptr::from_ref(inner) as usize;
+        if MERGING
+            .try_with(|m| m.borrow().contains(&at))
+            .unwrap_or(false)
+        {
+            return Err(Error::Reentrant {
+                call,
+                inside: "a merge operator of the same LogStore",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Merging {
+    fn drop(&mut self) {
+        let _ = MERGING.try_with(|m| {
+            let mut m = m.borrow_mut();
+            if let Some(i) = m.iter().rposition(|a| *a == self.0) {
+                m.remove(i);
+            }
+        });
+    }
+}
+
 /// A Bitcask-style key-value store: an append-only log of records in segments, an
 /// ordered key directory in memory, hint files for fast opening, and compaction into new
 /// generations.
@@ -340,20 +394,26 @@ impl Drop for LogStore {
 
 /// Operations gathered to be applied atomically by [`LogStore::write`]: after a crash
 /// the batch is all there or not at all. Later operations see earlier ones.
+///
+/// `'op` is how long the merge operators given to [`merge`](Self::merge) may borrow
+/// from their surroundings; a batch without merges can live as long as you like.
 #[derive(Default)]
-pub struct WriteBatch {
-    ops: Vec<BatchOp>,
+pub struct WriteBatch<'op> {
+    ops: Vec<BatchOp<'op>>,
 }
 
-enum BatchOp {
+/// A merge operator kept in a batch until it is written.
+type BatchMergeFn<'op> = dyn Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'op;
+
+enum BatchOp<'op> {
     Put(Vec<u8>, Vec<u8>, u64),
     Delete(Vec<u8>),
-    Merge(Vec<u8>, Vec<u8>, Arc<MergeFn>),
+    Merge(Vec<u8>, Vec<u8>, Box<BatchMergeFn<'op>>),
 }
 
-impl WriteBatch {
+impl<'op> WriteBatch<'op> {
     /// An empty batch.
-    pub fn new() -> WriteBatch {
+    pub fn new() -> WriteBatch<'op> {
         WriteBatch::default()
     }
 
@@ -369,15 +429,40 @@ impl WriteBatch {
         self
     }
 
-    /// Merges `operand` into `key` with `op` (see [`LogStore::merge`]).
+    /// Merges `operand` into `key` with `op` (see [`LogStore::merge`]) when the batch is
+    /// written, against the value the store holds then (or the value an earlier
+    /// operation of the batch gave it).
+    ///
+    /// `op` may borrow, like the operator of [`LogStore::merge`]. Unlike that one, which
+    /// runs at once on the caller's thread, `op` is kept in the batch until
+    /// [`LogStore::write`], so it must be `Send + Sync`: a batch can then be built on one
+    /// thread and written, or shared, on another. Like every merge operator, `op` runs
+    /// under the store's writer lock and must not write to the store (see [`MergeFn`]).
+    ///
+    /// ```
+    /// use accretion::{Dir, LogOptions, LogStore, WriteBatch};
+    /// let dir = Dir::temporary()?;
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// let suffix = String::from("!"); // borrowed by the operator, not moved into it
+    /// let mut batch = WriteBatch::new();
+    /// batch.put(b"greeting", b"hello");
+    /// batch.merge(b"greeting", b"", |_, current, _| {
+    ///     let mut value = current.unwrap_or_default().to_vec();
+    ///     value.extend_from_slice(suffix.as_bytes());
+    ///     Some(value)
+    /// });
+    /// store.write(&batch)?;
+    /// assert_eq!(store.get(b"greeting")?.unwrap(), b"hello!");
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
     pub fn merge(
         &mut self,
         key: &[u8],
         operand: &[u8],
-        op: impl Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+        op: impl Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'op,
     ) -> &mut Self {
         self.ops
-            .push(BatchOp::Merge(key.to_vec(), operand.to_vec(), Arc::new(op)));
+            .push(BatchOp::Merge(key.to_vec(), operand.to_vec(), Box::new(op)));
         self
     }
 
@@ -398,15 +483,48 @@ impl LogStore {
     /// and is counted in [`stats`](Self::stats); opening does not fail because of it.
     ///
     /// # Errors
-    /// `NameInUse` if the store is open already, or if [`Value`] handles from an earlier
-    /// open are still alive (each keeps its segment open); `Incompatible` for a different merge
-    /// operator name; `UnsupportedVersion` for a newer format; `Corrupted` for a damaged
-    /// state journal or segment file header; `Io`.
+    /// `NameInUse` (naming the store) if it is open already; `HandlesAlive` if a
+    /// [`Value`] or an unfinished [`Iter`] from an earlier open of it is still alive
+    /// (each keeps the segment it reads from open; the error names one); `Incompatible`
+    /// for a different merge operator name; `UnsupportedVersion` for a newer format;
+    /// `Corrupted` for a damaged state journal or segment file header; `Io`.
+    ///
+    /// ```
+    /// use accretion::{Dir, Error, LogOptions, LogStore};
+    /// let dir = Dir::temporary()?;
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// store.put(b"k", b"v")?;
+    /// let value = store.get(b"k")?.unwrap();
+    /// drop(store);
+    /// let again = LogStore::open(&dir, "kv", LogOptions::default());
+    /// assert!(matches!(again, Err(Error::HandlesAlive { .. })));
+    /// drop(value);
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
     pub fn open(dir: &Dir, name: &str, mut opts: LogOptions) -> Result<LogStore> {
         // A segment ends where a lane ends, so that its last bytes never take a lane of
         // their own (lanes double: 64 MiB would allocate 128 MiB for its last 64 KiB).
         opts.segment_bytes = AppendOnly::fitted_len(opts.segment_bytes);
-        open::open(dir, name, opts).map(|inner| LogStore {
+        let inner = open::open(dir, name, opts).map_err(|e| match e {
+            // The state journal is claimed first, and only while the store is open.
+            Error::NameInUse { name: part } if part == format!("{name}/state") => {
+                Error::NameInUse {
+                    name: name.to_string(),
+                }
+            }
+            // The state was free, so the store is closed: what holds one of its
+            // segments is a handle that outlived it.
+            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
+                Error::HandlesAlive {
+                    name: name.to_string(),
+                    part,
+                    holders: "a Value or an unfinished Iter",
+                }
+            }
+            e => e,
+        })?;
+        Ok(LogStore {
             inner: Arc::new(inner),
         })
     }
@@ -416,16 +534,20 @@ impl LogStore {
     /// # Errors
     /// `LimitExceeded` for a key over [`LOG_KEY_LEN_BYTES_MAX`] or a value over
     /// [`LOG_VALUE_LEN_BYTES_MAX`]; `Io` (a full disk, say) or `Poisoned` after a
-    /// failed sync. With [`sync_each_write`](LogOptions::sync_each_write), an `Io` error
+    /// failed sync; `Reentrant` when called from a merge operator of this store (see
+    /// [`MergeFn`]). With [`sync_each_write`](LogOptions::sync_each_write), an `Io` error
     /// whose operation starts with "sync a durable write" came after the write was
     /// applied: it is visible, and a crash may or may not keep it.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.write_ops(&[Op {
-            kind: Kind::Put,
-            key,
-            value,
-            expires_ms: 0,
-        }])
+        self.write_ops(
+            "LogStore::put",
+            &[Op {
+                kind: Kind::Put,
+                key,
+                value,
+                expires_ms: 0,
+            }],
+        )
     }
 
     /// Sets `key` to `value` for `ttl`; afterwards the key reads as absent, and
@@ -435,12 +557,15 @@ impl LogStore {
     /// As [`put`](Self::put).
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.write_ops(&[Op {
-            kind: Kind::Put,
-            key,
-            value,
-            expires_ms: now_ms().saturating_add(ttl_ms),
-        }])
+        self.write_ops(
+            "LogStore::put_with_ttl",
+            &[Op {
+                kind: Kind::Put,
+                key,
+                value,
+                expires_ms: now_ms().saturating_add(ttl_ms),
+            }],
+        )
     }
 
     /// Removes `key` (writing a tombstone). Removing an absent key is not an error.
@@ -448,12 +573,15 @@ impl LogStore {
     /// # Errors
     /// As [`put`](Self::put).
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        self.write_ops(&[Op {
-            kind: Kind::Delete,
-            key,
-            value: &[],
-            expires_ms: 0,
-        }])
+        self.write_ops(
+            "LogStore::delete",
+            &[Op {
+                kind: Kind::Delete,
+                key,
+                value: &[],
+                expires_ms: 0,
+            }],
+        )
     }
 
     /// The value of `key`, or `None` if it is absent or expired. The handle derefs to
@@ -495,6 +623,22 @@ impl LogStore {
     /// from `op` deletes the key. Merges into one key from many threads are applied one
     /// at a time, each seeing the result of the one before.
     ///
+    /// `op` runs on the calling thread, under the store's writer lock: it may read the
+    /// store (`get`, `iter`), but a write to it (`put`, `delete`, `write`, `merge`,
+    /// `clear`, `sync`, `compact`) returns `Reentrant` (see [`MergeFn`]).
+    ///
+    /// ```
+    /// use accretion::{Dir, Error, LogOptions, LogStore};
+    /// let dir = Dir::temporary()?;
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// store.merge(b"n", b"", |_, current, _| {
+    ///     assert!(matches!(store.put(b"other", b"x"), Err(Error::Reentrant { .. })));
+    ///     Some(current.unwrap_or(b"0").to_vec())
+    /// })?;
+    /// assert_eq!(store.get(b"n")?.unwrap(), b"0");
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`put`](Self::put), for the value `op` returns.
     pub fn merge(
@@ -503,10 +647,14 @@ impl LogStore {
         operand: &[u8],
         op: impl Fn(&[u8], Option<&[u8]>, &[u8]) -> Option<Vec<u8>>,
     ) -> Result<()> {
+        Merging::refuse(&self.inner, "LogStore::merge")?;
         let appending = Appending::start(&self.inner);
         let mut writer = self.inner.writer.lock();
         let current = self.get(key)?;
-        let new = op(key, current.as_deref(), operand);
+        let new = {
+            let _merging = Merging::start(&self.inner);
+            op(key, current.as_deref(), operand)
+        };
         let done = match &new {
             Some(value) => self.append_locked(
                 &mut writer,
@@ -554,11 +702,12 @@ impl LogStore {
     /// # Errors
     /// As [`put`](Self::put); `LimitExceeded` if the batch's record is over
     /// [`RECORD_LEN_BYTES_MAX`]. An error before the batch's record is written (a limit,
-    /// a full disk, `Poisoned`) leaves nothing of it applied; with
+    /// a full disk, `Poisoned`, `Reentrant`) leaves nothing of it applied; with
     /// [`sync_each_write`](LogOptions::sync_each_write), an error from the sync after it
     /// leaves the whole batch applied and of unknown durability (see
     /// [`put`](Self::put)).
-    pub fn write(&self, batch: &WriteBatch) -> Result<()> {
+    pub fn write(&self, batch: &WriteBatch<'_>) -> Result<()> {
+        Merging::refuse(&self.inner, "LogStore::write")?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -584,7 +733,10 @@ impl LogStore {
                         Some(v) => v.clone(),
                         None => self.get(k)?.map(|v| v.to_vec()),
                     };
-                    let new = f(k, current.as_deref(), operand);
+                    let new = {
+                        let _merging = Merging::start(&self.inner);
+                        f(k, current.as_deref(), operand)
+                    };
                     seen.insert(k, new.clone());
                     resolved.push((k, new, 0));
                 }
@@ -619,26 +771,67 @@ impl LogStore {
     /// # Errors
     /// As [`put`](Self::put).
     pub fn clear(&self) -> Result<()> {
-        self.write_ops(&[Op {
-            kind: Kind::Clear,
-            key: &[],
-            value: &[],
-            expires_ms: 0,
-        }])
+        self.write_ops(
+            "LogStore::clear",
+            &[Op {
+                kind: Kind::Clear,
+                key: &[],
+                value: &[],
+                expires_ms: 0,
+            }],
+        )
     }
 
     /// Every live key and value in key order, over a snapshot taken now: later writes
     /// (including deletes) do not change what it yields. Double-ended.
     pub fn iter(&self) -> Iter {
-        self.range::<&[u8], _>(..)
+        self.range(..)
     }
 
     /// The live keys in `range`, in key order, over a snapshot taken now. Double-ended.
-    pub fn range<'k, K: AsRef<[u8]> + ?Sized + 'k, R: RangeBounds<&'k K>>(&self, range: R) -> Iter {
-        let own = |b: std::ops::Bound<&&'k K>| b.map(|k| Key::new(k.as_ref()));
+    ///
+    /// `range` is any std range whose ends are byte strings of one type (`&[u8]`,
+    /// `&[u8; N]`, `Vec<u8>`, `&str`, ...), or a pair of [`Bound`](std::ops::Bound)s whose
+    /// ends may differ in type (see [`KeyRange`]); no type annotation is needed:
+    ///
+    /// ```
+    /// use std::ops::Bound;
+    /// use accretion::{Dir, LogOptions, LogStore};
+    /// let dir = Dir::temporary()?;
+    /// let store = LogStore::open(&dir, "kv", LogOptions::default())?;
+    /// for key in ["a", "b", "ba", "bb", "c"] {
+    ///     store.put(key.as_bytes(), b"")?;
+    /// }
+    /// let keys = |iter: accretion::Iter| -> accretion::Result<Vec<String>> {
+    ///     iter.map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k).into_owned())).collect()
+    /// };
+    /// assert_eq!(keys(store.range(..))?, ["a", "b", "ba", "bb", "c"]);
+    /// assert_eq!(keys(store.range(b"b"..b"c"))?, ["b", "ba", "bb"]);
+    /// assert_eq!(keys(store.range(&b"a"[..]..&b"bb"[..]))?, ["a", "b", "ba"]);
+    /// assert_eq!(keys(store.range(b"a".as_slice()..=b"bb".as_slice()))?, ["a", "b", "ba", "bb"]);
+    /// assert_eq!(keys(store.range(b"ba".to_vec()..))?, ["ba", "bb", "c"]);
+    /// assert_eq!(keys(store.range(..=b"b"))?, ["a", "b"]);
+    /// assert_eq!(keys(store.range("b".."bb"))?, ["b", "ba"]);
+    /// let ends = (Bound::Excluded(b"a"), Bound::Included(b"bb"));
+    /// assert_eq!(keys(store.range(ends))?, ["b", "ba", "bb"]);
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
+    ///
+    /// A std range has one type for both ends, and `b"a"` (`&[u8; 1]`) and `b"bb"`
+    /// (`&[u8; 2]`) are two types, so `b"a"..b"bb"` is not a range at all (a
+    /// `BTreeMap<Vec<u8>, _>` cannot take it either): write `&b"a"[..]..&b"bb"[..]`, or
+    /// a pair of bounds.
+    ///
+    /// ```compile_fail,E0308
+    /// # let dir = accretion::Dir::temporary().unwrap();
+    /// # let store = accretion::LogStore::open(&dir, "kv", Default::default()).unwrap();
+    /// store.range(b"a"..b"bb");
+    /// ```
+    pub fn range(&self, range: impl KeyRange) -> Iter {
+        let own = |b: std::ops::Bound<&[u8]>| b.map(Key::new);
         let snapshot = self.snapshot();
         Iter::new(
-            snapshot.cursor(own(range.start_bound()), own(range.end_bound())),
+            snapshot.cursor(own(range.start_key()), own(range.end_key())),
             now_ms(),
         )
     }
@@ -675,8 +868,9 @@ impl LogStore {
     ///
     /// # Errors
     /// `Io` if a flush fails; the store is then poisoned (`Poisoned` for later writes)
-    /// until reopened.
+    /// until reopened; `Reentrant` when called from a merge operator of this store.
     pub fn sync(&self) -> Result<()> {
+        Merging::refuse(&self.inner, "LogStore::sync")?;
         let active = self.inner.writer.lock().active.clone();
         active.sync_to(active.buf().len(), &self.inner.writers)
     }
@@ -688,8 +882,10 @@ impl LogStore {
     /// key directory is repointed a few thousand keys at a time.
     ///
     /// # Errors
-    /// `Io`; on error the old generation stays authoritative.
+    /// `Io`; on error the old generation stays authoritative; `Reentrant` when called
+    /// from a merge operator of this store.
     pub fn compact(&self) -> Result<()> {
+        Merging::refuse(&self.inner, "LogStore::compact")?;
         compact::compact(&self.inner).inspect_err(|_| {
             self.inner
                 .compaction_failures
@@ -729,7 +925,8 @@ impl LogStore {
         }
     }
 
-    fn write_ops(&self, ops: &[Op<'_>]) -> Result<()> {
+    fn write_ops(&self, call: &'static str, ops: &[Op<'_>]) -> Result<()> {
+        Merging::refuse(&self.inner, call)?;
         let appending = Appending::start(&self.inner);
         let mut writer = self.inner.writer.lock();
         let done = self.append_locked(&mut writer, ops)?;
