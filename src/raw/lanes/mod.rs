@@ -244,6 +244,22 @@ impl Lanes {
             .metadata()
             .map_err(|e| Error::io(&path, "stat lane", e))?
             .len();
+        // The header first: a file of another kind or shape is refused before anything
+        // is changed. (One too short to hold a header is restored below, if at all.)
+        if len >= HEADER_BYTES as u64 {
+            let mut head = [0u8; HEADER_BYTES];
+            file.read_exact_at(&mut head, 0)
+                .map_err(|e| Error::io(&path, "read lane header", e))?;
+            let header = Header::decode(&head, &path, Kind::Lane)?;
+            header.expect_param(&path, PARAM_INDEX, lane as u64, "lane index")?;
+            header.expect_param(&path, PARAM_UNIT, self.unit_bytes, "unit size in bytes")?;
+            header.expect_param(
+                &path,
+                PARAM_BASE,
+                self.base_units,
+                "first-lane size in units",
+            )?;
+        }
         let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
         if len < expected {
             let missing_from = self.lane_start(lane)
@@ -261,18 +277,6 @@ impl Lanes {
             }
             self.restore(&file, &path, lane, len)?;
         }
-        let mut head = [0u8; HEADER_BYTES];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| Error::io(&path, "read lane header", e))?;
-        let header = Header::decode(&head, &path, Kind::Lane)?;
-        header.expect_param(&path, PARAM_INDEX, lane as u64, "lane index")?;
-        header.expect_param(&path, PARAM_UNIT, self.unit_bytes, "unit size in bytes")?;
-        header.expect_param(
-            &path,
-            PARAM_BASE,
-            self.base_units,
-            "first-lane size in units",
-        )?;
         // A longer file is not one of ours (a lane is never extended): refuse it.
         if len > expected {
             return Err(Error::corrupted(
