@@ -13,8 +13,8 @@ use crate::dir::{Claim, Dir};
 use crate::error::{Error, Result};
 use crate::limits::{APPEND_LANE_BASE_BYTES, RECORD_ALIGN_BYTES_MAX, RECORD_LEN_BYTES_MAX};
 use crate::raw::header::{read_u64, write_u64};
-use crate::raw::lanes::Lanes;
 use crate::raw::lanes::arena::Arena;
+use crate::raw::lanes::{LANE_DATA_OFFSET, Lanes};
 use crate::raw::poison::Poison;
 use crate::raw::register::Register;
 
@@ -306,6 +306,15 @@ impl AppendOnly {
         let units = bytes / APPEND_LANE_BASE_BYTES + 1;
         let k = 63 - units.leading_zeros();
         APPEND_LANE_BASE_BYTES * ((1u64 << k) - 1)
+    }
+
+    /// The data file holding byte `offset` of the buffer, and that byte's position in
+    /// the file: for error messages that name where damage is. `None` past the last
+    /// possible lane.
+    pub fn file_position(&self, offset: u64) -> Option<(std::path::PathBuf, u64)> {
+        let lanes = self.arena.lanes();
+        let (lane, within) = lanes.locate(offset)?;
+        Some((lanes.lane_path(lane), LANE_DATA_OFFSET + within))
     }
 
     /// Bytes appended so far (including alignment padding), all readable.

@@ -177,16 +177,16 @@ impl Content {
     /// The blob with id `id`, after checking that it still hashes to `id`.
     ///
     /// # Errors
-    /// `Corrupted` if the stored bytes do not match their id, naming the store's log
-    /// (`<name>/log`) and the blob's byte offset in it; as [`OnceMap::get`].
+    /// `Corrupted` if the stored bytes do not match their id, naming the data file that
+    /// holds the blob (`<name>/log/data-NN.acc`) and its position there, and the blob's
+    /// offset in the log; as [`OnceMap::get`].
     pub fn get(&self, id: &ContentId) -> Result<Option<&[u8]>> {
         // The BLAKE3 check below is stronger than the map's own value checksum.
         let Some((offset, blob)) = self.map.get_located(id.as_bytes())? else {
             return Ok(None);
         };
         if ContentId::of(blob) != *id {
-            return Err(Error::corrupted(
-                self.map.log_path(),
+            return Err(self.map.damaged_at(
                 offset,
                 format!(
                     "blob {id} of {} bytes in Content {} no longer matches its hash",

@@ -422,11 +422,7 @@ impl OnceMap {
         }
         let value = &entry[h.value_at()..];
         if verify && !record::value_matches(&h, value) {
-            return Err(Error::corrupted(
-                &self.log_path,
-                offset,
-                "value checksum mismatch",
-            ));
+            return Err(self.damaged_at(offset, "value checksum mismatch".into()));
         }
         Ok(Some((offset + h.value_at() as u64, value)))
     }
@@ -540,6 +536,22 @@ impl OnceMap {
     }
 
     /// The log's directory, which errors about entries name.
+    /// A `Corrupted` error for the entry at log `offset`, naming the data file that holds
+    /// it and its position there (or the log and the offset, past the last lane).
+    pub(crate) fn damaged_at(&self, offset: u64, what: String) -> Error {
+        match self.log.file_position(offset) {
+            Some((file, at)) => Error::corrupted(
+                &file,
+                at,
+                format!(
+                    "{what} (entry at offset {offset} of {})",
+                    self.log_path.display()
+                ),
+            ),
+            None => Error::corrupted(&self.log_path, offset, what),
+        }
+    }
+
     pub(crate) fn log_path(&self) -> &std::path::Path {
         &self.log_path
     }
