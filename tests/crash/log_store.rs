@@ -292,7 +292,11 @@ impl Workload {
         if segments != self.segments {
             assert_eq!(segments, self.segments + 1, "one write rolls at most once");
             self.segments = segments;
-            // Rolled: the previous segment and everything before this write are durable.
+            // Rolled: once the background finisher has synced and hinted the previous
+            // segment, everything before this write is durable.
+            while self.store.stats().finishing > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
             let finished = active_log(&self.root) - 1;
             self.record(Step::roll(finished), vec![before]);
         }

@@ -146,6 +146,9 @@ pub struct LogStats {
     /// Syncs made since open by `sync` and by durable writes (`sync_each_write`).
     /// Concurrent durable writers share syncs, so this grows slower than their writes.
     pub syncs: u64,
+    /// Segments finished by writers whose sync and hint the background finisher has not
+    /// done yet (until then, `sync` syncs them itself; see [`LogStore::sync`]).
+    pub finishing: u64,
 }
 
 /// The store's state, in its Journal. 64 bytes, little-endian u64s:
@@ -242,6 +245,11 @@ struct Inner {
     /// The background merge of the key directory's levels, if one was started; joined
     /// when the store is dropped.
     merger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread that syncs and hints the segments writers finish, started at the first
+    /// roll; it drains its queue and ends when the store is dropped.
+    finisher: Mutex<Option<Finisher>>,
+    /// Segments handed to the finisher and not finished yet.
+    finishing: AtomicU64,
     damaged_records: u64,
     damaged_bytes: u64,
     segments_from_hints: u64,
@@ -380,9 +388,14 @@ impl fmt::Debug for LogStore {
 }
 
 impl Drop for LogStore {
-    /// Waits for a background compaction and merge, so that once the store is dropped
-    /// it can be opened again at once.
+    /// Waits for a background compaction and merge, and for the finisher to sync and hint
+    /// the segments it was handed, so that once the store is dropped it can be opened
+    /// again at once.
     fn drop(&mut self) {
+        if let Some(finisher) = self.inner.finisher.lock().take() {
+            drop(finisher.jobs);
+            let _ = finisher.thread.join();
+        }
         if let Some(thread) = self.inner.background.lock().take() {
             let _ = thread.join();
         }
@@ -922,6 +935,7 @@ impl LogStore {
             hint_failures: inner.hint_failures.load(Ordering::Relaxed),
             compaction_failures: inner.compaction_failures.load(Ordering::Relaxed),
             syncs: inner.writers.syncs.load(Ordering::Relaxed),
+            finishing: inner.finishing.load(Ordering::Acquire),
         }
     }
 
@@ -997,8 +1011,7 @@ impl LogStore {
     /// the key directory's ordered view if its head filled.
     fn finish_write(&self, done: Written) -> Result<()> {
         if let Some(finished) = done.rolled {
-            self.inner.after_roll(&finished);
-            compact::maybe_start(&self.inner);
+            finish_later(&self.inner, finished);
         }
         if self.inner.opts.sync_each_write {
             done.seg
@@ -1009,6 +1022,48 @@ impl LogStore {
             maintain_keys(&self.inner);
         }
         Ok(())
+    }
+}
+
+/// The background thread that finishes the segments writers roll over.
+struct Finisher {
+    jobs: std::sync::mpsc::Sender<Arc<Segment>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Hands a segment a writer just finished to the finisher thread, which syncs it (after
+/// the one behind it), writes its hint, then sees whether a compaction is due: a
+/// segment's sync and hint take about 150 ms at 64 MiB, which no writer should wait for.
+/// If no thread can be had, the writer does it itself.
+fn finish_later(inner: &Arc<Inner>, finished: Arc<Segment>) {
+    let mut finisher = inner.finisher.lock();
+    if finisher.is_none() {
+        let (jobs, queue) = std::sync::mpsc::channel::<Arc<Segment>>();
+        let weak = Arc::downgrade(inner);
+        *finisher = std::thread::Builder::new()
+            .name("accretion-finish".into())
+            .spawn(move || {
+                for seg in queue {
+                    let Some(inner) = weak.upgrade() else { break };
+                    inner.after_roll(&seg);
+                    drop(seg);
+                    inner.finishing.fetch_sub(1, Ordering::AcqRel);
+                    compact::maybe_start(&inner);
+                }
+            })
+            .ok()
+            .map(|thread| Finisher { jobs, thread });
+    }
+    inner.finishing.fetch_add(1, Ordering::AcqRel);
+    let handed = match finisher.as_ref() {
+        Some(f) => f.jobs.send(finished).map_err(|e| e.0),
+        None => Err(finished),
+    };
+    drop(finisher);
+    if let Err(finished) = handed {
+        inner.finishing.fetch_sub(1, Ordering::AcqRel);
+        inner.after_roll(&finished);
+        compact::maybe_start(inner);
     }
 }
 

@@ -126,6 +126,8 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         compacting: Mutex::new(()),
         background: Mutex::new(None),
         merger: Mutex::new(None),
+        finisher: Mutex::new(None),
+        finishing: AtomicU64::new(0),
         damaged_records: replay.damaged_records,
         damaged_bytes: replay.damaged_bytes,
         segments_from_hints: replay.from_hints,
