@@ -54,8 +54,8 @@ struct Shared {
     // the page cache that no flush covered, and the next open of an existing structure
     // must not act on them before they are on the device (see `claim`).
     resync: Mutex<bool>,
-    // Held for its lock; released when dropped.
-    _lock: File,
+    // Held for its lock (released when dropped), and the descriptor syncfs goes through.
+    lock: File,
     // Declared last so that it is dropped (and the directory removed) after the lock file
     // handle is closed.
     _temp: Option<tempfile::TempDir>,
@@ -136,7 +136,7 @@ impl Dir {
                 lock_path,
                 open_names: Mutex::new(HashSet::new()),
                 resync: Mutex::new(false),
-                _lock: lock,
+                lock,
                 _temp: temp,
             }),
         })
@@ -280,9 +280,9 @@ impl Dir {
             // process's.
             let mut resync = self.shared.resync.lock();
             if *resync {
-                let lock = File::open(&self.shared.lock_path)
-                    .map_err(|e| Error::io(&self.shared.lock_path, "open lock file", e))?;
-                sync::file_system(&lock, &self.shared.lock_path)?;
+                // Through the descriptor open used: a write-back error since then is
+                // reported to it even if another caller's syncfs saw it first.
+                sync::file_system(&self.shared.lock, &self.shared.lock_path)?;
                 *resync = false;
             }
         } else {

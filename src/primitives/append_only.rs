@@ -308,6 +308,15 @@ impl AppendOnly {
         APPEND_LANE_BASE_BYTES * ((1u64 << k) - 1)
     }
 
+    /// Closes the descriptor the buffer keeps open for its syncs (its length file's,
+    /// opened by the first sync). The next sync, if any, opens it again. For owners that
+    /// keep many buffers that are done growing (a log store's finished segments), so
+    /// that they hold no descriptor each. Data files hold none once mapped.
+    pub fn close_descriptors(&self) {
+        let _one_at_a_time = self.sync_lock.lock();
+        self.length.close();
+    }
+
     /// The data file holding byte `offset` of the buffer, and that byte's position in
     /// the file: for error messages that name where damage is. `None` past the last
     /// possible lane.

@@ -5,8 +5,10 @@
 //! It owns one file, `journal.acc`; the slot mechanics live in `raw::register`.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::Pod;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::dir::{Claim, Dir};
 use crate::error::{Error, Result};
@@ -72,8 +74,35 @@ const FILE: &str = "journal.acc";
 #[derive(Debug)]
 pub struct Journal<T> {
     register: Register,
+    /// Held by `set` and `update` (across `update`'s closure, which runs on a copy), so
+    /// that an update is atomic against other writers; `owner` is the holding thread, so
+    /// that a `set` or `update` from inside an update's closure is refused, not a
+    /// deadlock.
+    writer: Mutex<()>,
+    owner: AtomicUsize,
     _claim: Claim,
     _value: PhantomData<fn() -> T>,
+}
+
+/// The journal's writer lock, with its owner recorded until dropped.
+struct WriterGuard<'a> {
+    owner: &'a AtomicUsize,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.store(0, Ordering::Release);
+    }
+}
+
+/// A number that tells this thread from every other live thread: the address of a
+/// thread-local (never 0).
+fn thread_tag() -> usize {
+    thread_local! {
+        static TAG: u8 = const { 0 };
+    }
+    TAG.with(|t| std::ptr::from_ref(t) as usize)
 }
 
 impl<T: Pod> Journal<T> {
@@ -95,6 +124,8 @@ impl<T: Pod> Journal<T> {
         let register = Register::open(claim.path(), FILE, size)?;
         Ok(Journal {
             register,
+            writer: Mutex::new(()),
+            owner: AtomicUsize::new(0),
             _claim: claim,
             _value: PhantomData,
         })
@@ -110,20 +141,43 @@ impl<T: Pod> Journal<T> {
     /// # Errors
     /// `Poisoned` after a failed sync.
     pub fn set(&self, value: T) -> Result<()> {
+        let _writer = self.writer("Journal::set")?;
         self.register
             .update(|bytes| bytes.copy_from_slice(bytemuck::bytes_of(&value)))
     }
 
-    /// Changes the value in place, atomically with respect to other callers.
+    /// Changes the value in place, atomically with respect to other writers: `f` runs on
+    /// a copy of the current value, which replaces it when `f` returns. Inside `f`,
+    /// [`get`](Self::get) reads the value as it was before the update, and
+    /// [`sync`](Self::sync) makes that value durable.
     ///
     /// # Errors
-    /// `Poisoned` after a failed sync.
+    /// `Poisoned` after a failed sync; `Reentrant` when called, as `set` is, from inside
+    /// an update's closure on the same thread (it would wait for itself).
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
-        self.register.update(|bytes| {
-            let mut value: T = bytemuck::pod_read_unaligned(bytes);
-            let out = f(&mut value);
-            bytes.copy_from_slice(bytemuck::bytes_of(&value));
-            out
+        let _writer = self.writer("Journal::update")?;
+        let mut value = self.get();
+        let out = f(&mut value);
+        self.register
+            .update(|bytes| bytes.copy_from_slice(bytemuck::bytes_of(&value)))?;
+        Ok(out)
+    }
+
+    /// Takes the writer lock for `call`, or `Reentrant` if this thread holds it (from
+    /// inside an update's closure).
+    fn writer(&self, call: &'static str) -> Result<WriterGuard<'_>> {
+        let me = thread_tag();
+        if self.owner.load(Ordering::Acquire) == me {
+            return Err(Error::Reentrant {
+                call,
+                inside: "a Journal::update closure",
+            });
+        }
+        let guard = self.writer.lock();
+        self.owner.store(me, Ordering::Release);
+        Ok(WriterGuard {
+            owner: &self.owner,
+            _guard: guard,
         })
     }
 

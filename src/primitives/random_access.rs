@@ -139,8 +139,12 @@ impl<T: Pod> RandomAccess<T> {
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
         let len = length.read(|b| read_u64(b, 0));
-        // A lane cut short past the length is a torn tail, restored; below it, damage.
+        // A lane cut short past the length is a torn tail, restored; below it, damage,
+        // and so is a lane missing below it (mapping them all now finds both).
         lanes.restore_from(len);
+        if len <= lanes.capacity_max() {
+            lanes.open_below(len)?;
+        }
         let cells = Cells::new(lanes, size);
         if len > cells.capacity_max() {
             return Err(Error::corrupted(

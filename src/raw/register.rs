@@ -229,6 +229,11 @@ impl Register {
         Ok(f(&mut value.bytes))
     }
 
+    /// Closes the file descriptor the first sync opened; the next sync opens it again.
+    pub(crate) fn close(&self) {
+        self.slots.lock().file = None;
+    }
+
     /// Makes the current value durable. Returns at once if nothing changed since the last
     /// sync.
     ///

@@ -350,3 +350,41 @@ fn nested_merges_of_two_stores_refuse_the_outer_one() {
         assert_eq!(b.get(b"k").unwrap().unwrap(), b"b");
     });
 }
+
+/// `Journal::update`'s closure may read the journal and sync it; a `set` or `update`
+/// from inside it is refused. Found by review: the closure ran under the value's lock,
+/// so `get` from inside it waited for itself forever.
+#[test]
+fn journal_update_closure_may_read_and_is_refused_writes() {
+    within_timeout("Journal::update calling back into the journal", || {
+        let dir = Dir::temporary().unwrap();
+        let j = accretion::Journal::<u64>::open(&dir, "j").unwrap();
+        j.set(1).unwrap();
+        let inner = j
+            .update(|v| {
+                *v = j.get() + 1;
+                j.sync().unwrap();
+                (j.set(9), j.update(|w| *w = 9))
+            })
+            .unwrap();
+        assert!(is_reentrant(&inner.0), "{:?}", inner.0);
+        assert!(is_reentrant(&inner.1), "{:?}", inner.1);
+        assert_eq!(j.get(), 2);
+        // Other threads' writes wait for an update, and are not lost by it.
+        let j = Arc::new(j);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let j = Arc::clone(&j);
+                thread::spawn(move || {
+                    for _ in 0..1000 {
+                        j.update(|v| *v += 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(j.get(), 4002);
+    });
+}

@@ -13,6 +13,7 @@ mod limits;
 mod log_corruption;
 mod log_store;
 mod lost_files;
+mod lost_lanes;
 mod model;
 mod process;
 mod soundness;

@@ -158,6 +158,16 @@ fn descriptors_child() {
     }
     kv.put(b"child", b"was here").unwrap();
     kv.sync().unwrap();
+    // Writing 300 more segments and compacting them holds no descriptor per segment
+    // either (found by review: each finished segment kept its length file's).
+    for i in 0..SEGMENTS * 2 {
+        kv.put(format!("more-{i:05}").as_bytes(), &[8u8; 1500])
+            .unwrap_or_else(|e| panic!("child: put {i}: {e}"));
+    }
+    kv.sync().unwrap();
+    kv.compact()
+        .unwrap_or_else(|e| panic!("child: compact: {e}"));
+    assert!(kv.stats().segments >= SEGMENTS as u64);
 }
 
 /// A store of 300 segments opens under `ulimit -n 256`. Found by review: every lane kept

@@ -182,10 +182,16 @@ impl OnceMap {
     ///
     /// # Errors
     /// `Corrupted` if a file is damaged (a register, a lane's header, a count the log
-    /// cannot hold) or the entropy file is missing beside entries; `NameInUse`; `Io`.
+    /// cannot hold, a data file of the log or index lost or cut short below what the map
+    /// holds: `get` does not check values, so lost bytes could not be told from data) or
+    /// the entropy file is missing beside entries; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<OnceMap> {
         let entropy_name = format!("{name}/entropy");
         let had_entropy = Entropy::exists(dir, &entropy_name)?;
+        // A log data file found short or missing below the log's length is refused, not
+        // restored: `get` checks an entry's header and key but not its value (only
+        // `get_verified` does), so an entry whose value lay in the lost bytes would read
+        // as zeros, and after a restoration nothing would tell which entries those are.
         let log = AppendOnly::open(dir, &format!("{name}/log"))?;
         let index = RandomAccess::<u64>::open(dir, &format!("{name}/index"))?;
         // The entropy is created (durably) before any entry is written: entries without

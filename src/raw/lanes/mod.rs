@@ -215,10 +215,28 @@ impl Lanes {
     ///
     /// # Errors
     /// As mapping a lane.
+    ///
+    /// A missing lane below `units` is damage too (lanes are created in order, and the
+    /// owner holds data in it): `Corrupted`, unless the owner let lanes be restored from
+    /// its start ([`restore_from`](Self::restore_from)), in which case it is created
+    /// anew, all zeros, and listed as restored.
     pub(crate) fn open_below(&self, units: u64) -> Result<()> {
         let mut lane = 0;
         while lane < LANES_MAX && self.lane_start(lane) < units {
-            self.get(lane)?;
+            if self.get(lane)?.is_none() {
+                let start = self.lane_start(lane);
+                if start < self.restore_from.load(Ordering::Relaxed) {
+                    return Err(Error::corrupted(
+                        &self.path_of(lane),
+                        0,
+                        "lane file is missing, though the structure holds data in it",
+                    ));
+                }
+                self.ensure(lane)?;
+                self.restored
+                    .lock()
+                    .push((start, start + self.lane_units(lane)));
+            }
             lane += 1;
         }
         Ok(())

@@ -152,7 +152,7 @@ struct Moved {
     bottom: Level,
     /// `(key, old location, new location)` of every copied value.
     moves: Vec<(Key, Loc, Loc)>,
-    /// `(key, location)` of every expired value, not copied.
+    /// `(key, location)` of every expired or damaged value, not copied.
     expired: Vec<(Key, Loc)>,
 }
 
@@ -182,7 +182,18 @@ fn copy(
             moved.expired.push((key, loc));
             continue;
         }
-        let value = super::value_of(key.bytes(), &loc)?;
+        let value = match super::value_of(key.bytes(), &loc) {
+            Ok(value) => value,
+            // Damaged at rest: the value is lost (a `get` of it fails), and refusing to
+            // compact would cost the store every later compaction. The key goes, as an
+            // expired one does, and the loss is counted.
+            Err(Error::Corrupted { .. }) => {
+                inner.damaged_dropped.fetch_add(1, Ordering::Relaxed);
+                moved.expired.push((key, loc));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let new = out.put(key.bytes(), &value, loc.expires_ms)?;
         moved.bottom.push((key.clone(), Some(new.clone())));
         moved.moves.push((key, loc, new));
@@ -280,6 +291,7 @@ impl<'a> BaseWriter<'a> {
             if let Some(last) = self.segments.last() {
                 last.buf().sync()?;
                 open::write_hint(&self.inner.dir, last)?;
+                last.buf().close_descriptors();
             }
             let index = self.segments.len() as u64;
             let name = base_name(&self.inner.name, self.generation, index);
@@ -303,6 +315,7 @@ impl<'a> BaseWriter<'a> {
         if let Some(last) = self.segments.last() {
             last.buf().sync()?;
             open::write_hint(&self.inner.dir, last)?;
+            last.buf().close_descriptors();
         }
         self.finished = true;
         Ok(std::mem::take(&mut self.segments))

@@ -143,6 +143,10 @@ pub struct LogStats {
     /// Compactions that failed (the old generation stayed). After a failed background
     /// compaction no other starts automatically until an explicit `compact` succeeds.
     pub compaction_failures: u64,
+    /// Values compaction found damaged at rest (checksum mismatch) since open: each is
+    /// dropped with its key, which reads as absent afterwards (before, its `get` was a
+    /// `Corrupted` error), rather than fail every compaction.
+    pub damaged_values_dropped: u64,
     /// Syncs made since open by `sync` and by durable writes (`sync_each_write`).
     /// Concurrent durable writers share syncs, so this grows slower than their writes.
     pub syncs: u64,
@@ -250,6 +254,8 @@ struct Inner {
     finisher: Mutex<Option<Finisher>>,
     /// Segments handed to the finisher and not finished yet.
     finishing: AtomicU64,
+    /// Values compaction found damaged and dropped (with their keys).
+    damaged_dropped: AtomicU64,
     damaged_records: u64,
     damaged_bytes: u64,
     segments_from_hints: u64,
@@ -936,6 +942,7 @@ impl LogStore {
             compaction_failures: inner.compaction_failures.load(Ordering::Relaxed),
             syncs: inner.writers.syncs.load(Ordering::Relaxed),
             finishing: inner.finishing.load(Ordering::Acquire),
+            damaged_values_dropped: inner.damaged_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -1070,13 +1077,21 @@ fn finish_later(inner: &Arc<Inner>, finished: Arc<Segment>) {
 /// The error of a durable write whose record is applied but whose sync failed: an I/O
 /// error says so in its operation.
 fn applied_but_not_synced(e: Error) -> Error {
+    const OP: &str = "sync a durable write (the write is applied and visible in this \
+                      process; whether a crash keeps it is unknown; the store refuses \
+                      writes until reopened)";
     match e {
         Error::Io { path, source, .. } => Error::Io {
             path,
-            op: "sync a durable write (the write is applied and visible in this process; \
-                 whether a crash keeps it is unknown; the store refuses writes until \
-                 reopened)",
+            op: OP,
             source,
+        },
+        // Another writer's sync failed first (a group sync this write waited on): the
+        // same state, said the same way.
+        Error::Poisoned { path } => Error::Io {
+            path,
+            op: OP,
+            source: std::io::Error::other("an earlier sync of this store failed"),
         },
         other => other,
     }
@@ -1153,6 +1168,9 @@ impl Inner {
         {
             self.hint_failures.fetch_add(1, Ordering::Relaxed);
         }
+        // A finished segment takes no more writes: a store of hundreds of them must not
+        // hold a descriptor for each.
+        finished.buf().close_descriptors();
     }
 }
 

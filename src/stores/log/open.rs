@@ -128,6 +128,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         merger: Mutex::new(None),
         finisher: Mutex::new(None),
         finishing: AtomicU64::new(0),
+        damaged_dropped: AtomicU64::new(0),
         damaged_records: replay.damaged_records,
         damaged_bytes: replay.damaged_bytes,
         segments_from_hints: replay.from_hints,
