@@ -4,16 +4,21 @@
 //! A LogStore is many primitives: the state Journal, one AppendOnly per log segment, per
 //! base segment of a generation and per hint file. Which of them a step flushes depends on
 //! the step, so every recorded point carries the flush order of the step it follows:
-//! - `sync()`: the active segment's lanes, then its length (the commit);
-//! - a write that rolls segment A over to A+1: A's lanes, A's length (the commit of every
-//!   write before the rolling one), the state journal (naming A+1), then A's hint file;
+//! - `sync()`: the state journal if a roll left it unsynced (it names the active
+//!   segment, and is synced before any byte of it), then the active segment's lanes, then
+//!   its length (the commit);
+//! - a write that rolls segment A over to A+1 changes the state in memory only; the
+//!   store's finisher thread then syncs A (the state journal first, if A was never synced
+//!   while active; then A's lanes and A's length, the commit of every write before the
+//!   rolling one) and writes A's hint file. The workload waits for the finisher
+//!   (`stats().finishing`), records that as the roll's step, and syncs;
 //! - `compact()`: the roll as above with A's hint, the new generation's base segments and
 //!   their hints (lanes, then lengths), then the state journal: the content commits with
 //!   the roll, the new generation with the journal.
 //!
 //! Rolls happen inside writes. The harness needs every sync recorded (a snapshot older
 //! than the last fsync builds a disk no crash leaves), so the workload notices a roll (the
-//! segment count grows) and records the directory right after the rolling write as a sync
+//! segment count grows), waits for the finisher, and records the directory then as a sync
 //! point whose durable content is the model before that write.
 //!
 //! Writes concurrent with a compaction are not durable when it returns unless they landed
@@ -39,7 +44,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -114,15 +119,22 @@ fn log_name(id: u64) -> String {
     format!("{NAME}/log-{id:010}")
 }
 
-/// The highest log segment in the store directory: the active one.
+/// The highest log segment in a store directory that holds data, else the highest: the
+/// active one, or near it (the store makes the next one ahead, empty), for debris.
 fn active_log(root: &Path) -> u64 {
-    fs::read_dir(root.join(NAME))
+    let logs: Vec<(u64, bool)> = fs::read_dir(root.join(NAME))
         .expect("list the store")
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_prefix("log-")?.parse().ok()
+            let id = name.strip_prefix("log-")?.parse().ok()?;
+            Some((id, root.join(NAME).join(&name).join("data-00.acc").exists()))
         })
+        .collect();
+    logs.iter()
+        .filter(|(_, data)| *data)
+        .map(|(id, _)| *id)
         .max()
+        .or_else(|| logs.iter().map(|(id, _)| *id).max())
         .expect("a log segment")
 }
 
@@ -159,27 +171,40 @@ struct Step {
 }
 
 impl Step {
+    /// A sync of the active segment: first the state journal, if a roll left it
+    /// unsynced (it names the active segment, and must be durable before any byte of it),
+    /// then the segment's lanes and its length (the commit).
     fn sync(active: u64) -> Step {
+        let groups = [
+            FlushOrder::journal(&format!("{NAME}/state")).groups,
+            FlushOrder::append_only(&log_name(active)).groups,
+        ]
+        .concat();
         Step {
             kind: Kind::Sync,
-            order: FlushOrder::append_only(&log_name(active)),
-            content_commit: 1,
-            generation_commit: 1,
+            order: FlushOrder { groups, commit: 2 },
+            content_commit: 2,
+            generation_commit: 2,
         }
     }
 
+    /// A roll's finishing, done by the store's finisher thread after the rolling write:
+    /// the state journal if no sync took it since the roll (it names the new segment),
+    /// then the finished segment (lanes, length: the commit of every write before the
+    /// rolling one) and its hint. The roll itself (under the writer lock) flushes
+    /// nothing.
     fn roll(finished: u64) -> Step {
         let groups = [
-            FlushOrder::append_only(&log_name(finished)).groups,
             FlushOrder::journal(&format!("{NAME}/state")).groups,
+            FlushOrder::append_only(&log_name(finished)).groups,
             FlushOrder::append_only(&format!("{}-hint", log_name(finished))).groups,
         ]
         .concat();
         Step {
             kind: Kind::Roll,
-            order: FlushOrder { groups, commit: 1 },
-            content_commit: 1,
-            generation_commit: 1,
+            order: FlushOrder { groups, commit: 2 },
+            content_commit: 2,
+            generation_commit: 2,
         }
     }
 
@@ -225,7 +250,6 @@ impl Step {
 
 /// A LogStore at work, with the history of its directory and the model of every state.
 struct Workload {
-    root: PathBuf,
     store: LogStore,
     history: History,
     /// The step each history point follows; `None` for the open and mid-work points.
@@ -258,7 +282,6 @@ impl Workload {
         let stats = store.stats();
         let history = History::new(root);
         Workload {
-            root: root.to_path_buf(),
             store,
             history,
             steps: vec![None],
@@ -297,8 +320,13 @@ impl Workload {
             while self.store.stats().finishing > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(100));
             }
-            let finished = active_log(&self.root) - 1;
+            let finished = self.store.stats().active_log - 1;
             self.record(Step::roll(finished), vec![before]);
+            // Then a sync, which makes the state naming the new segment durable: a
+            // compaction later syncs the segment it rolls (this one) before its state
+            // switch, which the model of its step needs to find already durable (a file
+            // has one group in a step's flush order).
+            self.sync();
         }
     }
 
@@ -353,7 +381,7 @@ impl Workload {
 
     fn sync(&mut self) {
         self.store.sync().expect("sync");
-        let step = Step::sync(active_log(&self.root));
+        let step = Step::sync(self.store.stats().active_log);
         self.record(step, vec![self.model.clone()]);
     }
 
@@ -373,9 +401,9 @@ impl Workload {
     /// live (after a clear), the new generation has no base segment at all.
     fn sync_and_compact(&mut self) {
         self.sync();
-        let active = active_log(&self.root);
+        let active = self.store.stats().active_log;
         self.store.compact().expect("compact");
-        let rolled = (active_log(&self.root) > active).then_some(active);
+        let rolled = (self.store.stats().active_log > active).then_some(active);
         self.generation += 1;
         let stats = self.store.stats();
         assert_eq!(stats.generation, self.generation);
@@ -404,7 +432,7 @@ impl Workload {
         let value = self.value(16, rng);
         self.apply(Op::Put(pin.clone(), value));
         let held = self.store.get(&pin).expect("get pin").expect("pin");
-        let active = active_log(&self.root);
+        let active = self.store.stats().active_log;
         let concurrent = !ops.is_empty();
         if concurrent {
             let start = Barrier::new(2);
@@ -429,7 +457,7 @@ impl Workload {
                 writer.join().expect("writer thread");
             });
             assert_eq!(
-                active_log(&self.root),
+                self.store.stats().active_log,
                 active + 1,
                 "the writes during compaction rolled a segment: make them fewer or smaller"
             );
@@ -437,7 +465,7 @@ impl Workload {
         } else {
             self.store.compact().expect("compact");
         }
-        let rolled = (active_log(&self.root) > active).then_some(active);
+        let rolled = (self.store.stats().active_log > active).then_some(active);
         let mut prefixes = vec![self.model.clone()];
         for op in ops {
             self.model_op(op);

@@ -1733,10 +1733,13 @@ fn damaged_record_in_active_segment() {
     // The newest log segment is the active one. Its records are found by their keys
     // (each written once; the values never contain them), so that this test does not
     // depend on the record layout beyond "a value follows its key".
+    // (The store makes its next log segment ahead, empty: the active one is the newest
+    // that holds data.)
     let active = place
         .entries()
         .into_iter()
         .filter(|n| is_log_segment(n))
+        .filter(|n| place.store_path().join(n).join("data-00.acc").exists())
         .max()
         .unwrap();
     let lane_path = place.store_path().join(&active).join("data-00.acc");

@@ -126,6 +126,9 @@ pub struct LogStats {
     pub dead_bytes: u64,
     /// Segments in use: the generation's base segments and the log segments.
     pub segments: u64,
+    /// Id of the log segment that takes writes (its files are under `<name>/log-<id>`,
+    /// ten digits). The store makes the next one ahead of time, empty.
+    pub active_log: u64,
     /// The current generation: the number of compactions so far.
     pub generation: u64,
     /// When the last compaction finished, if any.
@@ -239,7 +242,11 @@ struct Inner {
     dir: Dir,
     name: String,
     opts: LogOptions,
-    state: Journal<State>,
+    /// Shared with the segment a roll starts, which syncs it before its own bytes.
+    state: Arc<Journal<State>>,
+    /// The next log segment, created ahead by the finisher thread so that a roll does no
+    /// file I/O under the writer lock: `(id, segment)`.
+    next_segment: Mutex<Option<(u64, Arc<Segment>)>>,
     keys: RwLock<KeyDir>,
     writer: Mutex<Writer>,
     segments: Mutex<Segments>,
@@ -931,6 +938,7 @@ impl LogStore {
             live_bytes: live,
             dead_bytes: total.saturating_sub(live),
             segments: segments.all().count() as u64,
+            active_log: state.log_active,
             generation: state.generation,
             last_compaction: (state.last_compaction_ms != 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(state.last_compaction_ms)),
@@ -1052,6 +1060,7 @@ fn finish_later(inner: &Arc<Inner>, finished: Arc<Segment>) {
             .spawn(move || {
                 for seg in queue {
                     let Some(inner) = weak.upgrade() else { break };
+                    inner.make_next_segment();
                     inner.after_roll(&seg);
                     drop(seg);
                     inner.finishing.fetch_sub(1, Ordering::AcqRel);
@@ -1137,24 +1146,59 @@ fn maintain_keys(inner: &Arc<Inner>) {
 }
 
 impl Inner {
-    /// Finishes the active segment and starts the next, recorded in the state journal
-    /// (synced) before it takes writes. Returns the finished segment, which the caller
-    /// syncs and hints once the writer lock is released ([`after_roll`](Self::after_roll));
-    /// until then the new segment's syncs sync it first.
+    /// Finishes the active segment and starts the next, recorded in the state journal in
+    /// memory: the new segment's first sync syncs the finished segment and then the state
+    /// before any byte of its own. Returns the finished segment, which the caller hands
+    /// to the finisher ([`after_roll`](Self::after_roll)) once the writer lock is
+    /// released.
     fn roll(&self, writer: &mut Writer) -> Result<Arc<Segment>> {
         let finished = Arc::clone(&writer.active);
         let id = writer.active_id + 1;
-        let seg = Segment::open(&self.dir, log_name(&self.name, id))?;
-        seg.buf().limit_ahead(self.opts.segment_bytes);
+        let seg = self.take_next_segment(id)?;
         // The finished segment is synced after the writer lock is released
-        // (`after_roll`), and before any byte of the new one is (`sync_behind`).
+        // (`after_roll`), and before any byte of the new one is (`sync_behind`); so is
+        // the state that names the new one: no byte of it is durable before the state
+        // that names it, and the roll itself waits for no device.
         seg.follow(&finished);
         self.state.update(|s| s.log_active = id)?;
-        self.state.sync()?;
+        seg.state_first(Arc::clone(&self.state));
         self.segments.lock().logs.push((id, Arc::clone(&seg)));
         writer.active = seg;
         writer.active_id = id;
         Ok(finished)
+    }
+
+    /// Log segment `id`, made ahead by the finisher if it could (waiting for it if it is
+    /// making it now), else created here.
+    fn take_next_segment(&self, id: u64) -> Result<Arc<Segment>> {
+        let mut next = self.next_segment.lock();
+        match next.take() {
+            Some((made, seg)) if made == id => Ok(seg),
+            // One made for another id (a compaction rolled meanwhile) is empty and past
+            // the active segment: open removes such leftovers, and `Segment::open` takes
+            // it as it is if it is asked for again.
+            _ => {
+                let seg = Segment::open(&self.dir, log_name(&self.name, id))?;
+                seg.buf().limit_ahead(self.opts.segment_bytes);
+                Ok(seg)
+            }
+        }
+    }
+
+    /// Makes the log segment after the active one, ahead of the roll that will need it
+    /// (creating a segment fsyncs files and directories: milliseconds, more while the
+    /// device writes back a finished segment). Best effort: the roll creates it itself
+    /// if this failed or came too late.
+    fn make_next_segment(&self) {
+        let id = self.state.get().log_active + 1;
+        let mut next = self.next_segment.lock();
+        if next.as_ref().is_some_and(|(made, _)| *made == id) {
+            return;
+        }
+        if let Ok(seg) = Segment::open(&self.dir, log_name(&self.name, id)) {
+            seg.buf().limit_ahead(self.opts.segment_bytes);
+            *next = Some((id, seg));
+        }
     }
 
     /// Syncs a finished segment (after the one behind it) and writes its hint. A failed

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::State;
 use super::record;
-use crate::{AppendOnly, Dir, Error, Result, Span};
+use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 
 /// Longest a group-commit leader waits for writers to join before it syncs: about
 /// one sync on this class of machine (an msync and an fdatasync, 0.2 to 0.6 ms).
@@ -52,6 +53,10 @@ pub(crate) struct Segment {
     /// retired and nothing holds any more needs no sync (its values are in the new
     /// generation), and this does not keep its files.
     behind: Mutex<Option<Weak<Segment>>>,
+    /// The state journal, while the roll that named this segment has not been synced:
+    /// synced before any byte of this segment is, so that no byte of it is ever durable
+    /// where the durable state does not name it (open would refuse such a segment).
+    state_first: Mutex<Option<Arc<Journal<State>>>>,
 }
 
 impl Segment {
@@ -70,6 +75,7 @@ impl Segment {
             waiting: AtomicUsize::new(0),
             last_round: AtomicUsize::new(1),
             behind: Mutex::new(None),
+            state_first: Mutex::new(None),
         }))
     }
 
@@ -173,6 +179,12 @@ impl Segment {
         *self.behind.lock() = Some(Arc::downgrade(prev));
     }
 
+    /// Records that `state` (changed in memory by the roll that named this segment) must
+    /// be synced before any byte of this segment is.
+    pub(crate) fn state_first(&self, state: Arc<Journal<State>>) {
+        *self.state_first.lock() = Some(state);
+    }
+
     /// Makes the segments before this one durable, if a roll left them unsynced: whole,
     /// since they take no more writes. Called before this segment's bytes are synced.
     ///
@@ -185,6 +197,11 @@ impl Segment {
             prev.buf().sync()?;
         }
         *self.behind.lock() = None;
+        let state = self.state_first.lock().clone();
+        if let Some(state) = state {
+            state.sync()?;
+            *self.state_first.lock() = None;
+        }
         Ok(())
     }
 
