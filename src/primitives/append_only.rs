@@ -284,6 +284,17 @@ impl AppendOnly {
         self.arena.limit_ahead(bytes);
     }
 
+    /// Creates now the data files that the first `bytes` bytes of the buffer will lie in
+    /// (no further than [`limit_ahead`](Self::limit_ahead) allows), so that appends there
+    /// do not create them: creating one fsyncs it and its directory, which waits for the
+    /// device. For owners that make a buffer ahead of the moment it takes writes.
+    ///
+    /// # Errors
+    /// `Io` if a file cannot be created (a full disk is `StorageFull`).
+    pub fn prepare(&self, bytes: u64) -> Result<()> {
+        self.arena.prepare(bytes)
+    }
+
     /// The largest length of at most `bytes` that ends where a lane ends (or `bytes`
     /// itself, below the first lane's end). A buffer filled to at most this length holds
     /// no lane past it: lanes double in size (lane `i` holds

@@ -217,7 +217,7 @@ fn damage_found_at_open_is_reported_by_every_open() {
         compact_dead_ratio: None,
         ..LogOptions::default()
     };
-    {
+    let active = {
         let dir = Dir::open(tmp.path()).unwrap();
         let store = LogStore::open(&dir, "kv", opts.clone()).unwrap();
         for i in 0..60u32 {
@@ -227,18 +227,11 @@ fn damage_found_at_open_is_reported_by_every_open() {
         }
         store.sync().unwrap();
         assert!(store.stats().segments >= 2);
-    }
-    // Flip a value byte of the first record of the active (last) segment, which has no
-    // hint yet.
-    // (The store makes its next log segment ahead, empty: the active one is the newest
-    // that holds data.)
-    let last = fs::read_dir(tmp.path().join("kv"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("log-") && !n.ends_with("-hint"))
-        .filter(|n| tmp.path().join("kv").join(n).join("data-00.acc").exists())
-        .max()
-        .unwrap();
+        store.stats().active_log
+    };
+    // Flip a value byte of the first record of the active segment, which has no hint
+    // yet.
+    let last = format!("log-{active:010}");
     let lane = tmp.path().join("kv").join(&last).join("data-00.acc");
     let mut bytes = fs::read(&lane).unwrap();
     bytes[4096 + 24 + 24 + 3 + 10] ^= 0x20;
@@ -271,7 +264,7 @@ fn a_short_lane_costs_its_records_not_the_store() {
     };
     let value = |i: u32| vec![(i % 251) as u8; 1000];
     let n = 3000u32; // about 3 MiB: three segments, each over four lanes
-    {
+    let active = {
         let dir = Dir::open(tmp.path()).unwrap();
         let kv = LogStore::open(&dir, "kv", opts.clone()).unwrap();
         for i in 0..n {
@@ -279,7 +272,8 @@ fn a_short_lane_costs_its_records_not_the_store() {
         }
         kv.sync().unwrap();
         assert!(kv.stats().segments >= 3);
-    }
+        kv.stats().active_log
+    };
     let cut = |rel: &str, keep: u64| {
         fs::OpenOptions::new()
             .write(true)
@@ -289,13 +283,7 @@ fn a_short_lane_costs_its_records_not_the_store() {
             .unwrap();
     };
     // The active segment's last lane, cut past its durable length: nothing is lost.
-    let active = fs::read_dir(tmp.path().join("kv"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("log-") && !n.ends_with("-hint"))
-        .filter(|n| tmp.path().join("kv").join(n).join("data-00.acc").exists())
-        .max()
-        .unwrap();
+    let active = format!("log-{active:010}");
     let last_lane = fs::read_dir(tmp.path().join("kv").join(&active))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -267,8 +267,10 @@ fn log_store_disk_footprint_follows_the_data() {
     let data = (n * value.len()) as u64;
     let disk = allocated(&tmp.path().join("kv"));
     assert!(kv.stats().segments >= 6, "{:?}", kv.stats());
+    // The values, their records' headers and hints, and one segment made ahead of the
+    // next roll.
     assert!(
-        disk * 100 <= data * 115,
+        disk * 100 <= data * 115 + (8 << 20) * 100,
         "{disk} bytes on disk for {data} bytes of values ({:.2}x)",
         disk as f64 / data as f64
     );

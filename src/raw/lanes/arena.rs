@@ -22,6 +22,9 @@ use crate::limits::LANES_MAX;
 /// The append cursor asks for the next stretch of this many bytes to be faulted in each
 /// time it enters a new one.
 const PREFAULT_BYTES: u64 = 4 << 20;
+/// From this lane on, entering a lane also asks the helper to create the next one (small
+/// buffers, such as hint files, never start a helper).
+const HELPER_FIRST_LANE: usize = 3;
 
 /// Append-only bytes over unit-size-1 lanes.
 #[derive(Debug)]
@@ -143,7 +146,11 @@ impl Arena {
             return Ok(start);
         }
         let end = start + len;
-        if end / PREFAULT_BYTES != cur / PREFAULT_BYTES {
+        // Each new 4 MiB stretch, and each new lane from the fourth on (512 KiB into an
+        // AppendOnly), asks the helper to work ahead.
+        let entered_lane =
+            lane >= HELPER_FIRST_LANE && self.lanes.locate(cur).is_some_and(|(l, _)| l < lane);
+        if end / PREFAULT_BYTES != cur / PREFAULT_BYTES || entered_lane {
             self.prefault_ahead(end);
         }
         // `start..start+len` was reserved by the CAS above for this call alone (`len > 0`,
@@ -170,6 +177,38 @@ impl Arena {
                 self.send_ahead(ahead);
             }
         }
+        // The lane after the one `at` is in, asked for as soon as the cursor enters a lane:
+        // creating it fsyncs, which waits for the device, and the device may be busy for
+        // a long while (writing back a finished log segment, say); the current lane holds
+        // as many bytes as all before it, so this leaves the most time there is.
+        if let Some((lane, _)) = self.lanes.locate(at)
+            && lane + 1 < LANES_MAX
+            && !self.lanes.is_mapped(lane + 1)
+        {
+            let start = self.lanes.lane_start(lane + 1);
+            if start < reach {
+                self.send_ahead(start);
+            }
+        }
+    }
+
+    /// Creates the lanes that bytes `0..len` lie in (no more than the owner's reach), so
+    /// that appends there find them.
+    ///
+    /// # Errors
+    /// As creating a lane.
+    pub(crate) fn prepare(&self, len: u64) -> Result<()> {
+        let len = len.min(self.reach.load(Ordering::Relaxed));
+        if len == 0 {
+            return Ok(());
+        }
+        let Some((last, _)) = self.lanes.locate(len - 1) else {
+            return Ok(());
+        };
+        for lane in 0..=last {
+            self.lanes.ensure(lane)?;
+        }
+        Ok(())
     }
 
     fn send_ahead(&self, at: u64) {

@@ -982,6 +982,13 @@ impl LogStore {
         let used = writer.active.buf().len();
         if used > 0 && used + len as u64 > self.inner.opts.segment_bytes {
             rolled = Some(self.inner.roll(writer)?);
+        } else {
+            // Half full: the next segment is made now, in the background, if no roll
+            // made it already (the first roll after an open).
+            let half = self.inner.opts.segment_bytes / 2;
+            if used < half && used + len as u64 >= half {
+                make_next_later(&self.inner);
+            }
         }
         let seg = Arc::clone(&writer.active);
         let mut value_at = Vec::with_capacity(ops.len());
@@ -1042,7 +1049,8 @@ impl LogStore {
 
 /// The background thread that finishes the segments writers roll over.
 struct Finisher {
-    jobs: std::sync::mpsc::Sender<Arc<Segment>>,
+    /// A segment to finish, or `None`: only make the next segment ahead.
+    jobs: std::sync::mpsc::Sender<Option<Arc<Segment>>>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -1051,36 +1059,58 @@ struct Finisher {
 /// segment's sync and hint take about 150 ms at 64 MiB, which no writer should wait for.
 /// If no thread can be had, the writer does it itself.
 fn finish_later(inner: &Arc<Inner>, finished: Arc<Segment>) {
-    let mut finisher = inner.finisher.lock();
-    if finisher.is_none() {
-        let (jobs, queue) = std::sync::mpsc::channel::<Arc<Segment>>();
-        let weak = Arc::downgrade(inner);
-        *finisher = std::thread::Builder::new()
-            .name("accretion-finish".into())
-            .spawn(move || {
-                for seg in queue {
-                    let Some(inner) = weak.upgrade() else { break };
-                    inner.make_next_segment();
-                    inner.after_roll(&seg);
-                    drop(seg);
-                    inner.finishing.fetch_sub(1, Ordering::AcqRel);
-                    compact::maybe_start(&inner);
-                }
-            })
-            .ok()
-            .map(|thread| Finisher { jobs, thread });
-    }
     inner.finishing.fetch_add(1, Ordering::AcqRel);
-    let handed = match finisher.as_ref() {
-        Some(f) => f.jobs.send(finished).map_err(|e| e.0),
+    let handed = match finisher_jobs(inner) {
+        Some(jobs) => jobs
+            .send(Some(finished))
+            .map_err(|e| e.0.expect("sent a segment")),
         None => Err(finished),
     };
-    drop(finisher);
     if let Err(finished) = handed {
         inner.finishing.fetch_sub(1, Ordering::AcqRel);
         inner.after_roll(&finished);
         compact::maybe_start(inner);
     }
+}
+
+/// Asks the finisher thread (starting it) to make the next log segment ahead: done when
+/// the active segment is half full, so that even the first roll after an open finds its
+/// segment made.
+fn make_next_later(inner: &Arc<Inner>) {
+    if let Some(jobs) = finisher_jobs(inner) {
+        let _ = jobs.send(None);
+    }
+}
+
+/// The finisher's queue, starting the thread if it is not running; `None` if no thread
+/// can be had.
+fn finisher_jobs(inner: &Arc<Inner>) -> Option<std::sync::mpsc::Sender<Option<Arc<Segment>>>> {
+    let mut finisher = inner.finisher.lock();
+    if finisher.is_none() {
+        *finisher = start_finisher(inner);
+    }
+    finisher.as_ref().map(|f| f.jobs.clone())
+}
+
+fn start_finisher(inner: &Arc<Inner>) -> Option<Finisher> {
+    let (jobs, queue) = std::sync::mpsc::channel::<Option<Arc<Segment>>>();
+    let weak = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("accretion-finish".into())
+        .spawn(move || {
+            for job in queue {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.make_next_segment();
+                if let Some(seg) = job {
+                    inner.after_roll(&seg);
+                    drop(seg);
+                    inner.finishing.fetch_sub(1, Ordering::AcqRel);
+                    compact::maybe_start(&inner);
+                }
+            }
+        })
+        .ok()
+        .map(|thread| Finisher { jobs, thread })
 }
 
 /// The error of a durable write whose record is applied but whose sync failed: an I/O
@@ -1197,6 +1227,11 @@ impl Inner {
         }
         if let Ok(seg) = Segment::open(&self.dir, log_name(&self.name, id)) {
             seg.buf().limit_ahead(self.opts.segment_bytes);
+            // Its files too, all of them: it will be filled (it is the next log segment),
+            // and a file made by an append waits for the device, which the finisher may
+            // keep busy for hundreds of milliseconds with the segment before. A failure
+            // (a full disk) is left for those appends to meet and report.
+            let _ = seg.buf().prepare(self.opts.segment_bytes);
             *next = Some((id, seg));
         }
     }

@@ -195,6 +195,9 @@ impl Segment {
         if let Some(prev) = prev {
             prev.sync_behind()?;
             prev.buf().sync()?;
+            // Finished: it takes no more writes, so it keeps no descriptor (a store of
+            // many segments rolled faster than the finisher finishes them would run out).
+            prev.buf().close_descriptors();
         }
         *self.behind.lock() = None;
         let state = self.state_first.lock().clone();
