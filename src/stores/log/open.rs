@@ -299,27 +299,14 @@ fn replay_segment(
     // lost, and a hint would still name them. Scan, count the loss as damage, and treat
     // the segment as damaged so that nothing is written after the hole.
     let restored: u64 = seg.buf().restored().iter().map(|s| s.len()).sum();
+    if restored == 0 && replay_hint(dir, seg, keys)? {
+        replay.from_hints += 1;
+        return Ok(false);
+    }
     if restored > 0 {
         replay.damaged_records += 1;
         replay.damaged_bytes += restored;
         dir.remove(&seg.hint_name())?;
-        scan(seg, |_, record_at, op, key| {
-            apply(
-                keys,
-                seg,
-                record_at + op.value_at,
-                op.kind,
-                key,
-                op.value_len,
-                op.expires_ms,
-            );
-        })?;
-        replay.scanned += 1;
-        return Ok(true);
-    }
-    if replay_hint(dir, seg, keys)? {
-        replay.from_hints += 1;
-        return Ok(false);
     }
     replay.scanned += 1;
     let end = scan(seg, |_, record_at, op, key| {
@@ -334,7 +321,7 @@ fn replay_segment(
         );
     })?;
     match end {
-        ScanEnd::Whole => Ok(false),
+        ScanEnd::Whole => Ok(restored > 0),
         ScanEnd::Damaged(at) => {
             replay.damaged_records += 1;
             replay.damaged_bytes += seg.buf().len() - at;
