@@ -11,6 +11,7 @@ mod fixtures;
 mod hangs;
 mod limits;
 mod log_corruption;
+mod log_roll;
 mod log_store;
 mod lost_files;
 mod lost_lanes;

@@ -275,6 +275,12 @@ struct Inner {
     /// unknown and the state journal refuses writes, so no compaction may start (each
     /// would write a whole generation that cannot be committed).
     commit_failed: AtomicBool,
+    /// Set once a sync of the store's data or state failed (a writer's, `sync`'s, or the
+    /// finisher's): the kernel may have dropped dirty pages, so the store refuses writes
+    /// (`Poisoned`) until it is reopened, as each primitive does for its own files.
+    poisoned: AtomicBool,
+    /// Set when the store is being dropped: the finisher makes no segment ahead.
+    closing: AtomicBool,
     compaction_failures: AtomicU64,
     /// Shared by writers for group commit (see `Segment::sync_to`).
     writers: Writers,
@@ -405,10 +411,12 @@ impl Drop for LogStore {
     /// the segments it was handed, so that once the store is dropped it can be opened
     /// again at once.
     fn drop(&mut self) {
+        self.inner.closing.store(true, Ordering::Release);
         if let Some(finisher) = self.inner.finisher.lock().take() {
             drop(finisher.jobs);
             let _ = finisher.thread.join();
         }
+        self.inner.remove_next_segment();
         if let Some(thread) = self.inner.background.lock().take() {
             let _ = thread.join();
         }
@@ -898,7 +906,8 @@ impl LogStore {
     pub fn sync(&self) -> Result<()> {
         Merging::refuse(&self.inner, "LogStore::sync")?;
         let active = self.inner.writer.lock().active.clone();
-        active.sync_to(active.buf().len(), &self.inner.writers)
+        self.inner
+            .poison_on_error(active.sync_to(active.buf().len(), &self.inner.writers))
     }
 
     /// Copies the live values of every finished segment into a new generation, switches
@@ -967,6 +976,7 @@ impl LogStore {
     /// Appends `ops` as one record to the active segment (rolling first if it is full)
     /// and applies them to the key directory. Returns what `finish_write` needs.
     fn append_locked(&self, writer: &mut Writer, ops: &[Op<'_>]) -> Result<Written> {
+        self.inner.check_poison()?;
         for op in ops {
             check_sizes(op)?;
         }
@@ -1036,8 +1046,8 @@ impl LogStore {
             finish_later(&self.inner, finished);
         }
         if self.inner.opts.sync_each_write {
-            done.seg
-                .sync_to(done.end, &self.inner.writers)
+            self.inner
+                .poison_on_error(done.seg.sync_to(done.end, &self.inner.writers))
                 .map_err(applied_but_not_synced)?;
         }
         if done.maintain {
@@ -1191,11 +1201,29 @@ impl Inner {
         // that names it, and the roll itself waits for no device.
         seg.follow(&finished);
         self.state.update(|s| s.log_active = id)?;
-        seg.state_first(Arc::clone(&self.state));
+        seg.state_first(Arc::downgrade(&self.state));
         self.segments.lock().logs.push((id, Arc::clone(&seg)));
         writer.active = seg;
         writer.active_id = id;
         Ok(finished)
+    }
+
+    /// `Poisoned` once a sync of the store failed.
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned {
+                path: self.dir.path().join(&self.name),
+            });
+        }
+        Ok(())
+    }
+
+    /// Passes `result` through, poisoning the store if it is an error.
+    fn poison_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Log segment `id`, made ahead by the finisher if it could (waiting for it if it is
@@ -1220,19 +1248,39 @@ impl Inner {
     /// device writes back a finished segment). Best effort: the roll creates it itself
     /// if this failed or came too late.
     fn make_next_segment(&self) {
-        let id = self.state.get().log_active + 1;
-        let mut next = self.next_segment.lock();
-        if next.as_ref().is_some_and(|(made, _)| *made == id) {
+        if self.closing.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(seg) = Segment::open(&self.dir, log_name(&self.name, id)) {
+        let id = self.state.get().log_active + 1;
+        let seg = {
+            let mut next = self.next_segment.lock();
+            if next.as_ref().is_some_and(|(made, _)| *made == id) {
+                return;
+            }
+            let Ok(seg) = Segment::open(&self.dir, log_name(&self.name, id)) else {
+                return;
+            };
             seg.buf().limit_ahead(self.opts.segment_bytes);
-            // Its files too, all of them: it will be filled (it is the next log segment),
-            // and a file made by an append waits for the device, which the finisher may
-            // keep busy for hundreds of milliseconds with the segment before. A failure
-            // (a full disk) is left for those appends to meet and report.
-            let _ = seg.buf().prepare(self.opts.segment_bytes);
-            *next = Some((id, seg));
+            *next = Some((id, Arc::clone(&seg)));
+            seg
+        };
+        // Its files too, all of them: it will be filled (it is the next log segment), and
+        // a file made by an append waits for the device, which the finisher may keep busy
+        // for hundreds of milliseconds with the segment before. Outside the lock, so that
+        // a roll never waits for this: appends to it meanwhile create what they need.
+        // A failure (a full disk) is left for those appends to meet and report.
+        let _ = seg.buf().prepare(self.opts.segment_bytes);
+    }
+
+    /// Removes the segment made ahead, if no roll took it: on drop, so that a closed
+    /// store keeps no empty, preallocated segment (open would remove it anyway).
+    fn remove_next_segment(&self) {
+        let Some((id, seg)) = self.next_segment.lock().take() else {
+            return;
+        };
+        if seg.buf().is_empty() && Arc::strong_count(&seg) == 1 {
+            drop(seg);
+            let _ = self.dir.remove(&log_name(&self.name, id));
         }
     }
 
@@ -1240,7 +1288,8 @@ impl Inner {
     /// hint only costs a scan on the next open, so it is counted, not returned; a failed
     /// sync also poisons the segment, and the store's next sync reports it.
     fn after_roll(&self, finished: &Arc<Segment>) {
-        let synced = finished.sync_behind().and_then(|()| finished.buf().sync());
+        let synced =
+            self.poison_on_error(finished.sync_behind().and_then(|()| finished.buf().sync()));
         if synced
             .and_then(|()| open::write_hint(&self.dir, finished))
             .is_err()

@@ -137,6 +137,8 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         hint_failures: AtomicU64::new(0),
         auto_compaction_failed: AtomicBool::new(false),
         commit_failed: AtomicBool::new(false),
+        poisoned: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         compaction_failures: AtomicU64::new(0),
         writers: Writers::default(),
     };
@@ -255,7 +257,7 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
                     // nothing is written to a segment before the state names it. One
                     // holding data means the state is older than the files (a damaged
                     // newest slot fell back): refuse rather than delete synced writes.
-                    if !hint && !segment_is_empty(dir, &format!("{name}/{file}")) {
+                    if !hint && !segment_is_empty(dir, &format!("{name}/{file}"))? {
                         return Err(Error::corrupted(
                             &root.join(&*file),
                             0,
@@ -281,8 +283,17 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
 
 /// Whether the segment `name` holds no durable byte (a damaged one counts as holding
 /// some).
-fn segment_is_empty(dir: &Dir, name: &str) -> bool {
-    AppendOnly::open(dir, name).is_ok_and(|buf| buf.is_empty())
+///
+/// # Errors
+/// `NameInUse` if a handle from an earlier open of the store (a `Value` or `Iter` into
+/// a segment a roll had just started) still holds it: the caller reports that, rather
+/// than take the segment for one holding data.
+fn segment_is_empty(dir: &Dir, name: &str) -> Result<bool> {
+    match AppendOnly::open(dir, name) {
+        Ok(buf) => Ok(buf.is_empty()),
+        Err(e @ Error::NameInUse { .. }) => Err(e),
+        Err(_) => Ok(false),
+    }
 }
 
 /// Replays one segment into `keys`. Returns whether damage cut its replay short.

@@ -56,7 +56,9 @@ pub(crate) struct Segment {
     /// The state journal, while the roll that named this segment has not been synced:
     /// synced before any byte of this segment is, so that no byte of it is ever durable
     /// where the durable state does not name it (open would refuse such a segment).
-    state_first: Mutex<Option<Arc<Journal<State>>>>,
+    /// Weak: a `Value` into this segment must not keep the state journal (and its
+    /// name) open after the store is gone; without the store, nothing syncs anyway.
+    state_first: Mutex<Option<Weak<Journal<State>>>>,
 }
 
 impl Segment {
@@ -181,7 +183,7 @@ impl Segment {
 
     /// Records that `state` (changed in memory by the roll that named this segment) must
     /// be synced before any byte of this segment is.
-    pub(crate) fn state_first(&self, state: Arc<Journal<State>>) {
+    pub(crate) fn state_first(&self, state: Weak<Journal<State>>) {
         *self.state_first.lock() = Some(state);
     }
 
@@ -200,11 +202,11 @@ impl Segment {
             prev.buf().close_descriptors();
         }
         *self.behind.lock() = None;
-        let state = self.state_first.lock().clone();
+        let state = self.state_first.lock().as_ref().and_then(Weak::upgrade);
         if let Some(state) = state {
             state.sync()?;
-            *self.state_first.lock() = None;
         }
+        *self.state_first.lock() = None;
         Ok(())
     }
 

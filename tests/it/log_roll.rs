@@ -1,0 +1,467 @@
+//! A LogStore roll with no I/O under the writer lock (the state naming the new segment
+//! synced lazily, the next segment made ahead, the finished one finished by a thread):
+//! the flush order it promises, and the guarantees around it. Written by a review of
+//! that change, each test first failing on it where a finding is named.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use accretion::faults::{self, Flush};
+use accretion::{Dir, Error, LogOptions, LogStore};
+use parking_lot::Mutex;
+
+fn small(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    }
+}
+
+/// Writes until the store rolls at least once; returns the new active id.
+fn roll_once(kv: &LogStore) -> u64 {
+    let first = kv.stats().active_log;
+    let mut i = 0u64;
+    while kv.stats().active_log == first {
+        kv.put(format!("k{i}").as_bytes(), &[7u8; 200]).unwrap();
+        i += 1;
+    }
+    kv.stats().active_log
+}
+
+fn wait_finisher(kv: &LogStore) {
+    while kv.stats().finishing > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A `Value` handle that outlives its store makes the next open fail with `HandlesAlive`
+/// (as `LogStore::open` documents), also when it points into a segment a roll started
+/// and no sync took since. Found by review: the segment held the state journal alive
+/// (`NameInUse`, "open already"), then, with a weak reference, open took the claimed
+/// segment for one holding data past the state (`Corrupted`).
+#[test]
+fn a_value_into_a_segment_no_sync_took_reports_handles_alive() {
+    let dir = Dir::temporary().unwrap();
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    roll_once(&kv);
+    wait_finisher(&kv);
+    kv.put(b"held", b"value in the new segment").unwrap();
+    let held = kv.get(b"held").unwrap().unwrap();
+    drop(kv);
+    let again = LogStore::open(&dir, "kv", small(4096));
+    let Err(err) = again else {
+        panic!("a Value of the old store is alive, yet the store opened")
+    };
+    drop(held);
+    assert!(
+        matches!(err, Error::HandlesAlive { .. }),
+        "expected HandlesAlive (as documented), got: {err:?}"
+    );
+}
+
+/// The same through an unfinished `Iter`.
+#[test]
+fn an_iter_into_a_segment_no_sync_took_reports_handles_alive() {
+    let dir = Dir::temporary().unwrap();
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    roll_once(&kv);
+    wait_finisher(&kv);
+    kv.put(b"zz", b"x").unwrap();
+    let mut it = kv.range(&b"zz"[..]..);
+    let _ = it.next();
+    drop(kv);
+    let Err(err) = LogStore::open(&dir, "kv", small(4096)) else {
+        panic!("an Iter of the old store is alive, yet the store opened")
+    };
+    drop(it);
+    assert!(
+        matches!(err, Error::HandlesAlive { .. }),
+        "expected HandlesAlive, got: {err:?}"
+    );
+}
+
+/// Fails flushes of the state journal under `root` while `on` is set.
+fn fail_state_flushes(root: &Path, on: Arc<AtomicBool>) -> faults::HookGuard {
+    let state: PathBuf = root.join("kv").join("state");
+    faults::install(move |flush| {
+        (flush.path().starts_with(&state) && on.load(Ordering::SeqCst))
+            .then(|| std::io::Error::from_raw_os_error(5))
+    })
+}
+
+/// `sync()` documents: "`Io` if a flush fails; the store is then poisoned (`Poisoned`
+/// for later writes) until reopened". That holds for a failed flush of the state journal
+/// inside `sync_behind` (the lazy state sync of a roll). Found by review: it poisoned
+/// only the journal, and later `put`s succeeded.
+#[test]
+fn a_failed_lazy_state_sync_poisons_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let kv = LogStore::open(&dir, "kv", small(64 << 10)).unwrap();
+    roll_once(&kv);
+    wait_finisher(&kv);
+    kv.sync().unwrap();
+    // A second roll whose state no one has synced yet.
+    let on = Arc::new(AtomicBool::new(false));
+    let _hook = fail_state_flushes(tmp.path(), Arc::clone(&on));
+    // Keep the finisher from syncing the state first: it only does so for a finished
+    // segment never synced while active, so sync the active one right before rolling.
+    let before = kv.stats().active_log;
+    let mut i = 0u64;
+    loop {
+        kv.sync().unwrap();
+        kv.put(format!("r{i}").as_bytes(), &[1u8; 300]).unwrap();
+        i += 1;
+        if kv.stats().active_log != before {
+            break;
+        }
+    }
+    wait_finisher(&kv);
+    on.store(true, Ordering::SeqCst);
+    let err = kv.sync().expect_err("the state flush fails");
+    on.store(false, Ordering::SeqCst);
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    let later = kv.put(b"after-failed-sync", b"v");
+    assert!(
+        matches!(later, Err(Error::Poisoned { .. })),
+        "a write after a failed sync must be refused (Poisoned), got {later:?}; \
+         applied: {:?}",
+        kv.get(b"after-failed-sync").unwrap().is_some()
+    );
+}
+
+/// With `sync_each_write`: after a durable write fails on the lazy state sync, later
+/// writes are refused with `Poisoned` (nothing applied), as for a failed segment flush.
+/// Found by review: every later write was applied and returned the "applied, unknown
+/// durability" error.
+#[test]
+fn after_a_failed_lazy_state_sync_durable_writes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let opts = LogOptions {
+        sync_each_write: true,
+        ..small(64 << 10)
+    };
+    let kv = LogStore::open(&dir, "kv", opts).unwrap();
+    let on = Arc::new(AtomicBool::new(false));
+    let _hook = fail_state_flushes(tmp.path(), Arc::clone(&on));
+    // Durable writes sync the active segment each time, so the finisher never syncs the
+    // state; the first write in the new segment does.
+    let before = kv.stats().active_log;
+    let mut i = 0u64;
+    // Stop just before the roll: the next write rolls.
+    loop {
+        kv.put(format!("r{i}").as_bytes(), &[1u8; 300]).unwrap();
+        i += 1;
+        if kv.stats().active_log != before {
+            break;
+        }
+    }
+    // That write rolled and synced the state already. Roll once more with the hook on.
+    let before = kv.stats().active_log;
+    on.store(true, Ordering::SeqCst);
+    let first_err;
+    loop {
+        let r = kv.put(format!("s{i}").as_bytes(), &[1u8; 300]);
+        i += 1;
+        if let Err(e) = r {
+            first_err = Some(e);
+            break;
+        }
+        assert_eq!(
+            kv.stats().active_log,
+            before,
+            "rolled without the state flush failing"
+        );
+    }
+    on.store(false, Ordering::SeqCst);
+    let first_err = first_err.unwrap();
+    assert!(
+        matches!(&first_err, Error::Io { op, .. } if op.starts_with("sync a durable write")),
+        "{first_err:?}"
+    );
+    let later = kv.put(b"later", b"v");
+    let applied = kv.get(b"later").unwrap().is_some();
+    assert!(
+        matches!(later, Err(Error::Poisoned { .. })) && !applied,
+        "a write after the failed durable write must be refused and not applied; \
+         got {later:?}, applied: {applied}"
+    );
+}
+
+/// Reads the value bytes of the newest slot of a register file (`len` value bytes).
+fn newest_slot(path: &Path, len: usize) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let stride = (8 + len + 8).div_ceil(512) * 512;
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    for k in 0..4 {
+        let at = 512 + k * stride;
+        if bytes.len() < at + 8 + len {
+            continue;
+        }
+        let seq = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        if seq != 0 && best.as_ref().is_none_or(|(s, _)| seq > *s) {
+            best = Some((seq, bytes[at + 8..at + 8 + len].to_vec()));
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+fn u64_at(v: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().unwrap())
+}
+
+/// Watches every flush in order (the hook runs just before the flush, after the bytes it
+/// flushes are written): tracks the state journal's durable `log_first..=log_active`,
+/// and fails on a flush of a log segment's length register that commits a non-zero
+/// length while the durable state does not name that segment (open would refuse the
+/// store: "segment holds data but lies past the state's active segment"), under
+/// concurrent durable writers, explicit syncs, rolls, the finisher and compactions.
+#[test]
+fn no_log_segment_commits_bytes_before_the_state_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("kv");
+    let durable_active = Arc::new(AtomicU64::new(1));
+    let durable_first = Arc::new(AtomicU64::new(1));
+    let committed: Arc<Mutex<std::collections::HashMap<u64, u64>>> = Arc::default();
+    let events: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+    let _hook = {
+        let durable_active = Arc::clone(&durable_active);
+        let durable_first = Arc::clone(&durable_first);
+        let committed = Arc::clone(&committed);
+        let events = Arc::clone(&events);
+        let violations = Arc::clone(&violations);
+        let root = root.clone();
+        faults::install(move |flush| {
+            let Flush::File { path } = flush else {
+                return None;
+            };
+            let Ok(rel) = path.strip_prefix(&root) else {
+                return None;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            if rel == "state/journal.acc" {
+                if let Some(v) = newest_slot(path, 64) {
+                    durable_active.store(u64_at(&v, 4), Ordering::SeqCst);
+                    durable_first.store(u64_at(&v, 3), Ordering::SeqCst);
+                }
+            } else if let Some(rest) = rel.strip_prefix("log-")
+                && let Some(id) = rest.strip_suffix("/length.acc")
+                && let Ok(id) = id.parse::<u64>()
+                && let Some(v) = newest_slot(path, 8)
+                && u64_at(&v, 0) > 0
+                && id > 1
+            {
+                let mut c = committed.lock();
+                let behind = c.get(&(id - 1)).copied().unwrap_or(0);
+                let first = durable_first.load(Ordering::SeqCst);
+                if id > first {
+                    events.lock().push((id, behind));
+                }
+                let e = c.entry(id).or_insert(0);
+                *e = (*e).max(u64_at(&v, 0));
+            }
+            if rel == "state/journal.acc" {
+            } else if let Some(rest) = rel.strip_prefix("log-")
+                && let Some(id) = rest.strip_suffix("/length.acc")
+                && let Ok(id) = id.parse::<u64>()
+                && let Some(v) = newest_slot(path, 8)
+                && u64_at(&v, 0) > 0
+            {
+                let named = durable_active.load(Ordering::SeqCst);
+                if id > named {
+                    violations.lock().push(format!(
+                        "log-{id} commits length {} while the durable state's active is {named}",
+                        u64_at(&v, 0)
+                    ));
+                }
+            }
+            None
+        })
+    };
+    let dir = Dir::open(tmp.path()).unwrap();
+    let opts = LogOptions {
+        sync_each_write: true,
+        segment_bytes: 16 << 10,
+        compact_dead_ratio: Some(0.3),
+        ..LogOptions::default()
+    };
+    let kv = Arc::new(LogStore::open(&dir, "kv", opts).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let kv = Arc::clone(&kv);
+            s.spawn(move || {
+                for i in 0..1500u64 {
+                    kv.put(format!("t{t}-{}", i % 50).as_bytes(), &[t as u8; 100])
+                        .unwrap();
+                    if i % 97 == 0 {
+                        kv.sync().unwrap();
+                    }
+                    if t == 0 && i % 300 == 0 {
+                        kv.compact().unwrap();
+                    }
+                }
+            });
+        }
+    });
+    drop(kv);
+    // The durable log is a prefix: when log-X first commits bytes, log-(X-1) (if the
+    // durable state still names it) is committed whole.
+    let c = committed.lock();
+    for (id, behind) in events.lock().iter() {
+        let whole = c.get(&(id - 1)).copied().unwrap_or(0);
+        if *behind < whole {
+            violations.lock().push(format!(
+                "log-{id} committed while log-{} had {behind} of {whole} bytes committed",
+                id - 1
+            ));
+        }
+    }
+    eprintln!(
+        "{} segment commits checked, {} segments",
+        events.lock().len(),
+        c.len()
+    );
+    assert!(events.lock().len() > 10, "the workload rolled too little");
+    drop(c);
+    let v = violations.lock();
+    assert!(
+        v.is_empty(),
+        "{} violations, first: {:?}",
+        v.len(),
+        v.first()
+    );
+    let kv = LogStore::open(&dir, "kv", small(16 << 10)).unwrap();
+    assert!(!kv.is_empty());
+}
+
+/// A cleanly dropped store keeps no segment made ahead on disk. Found by review: the next
+/// log segment, fallocated whole and empty, stayed until the next open removed it.
+#[test]
+fn a_dropped_store_keeps_no_segment_made_ahead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let seg = 4u64 << 20;
+    let kv = LogStore::open(&dir, "kv", small(seg)).unwrap();
+    let mut i = 0u64;
+    // Past half of the first segment: the finisher makes the next one.
+    while kv.stats().live_bytes < seg / 2 + (64 << 10) {
+        kv.put(format!("k{i}").as_bytes(), &[3u8; 4000]).unwrap();
+        i += 1;
+    }
+    kv.sync().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let active = kv.stats().active_log;
+    drop(kv);
+    let next = tmp
+        .path()
+        .join("kv")
+        .join(format!("log-{:010}", active + 1));
+    let mut allocated = 0u64;
+    if let Ok(entries) = std::fs::read_dir(&next) {
+        for e in entries.flatten() {
+            use std::os::unix::fs::MetadataExt;
+            allocated += e.metadata().unwrap().blocks() * 512;
+        }
+    }
+    eprintln!(
+        "{} after drop: {} bytes allocated",
+        next.display(),
+        allocated
+    );
+    assert!(
+        allocated < (1 << 20),
+        "a closed store holds {allocated} bytes of disk in an empty segment no state names"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Fails msyncs of the data files of log segment `id` under `root` while `on` is set.
+fn fail_lanes_of(root: &Path, id: u64, on: Arc<AtomicBool>) -> faults::HookGuard {
+    let seg = root.join("kv").join(format!("log-{id:010}"));
+    faults::install(move |flush| {
+        (matches!(flush, Flush::Range { .. })
+            && flush.path().starts_with(&seg)
+            && on.load(Ordering::SeqCst))
+        .then(|| std::io::Error::from_raw_os_error(5))
+    })
+}
+
+/// Rolls into a segment and writes more into it without syncing, then rolls out of it
+/// with its lanes' flush failing: the finisher syncs the state (naming the segment after
+/// it) and then fails on the segment's bytes. Returns the store (its finisher done).
+fn roll_with_failing_finished_segment(root: &Path) -> (LogStore, u64, faults::HookGuard) {
+    let dir = Dir::open(root).unwrap();
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    kv.put(b"synced", b"before").unwrap();
+    kv.sync().unwrap();
+    let a = roll_once(&kv);
+    wait_finisher(&kv);
+    let on = Arc::new(AtomicBool::new(true));
+    let hook = fail_lanes_of(root, a, Arc::clone(&on));
+    let b = roll_once(&kv);
+    assert_eq!(b, a + 1);
+    wait_finisher(&kv);
+    on.store(false, Ordering::SeqCst);
+    assert_eq!(kv.stats().hint_failures, 1);
+    (kv, a, hook)
+}
+
+/// A crash right after the finisher synced the state naming A+1 but before A's bytes were
+/// durable (the image: a copy of the files, in which only registers' synced values
+/// count): the store opens and holds what was synced.
+#[test]
+fn crash_between_lazy_state_sync_and_finished_segment_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (kv, a, _hook) = roll_with_failing_finished_segment(tmp.path());
+    let image = tempfile::tempdir().unwrap();
+    copy_dir(tmp.path(), image.path());
+    drop(kv);
+    // The image's durable state names the segment after A: the scenario happened.
+    let state = newest_slot(&image.path().join("kv/state/journal.acc"), 64).unwrap();
+    assert_eq!(
+        u64_at(&state, 4),
+        a + 1,
+        "the finisher synced the state naming A+1"
+    );
+    let dir = Dir::open(image.path()).unwrap();
+    let after = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    assert_eq!(
+        after.get(b"synced").unwrap().as_deref(),
+        Some(&b"before"[..])
+    );
+    assert!(after.stats().active_log >= a);
+}
+
+/// A failed sync of a finished segment by the finisher poisons the store: later writes
+/// are refused. Found by review: it was counted as a hint failure only, and the store
+/// took writes (before the finisher, the rolling writer got the error itself).
+#[test]
+fn a_failed_finisher_sync_poisons_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (kv, _a, _hook) = roll_with_failing_finished_segment(tmp.path());
+    let err = kv.sync().expect_err("the finished segment is poisoned");
+    assert!(matches!(err, Error::Poisoned { .. }), "{err:?}");
+    let later = kv.put(b"later", b"v");
+    let applied = kv.get(b"later").unwrap().is_some();
+    assert!(
+        matches!(later, Err(Error::Poisoned { .. })) && !applied,
+        "a write after a failed sync must be refused (Poisoned); got {later:?}, applied: {applied}"
+    );
+}
