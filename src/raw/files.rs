@@ -132,6 +132,34 @@ pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     }
 }
 
+/// Reserves real disk space for bytes `offset..offset+len` of `file`, as [`allocate`]
+/// does from 0 (where the file system has no `fallocate`, by writing zeros there, which
+/// is only done to bytes not written yet).
+pub(crate) fn allocate_range(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::KEEP_SIZE, offset, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            use std::os::unix::fs::FileExt;
+            const CHUNK: usize = 1 << 20;
+            let zeros = vec![0u8; CHUNK];
+            let mut at = offset;
+            while at < offset + len {
+                let n = usize::try_from((offset + len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
+                file.write_all_at(&zeros[..n], at)
+                    .map_err(|e| Error::io(path, "allocate file space by writing zeros", e))?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(errno) => Err(Error::io(
+            path,
+            "allocate file space",
+            io::Error::from_raw_os_error(errno.raw_os_error()),
+        )),
+    }
+}
+
 fn write_zeros(file: &File, path: &Path, len: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     const CHUNK: usize = 1 << 20;

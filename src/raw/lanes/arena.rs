@@ -125,6 +125,9 @@ impl Arena {
                     self.lanes.ensure(l)?;
                 }
             }
+            // And their disk space, the gap before the record included (it is zeroed):
+            // usually a bit test, as the helper allocates ahead of the cursor.
+            self.lanes.allocate(cur, start + len)?;
             match self.reserved.compare_exchange_weak(
                 cur,
                 start + len,
@@ -414,6 +417,13 @@ fn prepare(lanes: &Lanes, at: u64) {
         if !lanes.is_mapped(l) && lanes.ensure(l).is_err() {
             return;
         }
+    }
+    // Disk space before the pages are touched: a page faulted in for writing where no
+    // space is allocated would take it from a full disk, or fail.
+    let end = (within + PREFAULT_BYTES).min(lanes.lane_units(lane));
+    let start = lanes.lane_start(lane);
+    if lanes.allocate(start + within, start + end).is_err() {
+        return;
     }
     if let Some(job) = lanes.prefault_job(lane, within, PREFAULT_BYTES) {
         job.run();

@@ -194,6 +194,8 @@ impl Cells {
             // Lanes are created in order, so every cell below a written one is backed.
             self.reserve(index + 1)?;
         }
+        // The cell's disk space, before it is written (usually a bit test).
+        self.lanes.allocate(index, index + 1)?;
         let ptr = self.lanes.data_ptr(lane, within, 1)?;
         let mut stack = [0u8; STACK_CELL_BYTES];
         let mut heap = Vec::new();

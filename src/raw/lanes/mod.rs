@@ -50,6 +50,11 @@ const PARAM_INDEX: usize = 0;
 const PARAM_UNIT: usize = 1;
 const PARAM_BASE: usize = 2;
 
+/// Disk space of a lane's data is allocated this many bytes at a time, as writes reach
+/// it, rather than for the whole lane at its creation: lanes double in size, and a lane
+/// allocated whole would hold up to as many unused bytes as all the data before it.
+pub(crate) const ALLOC_STEP_BYTES: u64 = 4 << 20;
+
 /// One mapped lane file. Its descriptor is closed once the file is mapped: the mapping
 /// keeps the file alive, msync needs no descriptor, and a store of many segments would
 /// otherwise hold a dozen descriptors per segment.
@@ -57,6 +62,10 @@ const PARAM_BASE: usize = 2;
 struct Lane {
     map: MmapRaw,
     path: PathBuf,
+    /// One bit per `ALLOC_STEP_BYTES` of data: set once that step's disk space is known
+    /// to be allocated (by this process: a lane opened again starts with none set, and
+    /// allocating an allocated step again costs one quick system call).
+    allocated: Box<[AtomicU64]>,
 }
 
 /// Faulting-in of part of a lane ahead of the writes that will touch it, so that the
@@ -87,6 +96,8 @@ pub(crate) struct Lanes {
     base_units: u64,
     lanes: Box<[OnceLock<Arc<Lane>>]>,
     create: Mutex<()>,
+    /// Held while a step of disk space is being allocated.
+    allocating: Mutex<()>,
     /// Positions `start..end` of lanes found shorter than they should be and restored to
     /// their size with zeros (damage: a lane is created whole, never short).
     restored: Mutex<Vec<(u64, u64)>>,
@@ -111,6 +122,7 @@ impl Lanes {
             base_units,
             lanes: (0..LANES_MAX).map(|_| OnceLock::new()).collect(),
             create: Mutex::new(()),
+            allocating: Mutex::new(()),
             restored: Mutex::new(Vec::new()),
             restore_from: AtomicU64::new(u64::MAX),
         }
@@ -250,6 +262,46 @@ impl Lanes {
         self.restore_from.store(pos, Ordering::Relaxed);
     }
 
+    /// Makes sure the disk space of units `from..to` is allocated, step by step
+    /// ([`ALLOC_STEP_BYTES`]), so that writing them through the mapping cannot fail for
+    /// lack of space (which would be SIGBUS, not an error). Their lanes must exist. A
+    /// step allocated before costs a bit test.
+    ///
+    /// # Errors
+    /// `Io` if the space cannot be allocated: a full disk is `StorageFull`.
+    pub(crate) fn allocate(&self, from: u64, to: u64) -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let Some((lane, within)) = self.locate(at) else {
+                return Ok(());
+            };
+            let units = (self.lane_units(lane) - within).min(to - at);
+            let mapped = self
+                .get(lane)?
+                .ok_or_else(|| Error::corrupted(&self.path_of(lane), 0, "lane file is missing"))?;
+            let first = within * self.unit_bytes / ALLOC_STEP_BYTES;
+            let last = ((within + units) * self.unit_bytes - 1) / ALLOC_STEP_BYTES;
+            for step in first..=last {
+                let (word, bit) = ((step / 64) as usize, 1u64 << (step % 64));
+                if mapped.allocated[word].load(Ordering::Acquire) & bit != 0 {
+                    continue;
+                }
+                let _one_at_a_time = self.allocating.lock();
+                if mapped.allocated[word].load(Ordering::Acquire) & bit != 0 {
+                    continue;
+                }
+                let data = self.data_bytes(lane);
+                let offset = step * ALLOC_STEP_BYTES;
+                let len = ALLOC_STEP_BYTES.min(data - offset);
+                let file = files::open_existing(&mapped.path, "open lane to allocate space")?;
+                files::allocate_range(&file, &mapped.path, LANE_DATA_OFFSET + offset, len)?;
+                mapped.allocated[word].fetch_or(bit, Ordering::AcqRel);
+            }
+            at += units;
+        }
+        Ok(())
+    }
+
     /// Position ranges `start..end` that were missing from short lane files and now read
     /// as zeros.
     pub(crate) fn restored(&self) -> Vec<(u64, u64)> {
@@ -351,7 +403,13 @@ impl Lanes {
         let result = (|| {
             file.write_all_at(&header.encode(), 0)
                 .map_err(|e| Error::io(&tmp, "write lane header", e))?;
-            files::allocate(&file, &tmp, LANE_DATA_OFFSET + self.data_bytes(lane))?;
+            // The file takes its full size at once (so reads anywhere in it are safe);
+            // disk space, for the header page and the first step only: the rest is
+            // allocated as writes reach it (`allocate`).
+            let data = self.data_bytes(lane);
+            file.set_len(LANE_DATA_OFFSET + data)
+                .map_err(|e| Error::io(&tmp, "size new lane", e))?;
+            files::allocate(&file, &tmp, LANE_DATA_OFFSET + data.min(ALLOC_STEP_BYTES))?;
             sync::file_all(&file, &tmp, "fsync new lane")?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename lane", e))?;
             files::sync_dir(&self.dir)
@@ -362,7 +420,9 @@ impl Lanes {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        self.map(file, path)
+        let lane = self.map(file, path)?;
+        lane.allocated[0].fetch_or(1, Ordering::AcqRel);
+        Ok(lane)
     }
 
     fn map(&self, file: File, path: PathBuf) -> Result<Lane> {
@@ -370,7 +430,13 @@ impl Lanes {
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "map lane", e))?;
         drop(file);
-        Ok(Lane { map, path })
+        let data = map.len() as u64 - LANE_DATA_OFFSET;
+        let words = data.div_ceil(ALLOC_STEP_BYTES).div_ceil(64) as usize;
+        Ok(Lane {
+            map,
+            path,
+            allocated: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        })
     }
 
     /// Pointer to unit `within` of mapped lane `lane`, after checking that `units` units
