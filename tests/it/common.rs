@@ -1,5 +1,6 @@
 //! Shared test helpers: a seeded RNG whose seed is printed if the test fails, and can be
-//! set with the `ACCRETION_SEED` environment variable to replay a failure.
+//! set with the `ACCRETION_SEED` environment variable to replay a failure; a snapshot of
+//! a store's files.
 
 #![allow(dead_code)]
 
@@ -37,4 +38,26 @@ impl Drop for Seeded {
             );
         }
     }
+}
+
+/// Every file of a store directory but its lock file, by path relative to `root`, with
+/// its bytes.
+pub fn snapshot(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    use std::path::{Path, PathBuf};
+    fn walk(root: &Path, at: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(at).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.file_name().is_some_and(|n| n != "accretion.lock") {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
 }

@@ -23,6 +23,8 @@ use accretion::{
 };
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::common::snapshot;
+
 /// A probe that takes longer than this is a hang.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes before the data in a lane file.
@@ -219,25 +221,6 @@ fn probe(kind: Kind, path: &Path, m: &Model) -> Result<(), Error> {
 // Files: snapshot and restore.
 
 type Files = BTreeMap<PathBuf, Vec<u8>>;
-
-fn snapshot(root: &Path) -> Files {
-    fn walk(root: &Path, at: &Path, out: &mut Files) {
-        for e in fs::read_dir(at).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else if p.file_name().is_some_and(|n| n != "accretion.lock") {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = Files::new();
-    walk(root, root, &mut out);
-    out
-}
 
 /// Puts the tree under `root` back as `files`: extra files and directories go, changed
 /// or missing files are rewritten.

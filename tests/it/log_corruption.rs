@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use accretion::{Dir, Error, LogOptions, LogStore, WriteBatch};
 
+use crate::common::snapshot;
+
 fn opts() -> LogOptions {
     LogOptions {
         segment_bytes: 700,
@@ -59,26 +61,6 @@ fn build(path: &Path) -> History {
         .insert(b"B".to_vec());
     store.sync().unwrap();
     history
-}
-
-/// Every file of the store, by path relative to the store, with its bytes.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in fs::read_dir(at).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else if p.file_name().is_some_and(|n| n != "accretion.lock") {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn restore(root: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
