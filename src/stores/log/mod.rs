@@ -1112,15 +1112,27 @@ fn start_finisher(inner: &Arc<Inner>) -> Option<Finisher> {
                 let Some(inner) = weak.upgrade() else { break };
                 inner.make_next_segment();
                 if let Some(seg) = job {
-                    inner.after_roll(&seg);
+                    {
+                        // Counted down even if finishing panics.
+                        let _finished = CountDown(&inner.finishing);
+                        inner.after_roll(&seg);
+                    }
                     drop(seg);
-                    inner.finishing.fetch_sub(1, Ordering::AcqRel);
                     compact::maybe_start(&inner);
                 }
             }
         })
         .ok()
         .map(|thread| Finisher { jobs, thread })
+}
+
+/// Takes one from a counter when dropped.
+struct CountDown<'a>(&'a AtomicU64);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The error of a durable write whose record is applied but whose sync failed: an I/O
