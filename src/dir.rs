@@ -73,8 +73,9 @@ impl Dir {
     /// Structures hand out `&[u8]` that point straight into memory-mapped files. That is
     /// sound only while nothing outside this handle changes those files: a write from
     /// another file handle changes bytes under a borrowed slice, and truncating a file
-    /// turns reads of it into `SIGBUS`. accretion keeps `open` safe (heed leaves that to its
-    /// caller, whose promise its open asks for; redb stopped mapping) and enforces what it can:
+    /// turns reads of it into `SIGBUS`. accretion keeps `open` safe (heed leaves this to
+    /// its caller, whose promise its open asks for; redb stopped mapping) and enforces
+    /// what it can:
     /// - the directory is locked (`flock`), so no other accretion handle, in this process
     ///   or another, writes it while this one lives;
     /// - every file and directory it creates is readable and writable by its owner only
