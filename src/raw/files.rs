@@ -115,15 +115,19 @@ pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// Reserves `len` bytes of real disk space for `file` starting at 0, so that later writes
-/// through a mapping cannot fail for lack of space (which would be SIGBUS, not an error).
+/// Reserves real disk space for bytes `offset..offset+len` of `file` (extending it if
+/// they lie past its end), so that later writes to them through a mapping cannot fail
+/// for lack of space (which would be SIGBUS, not an error).
 ///
-/// Uses `fallocate`; where the file system does not support it, writes zeros instead.
-pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
+/// Uses `fallocate`. Where the file system does not support it, each byte is read and
+/// written back as it is (zeros where there was a hole or nothing), which allocates the
+/// space without changing what the file holds: the range may hold data already (a lane
+/// opened again knows of no allocated step, and allocates its steps anew).
+pub(crate) fn allocate(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
-    match fallocate(file, FallocateFlags::empty(), 0, len) {
+    match fallocate(file, FallocateFlags::empty(), offset, len) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::OPNOTSUPP) => write_zeros(file, path, len),
+        Err(rustix::io::Errno::OPNOTSUPP) => rewrite_in_place(file, path, offset, len),
         Err(errno) => Err(Error::io(
             path,
             "allocate file space",
@@ -132,48 +136,59 @@ pub(crate) fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     }
 }
 
-/// Reserves real disk space for bytes `offset..offset+len` of `file`, as [`allocate`]
-/// does from 0 (where the file system has no `fallocate`, by writing zeros there, which
-/// is only done to bytes not written yet).
-pub(crate) fn allocate_range(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
-    use rustix::fs::{FallocateFlags, fallocate};
-    match fallocate(file, FallocateFlags::KEEP_SIZE, offset, len) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::OPNOTSUPP) => {
-            use std::os::unix::fs::FileExt;
-            const CHUNK: usize = 1 << 20;
-            let zeros = vec![0u8; CHUNK];
-            let mut at = offset;
-            while at < offset + len {
-                let n = usize::try_from((offset + len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-                file.write_all_at(&zeros[..n], at)
-                    .map_err(|e| Error::io(path, "allocate file space by writing zeros", e))?;
-                at += n as u64;
-            }
-            Ok(())
-        }
-        Err(errno) => Err(Error::io(
-            path,
-            "allocate file space",
-            io::Error::from_raw_os_error(errno.raw_os_error()),
-        )),
-    }
-}
-
-fn write_zeros(file: &File, path: &Path, len: u64) -> Result<()> {
+fn rewrite_in_place(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    const CHUNK: usize = 1 << 20;
-    let zeros = vec![0u8; CHUNK];
-    let current = file
-        .metadata()
-        .map_err(|e| Error::io(path, "stat", e))?
-        .len();
-    let mut at = current;
-    while at < len {
-        let n = usize::try_from((len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-        file.write_all_at(&zeros[..n], at)
-            .map_err(|e| Error::io(path, "allocate file space by writing zeros", e))?;
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = usize::try_from((offset + len - at).min(CHUNK)).unwrap_or(buf.len());
+        let chunk = &mut buf[..n];
+        // Past the end of the file a read returns less: the rest stays zero.
+        chunk.fill(0);
+        let mut read = 0;
+        while read < n {
+            match file.read_at(&mut chunk[read..], at + read as u64) {
+                Ok(0) => break,
+                Ok(k) => read += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(path, "read to allocate file space", e)),
+            }
+        }
+        file.write_all_at(chunk, at)
+            .map_err(|e| Error::io(path, "allocate file space by writing", e))?;
         at += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// The fallback for file systems without `fallocate` allocates a range by writing
+    /// back what it holds: data already there stays, holes and bytes past the end read
+    /// as zeros, and the file grows to cover the range.
+    #[test]
+    fn rewriting_in_place_keeps_what_the_file_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all_at(b"head", 0).unwrap();
+        file.write_all_at(b"tail", (3 << 20) - 4).unwrap();
+        rewrite_in_place(&file, &path, 2, (4 << 20) - 2).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 4 << 20);
+        assert_eq!(&bytes[..4], b"head");
+        assert_eq!(&bytes[(3 << 20) - 4..3 << 20], b"tail");
+        assert!(bytes[4..(3 << 20) - 4].iter().all(|&b| b == 0));
+        assert!(bytes[3 << 20..].iter().all(|&b| b == 0));
+    }
 }

@@ -201,17 +201,8 @@ impl Arena {
     /// # Errors
     /// As creating a lane.
     pub(crate) fn prepare(&self, len: u64) -> Result<()> {
-        let len = len.min(self.reach.load(Ordering::Relaxed));
-        if len == 0 {
-            return Ok(());
-        }
-        let Some((last, _)) = self.lanes.locate(len - 1) else {
-            return Ok(());
-        };
-        for lane in 0..=last {
-            self.lanes.ensure(lane)?;
-        }
-        Ok(())
+        self.lanes
+            .ensure_below(len.min(self.reach.load(Ordering::Relaxed)))
     }
 
     fn send_ahead(&self, at: u64) {

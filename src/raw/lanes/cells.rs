@@ -220,14 +220,11 @@ impl Cells {
 
     /// Makes sure the lanes holding cells `0..len` exist.
     pub(crate) fn reserve(&self, len: u64) -> Result<()> {
-        if len == 0 {
-            return Ok(());
+        if len > 0 {
+            // The same check as a cell's: past the last lane is a limit, not a no-op.
+            self.locate(len - 1)?;
         }
-        let (last, _) = self.locate(len - 1)?;
-        for lane in 0..=last {
-            self.lanes.ensure(lane)?;
-        }
-        Ok(())
+        self.lanes.ensure_below(len)
     }
 
     /// Writes every mapped lane to disk.

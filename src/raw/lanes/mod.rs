@@ -222,6 +222,20 @@ impl Lanes {
         Ok(self.get(lane)?.is_some())
     }
 
+    /// Makes sure the lanes holding positions `0..units` exist (creating the missing
+    /// ones, in order).
+    ///
+    /// # Errors
+    /// As [`ensure`](Self::ensure).
+    pub(crate) fn ensure_below(&self, units: u64) -> Result<()> {
+        let mut lane = 0;
+        while lane < LANES_MAX && self.lane_start(lane) < units {
+            self.ensure(lane)?;
+            lane += 1;
+        }
+        Ok(())
+    }
+
     /// Maps every existing lane that holds a position below `units`, so that any damage
     /// to them (a short file, restored) is found now.
     ///
@@ -294,7 +308,7 @@ impl Lanes {
                 let offset = step * ALLOC_STEP_BYTES;
                 let len = ALLOC_STEP_BYTES.min(data - offset);
                 let file = files::open_existing(&mapped.path, "open lane to allocate space")?;
-                files::allocate_range(&file, &mapped.path, LANE_DATA_OFFSET + offset, len)?;
+                files::allocate(&file, &mapped.path, LANE_DATA_OFFSET + offset, len)?;
                 mapped.allocated[word].fetch_or(bit, Ordering::AcqRel);
             }
             at += units;
@@ -374,7 +388,7 @@ impl Lanes {
                 .map_err(|e| Error::io(path, "rewrite lane header", e))?;
         }
         let expected = LANE_DATA_OFFSET + self.data_bytes(lane);
-        files::allocate(file, path, expected)?;
+        files::allocate(file, path, 0, expected)?;
         sync::file_all(file, path, "fsync restored lane")?;
         let first_unit = len.saturating_sub(LANE_DATA_OFFSET) / self.unit_bytes;
         let start = self.lane_start(lane);
@@ -409,7 +423,12 @@ impl Lanes {
             let data = self.data_bytes(lane);
             file.set_len(LANE_DATA_OFFSET + data)
                 .map_err(|e| Error::io(&tmp, "size new lane", e))?;
-            files::allocate(&file, &tmp, LANE_DATA_OFFSET + data.min(ALLOC_STEP_BYTES))?;
+            files::allocate(
+                &file,
+                &tmp,
+                0,
+                LANE_DATA_OFFSET + data.min(ALLOC_STEP_BYTES),
+            )?;
             sync::file_all(&file, &tmp, "fsync new lane")?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename lane", e))?;
             files::sync_dir(&self.dir)

@@ -24,11 +24,9 @@ use crate::{Error, Result};
 
 pub(super) fn compact(inner: &Inner) -> Result<()> {
     let _one_at_a_time = inner.compacting.lock();
-    if inner.commit_failed.load(Ordering::Acquire) {
-        return Err(Error::Poisoned {
-            path: inner.state.path().to_path_buf(),
-        });
-    }
+    // After a failed sync (a state commit's among them) a compaction would write a
+    // whole generation that could not be committed.
+    inner.check_poison()?;
     // Only compaction changes the generation, one at a time.
     let Some(generation) = inner.state.get().generation.checked_add(1) else {
         return Err(Error::corrupted(
@@ -97,12 +95,11 @@ pub(super) fn compact(inner: &Inner) -> Result<()> {
             s.last_compaction_ms = now_ms().max(1);
         })
         .and_then(|()| inner.state.sync());
-    if let Err(e) = committed {
+    if let Err(e) = inner.poison_on_error(committed) {
         // Whether the new state reached the disk is unknown (the journal is poisoned
         // now): the new base segments stay, for the next open to keep if the state
         // names them or remove as garbage if it does not.
         drop(base);
-        inner.commit_failed.store(true, Ordering::Release);
         inner.keys.read().unpin();
         return Err(e);
     }

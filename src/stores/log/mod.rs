@@ -271,13 +271,10 @@ struct Inner {
     /// Set when a background compaction failed: no more are started until an explicit
     /// `compact` succeeds.
     auto_compaction_failed: AtomicBool,
-    /// Set when a compaction's state commit failed: whether it reached the disk is
-    /// unknown and the state journal refuses writes, so no compaction may start (each
-    /// would write a whole generation that cannot be committed).
-    commit_failed: AtomicBool,
-    /// Set once a sync of the store's data or state failed (a writer's, `sync`'s, or the
-    /// finisher's): the kernel may have dropped dirty pages, so the store refuses writes
-    /// (`Poisoned`) until it is reopened, as each primitive does for its own files.
+    /// Set once a sync of the store's data or state failed (a writer's, `sync`'s, the
+    /// finisher's, a compaction's commit): the kernel may have dropped dirty pages, so the
+    /// store refuses writes and compactions (`Poisoned`) until it is reopened, as each
+    /// primitive does for its own files.
     poisoned: AtomicBool,
     /// Set when the store is being dropped: the finisher makes no segment ahead.
     closing: AtomicBool,

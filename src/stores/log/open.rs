@@ -136,7 +136,6 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         segments_scanned: replay.scanned,
         hint_failures: AtomicU64::new(0),
         auto_compaction_failed: AtomicBool::new(false),
-        commit_failed: AtomicBool::new(false),
         poisoned: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         compaction_failures: AtomicU64::new(0),
