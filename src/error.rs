@@ -112,6 +112,12 @@ pub enum Error {
         /// What holds it, for example "a Value or Iter".
         holders: &'static str,
     },
+    /// An append to a buffer that was sealed ([`AppendOnly::seal`](crate::AppendOnly::seal)):
+    /// nothing may follow its seal.
+    Sealed {
+        /// The buffer's directory.
+        path: PathBuf,
+    },
 }
 
 impl Error {
@@ -212,6 +218,11 @@ impl fmt::Display for Error {
                 f,
                 "{call} was called from inside {inside} on the same thread, where it would \
                  wait for itself forever; call it after the callback returns"
+            ),
+            Error::Sealed { path } => write!(
+                f,
+                "{}: the buffer is sealed; nothing can be appended after its seal",
+                path.display()
             ),
             Error::HandlesAlive {
                 name,

@@ -4,7 +4,7 @@
 //! It owns `data-NN.acc` (the lanes) and `length.acc` (a register holding the durable
 //! length). It knows nothing of record framing: callers keep the [`Span`]s.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 use parking_lot::Mutex;
@@ -12,14 +12,67 @@ use parking_lot::Mutex;
 use crate::dir::{Claim, Dir};
 use crate::error::{Error, Result};
 use crate::limits::{APPEND_LANE_BASE_BYTES, RECORD_ALIGN_BYTES_MAX, RECORD_LEN_BYTES_MAX};
-use crate::raw::header::{read_u64, write_u64};
-use crate::raw::lanes::arena::Arena;
+use crate::raw::frame::{EPOCH_MAX, FRAME_ALIGN};
+use crate::raw::header::{read_u32, read_u64, write_u32, write_u64};
+use crate::raw::lanes::arena::{self, Arena, Framing, Step};
 use crate::raw::lanes::{LANE_DATA_OFFSET, Lanes};
 use crate::raw::poison::Poison;
 use crate::raw::register::Register;
 
 const LENGTH_FILE: &str = "length.acc";
 const LANE_PREFIX: &str = "data";
+
+/// The format this build writes: records behind frames (`raw/frame.rs`).
+pub const APPEND_FORMAT: u32 = 2;
+/// `length.acc` of format 1: the durable length alone.
+const REGISTER_V1_BYTES: u64 = 8;
+/// `length.acc` of format 2, see [`Recorded`].
+const REGISTER_BYTES: u64 = 32;
+/// A sync also records the length in `length.acc` once the bytes past the recorded
+/// length reach this: what an open walks frame by frame stays below it.
+pub const TAIL_RECORD_BYTES: u64 = 4 << 20;
+/// An append first syncs when this many bytes are not yet synced, so that an open after
+/// a crash never walks more than about this much (plus [`TAIL_RECORD_BYTES`]).
+pub const UNSYNCED_BYTES_MAX: u64 = 64 << 20;
+
+/// The value of a format-2 `length.acc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Recorded {
+    /// 0 for a register never written (a creation cut short), else 2.
+    format: u32,
+    /// The newest epoch any writer took.
+    epoch: u32,
+    /// The epoch of the last record below `length`.
+    last_epoch: u32,
+    /// Bit 0: the buffer is sealed (the seal lies below `length`).
+    flags: u32,
+    /// Bytes whose frames were durable when recorded: an open walks from here.
+    length: u64,
+    /// Random at creation; seeds every frame's checksum.
+    nonce: u64,
+}
+
+impl Recorded {
+    fn read(b: &[u8]) -> Recorded {
+        Recorded {
+            format: read_u32(b, 0),
+            epoch: read_u32(b, 4),
+            last_epoch: read_u32(b, 8),
+            flags: read_u32(b, 12),
+            length: read_u64(b, 16),
+            nonce: read_u64(b, 24),
+        }
+    }
+
+    fn write(&self, b: &mut [u8]) {
+        write_u32(b, 0, self.format);
+        write_u32(b, 4, self.epoch);
+        write_u32(b, 8, self.last_epoch);
+        write_u32(b, 12, self.flags);
+        write_u64(b, 16, self.length);
+        write_u64(b, 24, self.nonce);
+    }
+}
 
 /// Where a record lies in an [`AppendOnly`]: a byte offset and a length.
 ///
@@ -103,7 +156,15 @@ pub struct AppendOnly {
     arena: Arena,
     length: Register,
     durable: AtomicU64,
+    /// Format 2: the length `length.acc` records (the walk at open starts there).
+    recorded: AtomicU64,
+    /// Format 2: where the walk at open ended, and the epoch of the record before.
+    adopted: (u64, u32),
+    /// Bytes past the recorded length that the open adopted (format 2).
+    adopted_bytes: u64,
     sync_lock: Mutex<()>,
+    /// Held while taking an epoch.
+    epoch_lock: Mutex<()>,
     poison: Poison,
     /// Byte ranges below the durable length that open found missing (see `restored`).
     restored: Vec<Span>,
@@ -142,39 +203,168 @@ impl AppendOnly {
         let claim = dir.claim(name)?;
         let lanes = Lanes::new(claim.path(), LANE_PREFIX, 1, APPEND_LANE_BASE_BYTES);
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
-        let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
-        let len = length.read(|b| read_u64(b, 0));
-        lanes.restore_from(if restore_below { 0 } else { len });
-        let arena = Arena::new(lanes, len);
+        let value_bytes = Register::stored_value_bytes(claim.path(), LENGTH_FILE)?;
+        let framed = match value_bytes {
+            Some(REGISTER_V1_BYTES) => false,
+            None | Some(REGISTER_BYTES) => true,
+            Some(other) => {
+                return Err(Error::Incompatible {
+                    path: claim.path().join(LENGTH_FILE),
+                    what: format!("a length record of {other} bytes is no AppendOnly's"),
+                });
+            }
+        };
+        let length = Register::open(
+            claim.path(),
+            LENGTH_FILE,
+            if framed { REGISTER_BYTES } else { REGISTER_V1_BYTES } as usize,
+        )?;
+        let poison = Poison::new(claim.path());
+        let (len, framing, tail) = if framed {
+            let mut rec = length.read(Recorded::read);
+            let mut fresh_epoch = 0;
+            if rec.format == 0 {
+                // Never written: a new buffer (or a creation cut short, before any lane).
+                if lanes.first_exists()? {
+                    return Err(Error::corrupted(
+                        length.path(),
+                        0,
+                        "the length record was never written but data files exist",
+                    ));
+                }
+                rec = Recorded {
+                    format: APPEND_FORMAT,
+                    epoch: 1,
+                    nonce: rand::random(),
+                    ..Recorded::default()
+                };
+                length.update(|b| rec.write(b))?;
+                length.sync()?;
+                fresh_epoch = 1;
+            } else if rec.format != APPEND_FORMAT {
+                return Err(Error::UnsupportedVersion {
+                    path: length.path().to_path_buf(),
+                    found: rec.format,
+                    supported: APPEND_FORMAT,
+                });
+            }
+            if rec.last_epoch > rec.epoch || rec.epoch > EPOCH_MAX {
+                return Err(Error::corrupted(
+                    length.path(),
+                    0,
+                    format!("epochs {} (last) and {} (newest) are impossible", rec.last_epoch, rec.epoch),
+                ));
+            }
+            lanes.restore_from(if restore_below { 0 } else { rec.length });
+            let sealed_below = rec.flags & 1 != 0;
+            let tail = if sealed_below {
+                arena::Tail {
+                    end: rec.length,
+                    last_epoch: rec.last_epoch,
+                    sealed: true,
+                }
+            } else {
+                arena::scan_tail(&lanes, rec.nonce, rec.length, rec.last_epoch, rec.epoch)?
+            };
+            let framing = Framing {
+                nonce: rec.nonce,
+                epoch: AtomicU32::new(fresh_epoch),
+            };
+            (rec.length, Some(framing), tail)
+        } else {
+            let len = length.read(|b| read_u64(b, 0));
+            lanes.restore_from(if restore_below { 0 } else { len });
+            let tail = arena::Tail {
+                end: len,
+                last_epoch: 0,
+                sealed: false,
+            };
+            (len, None, tail)
+        };
         // Every lane below the recorded length must be there and intact.
         if len > 0 {
-            arena.get(len - 1, 1)?.ok_or_else(|| {
-                Error::corrupted(
+            let lane = lanes.locate(len - 1).map(|(lane, _)| lane);
+            if !lane.is_some_and(|lane| lanes.exists(lane).unwrap_or(false)) {
+                return Err(Error::corrupted(
                     length.path(),
                     0,
                     format!("length {len} but data is missing"),
-                )
-            })?;
+                ));
+            }
         }
+        let arena = match framing {
+            Some(framing) => Arena::framed(lanes, tail.end, framing, tail.sealed),
+            None => Arena::new(lanes, len),
+        };
         // Map every lane below the length now, so that a short lane file (damage) is found
         // and restored at open, not at some later read.
-        arena.lanes().open_below(len)?;
+        arena.lanes().open_below(tail.end)?;
         let restored = arena
             .lanes()
             .restored()
             .into_iter()
-            .filter(|&(start, _)| start < len)
-            .map(|(start, end)| Span::new(start, end.min(len) - start))
+            .filter(|&(start, _)| start < tail.end)
+            .map(|(start, end)| Span::new(start, end.min(tail.end) - start))
             .collect();
         Ok(AppendOnly {
             arena,
             length,
-            durable: AtomicU64::new(len),
+            durable: AtomicU64::new(tail.end),
+            recorded: AtomicU64::new(len),
+            adopted: (tail.end, tail.last_epoch),
+            adopted_bytes: tail.end - len,
             sync_lock: Mutex::new(()),
-            poison: Poison::new(claim.path()),
+            epoch_lock: Mutex::new(()),
+            poison,
             restored,
             _claim: claim,
         })
+    }
+
+    /// Takes this session's epoch before its first append (format 2): the newest epoch
+    /// plus one, recorded durably before any frame carries it, so that no two sessions
+    /// ever write the same epoch. Costs one register sync, once per open.
+    fn take_epoch(&self) -> Result<()> {
+        let Some(framing) = self.arena.framing() else {
+            return Ok(());
+        };
+        if framing.epoch.load(Ordering::Acquire) != 0 {
+            return Ok(());
+        }
+        let _one = self.epoch_lock.lock();
+        let _no_sync = self.sync_lock.lock();
+        if framing.epoch.load(Ordering::Acquire) != 0 {
+            return Ok(());
+        }
+        self.poison.check()?;
+        let newest = self.length.read(Recorded::read).epoch + 1;
+        if newest > EPOCH_MAX {
+            return Err(Error::limit(
+                "AppendOnly epochs (opens that wrote)",
+                u64::from(newest),
+                u64::from(EPOCH_MAX),
+            ));
+        }
+        self.poison.on_error(
+            self.length
+                .update(|b| write_u32(b, 4, newest))
+                .and_then(|()| self.length.sync()),
+        )?;
+        framing.epoch.store(newest, Ordering::Release);
+        Ok(())
+    }
+
+    /// Before an append: takes the epoch if needed, and syncs first if too much is
+    /// unsynced (see [`UNSYNCED_BYTES_MAX`]).
+    fn before_append(&self) -> Result<()> {
+        if self.arena.framing().is_none() {
+            return Ok(());
+        }
+        self.take_epoch()?;
+        if self.arena.published() - self.durable.load(Ordering::Acquire) > UNSYNCED_BYTES_MAX {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Appends `bytes` and returns where they landed.
@@ -248,6 +438,7 @@ impl AppendOnly {
                 RECORD_ALIGN_BYTES_MAX,
             ));
         }
+        self.before_append()?;
         let offset = self.arena.append_with(len, align, fill)?;
         Ok(Span::new(offset, len))
     }
@@ -371,20 +562,166 @@ impl AppendOnly {
     /// # Errors
     /// `Io` if a flush fails (the buffer is then poisoned); `Poisoned`.
     pub fn sync(&self) -> Result<()> {
+        self.sync_inner(false)
+    }
+
+    /// As [`sync`](Self::sync), and records the length in `length.acc` whatever the tail
+    /// past the last recorded length, so that the next open walks nothing: for buffers
+    /// that are done growing (a log store's finished segments). Format 1 always records.
+    ///
+    /// # Errors
+    /// As [`sync`](Self::sync).
+    pub fn sync_recorded(&self) -> Result<()> {
+        self.sync_inner(true)
+    }
+
+    fn sync_inner(&self, record: bool) -> Result<()> {
         let _one_at_a_time = self.sync_lock.lock();
         self.poison.check()?;
         let from = self.durable.load(Ordering::Acquire);
         let to = self.arena.published();
-        if to == from {
+        let Some(framing) = self.arena.framing() else {
+            if to == from {
+                return Ok(());
+            }
+            self.poison
+                .on_error(self.arena.flush(from, to).and_then(|()| {
+                    self.length.update(|b| write_u64(b, 0, to))?;
+                    self.length.sync()
+                }))?;
+            self.durable.store(to, Ordering::Release);
             return Ok(());
+        };
+        if to > from {
+            // The commit: the frames prove the records, so the data's own flush is all
+            // a durable append needs.
+            self.poison.on_error(self.arena.flush(from, to))?;
+            self.durable.store(to, Ordering::Release);
         }
-        self.poison
-            .on_error(self.arena.flush(from, to).and_then(|()| {
-                self.length.update(|b| write_u64(b, 0, to))?;
-                self.length.sync()
-            }))?;
-        self.durable.store(to, Ordering::Release);
+        let recorded = self.recorded.load(Ordering::Acquire);
+        if to > recorded && (record || to - recorded >= TAIL_RECORD_BYTES) {
+            let last_epoch = if to > self.adopted.0 {
+                framing.epoch.load(Ordering::Acquire)
+            } else {
+                self.adopted.1
+            };
+            let sealed = self.arena.is_sealed() && to == self.arena.published();
+            self.poison.on_error(
+                self.length
+                    .update(|b| {
+                        write_u64(b, 16, to);
+                        write_u32(b, 8, last_epoch);
+                        write_u32(b, 12, u32::from(sealed));
+                    })
+                    .and_then(|()| self.length.sync()),
+            )?;
+            self.recorded.store(to, Ordering::Release);
+        }
         Ok(())
+    }
+
+    /// The format of this buffer: [`APPEND_FORMAT`] (2) for one made by this build, whose
+    /// records are framed; 1 for one made before, served as it was (bare bytes, no
+    /// frames, only synced appends survive a reopen).
+    pub fn format(&self) -> u32 {
+        if self.arena.framing().is_some() { APPEND_FORMAT } else { 1 }
+    }
+
+    /// Appends a seal: nothing can be appended after it (`Error::Sealed`), and every later
+    /// open reports [`is_sealed`](Self::is_sealed). An owner that finishes a buffer seals
+    /// it, so that an open can tell a buffer whose end was written from one whose end was
+    /// lost (a power loss that kept a later buffer's bytes but not this one's tail).
+    ///
+    /// # Errors
+    /// `Incompatible` for a format-1 buffer; `Sealed` if it is sealed already; as
+    /// [`append`](Self::append).
+    pub fn seal(&self) -> Result<()> {
+        self.poison.check()?;
+        if self.arena.framing().is_some() {
+            self.take_epoch()?;
+        }
+        self.arena.seal().map(|_| ())
+    }
+
+    /// Whether the buffer is sealed (see [`seal`](Self::seal)).
+    pub fn is_sealed(&self) -> bool {
+        self.arena.is_sealed()
+    }
+
+    /// Bytes this open adopted past the recorded length: records appended by an earlier
+    /// session (killed, or dropped without sync) whose frames hold. Always 0 for format 1.
+    pub fn adopted_bytes(&self) -> u64 {
+        self.adopted_bytes
+    }
+
+    /// Bytes flushed to disk by this handle's syncs so far (the msync ranges): a sync
+    /// flushes only what was appended since the one before.
+    pub fn flushed_bytes(&self) -> u64 {
+        self.arena.flushed()
+    }
+
+    /// The records of a format-2 buffer from `from` on (0, or the [`Span::end`] of a
+    /// record): each frame's checksum is checked, and a frame that does not hold is one
+    /// `Corrupted` item (naming its data file and position there), after which the walk
+    /// ends. A walk can start again past damage at any record's end an owner finds by its
+    /// own means.
+    pub fn records(&self, from: u64) -> Records<'_> {
+        Records {
+            buf: self,
+            at: from.next_multiple_of(FRAME_ALIGN),
+            done: false,
+        }
+    }
+}
+
+/// The records of an [`AppendOnly`] in order: see [`AppendOnly::records`].
+#[derive(Debug)]
+pub struct Records<'a> {
+    buf: &'a AppendOnly,
+    at: u64,
+    done: bool,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Span>;
+
+    fn next(&mut self) -> Option<Result<Span>> {
+        if self.done {
+            return None;
+        }
+        if self.buf.arena.framing().is_none() {
+            self.done = true;
+            return Some(Err(Error::Incompatible {
+                path: self.buf.length.path().to_path_buf(),
+                what: "a format-1 buffer has no frames to walk".into(),
+            }));
+        }
+        match self.buf.arena.step(self.at) {
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Ok((Step::Record(offset, len, _), next)) => {
+                self.at = next;
+                Some(Ok(Span::new(offset, len)))
+            }
+            Ok((Step::Seal | Step::End, _)) => {
+                self.done = true;
+                None
+            }
+            Ok((Step::Bad(at), _)) => {
+                self.done = true;
+                let (path, position) = self
+                    .buf
+                    .file_position(at)
+                    .unwrap_or_else(|| (self.buf.length.path().to_path_buf(), at));
+                Some(Err(Error::corrupted(
+                    &path,
+                    position,
+                    format!("the frame of the record at buffer offset {at} does not hold"),
+                )))
+            }
+        }
     }
 }
 
@@ -397,30 +734,39 @@ mod tests {
         let dir = Dir::temporary().unwrap();
         let buf = AppendOnly::open(&dir, "b").unwrap();
         let base = APPEND_LANE_BASE_BYTES;
-        let a = buf.append(&vec![1u8; (base - 10) as usize]).unwrap();
+        let a = buf.append(&vec![1u8; (base - 48) as usize]).unwrap();
         let b = buf.append(&[2u8; 20]).unwrap();
-        assert_eq!(a.offset(), 0);
-        assert_eq!(b.offset(), base, "skipped to lane 1");
+        assert_eq!(a.offset(), 16, "behind its frame");
+        assert_eq!(b.offset(), base + 16, "skipped to lane 1, behind its frame");
         let chunks: Vec<_> = buf.chunks().map(Result::unwrap).collect();
         assert_eq!(chunks.len(), 2);
-        assert!(chunks[0].1[(base - 10) as usize..].iter().all(|x| *x == 0));
+        // A LaneEnd frame, then zeros to the lane's end.
+        let rest = &chunks[0].1[(base - 32) as usize..];
+        assert!(rest[..16].iter().any(|x| *x != 0));
+        assert!(rest[16..].iter().all(|x| *x == 0));
         // A record bigger than several lanes skips them all.
         let big = buf.append(&vec![3u8; (base * 5) as usize]).unwrap();
         assert_eq!(buf.get(big).unwrap().len(), (base * 5) as usize);
         assert_eq!(buf.get(b).unwrap(), &[2u8; 20]);
+        let walked: Vec<_> = buf.records(0).map(Result::unwrap).collect();
+        assert_eq!(walked, [a, b, big]);
+        drop(buf);
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        let walked: Vec<_> = buf.records(0).map(Result::unwrap).collect();
+        assert_eq!(walked, [a, b, big], "adopted on reopen without a sync");
     }
 
-    /// A lane file cut short below the durable length is refused by `open` and restored
+    /// A lane file cut short below the recorded length is refused by `open` and restored
     /// by `open_restoring` (found by review: a log store refused to open), which reports
-    /// the missing range. Cut short past the durable length, `open` restores it.
+    /// the missing range. Cut short past the recorded length, `open` restores it.
     #[test]
     fn a_short_lane_is_restored_and_reported() {
         let dir = Dir::temporary().unwrap();
         let buf = AppendOnly::open(&dir, "b").unwrap();
         let base = APPEND_LANE_BASE_BYTES;
-        let a = buf.append(&vec![1u8; base as usize]).unwrap();
+        let a = buf.append(&vec![1u8; (base - 32) as usize]).unwrap();
         let b = buf.append(&vec![2u8; 1000]).unwrap();
-        buf.sync().unwrap();
+        buf.sync_recorded().unwrap();
         drop(buf);
         let lane0 = dir.path().join("b").join(format!("{LANE_PREFIX}-00.acc"));
         let cut = 4096 + base / 2;
@@ -437,22 +783,27 @@ mod tests {
         let buf = AppendOnly::open_restoring(&dir, "b").unwrap();
         assert_eq!(buf.restored(), [Span::new(base / 2, base / 2)]);
         let got = buf.get(a).unwrap();
-        assert!(got[..(base / 2) as usize].iter().all(|&x| x == 1));
-        assert!(got[(base / 2) as usize..].iter().all(|&x| x == 0));
+        let kept = (base / 2 - 16) as usize;
+        assert!(got[..kept].iter().all(|&x| x == 1));
+        assert!(got[kept..].iter().all(|&x| x == 0));
         assert_eq!(buf.get(b).unwrap(), &[2u8; 1000]);
         drop(buf);
         // Restored for good: the next open finds nothing short.
         assert!(AppendOnly::open(&dir, "b").unwrap().restored().is_empty());
-        // Past the durable length: a torn tail, restored by a plain open.
+        // Past the recorded length: a torn tail, restored by a plain open.
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        let c = buf.append(&[4u8; 3000]).unwrap();
+        drop(buf);
         let lane1 = dir.path().join("b").join(format!("{LANE_PREFIX}-01.acc"));
         std::fs::OpenOptions::new()
             .write(true)
             .open(&lane1)
             .unwrap()
-            .set_len(4096 + 2000)
+            .set_len(4096 + c.offset() - base + 100)
             .unwrap();
         let buf = AppendOnly::open(&dir, "b").unwrap();
         assert!(buf.restored().is_empty());
+        assert_eq!(buf.len(), b.end(), "the torn record is not adopted");
         assert_eq!(buf.get(b).unwrap(), &[2u8; 1000]);
         buf.append(&[3u8; 5000]).unwrap();
     }
@@ -461,8 +812,9 @@ mod tests {
     fn bad_spans_are_errors() {
         let dir = Dir::temporary().unwrap();
         let buf = AppendOnly::open(&dir, "b").unwrap();
-        buf.append(b"abc").unwrap();
-        for span in [Span::new(0, 4), Span::new(3, 1), Span::new(u64::MAX, 2)] {
+        let abc = buf.append(b"abc").unwrap();
+        assert_eq!(abc, Span::new(16, 3));
+        for span in [Span::new(16, 4), Span::new(19, 1), Span::new(u64::MAX, 2)] {
             assert!(matches!(buf.get(span), Err(Error::OutOfBounds { .. })));
         }
         assert!(matches!(
@@ -471,19 +823,52 @@ mod tests {
         ));
     }
 
+    /// Appends survive a drop without sync (and the death of the process: the bytes are
+    /// in the page cache), adopted by the next open through their frames; new appends go
+    /// after them.
     #[test]
-    fn only_synced_bytes_survive_reopen() {
+    fn unsynced_appends_survive_a_drop() {
         let dir = Dir::temporary().unwrap();
         let buf = AppendOnly::open(&dir, "b").unwrap();
         let a = buf.append(b"kept").unwrap();
         buf.sync().unwrap();
-        buf.append(b"lost").unwrap();
+        let b = buf.append(b"also kept").unwrap();
         drop(buf);
         let buf = AppendOnly::open(&dir, "b").unwrap();
-        assert_eq!(buf.len(), 4);
+        assert_eq!(buf.len(), b.end());
+        assert_eq!(buf.adopted_bytes(), b.end(), "nothing was recorded yet");
         assert_eq!(buf.get(a).unwrap(), b"kept");
+        assert_eq!(buf.get(b).unwrap(), b"also kept");
         let c = buf.append(b"new").unwrap();
-        assert_eq!(c.offset(), 4);
+        assert_eq!(c.offset(), b.end().next_multiple_of(16) + 16);
+        buf.sync_recorded().unwrap();
+        drop(buf);
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert_eq!(buf.adopted_bytes(), 0, "recorded: nothing to walk");
+        assert_eq!(buf.get(c).unwrap(), b"new");
+    }
+
+    /// A sealed buffer takes no more appends, and says so after a reopen, recorded or
+    /// not.
+    #[test]
+    fn a_seal_ends_the_buffer() {
+        let dir = Dir::temporary().unwrap();
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        buf.append(b"x").unwrap();
+        assert!(!buf.is_sealed());
+        buf.seal().unwrap();
+        assert!(buf.is_sealed());
+        assert!(matches!(buf.append(b"y"), Err(Error::Sealed { .. })));
+        assert!(matches!(buf.seal(), Err(Error::Sealed { .. })));
+        drop(buf);
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert!(buf.is_sealed());
+        assert!(matches!(buf.append(b"y"), Err(Error::Sealed { .. })));
+        buf.sync_recorded().unwrap();
+        drop(buf);
+        let buf = AppendOnly::open(&dir, "b").unwrap();
+        assert!(buf.is_sealed(), "recorded in length.acc");
+        assert_eq!(buf.records(0).count(), 1);
     }
 
     #[test]

@@ -292,6 +292,12 @@ impl<T: Pod> RandomAccess<T> {
         self.cells.capacity()
     }
 
+    /// Bytes handed to msync by this handle's syncs so far: each sync flushes the lanes
+    /// written since the one before (the kernel writes only their dirty pages).
+    pub fn flushed_bytes(&self) -> u64 {
+        self.cells.flushed()
+    }
+
     /// Makes every write that returned before this call durable; see the type's docs.
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 //! `unsafe` code). Nothing here knows about the primitives built on top.
 
 pub(crate) mod files;
+pub(crate) mod frame;
 pub(crate) mod header;
 #[allow(unsafe_code)]
 pub(crate) mod lanes;

@@ -175,6 +175,20 @@ impl Register {
         })
     }
 
+    /// The value size recorded in the header of the register `file_name` in `dir`, or
+    /// `None` if there is no such file: tells an owner which format of its own it holds.
+    ///
+    /// # Errors
+    /// `Corrupted` for a damaged header; `Io`.
+    pub(crate) fn stored_value_bytes(dir: &Path, file_name: &str) -> Result<Option<u64>> {
+        let path = dir.join(file_name);
+        let Some(bytes) = files::read_if_exists(&path)? else {
+            return Ok(None);
+        };
+        let header = Header::decode(&bytes, &path, Kind::Register)?;
+        Ok(Some(header.params[PARAM_VALUE_BYTES]))
+    }
+
     /// Refuses to open (and so create) the register `file_name` in `dir` if it is
     /// missing while `data_exists`. A structure creates its register, durably, before
     /// any other file of its own, so other files without it mean it was lost (deleted):

@@ -43,6 +43,10 @@ const PREFETCH_LEVELS: usize = 3;
 /// Most index levels: level 20 alone would hold 2^50 slots, past any log.
 const LEVELS_MAX: u64 = 21;
 const OFFSET_BITS: u32 = 40;
+/// A sync also makes the index durable (and records how far it covers) once the log has
+/// grown this much past what the index covers: an open re-indexes at most about this
+/// much of the log.
+const INDEX_SYNC_BYTES: u64 = 4 << 20;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 
 /// What [`OnceMap::insert`] did.
@@ -227,27 +231,27 @@ impl OnceMap {
         let count = if recorded.log_len == map.log.len() {
             // The count sizes the index's levels (a shift) and the lookup order: it must
             // be one the log can hold, whatever the meta's checksum says.
-            let most = map.log.len() / record::HEADER_BYTES as u64;
-            if recorded.count > most {
-                return Err(Error::corrupted(
-                    map.meta.path(),
-                    0,
-                    format!(
-                        "entry count {} is more than a log of {} bytes can hold (at most {most})",
-                        recorded.count,
-                        map.log.len()
-                    ),
-                ));
-            }
+            map.check_count(recorded.count)?;
             recorded.count
+        } else if map.log.format() != 1
+            && recorded.log_len < map.log.len()
+            && map.check_count(recorded.count).is_ok()
+            && let Some(n) = map.index_tail(recorded.log_len, recorded.count)?
+        {
+            n
         } else {
             // The log was synced after the count was: count by walking it. A damaged
             // entry (or stretch of them) still holds an index slot, so it counts; it is
-            // reported by `damaged_at_open` and, as an error item, by `iter`.
+            // reported by `damaged_at_open` and, as an error item, by `iter`. A framed
+            // log's entries are indexed on the way (a crash may have kept an entry but
+            // not its slot).
             let mut n = 0;
             let mut damaged = 0;
-            for entry in map.entries() {
+            let framed = map.log.format() != 1;
+            let entries: Vec<_> = map.entries().collect();
+            for entry in entries {
                 match entry {
+                    Ok((offset, key, _)) if framed => map.index_entry(offset, key, n)?,
                     Ok(_) => {}
                     Err(Error::Corrupted { .. }) => damaged += 1,
                     Err(e) => return Err(e),
@@ -259,6 +263,58 @@ impl OnceMap {
         };
         *map.count.get_mut() = count;
         Ok(map)
+    }
+
+    fn check_count(&self, count: u64) -> Result<()> {
+        let most = self.log.len() / record::HEADER_BYTES as u64;
+        if count > most {
+            return Err(Error::corrupted(
+                self.meta.path(),
+                0,
+                format!(
+                    "entry count {count} is more than a log of {} bytes can hold (at most {most})",
+                    self.log.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Indexes the entries of a framed log past `from` (where the recorded `count`
+    /// ends): the entries a sync made durable since the index last was, and those an
+    /// earlier session appended and its process did not sync (adopted by the log's
+    /// open). Returns the count, or `None` if the walk meets damage right away (the
+    /// recorded length is not an entry's end: the caller walks the whole log).
+    fn index_tail(&mut self, from: u64, count: u64) -> Result<Option<u64>> {
+        let mut n = count;
+        let entries: Vec<_> = self.entries_from(from).map(|e| e.map(|(o, k, _)| (o, k.to_vec()))).collect();
+        if matches!(entries.first(), Some(Err(_))) {
+            return Ok(None);
+        }
+        let mut damaged = 0;
+        for entry in entries {
+            match entry {
+                Ok((offset, key)) => self.index_entry(offset, &key, n)?,
+                Err(Error::Corrupted { .. }) => damaged += 1,
+                Err(e) => return Err(e),
+            }
+            n += 1;
+        }
+        self.damaged_at_open = damaged;
+        Ok(Some(n))
+    }
+
+    /// Gives the entry at log `offset` its index slot unless it has one (open, with
+    /// `count` entries before it).
+    fn index_entry(&self, offset: u64, key: &[u8], count: u64) -> Result<()> {
+        self.count.store(count, Ordering::Release);
+        let hash = self.entropy.hash(key);
+        if self.find(key, hash, false)?.is_some() {
+            return Ok(());
+        }
+        let level = level_for_count(count);
+        self.reserve_slots(level_start(level + 1))?;
+        self.place(level, hash, (tag_of(hash) << OFFSET_BITS) | (offset + 1))
     }
 
     /// Number of entries.
@@ -563,8 +619,17 @@ impl OnceMap {
     }
 
     /// As [`iter`](Self::iter), with each entry's offset in the log.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = Result<(u64, &[u8], &[u8])>> + '_ {
-        record::Entries::new(&self.entropy, &self.log_path, self.log.chunks())
+    pub(crate) fn entries(&self) -> Box<dyn Iterator<Item = Result<(u64, &[u8], &[u8])>> + '_> {
+        self.entries_from(0)
+    }
+
+    /// The entries from the log position `from` (0, or an entry's end) on.
+    fn entries_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<(u64, &[u8], &[u8])>> + '_> {
+        if self.log.format() == 1 {
+            Box::new(record::Entries::new(&self.entropy, &self.log_path, self.log.chunks()))
+        } else {
+            Box::new(record::FramedEntries::new(&self.entropy, &self.log_path, &self.log, from))
+        }
     }
 
     /// Makes every insert that returned before this call durable; see the type's docs.
@@ -572,6 +637,22 @@ impl OnceMap {
     /// # Errors
     /// `Io` if a flush fails (the failing part is then poisoned); `Poisoned`.
     pub fn sync(&self) -> Result<()> {
+        if self.log.format() == 1 {
+            return self.sync_index();
+        }
+        // The commit: the log's entries prove themselves (their frames), and open indexes
+        // those the index does not cover, so the log's own flush is all a sync needs.
+        self.log.sync()?;
+        if self.log.len() - self.meta.get().log_len >= INDEX_SYNC_BYTES {
+            self.sync_index()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the index durable up to the log's end and records how far it covers, so
+    /// that open re-indexes only the entries after: flushes the index (the slots written
+    /// since the last such sync), then the log, then records `(count, log length)`.
+    fn sync_index(&self) -> Result<()> {
         let _no_inserts = self.gate.write();
         self.index.sync()?;
         self.log.sync()?;
@@ -580,6 +661,12 @@ impl OnceMap {
             log_len: self.log.len(),
         })?;
         self.meta.sync()
+    }
+
+    /// Bytes flushed to disk by this map's syncs so far (its log's and its index's):
+    /// a sync flushes what changed since the one before, not the whole index.
+    pub fn flushed_bytes(&self) -> u64 {
+        self.log.flushed_bytes() + self.index.flushed_bytes()
     }
 }
 

@@ -19,6 +19,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::primitives::append_only::{AppendOnly, Records, Span};
 use crate::primitives::entropy::Entropy;
 
 /// Entries start at multiples of this many bytes.
@@ -280,5 +281,97 @@ where
             }
         }
         None
+    }
+}
+
+/// Walks the entries of a format-2 log (one entry per framed record), checking every
+/// checksum, from the record end `from` on. A damaged entry is one `Err` item and the walk
+/// goes on: after the entry if its frame held (the frame gives its length), else at the
+/// next multiple of 16 where an entry header holds for its offset (as [`Entries`] does),
+/// whose frame is the 16 bytes before it.
+pub(super) struct FramedEntries<'a> {
+    entropy: &'a Entropy,
+    log_path: &'a Path,
+    log: &'a AppendOnly,
+    records: Records<'a>,
+    /// Where the current walk started (a record end), for the resync after damage.
+    position: u64,
+}
+
+impl<'a> FramedEntries<'a> {
+    pub fn new(entropy: &'a Entropy, log_path: &'a Path, log: &'a AppendOnly, from: u64) -> Self {
+        FramedEntries {
+            entropy,
+            log_path,
+            log,
+            records: log.records(from),
+            position: from,
+        }
+    }
+
+    /// The entry in `span`, checked.
+    fn entry(&self, span: Span) -> Result<Entry<'a>> {
+        let offset = span.offset();
+        let bytes = self.log.get(span)?;
+        let damaged = |what: &str| Error::corrupted(self.log_path, offset, what);
+        if bytes.len() < HEADER_BYTES {
+            return Err(damaged("record too short for an entry"));
+        }
+        let Some(h) = decode(self.entropy, offset, &bytes[..HEADER_BYTES]) else {
+            return Err(damaged("entry header checksum mismatch"));
+        };
+        if h.len() != bytes.len() {
+            return Err(damaged("entry length differs from its record's"));
+        }
+        let key = &bytes[HEADER_BYTES..HEADER_BYTES + h.key_len];
+        let value = &bytes[h.value_at()..];
+        if self.entropy.hash(key) != h.key_hash {
+            return Err(damaged("key does not match its hash"));
+        }
+        if value_checksum(value) != h.value_sum {
+            return Err(damaged("value checksum mismatch"));
+        }
+        Ok((offset, key, value))
+    }
+
+    /// The first multiple of 16 past the payload of the damaged frame at `frame_at` where
+    /// an entry header holds for its offset, below the log's end; the walk goes on from
+    /// its frame.
+    fn resync(&self, frame_at: u64) -> Option<u64> {
+        let end = self.log.len();
+        let mut at = frame_at + 2 * ALIGN as u64;
+        while at + HEADER_BYTES as u64 <= end {
+            if let Ok(head) = self.log.get(Span::new(at, HEADER_BYTES as u64))
+                && !is_blank(head)
+                && decode(self.entropy, at, head).is_some()
+            {
+                return Some(at);
+            }
+            at += ALIGN as u64;
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for FramedEntries<'a> {
+    type Item = Result<Entry<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.records.next()? {
+            Ok(span) => {
+                self.position = span.end();
+                Some(self.entry(span))
+            }
+            Err(e @ Error::Corrupted { .. }) => {
+                // The frame after `position` does not hold: look for the next entry.
+                let frame_at = self.position.next_multiple_of(ALIGN as u64);
+                if let Some(at) = self.resync(frame_at) {
+                    self.records = self.log.records(at - ALIGN as u64);
+                    self.position = at - ALIGN as u64;
+                }
+                Some(Err(e))
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 }

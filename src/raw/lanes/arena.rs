@@ -8,7 +8,7 @@
 //! copy is still running, so a snapshot of `published` never covers a gap.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::Lanes;
 use crate::error::{Error, Result};
 use crate::limits::LANES_MAX;
+use crate::raw::frame::{self, FRAME_ALIGN, FRAME_BYTES, Head, Kind};
 
 /// The append cursor asks for the next stretch of this many bytes to be faulted in each
 /// time it enters a new one.
@@ -38,6 +39,44 @@ pub(crate) struct Arena {
     /// The helper thread that prepares lanes ahead of the cursor, started on first use;
     /// `None` inside if it could not be started. Stopped and joined on drop.
     helper: OnceLock<Option<Helper>>,
+    /// Format 2: every record behind a frame (`raw/frame.rs`). `None`: format 1, bare bytes.
+    framing: Option<Framing>,
+    /// Set once a Seal frame is reserved: nothing may follow it.
+    sealed: AtomicBool,
+    /// Bytes handed to `flush` so far (msync ranges), for tests and statistics.
+    flushed: AtomicU64,
+}
+
+/// What a framed arena writes into every frame: the buffer's nonce, and this session's
+/// epoch (0 until the owner has taken one durably: no append may run before).
+#[derive(Debug)]
+pub(crate) struct Framing {
+    pub(crate) nonce: u64,
+    pub(crate) epoch: AtomicU32,
+}
+
+/// What a walk of the frames past the trusted length found (see [`scan_tail`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tail {
+    /// One past the last valid record (or seal): where appends resume.
+    pub(crate) end: u64,
+    /// The epoch of the last record below `end`.
+    pub(crate) last_epoch: u32,
+    /// Whether a Seal frame ends the buffer.
+    pub(crate) sealed: bool,
+}
+
+/// One step of a frame walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A record at this payload position and length, whose frame holds.
+    Record(u64, u64, u32),
+    /// A Seal frame.
+    Seal,
+    /// The frame at this position does not hold (or does not fit its lane).
+    Bad(u64),
+    /// No more frames: the end of the bytes walked.
+    End,
 }
 
 /// The thread that works ahead of the append cursor: it creates the lane the cursor is
@@ -58,7 +97,34 @@ impl Arena {
             published: AtomicU64::new(len),
             reach: AtomicU64::new(u64::MAX),
             helper: OnceLock::new(),
+            framing: None,
+            sealed: AtomicBool::new(false),
+            flushed: AtomicU64::new(0),
         }
+    }
+
+    /// A format-2 arena: every record goes behind a frame. `sealed` if the walk at open
+    /// found a Seal frame.
+    pub(crate) fn framed(lanes: Lanes, len: u64, framing: Framing, sealed: bool) -> Self {
+        let mut arena = Arena::new(lanes, len);
+        arena.framing = Some(framing);
+        arena.sealed = AtomicBool::new(sealed);
+        arena
+    }
+
+    /// The framing, if this is a format-2 arena.
+    pub(crate) fn framing(&self) -> Option<&Framing> {
+        self.framing.as_ref()
+    }
+
+    /// Whether a Seal frame was written or found.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Bytes handed to `flush` so far.
+    pub(crate) fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::Relaxed)
     }
 
     /// The lanes under the arena.
@@ -105,6 +171,9 @@ impl Arena {
                 call: "an AppendOnly append",
                 inside: "an append_with fill of the same buffer",
             });
+        }
+        if let Some(framing) = &self.framing {
+            return self.append_framed(framing, len, align, fill);
         }
         let mut cur = self.reserved.load(Ordering::Relaxed);
         let (start, lane, within) = loop {
@@ -164,6 +233,241 @@ impl Arena {
         let _filling = Filling::start(self);
         fill(start, dest);
         Ok(start)
+    }
+
+    /// The framed append (format 2): reserves the frames in front of the record (a Gap
+    /// frame for alignment, a LaneEnd frame in each lane it skips) and the record's own,
+    /// lets `fill` write the payload, then writes the record's frame, whose checksum covers
+    /// the payload. Returns the payload's offset.
+    fn append_framed(
+        &self,
+        framing: &Framing,
+        len: u64,
+        align: u64,
+        fill: impl FnOnce(u64, &mut [u8]),
+    ) -> Result<u64> {
+        let epoch = framing.epoch.load(Ordering::Acquire);
+        debug_assert!(epoch > 0, "the owner takes an epoch before the first append");
+        if len > u64::from(u32::MAX) {
+            return Err(Error::limit("frame length", len, u64::from(u32::MAX)));
+        }
+        let mut cur = self.reserved.load(Ordering::Relaxed);
+        let (payload, lane, within) = loop {
+            if self.is_sealed() {
+                return Err(self.sealed_error());
+            }
+            let (payload, lane, within) = self.place_framed(cur, len, align)?;
+            if !self.lanes.is_mapped(lane) {
+                let first = self.lanes.locate(cur).map_or(lane, |(l, _)| l);
+                for l in first..=lane {
+                    self.lanes.ensure(l)?;
+                }
+            }
+            self.lanes.allocate(cur, payload + len)?;
+            match self.reserved.compare_exchange_weak(
+                cur,
+                payload + len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break (payload, lane, within),
+                Err(now) => cur = now,
+            }
+        };
+        let end = payload + len;
+        let _publish = Publish {
+            arena: self,
+            from: cur,
+            end,
+        };
+        self.write_markers(framing, epoch, cur, payload - FRAME_BYTES)?;
+        let entered_lane =
+            lane >= HELPER_FIRST_LANE && self.lanes.locate(cur).is_some_and(|(l, _)| l < lane);
+        if end / PREFAULT_BYTES != cur / PREFAULT_BYTES || entered_lane {
+            self.prefault_ahead(end);
+        }
+        let frame_at = payload - FRAME_BYTES;
+        // `frame_at..end` was reserved by the CAS above for this call alone, lies in one
+        // lane (`place_framed` puts the frame in the payload's lane), and is above
+        // `published`, so no reader sees it until `_publish` publishes it.
+        // SAFETY: exclusive to this call and invisible to readers, as just said.
+        let bytes = unsafe {
+            self.lanes
+                .slice_mut(lane, within - FRAME_BYTES, len + FRAME_BYTES)?
+        };
+        frame::write_head(
+            bytes,
+            Head {
+                kind: Kind::Record,
+                len: len as u32,
+                epoch,
+            },
+        );
+        // A `fill` that panics leaves its bytes as they are: its frame becomes a Gap over
+        // them, so that the walk goes on past it to the records after.
+        let mut framed = FrameOnDrop {
+            bytes,
+            nonce: framing.nonce,
+            at: frame_at,
+            epoch,
+            filled: false,
+        };
+        {
+            let _filling = Filling::start(self);
+            fill(payload, &mut framed.bytes[FRAME_BYTES as usize..]);
+        }
+        framed.filled = true;
+        Ok(payload)
+    }
+
+    /// Where the payload of a framed record of `len` bytes goes when the cursor is at
+    /// `cur`: its offset, lane and position in the lane. Its frame is the 16 bytes before
+    /// it, in the same lane.
+    fn place_framed(&self, cur: u64, len: u64, align: u64) -> Result<(u64, usize, u64)> {
+        let mut at = cur.next_multiple_of(FRAME_ALIGN);
+        loop {
+            let Some((lane, within)) = self.lanes.locate(at) else {
+                return Err(Error::limit(
+                    "LANES_MAX",
+                    LANES_MAX as u64 + 1,
+                    LANES_MAX as u64,
+                ));
+            };
+            // Right after the frame if that is aligned; else after a Gap frame.
+            let payload = if (at + FRAME_BYTES).is_multiple_of(align) {
+                at + FRAME_BYTES
+            } else {
+                (at + 2 * FRAME_BYTES).next_multiple_of(align)
+            };
+            let lane_start = self.lanes.lane_start(lane);
+            let lane_end = lane_start + self.lanes.lane_units(lane);
+            if payload + len <= lane_end {
+                return Ok((payload, lane, payload - lane_start));
+            }
+            // A LaneEnd frame at `at`, and on to the next lane.
+            debug_assert!(within + FRAME_BYTES <= self.lanes.lane_units(lane));
+            at = lane_end;
+        }
+    }
+
+    /// Writes what lies between the cursor `from` and the record's frame at `to`: zeros up
+    /// to a multiple of 16, then a Gap frame (alignment) or a LaneEnd frame per lane
+    /// skipped, the rest zeros.
+    fn write_markers(&self, framing: &Framing, epoch: u32, from: u64, to: u64) -> Result<()> {
+        let mut at = from.next_multiple_of(FRAME_ALIGN);
+        self.zero(from, at.min(to))?;
+        while at < to {
+            let Some((lane, within)) = self.lanes.locate(at) else {
+                break;
+            };
+            let lane_end = self.lanes.lane_start(lane) + self.lanes.lane_units(lane);
+            let (kind, next) = if to < lane_end {
+                (Kind::Gap, to)
+            } else {
+                (Kind::LaneEnd, lane_end)
+            };
+            let skipped = next - at - FRAME_BYTES;
+            // Part of this call's reservation (see `append_framed`).
+            // SAFETY: nobody else reads or writes a reservation until it is published.
+            let bytes = unsafe { self.lanes.slice_mut(lane, within, FRAME_BYTES)? };
+            frame::write_head(
+                bytes,
+                Head {
+                    kind,
+                    len: if kind == Kind::Gap { skipped as u32 } else { 0 },
+                    epoch,
+                },
+            );
+            frame::seal_checksum(framing.nonce, at, bytes);
+            self.zero(at + FRAME_BYTES, next)?;
+            at = next;
+        }
+        Ok(())
+    }
+
+    /// Appends a Seal frame: nothing can be appended after it, and a walk at open reports
+    /// the buffer as sealed. Returns the offset one past it.
+    ///
+    /// # Errors
+    /// As an append.
+    pub(crate) fn seal(&self) -> Result<u64> {
+        let Some(framing) = &self.framing else {
+            return Err(Error::Incompatible {
+                path: self.lanes.lane_path(0),
+                what: "a format-1 buffer has no frames, so it cannot be sealed".into(),
+            });
+        };
+        let epoch = framing.epoch.load(Ordering::Acquire);
+        let mut cur = self.reserved.load(Ordering::Relaxed);
+        let at = loop {
+            if self.is_sealed() {
+                return Err(self.sealed_error());
+            }
+            let at = cur.next_multiple_of(FRAME_ALIGN);
+            let Some((lane, _)) = self.lanes.locate(at) else {
+                return Err(Error::limit(
+                    "LANES_MAX",
+                    LANES_MAX as u64 + 1,
+                    LANES_MAX as u64,
+                ));
+            };
+            self.lanes.ensure(lane)?;
+            self.lanes.allocate(cur, at + FRAME_BYTES)?;
+            match self.reserved.compare_exchange(
+                cur,
+                at + FRAME_BYTES,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break at,
+                Err(now) => cur = now,
+            }
+        };
+        self.sealed.store(true, Ordering::Release);
+        let _publish = Publish {
+            arena: self,
+            from: cur,
+            end: at + FRAME_BYTES,
+        };
+        self.zero(cur, at)?;
+        let (lane, within) = self.lanes.locate(at).expect("checked above");
+        // Reserved above for this call alone, above `published`.
+        // SAFETY: nobody else reads or writes a reservation until it is published.
+        let bytes = unsafe { self.lanes.slice_mut(lane, within, FRAME_BYTES)? };
+        frame::write_head(
+            bytes,
+            Head {
+                kind: Kind::Seal,
+                len: 0,
+                epoch,
+            },
+        );
+        frame::seal_checksum(framing.nonce, at, bytes);
+        Ok(at + FRAME_BYTES)
+    }
+
+    fn sealed_error(&self) -> Error {
+        Error::Sealed {
+            path: self
+                .lanes
+                .lane_path(0)
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The next step of a walk of the published frames from the frame position `at`
+    /// (a multiple of 16 where a frame is expected), and the position of the frame after
+    /// it. Checks each frame's checksum, not its epoch (every published frame is trusted
+    /// to be in order).
+    pub(crate) fn step(&self, at: u64) -> Result<(Step, u64)> {
+        let framing = self.framing.as_ref().expect("framed arenas only");
+        let published = self.published();
+        walk_step(&self.lanes, framing.nonce, at, published, None, |lane, within, n| {
+            // SAFETY: published bytes are never written again (see `get`).
+            unsafe { self.lanes.slice(lane, within, n) }
+        })
     }
 
     /// Asks the helper thread to prepare the two stretches after the one holding `at`:
@@ -335,6 +639,8 @@ impl Arena {
 
     /// Writes bytes `from..to` to disk.
     pub(crate) fn flush(&self, from: u64, to: u64) -> Result<()> {
+        self.flushed
+            .fetch_add(to.saturating_sub(from), Ordering::Relaxed);
         let mut at = from;
         while at < to {
             let Some((lane, within)) = self.lanes.locate(at) else {
@@ -421,6 +727,114 @@ fn prepare(lanes: &Lanes, at: u64) {
     }
 }
 
+/// Walks the frames of `lanes` from the frame position `from` on, before any arena
+/// exists over them (at open, nothing appends): adopts every record whose frame holds and
+/// whose epoch is at least `floor` (the epoch of the record before `from`), no smaller
+/// than the record before it, and at most `newest` (the newest any writer took), up to
+/// the first that is not. Lanes that do not exist end the walk.
+///
+/// # Errors
+/// `Io` if a lane cannot be mapped.
+pub(crate) fn scan_tail(
+    lanes: &Lanes,
+    nonce: u64,
+    from: u64,
+    floor: u32,
+    newest: u32,
+) -> Result<Tail> {
+    let mut tail = Tail {
+        end: from,
+        last_epoch: floor,
+        sealed: false,
+    };
+    let mut at = from.next_multiple_of(FRAME_ALIGN);
+    loop {
+        let window = (tail.last_epoch, newest);
+        let (step, next) = walk_step(lanes, nonce, at, u64::MAX, Some(window), |l, w, n| {
+            // Nothing appends while the buffer is being opened, and the bytes are only
+            // read. SAFETY: no concurrent writer exists yet.
+            unsafe { lanes.slice(l, w, n) }
+        })?;
+        match step {
+            Step::Record(offset, len, epoch) => {
+                tail.end = offset + len;
+                tail.last_epoch = epoch;
+            }
+            Step::Seal => {
+                tail.end = at + FRAME_BYTES;
+                tail.sealed = true;
+                return Ok(tail);
+            }
+            Step::Bad(_) | Step::End => return Ok(tail),
+        }
+        at = next;
+    }
+}
+
+/// One step of a frame walk from `at` (a multiple of 16): skips Gap and LaneEnd frames
+/// and returns the record or seal after them, with the frame position after it. Reads
+/// nothing at or past `limit`, nor in a lane that does not exist (`End`). With `epochs =
+/// Some((floor, newest))`, a frame whose epoch lies outside, or whose epoch is lower than
+/// a marker before it in this step, is `Bad`.
+fn walk_step<'a>(
+    lanes: &'a Lanes,
+    nonce: u64,
+    mut at: u64,
+    limit: u64,
+    epochs: Option<(u32, u32)>,
+    read: impl Fn(usize, u64, u64) -> Result<&'a [u8]>,
+) -> Result<(Step, u64)> {
+    let mut floor = epochs.map_or(0, |(f, _)| f);
+    loop {
+        if at.saturating_add(FRAME_BYTES) > limit {
+            return Ok((Step::End, at));
+        }
+        let Some((lane, within)) = lanes.locate(at) else {
+            return Ok((Step::End, at));
+        };
+        if !lanes.exists(lane)? {
+            return Ok((Step::End, at));
+        }
+        let room = lanes.lane_units(lane) - within;
+        let head = read(lane, within, FRAME_BYTES)?;
+        let Some(h) = frame::read_head(head) else {
+            return Ok((Step::Bad(at), at));
+        };
+        if let Some((_, newest)) = epochs
+            && (h.epoch < floor || h.epoch > newest)
+        {
+            return Ok((Step::Bad(at), at));
+        }
+        floor = floor.max(h.epoch);
+        let body = match h.kind {
+            Kind::Record | Kind::Gap => u64::from(h.len),
+            Kind::LaneEnd | Kind::Seal => 0,
+        };
+        if FRAME_BYTES + body > room || (h.kind == Kind::Record && at + FRAME_BYTES + body > limit)
+        {
+            return Ok((Step::Bad(at), at));
+        }
+        let checked = if h.kind == Kind::Record {
+            read(lane, within, FRAME_BYTES + body)?
+        } else {
+            head
+        };
+        if !frame::holds(nonce, at, checked) {
+            return Ok((Step::Bad(at), at));
+        }
+        match h.kind {
+            Kind::Record => {
+                let payload = at + FRAME_BYTES;
+                let next = (payload + body).next_multiple_of(FRAME_ALIGN);
+                return Ok((Step::Record(payload, body, h.epoch), next));
+            }
+            Kind::Seal => return Ok((Step::Seal, at + FRAME_BYTES)),
+            Kind::Gap => at += FRAME_BYTES + body,
+            Kind::LaneEnd => at = lanes.lane_start(lane + 1),
+        }
+    }
+}
+
 thread_local! {
     /// The arenas (by address) whose `append_with` runs a `fill` on this thread, innermost
     /// last: an append to one of them from this thread would wait for itself.
@@ -454,6 +868,35 @@ impl Drop for Filling {
                 f.remove(i);
             }
         });
+    }
+}
+
+/// Writes a record's frame checksum when dropped; if the fill did not finish (a panic),
+/// turns the frame into a Gap over the payload first.
+struct FrameOnDrop<'a> {
+    bytes: &'a mut [u8],
+    nonce: u64,
+    at: u64,
+    epoch: u32,
+    filled: bool,
+}
+
+impl Drop for FrameOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            let skipped = (self.bytes.len() as u64 - FRAME_BYTES).next_multiple_of(FRAME_ALIGN);
+            frame::write_head(
+                self.bytes,
+                Head {
+                    kind: Kind::Gap,
+                    len: skipped as u32,
+                    epoch: self.epoch,
+                },
+            );
+            frame::seal_checksum(self.nonce, self.at, &mut self.bytes[..FRAME_BYTES as usize]);
+        } else {
+            frame::seal_checksum(self.nonce, self.at, self.bytes);
+        }
     }
 }
 

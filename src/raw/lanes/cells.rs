@@ -46,6 +46,8 @@ pub(crate) struct Cells {
     word_bytes: usize,
     /// Bit `i` set: lane `i` was written since the last flush.
     dirty: AtomicU64,
+    /// Bytes handed to msync so far.
+    flushed: AtomicU64,
 }
 
 /// A cell's bytes, readable while the guard lives.
@@ -75,6 +77,7 @@ impl Cells {
             cell_bytes,
             word_bytes,
             dirty: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
         }
     }
 
@@ -228,12 +231,22 @@ impl Cells {
     }
 
     /// Writes every mapped lane to disk.
+    /// Bytes handed to msync so far (whole dirty lanes: the kernel writes only their
+    /// dirty pages).
+    pub(crate) fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::Relaxed)
+    }
+
     /// Writes to disk every lane written since the last flush (one msync per such lane;
     /// clean lanes, usually all but the newest, cost nothing). Every update that returned
     /// before this call is covered.
     pub(crate) fn flush(&self) -> Result<()> {
         let dirty = self.dirty.swap(0, Ordering::AcqRel);
         for lane in (0..LANES_MAX).filter(|lane| dirty & (1 << lane) != 0) {
+            self.flushed.fetch_add(
+                self.lanes.lane_units(lane) * self.cell_bytes as u64,
+                Ordering::Relaxed,
+            );
             if let Err(e) = self.lanes.flush(lane, 0, self.lanes.lane_units(lane)) {
                 // Not flushed: keep the marks (the caller poisons the handle anyway).
                 self.dirty.fetch_or(dirty, Ordering::AcqRel);

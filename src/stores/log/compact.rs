@@ -286,7 +286,7 @@ impl<'a> BaseWriter<'a> {
         });
         if full {
             if let Some(last) = self.segments.last() {
-                last.buf().sync()?;
+                last.buf().sync_recorded()?;
                 open::write_hint(&self.inner.dir, last)?;
                 last.buf().close_descriptors();
             }
@@ -310,7 +310,7 @@ impl<'a> BaseWriter<'a> {
 
     fn finish(mut self) -> Result<Vec<Arc<Segment>>> {
         if let Some(last) = self.segments.last() {
-            last.buf().sync()?;
+            last.buf().sync_recorded()?;
             open::write_hint(&self.inner.dir, last)?;
             last.buf().close_descriptors();
         }

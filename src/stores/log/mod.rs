@@ -176,7 +176,10 @@ pub(crate) struct State {
 const _: () = assert!(size_of::<State>() == 64);
 
 /// The format version written in [`State`].
-const STATE_VERSION: u64 = 1;
+/// 2: log segments are format-2 AppendOnly buffers (framed records, sealed when
+/// finished); a store of version 1 is upgraded at open (its old segments are served as
+/// they are, new ones are framed).
+const STATE_VERSION: u64 = 2;
 
 /// Where a live value is.
 #[derive(Clone)]
@@ -1204,6 +1207,12 @@ impl Inner {
         let finished = Arc::clone(&writer.active);
         let id = writer.active_id + 1;
         let seg = self.take_next_segment(id)?;
+        // The seal tells an open that this segment's end was written: without it (a power
+        // loss that kept the new segment's bytes but not this one's tail) the new
+        // segment's records are not adopted. Memory only, like every append.
+        if finished.buf().format() != 1 && !finished.buf().is_sealed() {
+            finished.buf().seal()?;
+        }
         // The finished segment is synced after the writer lock is released
         // (`after_roll`), and before any byte of the new one is (`sync_behind`); so is
         // the state that names the new one: no byte of it is durable before the state
@@ -1298,7 +1307,7 @@ impl Inner {
     /// sync also poisons the segment, and the store's next sync reports it.
     fn after_roll(&self, finished: &Arc<Segment>) {
         let synced =
-            self.poison_on_error(finished.sync_behind().and_then(|()| finished.buf().sync()));
+            self.poison_on_error(finished.sync_behind().and_then(|()| finished.buf().sync_recorded()));
         if synced
             .and_then(|()| open::write_hint(&self.dir, finished))
             .is_err()

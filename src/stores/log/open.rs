@@ -56,6 +56,13 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
             supported: STATE_VERSION as u32,
         });
     }
+    if st.version < STATE_VERSION {
+        // Version 1: its segments stay as they are (read through their own format); the
+        // segments made from now on are framed, which a version-1 build cannot read.
+        st.version = STATE_VERSION;
+        state.set(st)?;
+        state.sync()?;
+    }
     if st.log_first == 0 || st.log_first > st.log_active {
         return Err(Error::corrupted(
             state.path(),
@@ -78,6 +85,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         state.sync()?;
     }
     check_ranges(dir, name, &st, state.path())?;
+    adopt_rolled(dir, name, &mut st, &state)?;
     let names: Vec<String> = (0..st.base_count)
         .map(|i| base_name(name, st.generation, i))
         .chain((st.log_first..=st.log_active).map(|id| log_name(name, id)))
@@ -148,6 +156,45 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         inner.after_roll(&finished);
     }
     Ok(inner)
+}
+
+/// Takes into the log the segments past the state's active one that rolls started in a
+/// process that died before syncing the state that named them (a roll names the new
+/// segment in memory; the state reaches the disk with the next sync): each one holding
+/// records, while the one before it is sealed, which the roll did before the new segment
+/// took any write. Unsynced writes so survive the death of their process. After a power
+/// loss, a segment before whose seal was lost takes the rest with it: its records were
+/// never synced (a sync of a segment syncs the one before it whole, seal included,
+/// first), and keeping them would keep later writes while losing earlier ones. The state
+/// is synced at once naming the segments taken.
+fn adopt_rolled(dir: &Dir, name: &str, st: &mut State, state: &Journal<State>) -> Result<()> {
+    let mut taken = false;
+    while let Some(next) = st.log_active.checked_add(1).filter(|n| *n < u64::MAX) {
+        let next_name = log_name(name, next);
+        if !dir.path().join(&next_name).is_dir() {
+            break;
+        }
+        let sealed = match AppendOnly::open(dir, &log_name(name, st.log_active)) {
+            Ok(buf) => buf.format() != 1 && buf.is_sealed(),
+            Err(e @ Error::NameInUse { .. }) => return Err(e),
+            Err(_) => false,
+        };
+        let holds = match AppendOnly::open(dir, &next_name) {
+            Ok(buf) => buf.format() != 1 && !buf.is_empty(),
+            Err(e @ Error::NameInUse { .. }) => return Err(e),
+            Err(_) => false,
+        };
+        if !sealed || !holds {
+            break;
+        }
+        st.log_active = next;
+        taken = true;
+    }
+    if taken {
+        state.set(*st)?;
+        state.sync()?;
+    }
+    Ok(())
 }
 
 /// Checks the state's segment counts against the segments on disk before they size
@@ -289,6 +336,10 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
 /// than take the segment for one holding data.
 fn segment_is_empty(dir: &Dir, name: &str) -> Result<bool> {
     match AppendOnly::open(dir, name) {
+        // A framed segment past the state's range holds nothing synced: a sync of it
+        // syncs the state that names it first. What it holds was adopted from a process
+        // that wrote it and died (`adopt_rolled` took the segments it could).
+        Ok(buf) if buf.format() != 1 => Ok(true),
         Ok(buf) => Ok(buf.is_empty()),
         Err(e @ Error::NameInUse { .. }) => Err(e),
         Err(_) => Ok(false),
@@ -491,6 +542,23 @@ fn walk_records<'b>(
     len_of: impl Fn(&[u8]) -> Option<Option<usize>>,
     mut each: impl FnMut(u64, &'b [u8]) -> bool,
 ) -> Result<Option<u64>> {
+    if buf.format() != 1 {
+        // One record per frame; the frame's checksum already covers it.
+        let mut end = 0;
+        for span in buf.records(0) {
+            let span = match span {
+                Ok(span) => span,
+                Err(Error::Corrupted { .. }) => return Ok(Some(end)),
+                Err(e) => return Err(e),
+            };
+            let bytes = buf.get(span)?;
+            if len_of(bytes) != Some(Some(bytes.len())) || !each(span.offset(), bytes) {
+                return Ok(Some(span.offset()));
+            }
+            end = span.end();
+        }
+        return Ok(None);
+    }
     for chunk in buf.chunks() {
         let (start, bytes) = chunk?;
         let mut at = 0usize;
@@ -560,5 +628,5 @@ pub(super) fn write_hint(dir: &Dir, seg: &Segment) -> Result<()> {
         hint.append(&record::hint_record(body, place, covered))?;
         first += count;
     }
-    hint.sync()
+    hint.sync_recorded()
 }

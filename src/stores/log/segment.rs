@@ -196,7 +196,7 @@ impl Segment {
         let prev = self.behind.lock().as_ref().and_then(Weak::upgrade);
         if let Some(prev) = prev {
             prev.sync_behind()?;
-            prev.buf().sync()?;
+            prev.buf().sync_recorded()?;
             // Finished: it takes no more writes, so it keeps no descriptor (a store of
             // many segments rolled faster than the finisher finishes them would run out).
             prev.buf().close_descriptors();
