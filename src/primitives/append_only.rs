@@ -173,6 +173,11 @@ pub struct AppendOnly {
 }
 
 impl AppendOnly {
+    /// Bytes of the frame in front of every record of a format-2 buffer (records and
+    /// frames start at multiples of it): a record of `n` bytes appended at length `l`
+    /// ends at `l` rounded up to 16, plus 16, plus `n` (alignments up to 16, in one lane).
+    pub const FRAME_BYTES: u64 = crate::raw::frame::FRAME_BYTES;
+
     /// Opens or creates the buffer at `name` in `dir`.
     ///
     /// A data file cut short past the durable length (a torn tail: those bytes were never
@@ -217,7 +222,11 @@ impl AppendOnly {
         let length = Register::open(
             claim.path(),
             LENGTH_FILE,
-            if framed { REGISTER_BYTES } else { REGISTER_V1_BYTES } as usize,
+            if framed {
+                REGISTER_BYTES
+            } else {
+                REGISTER_V1_BYTES
+            } as usize,
         )?;
         let poison = Poison::new(claim.path());
         let (len, framing, tail) = if framed {
@@ -252,7 +261,10 @@ impl AppendOnly {
                 return Err(Error::corrupted(
                     length.path(),
                     0,
-                    format!("epochs {} (last) and {} (newest) are impossible", rec.last_epoch, rec.epoch),
+                    format!(
+                        "epochs {} (last) and {} (newest) are impossible",
+                        rec.last_epoch, rec.epoch
+                    ),
                 ));
             }
             lanes.restore_from(if restore_below { 0 } else { rec.length });
@@ -624,7 +636,11 @@ impl AppendOnly {
     /// records are framed; 1 for one made before, served as it was (bare bytes, no
     /// frames, only synced appends survive a reopen).
     pub fn format(&self) -> u32 {
-        if self.arena.framing().is_some() { APPEND_FORMAT } else { 1 }
+        if self.arena.framing().is_some() {
+            APPEND_FORMAT
+        } else {
+            1
+        }
     }
 
     /// Appends a seal: nothing can be appended after it (`Error::Sealed`), and every later

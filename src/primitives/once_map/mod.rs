@@ -248,8 +248,7 @@ impl OnceMap {
             let mut n = 0;
             let mut damaged = 0;
             let framed = map.log.format() != 1;
-            let entries: Vec<_> = map.entries().collect();
-            for entry in entries {
+            for entry in map.entries() {
                 match entry {
                     Ok((offset, key, _)) if framed => map.index_entry(offset, key, n)?,
                     Ok(_) => {}
@@ -287,14 +286,11 @@ impl OnceMap {
     /// recorded length is not an entry's end: the caller walks the whole log).
     fn index_tail(&mut self, from: u64, count: u64) -> Result<Option<u64>> {
         let mut n = count;
-        let entries: Vec<_> = self.entries_from(from).map(|e| e.map(|(o, k, _)| (o, k.to_vec()))).collect();
-        if matches!(entries.first(), Some(Err(_))) {
-            return Ok(None);
-        }
         let mut damaged = 0;
-        for entry in entries {
+        for (i, entry) in self.entries_from(from).enumerate() {
             match entry {
-                Ok((offset, key)) => self.index_entry(offset, &key, n)?,
+                Ok((offset, key, _)) => self.index_entry(offset, key, n)?,
+                Err(Error::Corrupted { .. }) if i == 0 => return Ok(None),
                 Err(Error::Corrupted { .. }) => damaged += 1,
                 Err(e) => return Err(e),
             }
@@ -624,11 +620,23 @@ impl OnceMap {
     }
 
     /// The entries from the log position `from` (0, or an entry's end) on.
-    fn entries_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<(u64, &[u8], &[u8])>> + '_> {
+    fn entries_from(
+        &self,
+        from: u64,
+    ) -> Box<dyn Iterator<Item = Result<(u64, &[u8], &[u8])>> + '_> {
         if self.log.format() == 1 {
-            Box::new(record::Entries::new(&self.entropy, &self.log_path, self.log.chunks()))
+            Box::new(record::Entries::new(
+                &self.entropy,
+                &self.log_path,
+                self.log.chunks(),
+            ))
         } else {
-            Box::new(record::FramedEntries::new(&self.entropy, &self.log_path, &self.log, from))
+            Box::new(record::FramedEntries::new(
+                &self.entropy,
+                &self.log_path,
+                &self.log,
+                from,
+            ))
         }
     }
 

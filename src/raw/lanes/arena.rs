@@ -247,7 +247,10 @@ impl Arena {
         fill: impl FnOnce(u64, &mut [u8]),
     ) -> Result<u64> {
         let epoch = framing.epoch.load(Ordering::Acquire);
-        debug_assert!(epoch > 0, "the owner takes an epoch before the first append");
+        debug_assert!(
+            epoch > 0,
+            "the owner takes an epoch before the first append"
+        );
         if len > u64::from(u32::MAX) {
             return Err(Error::limit("frame length", len, u64::from(u32::MAX)));
         }
@@ -464,10 +467,17 @@ impl Arena {
     pub(crate) fn step(&self, at: u64) -> Result<(Step, u64)> {
         let framing = self.framing.as_ref().expect("framed arenas only");
         let published = self.published();
-        walk_step(&self.lanes, framing.nonce, at, published, None, |lane, within, n| {
-            // SAFETY: published bytes are never written again (see `get`).
-            unsafe { self.lanes.slice(lane, within, n) }
-        })
+        walk_step(
+            &self.lanes,
+            framing.nonce,
+            at,
+            published,
+            None,
+            |lane, within, n| {
+                // SAFETY: published bytes are never written again (see `get`).
+                unsafe { self.lanes.slice(lane, within, n) }
+            },
+        )
     }
 
     /// Asks the helper thread to prepare the two stretches after the one holding `at`:

@@ -181,6 +181,16 @@ const _: () = assert!(size_of::<State>() == 64);
 /// they are, new ones are framed).
 const STATE_VERSION: u64 = 2;
 
+/// Where a segment of `used` bytes ends once a record of `len` bytes and then the seal
+/// that finishes it are appended: each goes behind a frame at a multiple of 16. A segment
+/// rolls before a record would take this past `segment_bytes`, so that its seal too lies
+/// in its last lane (a seal past it would create a lane of its own).
+fn framed_end(used: u64, len: u64) -> u64 {
+    let frame = AppendOnly::FRAME_BYTES;
+    let record_end = used.next_multiple_of(frame) + frame + len;
+    record_end.next_multiple_of(frame) + frame
+}
+
 /// Where a live value is.
 #[derive(Clone)]
 struct Loc {
@@ -990,7 +1000,7 @@ impl LogStore {
         }
         let mut rolled = None;
         let used = writer.active.buf().len();
-        if used > 0 && used + len as u64 > self.inner.opts.segment_bytes {
+        if used > 0 && framed_end(used, len as u64) > self.inner.opts.segment_bytes {
             rolled = Some(self.inner.roll(writer)?);
         } else {
             // Half full: the next segment is made now, in the background, if no roll
@@ -1306,8 +1316,11 @@ impl Inner {
     /// hint only costs a scan on the next open, so it is counted, not returned; a failed
     /// sync also poisons the segment, and the store's next sync reports it.
     fn after_roll(&self, finished: &Arc<Segment>) {
-        let synced =
-            self.poison_on_error(finished.sync_behind().and_then(|()| finished.buf().sync_recorded()));
+        let synced = self.poison_on_error(
+            finished
+                .sync_behind()
+                .and_then(|()| finished.buf().sync_recorded()),
+        );
         if synced
             .and_then(|()| open::write_hint(&self.dir, finished))
             .is_err()
