@@ -119,17 +119,18 @@ impl Span {
 ///
 /// # Durability
 /// [`append`](Self::append) writes into mapped memory and is visible to every thread at
-/// once. [`sync`](Self::sync) flushes the bytes appended since the last sync (msync), then
-/// records the new length in `length.acc` (fdatasync): the length is the commit point.
-/// Reopening trusts only the recorded length, so after a crash the buffer holds exactly
-/// what the last successful sync covered; bytes appended later are gone, never half
-/// there. A record that another thread is still copying when `sync` starts is not covered
-/// (the durable length never covers a gap). After a failed sync the buffer refuses
-/// writes (`Error::Poisoned`) until reopened.
+/// once. Every record goes behind a 16-byte frame whose checksum covers the record, its
+/// position and this buffer, so records prove themselves: [`sync`](Self::sync) is one
+/// flush (an msync of the bytes appended since the last sync), and the length is recorded
+/// in `length.acc` lazily. A record that another thread is still copying when `sync`
+/// starts is not covered. After a failed sync the buffer refuses writes
+/// (`Error::Poisoned`) until reopened.
 ///
-/// Dropping the buffer is not a sync: a reopen, in this process or another, trusts only
-/// the recorded length, so what was appended after the last sync is gone, exactly as
-/// after a crash.
+/// An append that returned survives a drop without sync and the death of the process: a
+/// reopen, in this process or another, walks the frames past the recorded length and
+/// adopts every whole record, in order. Only a power loss or an OS crash can take records
+/// not yet synced, and then it takes a suffix: the buffer reopens holding a prefix of
+/// what was appended that holds every synced record, never a torn one.
 ///
 /// ```
 /// let dir = accretion::Dir::temporary()?;

@@ -90,10 +90,10 @@ impl FromStr for ContentId {
 /// A store of immutable blobs addressed by their BLAKE3 hash.
 ///
 /// # Durability
-/// As [`OnceMap`]: [`sync`](Self::sync) makes every blob inserted before it durable; after
-/// a crash the store holds exactly the blobs synced. [`get`](Self::get) re-hashes the blob
-/// and returns `Error::Corrupted` if it no longer matches its id. Dropping the store is
-/// not a sync: a reopen holds exactly the blobs of the last sync, as after a crash.
+/// As [`OnceMap`]: [`sync`](Self::sync) makes every blob inserted before it durable (one
+/// flush); a blob inserted survives a drop without sync and the death of the process,
+/// and only a power loss can take blobs not yet synced. [`get`](Self::get) re-hashes the
+/// blob and returns `Error::Corrupted` if it no longer matches its id.
 ///
 /// ```
 /// let dir = accretion::Dir::temporary()?;

@@ -93,14 +93,17 @@ struct Meta {
 ///
 /// # Durability
 /// [`insert`](Self::insert) is visible to every thread at once. [`sync`](Self::sync)
-/// flushes the index, then syncs the log (its recorded length is the commit point), then
-/// records the count. After a crash the map holds exactly the entries inserted before the
-/// last successful sync; later ones are gone. Index slots that a crash left pointing past
-/// the log, or at bytes that are not their entry, fail the entry's checksum and are
-/// skipped.
+/// makes every insert that returned before it durable with one flush: the log's new
+/// entries, which prove themselves (a checksummed frame each). The index is flushed
+/// lazily (every 4 MiB of log), and open gives the entries it does not cover their slots.
+/// An insert that returned survives a drop without sync and the death of the process;
+/// only a power loss or an OS crash can take inserts not yet synced (the newest ones).
+/// Index slots that a crash left pointing past the log, or at bytes that are not their
+/// entry, fail the entry's checksum and are skipped.
 ///
-/// Dropping the map is not a sync: a reopen holds exactly the entries of the last sync,
-/// as after a crash.
+/// A map made before format 2 (its log of format 1) keeps the old contract: each sync
+/// flushes the index and the log and records the count, and a reopen holds exactly the
+/// entries of the last sync.
 ///
 /// ```
 /// let dir = accretion::Dir::temporary()?;

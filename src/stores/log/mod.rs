@@ -20,9 +20,12 @@
 //! (`Poisoned`) until it is reopened; the reopened store holds the write or not, never
 //! part of it.
 //!
-//! Dropping a store is not a sync: a reopen, in this process or another, holds the writes
-//! of the last sync (and every durable write), exactly as after a crash; writes made
-//! since are gone. Sync before dropping to keep them.
+//! A write that returned survives the death of the process (SIGKILL, a panic that
+//! aborts) and a drop of the store without sync: its record is in the page cache, and
+//! the next open adopts it (each record proves itself with a checksum). Only a power loss
+//! or an OS crash can take writes not yet synced, and then it takes the newest ones: the
+//! store reopens holding a prefix of the writes that holds every synced one. A durable
+//! write costs one device flush (an msync of its segment's new bytes).
 
 mod compact;
 mod iter;
@@ -378,9 +381,9 @@ impl Drop for Merging {
 /// writers share fsyncs). A crash at any instant leaves a store that opens and holds every
 /// durable write; a [`WriteBatch`] is all there or not at all; compaction is atomic.
 ///
-/// Dropping the store is not a sync: a reopen, in this process or another, holds the
-/// writes of the last sync (and every durable write), exactly as after a crash; writes
-/// made since are gone. Sync before dropping to keep them.
+/// Dropping the store is not a sync, but a write that returned survives the drop and the
+/// death of the process: the next open adopts it. Only a power loss or an OS crash can
+/// take writes not yet synced (the newest ones: what remains is a prefix of the writes).
 ///
 /// A durable write whose sync fails returns the error but has been applied: readers in
 /// this process see it, a crash may or may not keep it, and the store refuses writes
