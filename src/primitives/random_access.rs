@@ -340,4 +340,30 @@ mod tests {
             Err(Error::Incompatible { .. })
         ));
     }
+
+    /// A sync flushes the 64 KiB stretches written since the last one, not whole lanes
+    /// (the index of a large OnceMap would otherwise cost its size at every sync).
+    #[test]
+    fn a_sync_flushes_only_the_stretches_written() {
+        let dir = Dir::temporary().unwrap();
+        let arr = RandomAccess::<u64>::open(&dir, "a").unwrap();
+        let unit = (64 << 10) / 8;
+        arr.set(4_000_000, 1).unwrap();
+        arr.sync().unwrap();
+        let base = arr.flushed_bytes();
+        for i in [10, 11, 3 * unit + 5, 2_000_000] {
+            arr.set(i, 7).unwrap();
+        }
+        arr.sync().unwrap();
+        // The first lane (4096 elements, 32 KiB) whole, then two 64 KiB stretches.
+        let expected = (32 << 10) + 2 * (64 << 10);
+        assert_eq!(arr.flushed_bytes() - base, expected, "three stretches");
+        arr.sync().unwrap();
+        assert_eq!(arr.flushed_bytes() - base, expected, "nothing new");
+        drop(arr);
+        let arr = RandomAccess::<u64>::open(&dir, "a").unwrap();
+        for i in [10, 11, 3 * unit + 5, 2_000_000] {
+            assert_eq!(arr.read(i).unwrap(), 7);
+        }
+    }
 }

@@ -18,6 +18,7 @@
 //! can starve under a continuous stream of such reads.
 
 use std::ops::Deref;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard};
@@ -27,6 +28,10 @@ use crate::error::{Error, Result};
 use crate::limits::LANES_MAX;
 
 const _: () = assert!(LANES_MAX <= 64, "one dirty bit per lane in a u64");
+
+/// A flush writes the stretches of this many bytes written since the last one, not whole
+/// lanes.
+const DIRTY_UNIT_BYTES: u64 = 64 << 10;
 
 /// Number of lock stripes.
 pub(crate) const STRIPES: usize = 256;
@@ -46,6 +51,9 @@ pub(crate) struct Cells {
     word_bytes: usize,
     /// Bit `i` set: lane `i` was written since the last flush.
     dirty: AtomicU64,
+    /// Per lane (made at its first write): one bit per `DIRTY_UNIT_BYTES` of it, set when
+    /// a cell there is written, cleared by the flush that writes it.
+    dirty_units: Box<[OnceLock<Box<[AtomicU64]>>]>,
     /// Bytes handed to msync so far.
     flushed: AtomicU64,
 }
@@ -77,6 +85,7 @@ impl Cells {
             cell_bytes,
             word_bytes,
             dirty: AtomicU64::new(0),
+            dirty_units: (0..LANES_MAX).map(|_| OnceLock::new()).collect(),
             flushed: AtomicU64::new(0),
         }
     }
@@ -215,10 +224,35 @@ impl Cells {
         let out = f(buf);
         // SAFETY: as above.
         unsafe { copy_in(ptr, buf, self.word_bytes) };
-        // Marked while the stripe is still held: a flush that clears the mark after this
-        // point flushes this write too.
-        self.dirty.fetch_or(1 << lane, Ordering::AcqRel);
+        // Marked while the stripe is still held, the unit before the lane: a flush that
+        // clears the lane's mark after this point flushes this write too, and one that
+        // cleared it before finds the lane marked again at the next flush.
+        self.mark_dirty(lane, within);
         Ok(out)
+    }
+
+    /// Cells per dirty unit (a cell lies in one unit, whatever its size).
+    fn cells_per_unit(&self) -> u64 {
+        (DIRTY_UNIT_BYTES / self.cell_bytes as u64).max(1)
+    }
+
+    fn units_of(&self, lane: usize) -> &[AtomicU64] {
+        self.dirty_units[lane].get_or_init(|| {
+            let units = self.lanes.lane_units(lane).div_ceil(self.cells_per_unit());
+            (0..units.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+        })
+    }
+
+    fn mark_dirty(&self, lane: usize, within: u64) {
+        let unit = within / self.cells_per_unit();
+        let (word, bit) = ((unit / 64) as usize, 1u64 << (unit % 64));
+        let units = self.units_of(lane);
+        if units[word].load(Ordering::Acquire) & bit == 0 {
+            units[word].fetch_or(bit, Ordering::AcqRel);
+        }
+        if self.dirty.load(Ordering::Acquire) & (1 << lane) == 0 {
+            self.dirty.fetch_or(1 << lane, Ordering::AcqRel);
+        }
     }
 
     /// Makes sure the lanes holding cells `0..len` exist.
@@ -237,23 +271,57 @@ impl Cells {
         self.flushed.load(Ordering::Relaxed)
     }
 
-    /// Writes to disk every lane written since the last flush (one msync per such lane;
-    /// clean lanes, usually all but the newest, cost nothing). Every update that returned
-    /// before this call is covered.
+    /// Writes to disk every stretch of `DIRTY_UNIT_BYTES` written since the last flush
+    /// (one msync per run of such stretches; clean lanes cost nothing). Every update that
+    /// returned before this call is covered.
     pub(crate) fn flush(&self) -> Result<()> {
         let dirty = self.dirty.swap(0, Ordering::AcqRel);
+        let per_unit = self.cells_per_unit();
         for lane in (0..LANES_MAX).filter(|lane| dirty & (1 << lane) != 0) {
-            self.flushed.fetch_add(
-                self.lanes.lane_units(lane) * self.cell_bytes as u64,
-                Ordering::Relaxed,
-            );
-            if let Err(e) = self.lanes.flush(lane, 0, self.lanes.lane_units(lane)) {
-                // Not flushed: keep the marks (the caller poisons the handle anyway).
-                self.dirty.fetch_or(dirty, Ordering::AcqRel);
-                return Err(e);
+            let lane_units = self.lanes.lane_units(lane);
+            let marks = self.units_of(lane);
+            let mut run: Option<(u64, u64)> = None;
+            for (w, word) in marks.iter().enumerate() {
+                let bits = word.swap(0, Ordering::AcqRel);
+                for b in 0..64 {
+                    let unit = w as u64 * 64 + b;
+                    if bits & (1 << b) != 0 {
+                        run = match run {
+                            Some((start, end)) if end == unit => Some((start, unit + 1)),
+                            Some(done) => {
+                                self.flush_units(lane, done, per_unit, lane_units, dirty)?;
+                                Some((unit, unit + 1))
+                            }
+                            None => Some((unit, unit + 1)),
+                        };
+                    }
+                }
+            }
+            if let Some(done) = run {
+                self.flush_units(lane, done, per_unit, lane_units, dirty)?;
             }
         }
         Ok(())
+    }
+
+    /// Flushes dirty units `start..end` of `lane`.
+    fn flush_units(
+        &self,
+        lane: usize,
+        (start, end): (u64, u64),
+        per_unit: u64,
+        lane_units: u64,
+        dirty: u64,
+    ) -> Result<()> {
+        let from = (start * per_unit).min(lane_units);
+        let to = (end * per_unit).min(lane_units);
+        self.flushed
+            .fetch_add((to - from) * self.cell_bytes as u64, Ordering::Relaxed);
+        self.lanes.flush(lane, from, to - from).inspect_err(|_| {
+            // Not flushed: mark the lanes again (the caller poisons the handle anyway;
+            // the units cleared are lost track of, which a poisoned handle never needs).
+            self.dirty.fetch_or(dirty, Ordering::AcqRel);
+        })
     }
 }
 
