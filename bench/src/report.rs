@@ -227,7 +227,7 @@ fn engines(s: &mut String, run: &RunResults) {
         let kind = match e.family {
             Family::Ours => "ours",
             Family::Peer => "peer",
-            Family::Ceiling => "std ceiling",
+            Family::Ceiling(fit) => fit.label(),
         };
         let _ = writeln!(s, "| {} | {kind} | {} |", e.name, e.note);
     }
@@ -348,7 +348,7 @@ fn ratios(s: &mut String, run: &RunResults, size: &SizeResults) {
                 .max_by(|a, b| a.1.total_cmp(&b.1))
         };
         let peer = best(Family::Peer);
-        let ceiling = best(Family::Ceiling);
+        let ceiling = best(Family::Ceiling(crate::engines::Fit::Loose));
         let mut row = vec![
             phase.label().to_string(),
             peer.map_or("–".into(), |(n, v)| format!("{n} {}", rate(v))),
@@ -396,7 +396,7 @@ fn space(s: &mut String, ran: &[&EngineInfo], size: &SizeResults) {
         let rss = summary
             .peak_rss_bytes
             .map_or("–".into(), |r| bytes(r.median));
-        let (disk_cell, ratio) = if e.family == Family::Ceiling {
+        let (disk_cell, ratio) = if matches!(e.family, Family::Ceiling(_)) {
             ("–".to_string(), "–".to_string())
         } else {
             (bytes(disk), format!("{:.2}", disk / payload))
@@ -422,7 +422,10 @@ fn fractions(s: &mut String, run: &RunResults, ran: &[&EngineInfo], size: &SizeR
         s,
         "| engine | get present ÷ mapped reads | bulk insert ÷ sequential write | durable 1 thread ÷ fsync rate |\n|---|---:|---:|---:|"
     );
-    for e in ran.iter().filter(|e| e.family != Family::Ceiling) {
+    for e in ran
+        .iter()
+        .filter(|e| !matches!(e.family, Family::Ceiling(_)))
+    {
         let p = &size.engines[e.name].phases;
         let cell = |phase: Phase, limit: f64, scale: f64| {
             p.get(&phase).map_or("–".into(), |sp| {
