@@ -36,10 +36,12 @@ fn colour(e: &EngineInfo) -> RGBColor {
         "sled" => RGBColor(117, 107, 177),
         "hashmap" => RGBColor(82, 82, 82),
         "btreemap" => RGBColor(150, 150, 150),
+        "hashmap-tight" => RGBColor(37, 37, 37),
+        "btreemap-tight" => RGBColor(115, 115, 115),
         _ => match e.family {
             Family::Ours => RGBColor(166, 54, 3),
             Family::Peer => RGBColor(8, 81, 156),
-            Family::Ceiling => RGBColor(37, 37, 37),
+            Family::Ceiling(_) => RGBColor(0, 0, 0),
         },
     }
 }

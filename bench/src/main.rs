@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::workload::{KEY_LEN_MIN, Workload};
+use crate::workload::{KEY_LEN_DEFAULT, KEY_LEN_MIN, VALUE_LEN_DEFAULT, Workload};
 
 /// Command line of the benchmark suite.
 #[derive(Parser, Debug)]
@@ -45,10 +45,10 @@ struct Cli {
     #[arg(long, default_value_t = 10_000_000)]
     max_n: u64,
     /// Key length in bytes (at least 8).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = KEY_LEN_DEFAULT)]
     key_len: usize,
     /// Value length in bytes.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = VALUE_LEN_DEFAULT)]
     value_len: usize,
     /// Seed of keys, values and access orders.
     #[arg(long, default_value_t = 0x00ac_c2e7)]

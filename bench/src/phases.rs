@@ -385,8 +385,8 @@ fn remove(engine: &str, e: &dyn Engine, w: &Workload) -> Result<Measure> {
     })
 }
 
-/// Runs `f(thread)` on `threads` threads started together; the time runs from the start
-/// until the last thread is done.
+/// Runs `f(thread)` on `threads` threads started together; the time runs from the first
+/// thread's start until the last thread is done.
 fn parallel(threads: u64, f: impl Fn(u64) -> Result<u64> + Sync) -> Result<Measure> {
     let barrier = Barrier::new(threads as usize + 1);
     std::thread::scope(|s| {
@@ -395,22 +395,31 @@ fn parallel(threads: u64, f: impl Fn(u64) -> Result<u64> + Sync) -> Result<Measu
                 let (barrier, f) = (&barrier, &f);
                 s.spawn(move || {
                     barrier.wait();
-                    f(t)
+                    // Each thread reads the clock itself: the spawning thread may be
+                    // descheduled after the barrier while the workers already run (on a
+                    // 2-core machine a short phase could then finish before its clock
+                    // started).
+                    (Instant::now(), f(t))
                 })
             })
             .collect();
         barrier.wait();
-        let start = Instant::now();
+        let mut start: Option<Instant> = None;
         let mut ops = 0;
         let mut first_error = None;
         for h in handles {
             match h.join() {
-                Ok(Ok(n)) => ops += n,
-                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Ok((began, result)) => {
+                    start = Some(start.map_or(began, |s| s.min(began)));
+                    match result {
+                        Ok(n) => ops += n,
+                        Err(e) => first_error = first_error.or(Some(e)),
+                    }
+                }
                 Err(_) => first_error = first_error.or(Some("a benchmark thread panicked".into())),
             }
         }
-        let nanos = nanos(start.elapsed());
+        let nanos = start.map_or(0, |s| nanos(s.elapsed()));
         match first_error {
             Some(e) => Err(e),
             None => Ok(Measure { ops, nanos }),

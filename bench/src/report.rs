@@ -1,13 +1,14 @@
 //! The Markdown report: machine and raw limits at the top, the workload and the rules
 //! every engine follows, then per N the throughput of every phase (median and min–max),
-//! our engines' ratios to the best peer and to the std ceiling, disk and memory after the
-//! load, and our figures as fractions of the machine's limits.
+//! our engines' ratios to the best peer and to the best std ceiling of each fit (the loose
+//! maps of any key and value length, and the tight ones fitted to the workload), disk and
+//! memory after the load, and our figures as fractions of the machine's limits.
 //!
 //! It only formats what `run.rs` measured; it computes nothing but ratios.
 
 use std::fmt::Write;
 
-use crate::engines::{EngineInfo, Family};
+use crate::engines::{EngineInfo, Family, Fit};
 use crate::results::{EngineSummary, Phase, Spread};
 use crate::run::{Mode, RunResults, SizeResults};
 
@@ -63,7 +64,7 @@ pub fn headline(run: &RunResults) -> String {
     let mut s = String::new();
     if let Some(size) = run.sizes.last() {
         let _ = writeln!(s, "N = {}:", size.workload.n);
-        ratios(&mut s, run, size);
+        ratios(&mut s, &run.engines, size);
         crate::targets::summary(&mut s, size);
     }
     s
@@ -227,7 +228,7 @@ fn engines(s: &mut String, run: &RunResults) {
         let kind = match e.family {
             Family::Ours => "ours",
             Family::Peer => "peer",
-            Family::Ceiling => "std ceiling",
+            Family::Ceiling(fit) => fit.label(),
         };
         let _ = writeln!(s, "| {} | {kind} | {} |", e.name, e.note);
     }
@@ -252,8 +253,16 @@ fn engines(s: &mut String, run: &RunResults) {
          (untimed) with `sync_each_write: true`, where each put is durable before it returns and \
          concurrent writers share fsyncs.\n\
          - **candystore**: no batch, so the bulk load is plain `set`s and one `flush`.\n\
-         - **hashmap / btreemap**: behind an `RwLock` (the mixed phases share them between threads); \
-         an uncontended lock costs an atomic operation per call.\n"
+         - **hashmap / btreemap**, the loose std ceilings: `Vec<u8>` keys and values (two heap \
+         allocations per entry; `HashMap` hashes with SipHash), any length. Behind an `RwLock` (the \
+         mixed phases share them between threads), taken per call, reads included; an uncontended \
+         lock costs an atomic operation.\n\
+         - **hashmap-tight / btreemap-tight**, the tight std ceilings: `[u8; 16]` keys and \
+         `[u8; 100]` values stored inline, and `HashMap` hashes with foldhash's fast fixed state, \
+         so they show how fast std can be for exactly this workload; they take no other key or \
+         value length (a run with other lengths skips them). Also behind an `RwLock`, but the bulk \
+         load takes it once, and a read session and a scan hold it throughout; only the \
+         per-operation phases (insert, remove, mixed) take it per call.\n"
     );
 }
 
@@ -306,66 +315,75 @@ fn results(s: &mut String, run: &RunResults, size: &SizeResults, chart_file: &st
     } else {
         s.push('\n');
     }
-    let _ = writeln!(s, "### Ours against the best peer and the std ceiling\n");
+    let _ = writeln!(s, "### Ours against the best peer and the std ceilings\n");
     let _ = writeln!(
         s,
         "Ratio of median throughputs; above 1 means ours is faster. The best peer is the fastest of \
-         the disk engines (named); the ceiling is the faster std collection.\n"
+         the disk engines; the std ceiling is the faster of the loose std maps (hashmap, btreemap) \
+         and the tight std ceiling the faster of the tight ones (hashmap-tight, btreemap-tight), each \
+         named in its column. Each of our engines has one column against the best peer and one \
+         against the std ceilings, loose / tight.\n"
     );
-    ratios(s, run, size);
+    ratios(s, &run.engines, size);
     crate::targets::section(s, &ran, size);
     space(s, &ran, size);
     fractions(s, run, &ran, size);
 }
 
-/// The ratio table of our engines against the best peer and the std ceiling.
-fn ratios(s: &mut String, run: &RunResults, size: &SizeResults) {
-    let ours: Vec<&EngineInfo> = run
-        .engines
+/// The ratio table of our engines against the best peer and the best std ceiling of each
+/// fit; `engines` are the run's, in report order.
+fn ratios(s: &mut String, engines: &[&EngineInfo], size: &SizeResults) {
+    let ours: Vec<&EngineInfo> = engines
         .iter()
         .copied()
         .filter(|e| e.family == Family::Ours && size.engines.contains_key(e.name))
         .collect();
-    let mut header = vec![
-        "phase".to_string(),
-        "best peer".into(),
-        "std ceiling".into(),
-    ];
+    let mut header = vec!["phase".to_string(), "best peer".into()];
+    header.extend(Fit::ALL.map(|fit| fit.label().to_string()));
     for e in &ours {
         header.push(format!("{} ÷ best peer", e.name));
-        header.push(format!("{} ÷ std", e.name));
+        header.push(format!("{} ÷ std, loose / tight", e.name));
     }
     let _ = writeln!(s, "| {} |", header.join(" | "));
-    let _ = writeln!(s, "|---|---|---|{}", "---:|".repeat(ours.len() * 2));
+    let _ = writeln!(
+        s,
+        "|---|---|{}{}",
+        "---|".repeat(Fit::ALL.len()),
+        "---:|".repeat(ours.len() * 2)
+    );
+    let named =
+        |best: Option<(&str, f64)>| best.map_or("–".into(), |(n, v)| format!("{n} {}", rate(v)));
     for phase in Phase::ALL {
-        let best = |family: Family| {
-            run.engines
-                .iter()
-                .filter(|e| e.family == family)
-                .filter_map(|e| {
-                    Some((e.name, size.engines.get(e.name)?.phases.get(&phase)?.median))
-                })
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-        };
-        let peer = best(Family::Peer);
-        let ceiling = best(Family::Ceiling);
-        let mut row = vec![
-            phase.label().to_string(),
-            peer.map_or("–".into(), |(n, v)| format!("{n} {}", rate(v))),
-            ceiling.map_or("–".into(), |(n, v)| format!("{n} {}", rate(v))),
-        ];
+        let peer = best(engines, size, phase, Family::Peer);
+        let ceilings = Fit::ALL.map(|fit| best(engines, size, phase, Family::Ceiling(fit)));
+        let mut row = vec![phase.label().to_string(), named(peer)];
+        row.extend(ceilings.map(named));
         for e in &ours {
             let mine = size.engines[e.name].phases.get(&phase).map(|sp| sp.median);
-            for other in [peer, ceiling] {
-                row.push(match (mine, other) {
-                    (Some(m), Some((_, o))) => format!("{:.2}×", m / o),
-                    _ => "–".into(),
-                });
-            }
+            let ratio = |other: Option<(&str, f64)>| match (mine, other) {
+                (Some(m), Some((_, o))) => format!("{:.2}×", m / o),
+                _ => "–".into(),
+            };
+            row.push(ratio(peer));
+            row.push(ceilings.map(ratio).join(" / "));
         }
         let _ = writeln!(s, "| {} |", row.join(" | "));
     }
     s.push('\n');
+}
+
+/// The fastest engine of `family` at `phase`, by median, with its median.
+fn best<'a>(
+    engines: &[&'a EngineInfo],
+    size: &SizeResults,
+    phase: Phase,
+    family: Family,
+) -> Option<(&'a str, f64)> {
+    engines
+        .iter()
+        .filter(|e| e.family == family)
+        .filter_map(|e| Some((e.name, size.engines.get(e.name)?.phases.get(&phase)?.median)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 fn space(s: &mut String, ran: &[&EngineInfo], size: &SizeResults) {
@@ -396,7 +414,7 @@ fn space(s: &mut String, ran: &[&EngineInfo], size: &SizeResults) {
         let rss = summary
             .peak_rss_bytes
             .map_or("–".into(), |r| bytes(r.median));
-        let (disk_cell, ratio) = if e.family == Family::Ceiling {
+        let (disk_cell, ratio) = if matches!(e.family, Family::Ceiling(_)) {
             ("–".to_string(), "–".to_string())
         } else {
             (bytes(disk), format!("{:.2}", disk / payload))
@@ -422,7 +440,10 @@ fn fractions(s: &mut String, run: &RunResults, ran: &[&EngineInfo], size: &SizeR
         s,
         "| engine | get present ÷ mapped reads | bulk insert ÷ sequential write | durable 1 thread ÷ fsync rate |\n|---|---:|---:|---:|"
     );
-    for e in ran.iter().filter(|e| e.family != Family::Ceiling) {
+    for e in ran
+        .iter()
+        .filter(|e| !matches!(e.family, Family::Ceiling(_)))
+    {
         let p = &size.engines[e.name].phases;
         let cell = |phase: Phase, limit: f64, scale: f64| {
             p.get(&phase).map_or("–".into(), |sp| {
@@ -525,5 +546,62 @@ mod tests {
         assert_eq!(rate(78.0), "78.0");
         assert_eq!(bytes(1536.0), "1.50 KiB");
         assert_eq!(today().len(), 10);
+    }
+
+    #[test]
+    fn ratios_name_the_best_ceiling_of_each_fit() {
+        use std::collections::BTreeMap;
+
+        use crate::engines;
+        use crate::workload::Workload;
+
+        let mut by_name = BTreeMap::new();
+        for (name, insert, scan) in [
+            ("logstore", 600e3, 1e6),
+            ("fjall", 300e3, 2e6),
+            ("hashmap", 1.2e6, 4e6),
+            ("btreemap", 1e6, 5e6),
+            ("hashmap-tight", 3e6, 0.0),
+            ("btreemap-tight", 2e6, 0.0),
+        ] {
+            let mut summary = EngineSummary::default();
+            for (phase, median) in [(Phase::Insert, insert), (Phase::Scan, scan)] {
+                if median > 0.0 {
+                    let sp = Spread::of(&[median]).unwrap();
+                    summary.phases.insert(phase, sp);
+                }
+            }
+            by_name.insert(name, summary);
+        }
+        let ran: Vec<&EngineInfo> = by_name.keys().map(|n| engines::find(n).unwrap()).collect();
+        let size = SizeResults {
+            workload: Workload {
+                n: 1000,
+                key_len: 16,
+                value_len: 100,
+                seed: 1,
+                mixed_ops: 1,
+                durable_ops: 1,
+                durable_ms: 1,
+            },
+            engines: by_name,
+            child_secs: BTreeMap::new(),
+            skipped: Vec::new(),
+            raw: BTreeMap::new(),
+        };
+        let mut s = String::new();
+        ratios(&mut s, &ran, &size);
+        assert!(
+            s.contains("| best peer | std ceiling | tight std ceiling | logstore ÷ best peer | logstore ÷ std, loose / tight |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("| insert, 1 op/commit | fjall 300 k | hashmap 1.20 M | hashmap-tight 3.00 M | 2.00× | 0.50× / 0.20× |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("| full scan | fjall 2.00 M | btreemap 5.00 M | – | 0.50× | 0.20× / – |"),
+            "{s}"
+        );
     }
 }

@@ -177,10 +177,12 @@ pub fn run(options: Options) -> Result<(), String> {
         let mut skipped = Vec::new();
         let mut runnable = Vec::new();
         for &info in &engines {
-            match results
-                .last()
-                .and_then(|prev| too_big(prev, info.name, n, &machine))
-            {
+            let refused = info.extras.refuses.and_then(|refuses| refuses(&w));
+            match refused.or_else(|| {
+                results
+                    .last()
+                    .and_then(|prev| too_big(prev, info.name, n, &machine))
+            }) {
                 Some(reason) => {
                     eprintln!("skipping {} at N = {n}: {reason}", info.name);
                     skipped.push((info.name, reason));

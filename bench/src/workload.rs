@@ -23,6 +23,10 @@ pub const DURABLE_BASE: u64 = 1 << 41;
 pub const THREAD_STRIDE: u64 = 1 << 34;
 /// Shortest key: the first eight bytes carry the bijection of the index.
 pub const KEY_LEN_MIN: usize = 8;
+/// Key length of the standard workload (the command line's default).
+pub const KEY_LEN_DEFAULT: usize = 16;
+/// Value length of the standard workload (the command line's default).
+pub const VALUE_LEN_DEFAULT: usize = 100;
 
 /// The workload's shape: sizes, counts and the seed every generator derives from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,6 +39,7 @@ pub const INFO: EngineInfo = EngineInfo {
     extras: Extras {
         open_durable: Some(open_durable),
         drop_hints: Some(drop_hints),
+        refuses: None,
     },
 };
 

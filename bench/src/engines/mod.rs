@@ -15,6 +15,7 @@ mod once_map;
 mod redb;
 mod sled;
 mod std_maps;
+mod std_tight;
 
 use std::path::Path;
 
@@ -31,12 +32,35 @@ pub type Id = [u8; 32];
 /// Who wrote an engine, which decides where it stands in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
-    /// Ours: each gets a ratio to the best peer and to the std ceiling.
+    /// Ours: each gets a ratio to the best peer and to the best std ceiling of each fit.
     Ours,
     /// A peer crate that stores on disk.
     Peer,
     /// An in-memory std collection: the ceiling, not a store.
-    Ceiling,
+    Ceiling(Fit),
+}
+
+/// How closely a std ceiling is fitted to the workload; the report compares our engines
+/// with the best ceiling of each fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// Any key and value length: a heap allocation per key and per value, SipHash.
+    Loose,
+    /// Only the standard workload's fixed lengths, stored inline; a fast hasher.
+    Tight,
+}
+
+impl Fit {
+    /// Both fits, in report order.
+    pub const ALL: [Fit; 2] = [Fit::Loose, Fit::Tight];
+
+    /// Label for the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Fit::Loose => "std ceiling",
+            Fit::Tight => "tight std ceiling",
+        }
+    }
 }
 
 /// What an engine can do; phases it cannot do are shown as a dash.
@@ -130,6 +154,10 @@ pub struct Extras {
     /// next open reads every record; returns how many it removed. Engines with it get the
     /// two reopen phases.
     pub drop_hints: Option<fn(&Path) -> Result<u64>>,
+    /// Why the engine cannot run a workload (say, one with other key or value lengths than
+    /// it stores), checked before any child starts: the run skips the engine at that N and
+    /// the report says why. `None`: it runs every workload.
+    pub refuses: Option<fn(&Workload) -> Option<String>>,
 }
 
 impl Extras {
@@ -137,6 +165,7 @@ impl Extras {
     pub const NONE: Extras = Extras {
         open_durable: None,
         drop_hints: None,
+        refuses: None,
     };
 }
 
@@ -152,6 +181,8 @@ pub const ENGINES: &[EngineInfo] = &[
     sled::INFO,
     std_maps::HASH_MAP,
     std_maps::BTREE_MAP,
+    std_tight::HASH_MAP,
+    std_tight::BTREE_MAP,
 ];
 
 /// The engine named `name`; `_` and `-` are ignored, so `log_store` finds `logstore`.

@@ -1,4 +1,6 @@
-//! The in-memory ceilings: std `HashMap` and `BTreeMap` behind an `RwLock`.
+//! The loose in-memory ceilings: std `HashMap` and `BTreeMap` of `Vec<u8>` behind an
+//! `RwLock`, taking keys and values of any length (the tight ones, fitted to the standard
+//! workload's lengths, are in `std_tight.rs`).
 //!
 //! They store nothing on disk, so they have no durable phase and `sync` does nothing; they
 //! show how fast the same operations can be with no storage at all. The lock is there
@@ -9,13 +11,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits, unsupported};
+use super::{
+    Direct, Engine, EngineInfo, Extras, Family, Fit, Id, Reader, Result, Traits, unsupported,
+};
 use crate::workload::Workload;
 
 /// Registry entry of the `HashMap` ceiling.
 pub const HASH_MAP: EngineInfo = EngineInfo {
     name: "hashmap",
-    family: Family::Ceiling,
+    family: Family::Ceiling(Fit::Loose),
     traits: Traits {
         ordered: false,
         remove: true,
@@ -30,7 +34,7 @@ pub const HASH_MAP: EngineInfo = EngineInfo {
 /// Registry entry of the `BTreeMap` ceiling.
 pub const BTREE_MAP: EngineInfo = EngineInfo {
     name: "btreemap",
-    family: Family::Ceiling,
+    family: Family::Ceiling(Fit::Loose),
     traits: Traits {
         ordered: true,
         remove: true,
