@@ -68,7 +68,7 @@ fn append_only_missing_lane_past_its_recorded_length_ends_the_walk() {
         let b = AppendOnly::open(&dir, "b").unwrap();
         let spans = [
             b.append(&[1u8; 60_000]).unwrap(),
-            b.append(&[2u8; 60_000]).unwrap(), // lane 1
+            b.append(&[2u8; 60_000]).unwrap(),  // lane 1
             b.append(&[3u8; 100_000]).unwrap(), // lane 2
         ];
         b.sync().unwrap();
@@ -89,7 +89,11 @@ fn append_only_missing_lane_past_its_recorded_length_ends_the_walk() {
     drop(b);
     let b = AppendOnly::open(&dir, "b").unwrap();
     let walked: Vec<_> = b.records(0).map(Result::unwrap).collect();
-    assert_eq!(walked, [spans[0], next], "the stale lane-2 record stays behind");
+    assert_eq!(
+        walked,
+        [spans[0], next],
+        "the stale lane-2 record stays behind"
+    );
     assert_eq!(b.get(next).unwrap(), &[4u8; 70_000][..]);
 }
 
@@ -130,7 +134,10 @@ fn log_store_missing_lane_costs_its_records() {
     // Lane 0 at least; the frame walk ends at the restored lane, so (unlike format 1,
     // whose scan took the zeros for lane-end padding) the records of lane 2 go too.
     assert!((60..600).contains(&kept), "kept {kept} {stats:?}");
-    assert!(kv.get(b"k00599").unwrap().is_some(), "later segments are whole");
+    assert!(
+        kv.get(b"k00599").unwrap().is_some(),
+        "later segments are whole"
+    );
     kv.put(b"after", b"damage").unwrap();
     kv.sync().unwrap();
     drop(kv);

@@ -155,7 +155,10 @@ fn check_chunks(log: &AppendOnly, records: &[(Span, Vec<u8>)]) {
         let block = i / 16 * 16;
         !covered[i] && *b != 0 && covered[block..(block + 16).min(all.len())].contains(&true)
     });
-    assert_eq!(stray, None, "bytes outside records and frames read as zeros");
+    assert_eq!(
+        stray, None,
+        "bytes outside records and frames read as zeros"
+    );
     // The frame walk finds exactly the records, in order.
     let walked: Vec<Span> = log.records(0).map(Result::unwrap).collect();
     let spans: Vec<Span> = records.iter().map(|(s, _)| *s).collect();
@@ -924,7 +927,11 @@ fn content_matches_model() {
                 blobs = Content::open(&dir, "blobs").unwrap();
                 for id in &order[synced..] {
                     let want = model.get(id).map(|b| &b[..]);
-                    assert_eq!(blobs.get(id).unwrap(), want, "unsynced blob survives a drop");
+                    assert_eq!(
+                        blobs.get(id).unwrap(),
+                        want,
+                        "unsynced blob survives a drop"
+                    );
                     assert!(blobs.contains(id).unwrap());
                 }
                 synced = order.len();
