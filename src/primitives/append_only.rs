@@ -268,6 +268,13 @@ impl AppendOnly {
                     ),
                 ));
             }
+            if rec.length > lanes.capacity_max() {
+                return Err(Error::corrupted(
+                    length.path(),
+                    0,
+                    format!("length {} is past what the lanes can hold", rec.length),
+                ));
+            }
             lanes.restore_from(if restore_below { 0 } else { rec.length });
             let sealed_below = rec.flags & 1 != 0;
             let tail = if sealed_below {

@@ -114,6 +114,13 @@ fn build(kind: Kind, path: &Path, m: &mut Model) {
         }
         Kind::Map => {
             let map = OnceMap::open(&dir, "map").unwrap();
+            // A sync records the meta (count, log length) and the log's length only once
+            // 4 MiB of log are past them: one big entry first, so that both are written
+            // (and crafted), then small ones past them, which open re-indexes.
+            let big = (b"big".to_vec(), vec![0x5A; 4 << 20]);
+            map.insert(&big.0, &big.1).unwrap();
+            map.sync().unwrap();
+            m.map.push(big);
             for i in 0..40u32 {
                 let (k, v) = (format!("m{i}").into_bytes(), vec![i as u8; i as usize % 50]);
                 map.insert(&k, &v).unwrap();
@@ -392,6 +399,26 @@ fn register_fields(file: &Path, bytes: &[u8], data_len: u64, out: &mut Vec<Field
         remove: None,
         file_len: data_len,
     });
+    // Format 2's AppendOnly length record (32 bytes): format, newest epoch, last epoch
+    // and flags are u32 fields, crafted one by one; length and nonce are u64 words.
+    if value_bytes == 32 && file.ends_with("length.acc") {
+        for (name, off) in [
+            ("format", 0),
+            ("epoch", 4),
+            ("last epoch", 8),
+            ("flags", 12),
+        ] {
+            out.push(Field {
+                file: file.to_path_buf(),
+                name: format!("slot {k} {name}"),
+                at: at + 8 + off,
+                width: 4,
+                seal,
+                remove: None,
+                file_len: data_len,
+            });
+        }
+    }
     for w in 0..value_bytes / 8 {
         out.push(Field {
             file: file.to_path_buf(),
@@ -759,7 +786,11 @@ fn craft_register_word(path: &Path, word: usize, value: u64) {
     let mut bytes = fs::read(path).unwrap();
     let mut fields = Vec::new();
     register_fields(path, &bytes, 0, &mut fields);
-    let f = &fields[1 + word];
+    let name = format!("value word {word}");
+    let f = fields
+        .iter()
+        .find(|f| f.name.ends_with(&name))
+        .expect("the register has that word");
     write_field(&mut bytes, f, value);
     reseal(&mut bytes, f.seal);
     fs::write(path, bytes).unwrap();
@@ -790,7 +821,16 @@ fn a_state_naming_endless_segments_is_corrupted() {
 fn a_once_map_count_past_its_log_is_corrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let mut m = Model::default();
-    build(Kind::Map, tmp.path(), &mut m);
+    // The meta is trusted only where it covers the whole log: a map whose last sync
+    // recorded it (4 MiB of log past the previous record), with nothing after.
+    {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let map = OnceMap::open(&dir, "map").unwrap();
+        let big = (b"big".to_vec(), vec![0x5A; 4 << 20]);
+        map.insert(&big.0, &big.1).unwrap();
+        map.sync().unwrap();
+        m.map.push(big);
+    }
     craft_register_word(&tmp.path().join("map/meta/journal.acc"), 0, u64::MAX);
     let outcome = run_probe(Kind::Map, tmp.path(), &Arc::new(m), "count u64::MAX");
     assert!(outcome.is_ok(), "{outcome:?}");
@@ -815,7 +855,10 @@ fn a_length_past_the_lanes_is_corrupted() {
                 "array"
             };
             let length = tmp.path().join(name).join("length.acc");
-            craft_register_word(&length, 0, len);
+            // Format 2's length record holds the length in its third word (after
+            // format, epochs and flags); RandomAccess's holds it alone.
+            let word = if kind == Kind::Append { 2 } else { 0 };
+            craft_register_word(&length, word, len);
             let dir = Dir::open(tmp.path()).unwrap();
             let err = if kind == Kind::Append {
                 AppendOnly::open(&dir, name).err()

@@ -776,3 +776,222 @@ fn fixture_v1_log_decodes_per_spec() {
         "{names:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Format 2 (framed AppendOnly): `tests/fixtures/v2`, a store of every primitive, and
+// `tests/fixtures/v2-log`, a LogStore, written by this build's format. Rewritten with
+// `ACCRETION_WRITE_FIXTURES=1 cargo test --test it -- fixtures::write_v2_fixtures`.
+// Each holds writes made after the last sync, which format 2 keeps (adopted at open).
+
+const FIXTURE_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2");
+const FIXTURE_V2_LOG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2-log");
+/// The put made after the v2-log store's last sync.
+const V2_LOG_UNSYNCED: (&[u8], &[u8]) = (b"key-61", b"not synced, kept");
+
+fn write_store_v2(path: &Path) {
+    let dir = Dir::open(path).unwrap();
+    drop(Entropy::open(&dir, "entropy").unwrap());
+    let journal = Journal::<[u64; 2]>::open(&dir, "journal").unwrap();
+    for v in JOURNAL_SYNCED {
+        journal.set(v).unwrap();
+        journal.sync().unwrap();
+    }
+    journal.set(JOURNAL_UNSYNCED).unwrap();
+    drop(journal);
+    let append = AppendOnly::open(&dir, "append").unwrap();
+    for (bytes, align, _) in append_records() {
+        append.append_aligned(&bytes, align).unwrap();
+    }
+    append.sync().unwrap();
+    append.append(APPEND_UNSYNCED).unwrap();
+    drop(append);
+    let sealed = AppendOnly::open(&dir, "sealed").unwrap();
+    sealed.append(b"the last record").unwrap();
+    sealed.seal().unwrap();
+    sealed.sync_recorded().unwrap();
+    drop(sealed);
+    let array = RandomAccess::<u64>::open(&dir, "array").unwrap();
+    for (i, v) in ARRAY {
+        array.set(i, v).unwrap();
+    }
+    array.sync().unwrap();
+    drop(array);
+    let map = OnceMap::open(&dir, "map").unwrap();
+    for i in 0..=MAP_SYNCED {
+        if i == MAP_SYNCED / 2 || i == MAP_SYNCED {
+            map.sync().unwrap();
+        }
+        let (k, v) = map_entry(i);
+        assert!(map.insert(&k, &v).unwrap().is_inserted());
+    }
+    drop(map);
+    let content = Content::open(&dir, "blobs").unwrap();
+    for b in blobs() {
+        content.insert(&b).unwrap();
+    }
+    content.sync().unwrap();
+}
+
+/// Writes `tests/fixtures/v2` and `tests/fixtures/v2-log` when
+/// `ACCRETION_WRITE_FIXTURES=1`; otherwise does nothing.
+#[test]
+fn write_v2_fixtures() {
+    if std::env::var("ACCRETION_WRITE_FIXTURES").as_deref() != Ok("1") {
+        return;
+    }
+    for (target, log) in [(FIXTURE_V2, false), (FIXTURE_V2_LOG, true)] {
+        let target = Path::new(target);
+        let parent = target.parent().unwrap();
+        let tmp = tempfile::tempdir_in(parent).unwrap();
+        let fresh = tmp.path().join("fresh");
+        if log {
+            let dir = Dir::open(&fresh).unwrap();
+            let store = LogStore::open(&dir, "kv", log_opts()).unwrap();
+            log_workload(Some(&store));
+            store.put(V2_LOG_UNSYNCED.0, V2_LOG_UNSYNCED.1).unwrap();
+        } else {
+            write_store_v2(&fresh);
+        }
+        fs::remove_file(fresh.join("accretion.lock")).unwrap();
+        if target.exists() {
+            fs::remove_dir_all(target).unwrap();
+        }
+        fs::rename(&fresh, target).unwrap();
+        println!("wrote {}", target.display());
+    }
+}
+
+/// A copy of the v2 fixture opens and reads back everything written, the writes after
+/// the last sync included, through the API, and takes new writes.
+#[test]
+fn fixture_v2_reads_back_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("v2");
+    copy_dir(Path::new(FIXTURE_V2), &store);
+    let dir = Dir::open(&store).unwrap();
+    drop(Entropy::open(&dir, "entropy").unwrap());
+    let journal = Journal::<[u64; 2]>::open(&dir, "journal").unwrap();
+    assert_eq!(
+        journal.get(),
+        JOURNAL_SYNCED[1],
+        "a journal keeps its last sync"
+    );
+
+    let append = AppendOnly::open(&dir, "append").unwrap();
+    assert_eq!(append.format(), 2);
+    assert!(!append.is_sealed());
+    let spans: Vec<Span> = append.records(0).map(Result::unwrap).collect();
+    let mut expected: Vec<(Vec<u8>, usize)> = append_records()
+        .into_iter()
+        .map(|(b, align, _)| (b, align))
+        .collect();
+    expected.push((APPEND_UNSYNCED.to_vec(), 1));
+    assert_eq!(spans.len(), expected.len());
+    for (span, (bytes, align)) in spans.iter().zip(&expected) {
+        assert_eq!(append.get(*span).unwrap(), &bytes[..]);
+        assert_eq!(span.offset() % *align as u64, 0);
+    }
+    assert_eq!(append.len(), spans.last().unwrap().end());
+    assert!(append.adopted_bytes() > 0, "the unsynced record is adopted");
+
+    let sealed = AppendOnly::open(&dir, "sealed").unwrap();
+    assert!(sealed.is_sealed());
+    let spans: Vec<Span> = sealed.records(0).map(Result::unwrap).collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(sealed.get(spans[0]).unwrap(), b"the last record");
+    assert!(sealed.append(b"x").is_err());
+
+    let array = RandomAccess::<u64>::open(&dir, "array").unwrap();
+    for i in 0..4096 {
+        let expected = ARRAY.iter().find(|(j, _)| *j == i).map(|(_, v)| *v);
+        assert_eq!(array.get(i).unwrap().map(|v| *v), expected, "element {i}");
+    }
+
+    let map = OnceMap::open(&dir, "map").unwrap();
+    assert_eq!(
+        map.len(),
+        MAP_SYNCED as u64 + 1,
+        "the unsynced entry is kept"
+    );
+    let all: Vec<(Vec<u8>, Vec<u8>)> = map
+        .iter()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(all, (0..=MAP_SYNCED).map(map_entry).collect::<Vec<_>>());
+    for (k, v) in &all {
+        assert_eq!(map.get(k).unwrap(), Some(&v[..]));
+    }
+
+    let content = Content::open(&dir, "blobs").unwrap();
+    let ids: Vec<ContentId> = content.ids().map(Result::unwrap).collect();
+    assert_eq!(
+        ids,
+        blobs().iter().map(|b| ContentId::of(b)).collect::<Vec<_>>()
+    );
+    for b in blobs() {
+        assert_eq!(content.get(&ContentId::of(&b)).unwrap(), Some(&b[..]));
+    }
+
+    // Still writable.
+    let more = append.append(b"more").unwrap();
+    append.sync().unwrap();
+    assert!(map.insert(b"new key", b"new value").unwrap().is_inserted());
+    map.sync().unwrap();
+    drop((journal, append, sealed, array, map, content, dir));
+    let dir = Dir::open(&store).unwrap();
+    assert_eq!(
+        AppendOnly::open(&dir, "append").unwrap().get(more).unwrap(),
+        b"more"
+    );
+    let map = OnceMap::open(&dir, "map").unwrap();
+    assert_eq!(map.get(b"new key").unwrap(), Some(&b"new value"[..]));
+}
+
+/// A copy of the v2-log fixture opens with every write (the unsynced last put included)
+/// and takes new ones.
+#[test]
+fn fixture_v2_log_reads_back_and_takes_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("v2-log");
+    copy_dir(Path::new(FIXTURE_V2_LOG), &path);
+    let mut expected = log_workload(None);
+    expected.insert(V2_LOG_UNSYNCED.0.to_vec(), V2_LOG_UNSYNCED.1.to_vec());
+    for round in 0..2 {
+        let dir = Dir::open(&path).unwrap();
+        let store = LogStore::open(&dir, "kv", log_opts()).unwrap();
+        let got: BTreeMap<Vec<u8>, Vec<u8>> = store
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect();
+        assert_eq!(got, expected, "round {round}");
+        assert_eq!(store.stats().damaged_records, 0);
+        store.put(b"written after", b"the fixture").unwrap();
+        store.sync().unwrap();
+        expected.insert(b"written after".to_vec(), b"the fixture".to_vec());
+    }
+}
+
+/// The v1 LogStore fixture is upgraded at open and takes writes, which a reopen keeps.
+#[test]
+fn fixture_v1_log_takes_writes_after_upgrade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("v1-log");
+    copy_dir(Path::new(FIXTURE_V1_LOG), &path);
+    let mut expected = log_workload(None);
+    for round in 0..2 {
+        let dir = Dir::open(&path).unwrap();
+        let store = LogStore::open(&dir, "kv", log_opts()).unwrap();
+        let got: BTreeMap<Vec<u8>, Vec<u8>> = store
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect();
+        assert_eq!(got, expected, "round {round}");
+        let key = format!("upgraded-{round}").into_bytes();
+        // Enough to roll a 4 KiB segment: the new segments are format 2.
+        for i in 0..20u8 {
+            store.put(&key, &[i; 300]).unwrap();
+        }
+        store.sync().unwrap();
+        expected.insert(key, vec![19; 300]);
+    }
+}

@@ -142,7 +142,8 @@ fn append_inside_a_fill_of_the_same_buffer_is_refused() {
         let elsewhere = elsewhere.unwrap().unwrap();
         assert_eq!(other.get(elsewhere).unwrap(), b"fine");
         assert_eq!(buf.get(span).unwrap(), b"fill");
-        assert_eq!(buf.len(), 4, "the refused appends took no space");
+        assert_eq!(buf.len(), span.end(), "the refused appends took no space");
+        assert_eq!(buf.records(0).count(), 1, "and wrote no frame");
         // Outside the fill, and after a fill that panicked, appends work again.
         let after = buf.append(b"after").unwrap();
         assert_eq!(buf.get(after).unwrap(), b"after");
@@ -166,17 +167,20 @@ fn nested_fills_of_two_buffers_refuse_the_outer_one() {
         let b = AppendOnly::open(&dir, "b").unwrap();
         let mut innermost = None;
         let mut middle = None;
-        a.append_with(1, 1, |_, dest| {
-            dest[0] = 1;
-            middle = Some(b.append_with(1, 1, |_, dest| {
-                dest[0] = 2;
-                innermost = Some(a.append(b"x"));
-            }));
-        })
-        .unwrap();
+        let outer = a
+            .append_with(1, 1, |_, dest| {
+                dest[0] = 1;
+                middle = Some(b.append_with(1, 1, |_, dest| {
+                    dest[0] = 2;
+                    innermost = Some(a.append(b"x"));
+                }));
+            })
+            .unwrap();
         assert!(is_reentrant(&innermost.unwrap()));
-        assert!(middle.unwrap().is_ok());
-        assert_eq!((a.len(), b.len()), (1, 1));
+        let middle = middle.unwrap().unwrap();
+        // Each holds its one record (behind its frame) and nothing else.
+        assert_eq!((a.len(), b.len()), (outer.end(), middle.end()));
+        assert_eq!((a.records(0).count(), b.records(0).count()), (1, 1));
     });
 }
 

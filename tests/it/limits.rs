@@ -122,7 +122,7 @@ fn append_only_record_too_long_and_bad_alignment() {
             align as u64,
         );
     }
-    assert_eq!(log.len(), 3, "refused appends reserve nothing");
+    assert_eq!(log.len(), first.end(), "refused appends reserve nothing");
     // The largest alignment works, in the file and in memory.
     let span = log
         .append_aligned(b"aligned", RECORD_ALIGN_BYTES_MAX as usize)
@@ -146,11 +146,14 @@ fn append_only_bad_spans() {
     );
     assert_out_of_bounds(log.get(Span::new(0, 1)), 0);
     let base = accretion::limits::APPEND_LANE_BASE_BYTES;
-    log.append(&vec![5u8; (base - 8) as usize]).unwrap();
+    // Format 2: each record behind its 16-byte frame. The first ends 8 bytes short of
+    // lane 0's end; the second's frame starts lane 1.
+    let first = log.append(&vec![5u8; (base - 16 - 8) as usize]).unwrap();
+    assert_eq!(first.end(), base - 8);
     let second = log.append(&[6u8; 100]).unwrap();
-    assert_eq!(second.offset(), base, "skipped to lane 1");
+    assert_eq!(second.offset(), base + 16, "skipped to lane 1");
     let len = log.len();
-    assert_eq!(len, base + 100);
+    assert_eq!(len, base + 16 + 100);
     let bad = [
         Span::new(len, 1),          // just past the end
         Span::new(len + 1, 0),      // empty, but past the end

@@ -34,7 +34,8 @@ fn random_access_missing_lane_below_its_length_is_corrupted() {
     assert!(err.to_string().contains("cells-01.acc"), "{err}");
 }
 
-/// An AppendOnly whose middle lane file is gone: refused at open.
+/// An AppendOnly whose middle lane file is gone below its recorded length: refused at
+/// open.
 #[test]
 fn append_only_missing_lane_below_its_length_is_corrupted() {
     let tmp = tempfile::tempdir().unwrap();
@@ -44,7 +45,7 @@ fn append_only_missing_lane_below_its_length_is_corrupted() {
         b.append(&[1u8; 60_000]).unwrap();
         b.append(&[2u8; 60_000]).unwrap(); // lane 1
         b.append(&[3u8; 100_000]).unwrap(); // lane 2
-        b.sync().unwrap();
+        b.sync_recorded().unwrap();
     }
     std::fs::remove_file(tmp.path().join("b/data-01.acc")).unwrap();
     let dir = Dir::open(tmp.path()).unwrap();
@@ -56,9 +57,99 @@ fn append_only_missing_lane_below_its_length_is_corrupted() {
     assert_eq!(b.restored()[0].offset(), 64 << 10);
 }
 
-/// A LogStore segment that lost a middle lane costs the records in it, not the store.
+/// The same loss past the recorded length (a plain `sync` records the length lazily):
+/// the walk at open ends where the lane is missing, so the records in it and after it
+/// are not adopted, never read as data; the buffer takes appends again from there.
+#[test]
+fn append_only_missing_lane_past_its_recorded_length_ends_the_walk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spans = {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let b = AppendOnly::open(&dir, "b").unwrap();
+        let spans = [
+            b.append(&[1u8; 60_000]).unwrap(),
+            b.append(&[2u8; 60_000]).unwrap(),  // lane 1
+            b.append(&[3u8; 100_000]).unwrap(), // lane 2
+        ];
+        b.sync().unwrap();
+        spans
+    };
+    std::fs::remove_file(tmp.path().join("b/data-01.acc")).unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let b = AppendOnly::open(&dir, "b").unwrap();
+    assert_eq!(b.len(), spans[0].end());
+    assert_eq!(b.get(spans[0]).unwrap(), &[1u8; 60_000][..]);
+    for span in &spans[1..] {
+        assert!(matches!(b.get(*span), Err(Error::OutOfBounds { .. })));
+    }
+    let walked: Vec<_> = b.records(0).map(Result::unwrap).collect();
+    assert_eq!(walked, [spans[0]]);
+    let next = b.append(&[4u8; 70_000]).unwrap();
+    b.sync().unwrap();
+    drop(b);
+    let b = AppendOnly::open(&dir, "b").unwrap();
+    let walked: Vec<_> = b.records(0).map(Result::unwrap).collect();
+    assert_eq!(
+        walked,
+        [spans[0], next],
+        "the stale lane-2 record stays behind"
+    );
+    assert_eq!(b.get(next).unwrap(), &[4u8; 70_000][..]);
+}
+
+/// A finished LogStore segment (its length recorded) that lost a middle lane costs the
+/// records in it, not the store, and the damage is reported.
 #[test]
 fn log_store_missing_lane_costs_its_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let value = |i: u32| vec![i as u8; 1000];
+    // 512 KiB segments end where lane 2 ends (448 KiB): log-1 is finished (sealed, its
+    // length recorded) with lanes 0, 1 and 2.
+    let opts = || LogOptions {
+        segment_bytes: 512 << 10,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    };
+    {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let kv = LogStore::open(&dir, "kv", opts()).unwrap();
+        for i in 0..600u32 {
+            kv.put(format!("k{i:05}").as_bytes(), &value(i)).unwrap();
+        }
+        kv.sync().unwrap();
+    }
+    std::fs::remove_file(tmp.path().join("kv/log-0000000001/data-01.acc")).unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let kv = LogStore::open(&dir, "kv", opts()).unwrap();
+    let stats = kv.stats();
+    assert!(stats.damaged_records > 0, "{stats:?}");
+    assert!(stats.damaged_bytes >= 128 << 10, "{stats:?}");
+    let mut kept = 0;
+    for i in 0..600u32 {
+        if let Some(v) = kv.get(format!("k{i:05}").as_bytes()).unwrap() {
+            assert_eq!(&*v, &value(i)[..]);
+            kept += 1;
+        }
+    }
+    // Lane 0 at least; the frame walk ends at the restored lane, so (unlike format 1,
+    // whose scan took the zeros for lane-end padding) the records of lane 2 go too.
+    assert!((60..600).contains(&kept), "kept {kept} {stats:?}");
+    assert!(
+        kv.get(b"k00599").unwrap().is_some(),
+        "later segments are whole"
+    );
+    kv.put(b"after", b"damage").unwrap();
+    kv.sync().unwrap();
+    drop(kv);
+    let kv = LogStore::open(&dir, "kv", opts()).unwrap();
+    assert_eq!(kv.get(b"after").unwrap().as_deref(), Some(&b"damage"[..]));
+}
+
+/// The active segment's length is recorded lazily: a lane lost past it ends the walk
+/// there, so the keys written in it and after it are gone (never read as data), and
+/// those before are kept, a prefix of the writes.
+#[test]
+fn log_store_missing_lane_of_the_active_segment_ends_its_walk() {
     let tmp = tempfile::tempdir().unwrap();
     let value = |i: u32| vec![i as u8; 1000];
     {
@@ -72,35 +163,39 @@ fn log_store_missing_lane_costs_its_records() {
     std::fs::remove_file(tmp.path().join("kv/log-0000000001/data-01.acc")).unwrap();
     let dir = Dir::open(tmp.path()).unwrap();
     let kv = LogStore::open(&dir, "kv", LogOptions::default()).unwrap();
-    let stats = kv.stats();
-    assert!(stats.damaged_records > 0, "{stats:?}");
-    assert!(stats.damaged_bytes >= 128 << 10, "{stats:?}");
-    let mut kept = 0;
-    for i in 0..400u32 {
-        if let Some(v) = kv.get(format!("k{i:05}").as_bytes()).unwrap() {
-            assert_eq!(&*v, &value(i)[..]);
-            kept += 1;
-        }
-    }
-    assert!((60..400).contains(&kept), "kept {kept}");
+    let present: Vec<bool> = (0..400u32)
+        .map(|i| match kv.get(format!("k{i:05}").as_bytes()).unwrap() {
+            Some(v) => {
+                assert_eq!(&*v, &value(i)[..]);
+                true
+            }
+            None => false,
+        })
+        .collect();
+    let kept = present.iter().filter(|p| **p).count();
+    assert!((50..80).contains(&kept), "kept {kept}: lane 0's records");
+    assert!(present[..kept].iter().all(|p| *p), "a prefix is kept");
     kv.put(b"after", b"damage").unwrap();
     kv.sync().unwrap();
     drop(kv);
     let kv = LogStore::open(&dir, "kv", LogOptions::default()).unwrap();
     assert_eq!(kv.get(b"after").unwrap().as_deref(), Some(&b"damage"[..]));
+    assert_eq!(kv.len(), kept as u64 + 1);
 }
 
 /// A OnceMap whose log lost the end of a lane below its length is refused: its `get`
 /// checks entry headers and keys, not values, so an entry whose value lay in the lost
 /// bytes would read as zeros (found while fixing review findings: restoring the lane
 /// made `get` return a value half of zeros).
+/// The log's length is recorded once 4 MiB are past the last record, so the map is
+/// made bigger than that.
 #[test]
 fn once_map_short_log_lane_is_corrupted() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let dir = Dir::open(tmp.path()).unwrap();
         let map = OnceMap::open(&dir, "m").unwrap();
-        for i in 0..400u32 {
+        for i in 0..4500u32 {
             map.insert(format!("k{i}").as_bytes(), &[(i % 200) as u8 + 1; 1000])
                 .unwrap();
         }
@@ -115,6 +210,48 @@ fn once_map_short_log_lane_is_corrupted() {
         assert!(matches!(err, Error::Corrupted { .. }), "{err}");
         assert!(err.to_string().contains("data-01.acc"), "{err}");
     }
+}
+
+/// The same cut past the log's recorded length (a small map, synced: its length is
+/// recorded lazily) is a torn tail: the entries from the cut on are not adopted, never
+/// read as zeros, and those before are kept.
+#[test]
+fn once_map_short_log_lane_past_its_recorded_length_ends_the_walk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let value = |i: u32| [(i % 200) as u8 + 1; 1000];
+    {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let map = OnceMap::open(&dir, "m").unwrap();
+        for i in 0..400u32 {
+            map.insert(format!("k{i}").as_bytes(), &value(i)).unwrap();
+        }
+        map.sync().unwrap();
+    }
+    let lane = tmp.path().join("m/log/data-01.acc");
+    let len = std::fs::metadata(&lane).unwrap().len();
+    cut(&lane, len / 2);
+    let dir = Dir::open(tmp.path()).unwrap();
+    let map = OnceMap::open(&dir, "m").unwrap();
+    let present: Vec<bool> = (0..400u32)
+        .map(|i| match map.get(format!("k{i}").as_bytes()).unwrap() {
+            Some(v) => {
+                assert_eq!(v, &value(i)[..]);
+                true
+            }
+            None => false,
+        })
+        .collect();
+    let kept = present.iter().filter(|p| **p).count();
+    assert!((60..200).contains(&kept), "kept {kept}");
+    assert!(present[..kept].iter().all(|p| *p), "a prefix is kept");
+    assert_eq!(map.len(), kept as u64);
+    assert_eq!(map.iter().filter(Result::is_ok).count(), kept);
+    map.insert(b"after", b"cut").unwrap();
+    map.sync().unwrap();
+    drop(map);
+    let map = OnceMap::open(&dir, "m").unwrap();
+    assert_eq!(map.get(b"after").unwrap(), Some(&b"cut"[..]));
+    assert_eq!(map.len(), kept as u64 + 1);
 }
 
 /// One value damaged at rest costs that key at the next compaction, not every

@@ -18,3 +18,4 @@ mod lost_lanes;
 mod model;
 mod process;
 mod soundness;
+mod sync_cost;

@@ -148,8 +148,21 @@ fn check_chunks(log: &AppendOnly, records: &[(Span, Vec<u8>)]) {
         assert_eq!(&all[range.clone()], &bytes[..], "record at {span:?}");
         covered[range].fill(true);
     }
-    let stray = all.iter().zip(&covered).position(|(b, c)| !*c && *b != 0);
-    assert_eq!(stray, None, "bytes outside records (padding) read as zeros");
+    // Format 2: outside the records there are only frames (16 bytes at a multiple of
+    // 16, none overlapping a record) and zeros: the padding after a record's end up to
+    // the next multiple of 16, alignment gaps and lane ends read as zeros.
+    let stray = all.iter().enumerate().position(|(i, b)| {
+        let block = i / 16 * 16;
+        !covered[i] && *b != 0 && covered[block..(block + 16).min(all.len())].contains(&true)
+    });
+    assert_eq!(
+        stray, None,
+        "bytes outside records and frames read as zeros"
+    );
+    // The frame walk finds exactly the records, in order.
+    let walked: Vec<Span> = log.records(0).map(Result::unwrap).collect();
+    let spans: Vec<Span> = records.iter().map(|(s, _)| *s).collect();
+    assert_eq!(walked, spans, "records(0) walks exactly the records");
 }
 
 #[test]
@@ -161,7 +174,6 @@ fn append_only_matches_model() {
     assert!(log.is_empty());
     assert_eq!(log.get(Span::new(0, 0)).unwrap(), b"");
     let mut records: Vec<(Span, Vec<u8>)> = Vec::new();
-    let mut durable = 0u64;
     let mut larges = 0;
     for _ in 0..1500 {
         let before = log.len();
@@ -223,8 +235,7 @@ fn append_only_matches_model() {
             }
             85..90 => {
                 log.sync().unwrap();
-                durable = log.len();
-                assert_eq!(log.durable_len(), durable);
+                assert_eq!(log.durable_len(), log.len());
             }
             90..94 => {
                 drop(log);
@@ -233,25 +244,13 @@ fn append_only_matches_model() {
                     dir = store.open();
                 }
                 log = AppendOnly::open(&dir, "log").unwrap();
-                assert_eq!(log.len(), durable, "reopen keeps exactly the synced bytes");
-                assert_eq!(log.durable_len(), durable);
-                let lost: Vec<_> = records
-                    .iter()
-                    .filter(|(sp, _)| sp.end() > durable)
-                    .collect();
-                for (span, _) in &lost {
-                    assert!(
-                        matches!(log.get(*span), Err(Error::OutOfBounds { .. })),
-                        "unsynced record at {span:?} is gone"
-                    );
-                }
-                records.retain(|(sp, _)| sp.end() <= durable);
+                // Format 2: every append that returned survives a drop without sync
+                // (adopted through its frame), synced or not.
+                assert_eq!(log.len(), before, "reopen keeps every returned append");
+                assert_eq!(log.durable_len(), before);
+                assert!(log.adopted_bytes() <= before);
                 for (span, bytes) in &records {
-                    assert_eq!(
-                        log.get(*span).unwrap(),
-                        &bytes[..],
-                        "synced record {span:?}"
-                    );
+                    assert_eq!(log.get(*span).unwrap(), &bytes[..], "record {span:?}");
                 }
             }
             _ => check_chunks(&log, &records),
@@ -277,19 +276,23 @@ fn append_only_lane_boundaries() {
     let log = AppendOnly::open(&dir, "log").unwrap();
     let base = accretion::limits::APPEND_LANE_BASE_BYTES;
     let mut records = Vec::new();
-    // Fill lane 0 up to a few bytes short of its end.
-    let first = random_bytes(&mut s.rng, (base - 5) as usize);
-    records.push((log.append(&first).unwrap(), first));
+    // Fill lane 0 up to 20 bytes short of its end (its frame takes 16 bytes in front).
+    let first = random_bytes(&mut s.rng, (base - 16 - 20) as usize);
+    let span = log.append(&first).unwrap();
+    assert_eq!(span.offset(), 16, "behind its frame");
+    records.push((span, first));
+    // The next frame would fit (at base - 16), its record not: a LaneEnd frame there,
+    // and the record goes behind its frame at the start of lane 1.
     let tail = random_bytes(&mut s.rng, 9);
     let span = log.append(&tail).unwrap();
-    assert_eq!(span.offset(), base, "skipped to lane 1");
+    assert_eq!(span.offset(), base + 16, "skipped to lane 1");
     records.push((span, tail));
     assert!(matches!(
         log.get(Span::new(base - 4, 8)),
         Err(Error::OutOfBounds { .. })
     ));
     // Exactly filling the rest of lane 1 stays in lane 1.
-    let rest = (2 * base + base - log.len()) as usize;
+    let rest = (3 * base - (log.len().next_multiple_of(16) + 16)) as usize;
     let exact = random_bytes(&mut s.rng, rest);
     let span = log.append(&exact).unwrap();
     assert_eq!(span.end(), 3 * base, "fills lane 1 to its end");
@@ -297,7 +300,7 @@ fn append_only_lane_boundaries() {
     // A record bigger than lanes 2 and 3 together goes to lane 4 (starting at 15 * base).
     let big = random_bytes(&mut s.rng, (12 * base + 1) as usize);
     let span = log.append(&big).unwrap();
-    assert_eq!(span.offset(), 15 * base);
+    assert_eq!(span.offset(), 15 * base + 16);
     records.push((span, big));
     check_chunks(&log, &records);
     log.sync().unwrap();
@@ -305,7 +308,10 @@ fn append_only_lane_boundaries() {
     let log = AppendOnly::open(&dir, "log").unwrap();
     check_chunks(&log, &records);
     let next = log.append(b"after").unwrap();
-    assert_eq!(next.offset(), records.last().unwrap().0.end());
+    assert_eq!(
+        next.offset(),
+        records.last().unwrap().0.end().next_multiple_of(16) + 16
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -503,12 +509,13 @@ impl MapModel {
     }
 
     /// Forgets the entries the last sync did not cover, returning their keys.
+    /// After a drop and reopen: every insert that returned is still there, synced or
+    /// not (format 2 adopts the log's unsynced entries and re-indexes them). Returns the
+    /// keys inserted since the last sync.
     fn reopen(&mut self) -> Vec<Vec<u8>> {
-        let lost = self.order.split_off(self.synced);
-        for k in &lost {
-            self.values.remove(k);
-        }
-        lost
+        let unsynced = self.order[self.synced..].to_vec();
+        self.synced = self.order.len();
+        unsynced
     }
 
     fn check_all(&self, map: &OnceMap) {
@@ -574,10 +581,14 @@ fn once_map_model(s: &mut Seeded, p: MapParams) -> usize {
                 dir = store.open();
             }
             map = OnceMap::open(&dir, "map").unwrap();
-            let lost = m.reopen();
-            for key in &lost {
-                assert_eq!(map.get(key).unwrap(), None, "unsynced key {key:?} is gone");
-                assert!(!map.contains_key(key).unwrap());
+            let unsynced = m.reopen();
+            for key in &unsynced {
+                assert_eq!(
+                    map.get(key).unwrap(),
+                    Some(&m.values[key][..]),
+                    "unsynced key {key:?} survives a drop"
+                );
+                assert!(map.contains_key(key).unwrap());
             }
             m.check_all(&map);
         } else if r < 750 {
@@ -761,10 +772,11 @@ fn once_map_proptest_ops() {
                 MapOp::Reopen => {
                     drop(map);
                     map = OnceMap::open(&dir, &name).unwrap();
-                    for k in order.split_off(synced) {
-                        values.remove(&k);
-                        prop_assert_eq!(map.get(&k).unwrap(), None);
+                    // Unsynced inserts survive a drop.
+                    for k in &order[synced..] {
+                        prop_assert_eq!(map.get(k).unwrap(), values.get(k).map(|v| &v[..]));
                     }
+                    synced = order.len();
                 }
             }
             prop_assert_eq!(map.len(), order.len() as u64);
@@ -809,10 +821,11 @@ fn typed_once_map_matches_model() {
             _ => {
                 drop(map);
                 map = TypedOnceMap::open(&dir, "typed").unwrap();
-                for k in order.split_off(synced) {
-                    values.remove(&k);
-                    assert_eq!(map.get(&k).unwrap(), None);
+                // Unsynced inserts survive a drop.
+                for k in &order[synced..] {
+                    assert_eq!(map.get(k).unwrap(), values.get(k));
                 }
+                synced = order.len();
             }
         }
         assert_eq!(map.len(), order.len() as u64);
@@ -912,11 +925,16 @@ fn content_matches_model() {
             _ => {
                 drop(blobs);
                 blobs = Content::open(&dir, "blobs").unwrap();
-                for id in order.split_off(synced) {
-                    model.remove(&id);
-                    assert_eq!(blobs.get(&id).unwrap(), None, "unsynced blob is gone");
-                    assert!(!blobs.contains(&id).unwrap());
+                for id in &order[synced..] {
+                    let want = model.get(id).map(|b| &b[..]);
+                    assert_eq!(
+                        blobs.get(id).unwrap(),
+                        want,
+                        "unsynced blob survives a drop"
+                    );
+                    assert!(blobs.contains(id).unwrap());
                 }
+                synced = order.len();
             }
         }
         assert_eq!(

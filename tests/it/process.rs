@@ -5,12 +5,12 @@
 //! in `log_writer 3`) and `ACCRETION_CHILD_DIR` where. Children report on stdout, each report after the `@@ `
 //! marker (libtest may print its own text on the same line).
 //!
-//! A SIGKILL loses nothing a process wrote to a mapping or a file (the kernel holds it), so
-//! the kill tests check the other half of the contract: a reopen trusts exactly what the
-//! registers recorded, everything a child acknowledged as synced is there with the right
-//! bytes, nothing it did not sync is visible, and the reopen itself succeeds wherever the
-//! kill landed (in an append, a sync, a lane creation, or the open). For the LogStore the
-//! kill may also land in a segment roll, a hint file, or a background compaction.
+//! A SIGKILL loses nothing a process wrote to a mapping or a file (the kernel holds it),
+//! and format 2 adopts at open every record whose frame holds: so after a kill,
+//! everything a child acknowledged (synced or not) is there with the right bytes, nothing
+//! it did not write is, and the reopen itself succeeds wherever the kill landed (in an
+//! append, a sync, a lane creation, or the open). For the LogStore the kill may also land
+//! in a segment roll, a hint file, or a background compaction.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -46,6 +46,10 @@ fn child_main() {
     match role.as_str() {
         "hold" => child_hold(&dir),
         "writer" => child_writer(&dir),
+        "map_inserter synced" => child_map_inserter(&dir, true),
+        "map_inserter unsynced" => child_map_inserter(&dir, false),
+        "log_putter durable" => child_log_putter(&dir, true),
+        "log_putter unsynced" => child_log_putter(&dir, false),
         other => match other.strip_prefix("log_writer ") {
             Some(round) => child_log_writer(&dir, round.parse().expect("round number")),
             None => panic!("unknown child role {other:?}"),
@@ -129,17 +133,22 @@ fn entry(i: usize) -> (Vec<u8>, Vec<u8>) {
 
 const LANE_BASE: u64 = accretion::limits::APPEND_LANE_BASE_BYTES;
 
-/// Where a record of `len` bytes appended at cursor `cur` starts: in place, unless it does
-/// not fit in the rest of its lane; then at the next lane's start (ARCHITECTURE.md).
+/// Bytes of the frame in front of every record (format 2), at a multiple of 16.
+const FRAME: u64 = 16;
+
+/// Where a record of `len` bytes appended at cursor `cur` starts (format 2): its frame at
+/// the cursor rounded up to 16, the record right after it, unless the two do not fit in
+/// the rest of the lane; then a LaneEnd frame goes there and the record's frame starts
+/// the next lane (ARCHITECTURE.md).
 fn place(cur: u64, len: u64) -> u64 {
-    let mut start = cur;
+    let mut at = cur.next_multiple_of(FRAME);
     loop {
-        let lane = 63 - (start / LANE_BASE + 1).leading_zeros();
+        let lane = 63 - (at / LANE_BASE + 1).leading_zeros();
         let lane_start = LANE_BASE * ((1 << lane) - 1);
-        if start - lane_start + len <= LANE_BASE << lane {
-            return start;
+        if at - lane_start + FRAME + len <= LANE_BASE << lane {
+            return at + FRAME;
         }
-        start = LANE_BASE * ((1 << (lane + 1)) - 1);
+        at = LANE_BASE * ((1 << (lane + 1)) - 1);
     }
 }
 
@@ -296,7 +305,9 @@ fn a_killed_holder_releases_the_lock() {
     assert!(rest.is_empty(), "{rest:?}");
     let dir = Dir::open(&path).expect("the lock dies with the process");
     let log = AppendOnly::open(&dir, "held").unwrap();
-    assert_eq!(log.get(Span::new(0, 4)).unwrap(), b"held");
+    let spans: Vec<Span> = log.records(0).map(Result::unwrap).collect();
+    assert_eq!(spans, [Span::new(FRAME, 4)]);
+    assert_eq!(log.get(spans[0]).unwrap(), b"held");
 }
 
 /// What the parent knows is durable: records in the log, entries in the map.
@@ -740,4 +751,212 @@ fn killed_log_store_writers_lose_nothing_acknowledged() {
         stats.generation
     );
     assert!(acked_total > 0, "no child ever acknowledged a write");
+}
+
+// ---------------------------------------------------------------------------------------
+// Many short kills: a OnceMap and a LogStore, with a sync after each write or with none.
+
+/// Kills per test: each round is short (a child's startup, open and a few writes).
+const SHORT_KILLS: usize = 100;
+
+/// Inserts `entry(i)` from the map's length on, syncing after each insert if `synced`,
+/// and reports `ins <count>` once each insert (and its sync) returned.
+fn child_map_inserter(path: &Path, synced: bool) {
+    let dir = Dir::open(path).unwrap();
+    let map = OnceMap::open(&dir, "m").unwrap();
+    let mut n = map.len() as usize;
+    report(&format!("ready {n}"));
+    loop {
+        let (k, v) = entry(n);
+        assert!(map.insert(&k, &v).unwrap().is_inserted());
+        if synced {
+            map.sync().unwrap();
+        }
+        n += 1;
+        report(&format!("ins {n}"));
+    }
+}
+
+/// Puts `key-<i>` from the store's length on (one thread), and reports `put <count>` once
+/// each put returned. `durable`: `sync_each_write`; else no sync at all.
+fn child_log_putter(path: &Path, durable: bool) {
+    let dir = Dir::open(path).unwrap();
+    let store = LogStore::open(&dir, "kv", putter_options(durable)).unwrap();
+    let mut n = store.len() as usize;
+    report(&format!("ready {n}"));
+    loop {
+        let (k, v) = entry(n);
+        store.put(&k, &v).unwrap();
+        n += 1;
+        report(&format!("put {n}"));
+    }
+}
+
+fn putter_options(durable: bool) -> LogOptions {
+    LogOptions {
+        sync_each_write: durable,
+        compact_dead_ratio: None,
+        ..LogOptions::default()
+    }
+}
+
+/// Runs `SHORT_KILLS` rounds of `role` on one store: each child is killed after a random
+/// number of acknowledged writes (none in one round in four, so that some kills land in
+/// the startup or the open) and a random short delay; `verify(acked, round)` reopens the
+/// store and returns how many writes it holds. Returns (acknowledged, held) at the end.
+fn short_kills(
+    test: &'static str,
+    role: &str,
+    mut verify: impl FnMut(&Path, usize, usize) -> usize,
+) -> (usize, usize) {
+    let start = Instant::now();
+    let mut seeded = Seeded::new(test);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let mut held = 0;
+    let mut acked_total = 0;
+    for round in 0..SHORT_KILLS {
+        let early = seeded.rng.random_range(0..4) == 0;
+        let wait = if early {
+            0
+        } else {
+            seeded.rng.random_range(1..=30usize)
+        };
+        let delay = Duration::from_micros(seeded.rng.random_range(0..2_000));
+        let mut child = ChildProc::spawn(role, &store, tmp.path().join("stderr"));
+        let mut reports = Vec::new();
+        while reports.len() < wait {
+            reports.push(child.next());
+        }
+        std::thread::sleep(delay);
+        reports.extend(child.kill());
+        let mut acked = held;
+        for r in &reports {
+            let words: Vec<&str> = r.split(' ').collect();
+            match words[..] {
+                ["ready", n] => {
+                    assert_eq!(n.parse::<usize>().unwrap(), held, "round {round}: reopened");
+                }
+                [_, n] => {
+                    let n: usize = n.parse().unwrap();
+                    assert_eq!(n, acked + 1, "round {round}: reports in order");
+                    acked = n;
+                }
+                _ => panic!("round {round}: unexpected report {r:?}"),
+            }
+        }
+        acked_total += acked - held;
+        held = verify(&store, acked, round);
+    }
+    println!(
+        "{test}: {SHORT_KILLS} kills, {acked_total} acknowledged writes, {held} held at the \
+         end, {:?}",
+        start.elapsed()
+    );
+    assert!(acked_total > 0, "no child ever acknowledged a write");
+    (acked_total, held)
+}
+
+/// Reopens the map after a kill: it holds exactly entries `0..n`, with `n` the count
+/// acknowledged or one more (killed between an insert's return and its report), each
+/// with its value, in order, and nothing else.
+fn verify_map_exact(store: &Path, acked: usize, round: usize) -> usize {
+    let dir = Dir::open(store).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
+    let map = OnceMap::open(&dir, "m").unwrap_or_else(|e| panic!("round {round}: open: {e}"));
+    let n = map.len() as usize;
+    assert!(
+        n == acked || n == acked + 1,
+        "round {round}: {n} entries, {acked} acknowledged"
+    );
+    assert_eq!(map.damaged_at_open(), 0, "round {round}");
+    for i in 0..n {
+        let (k, v) = entry(i);
+        assert_eq!(
+            map.get(&k).unwrap(),
+            Some(&v[..]),
+            "round {round}: entry {i}"
+        );
+    }
+    let (k, _) = entry(n);
+    assert_eq!(map.get(&k).unwrap(), None, "round {round}: entry {n}");
+    let walked: Vec<(Vec<u8>, Vec<u8>)> = map
+        .iter()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(
+        walked,
+        (0..n).map(entry).collect::<Vec<_>>(),
+        "round {round}"
+    );
+    n
+}
+
+/// The LogStore counterpart of `verify_map_exact`.
+fn verify_log_exact(store: &Path, acked: usize, round: usize, durable: bool) -> usize {
+    let dir = Dir::open(store).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
+    let kv = LogStore::open(&dir, "kv", putter_options(durable))
+        .unwrap_or_else(|e| panic!("round {round}: open: {e}"));
+    let stats = kv.stats();
+    assert_eq!(stats.damaged_records, 0, "round {round}: {stats:?}");
+    let n = kv.len() as usize;
+    assert!(
+        n == acked || n == acked + 1,
+        "round {round}: {n} keys, {acked} acknowledged"
+    );
+    for i in 0..n {
+        let (k, v) = entry(i);
+        assert_eq!(
+            kv.get(&k).unwrap().as_deref(),
+            Some(&v[..]),
+            "round {round}: {i}"
+        );
+    }
+    let (k, _) = entry(n);
+    assert!(kv.get(&k).unwrap().is_none(), "round {round}: key {n}");
+    assert_eq!(kv.iter().filter(Result::is_ok).count(), n, "round {round}");
+    n
+}
+
+/// A durable OnceMap (insert, then sync, each time) killed 100 times: after each kill the
+/// reopen holds every acknowledged entry and nothing else.
+#[test]
+fn killed_synced_once_map_holds_exactly_its_acknowledged_entries() {
+    short_kills(
+        "process::killed_synced_once_map",
+        "map_inserter synced",
+        verify_map_exact,
+    );
+}
+
+/// A OnceMap that never syncs, killed 100 times: every insert that returned before the
+/// kill is there after the reopen (adopted from the log's frames and indexed at open).
+#[test]
+fn killed_unsynced_once_map_keeps_every_returned_insert() {
+    short_kills(
+        "process::killed_unsynced_once_map",
+        "map_inserter unsynced",
+        verify_map_exact,
+    );
+}
+
+/// A LogStore with `sync_each_write` killed 100 times: every acknowledged put is there,
+/// nothing else.
+#[test]
+fn killed_durable_log_store_holds_exactly_its_acknowledged_puts() {
+    short_kills(
+        "process::killed_durable_log_store",
+        "log_putter durable",
+        |store, acked, round| verify_log_exact(store, acked, round, true),
+    );
+}
+
+/// A LogStore without durable mode and without any sync, killed 100 times: every put
+/// that returned before the kill is there after the reopen.
+#[test]
+fn killed_unsynced_log_store_keeps_every_returned_put() {
+    short_kills(
+        "process::killed_unsynced_log_store",
+        "log_putter unsynced",
+        |store, acked, round| verify_log_exact(store, acked, round, false),
+    );
 }

@@ -204,15 +204,18 @@ fn a_store_of_300_segments_opens_with_256_descriptors() {
     assert_eq!(kv.get(b"child").unwrap().as_deref(), Some(&b"was here"[..]));
 }
 
-/// A drop is not a sync, as every type's docs say: a reopen holds the last sync's state.
+/// What a drop without sync leaves (format 2): the appended structures (AppendOnly,
+/// OnceMap, LogStore) keep every write that returned, adopted at the reopen through
+/// their records' frames; a Journal, whose value is a register, holds the last sync's
+/// value (a drop is not a sync).
 #[test]
-fn a_drop_is_not_a_sync() {
+fn a_drop_keeps_appended_writes_but_not_a_journal_value() {
     let dir = Dir::temporary().unwrap();
     {
         let buf = AppendOnly::open(&dir, "buf").unwrap();
         buf.append(b"kept").unwrap();
         buf.sync().unwrap();
-        buf.append(b"gone").unwrap();
+        buf.append(b"also kept").unwrap();
         let j = Journal::<u64>::open(&dir, "j").unwrap();
         j.set(1).unwrap();
         j.sync().unwrap();
@@ -226,12 +229,19 @@ fn a_drop_is_not_a_sync() {
         kv.sync().unwrap();
         kv.put(b"b", b"2").unwrap();
     }
-    assert_eq!(AppendOnly::open(&dir, "buf").unwrap().len(), 4);
+    let buf = AppendOnly::open(&dir, "buf").unwrap();
+    let spans: Vec<_> = buf.records(0).map(Result::unwrap).collect();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(buf.get(spans[0]).unwrap(), b"kept");
+    assert_eq!(buf.get(spans[1]).unwrap(), b"also kept");
+    assert_eq!(buf.len(), spans[1].end());
     assert_eq!(Journal::<u64>::open(&dir, "j").unwrap().get(), 1);
     let map = OnceMap::open(&dir, "map").unwrap();
-    assert!(map.get(b"a").unwrap().is_some() && map.get(b"b").unwrap().is_none());
+    assert_eq!(map.get(b"a").unwrap(), Some(&b"1"[..]));
+    assert_eq!(map.get(b"b").unwrap(), Some(&b"2"[..]));
     let kv = LogStore::open(&dir, "kv", LogOptions::default()).unwrap();
-    assert!(kv.get(b"a").unwrap().is_some() && kv.get(b"b").unwrap().is_none());
+    assert_eq!(kv.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(kv.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
 }
 
 /// Disk bytes allocated to the files under `path`.
