@@ -706,6 +706,14 @@ pub struct Records<'a> {
     done: bool,
 }
 
+impl Records<'_> {
+    /// The buffer offset of the next frame the walk reads; after a `Corrupted` item, the
+    /// offset of the frame that did not hold.
+    pub fn position(&self) -> u64 {
+        self.at
+    }
+}
+
 impl Iterator for Records<'_> {
     type Item = Result<Span>;
 
@@ -735,6 +743,7 @@ impl Iterator for Records<'_> {
             }
             Ok((Step::Bad(at), _)) => {
                 self.done = true;
+                self.at = at;
                 let (path, position) = self
                     .buf
                     .file_position(at)

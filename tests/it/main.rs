@@ -8,6 +8,7 @@ mod crafted;
 mod disk_full;
 mod faults;
 mod fixtures;
+mod format2;
 mod hangs;
 mod limits;
 mod log_corruption;

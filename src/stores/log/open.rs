@@ -149,7 +149,10 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         compaction_failures: AtomicU64::new(0),
         writers: Writers::default(),
     };
-    if active_damaged {
+    // A sealed active segment: a roll sealed it and the process died before the new
+    // segment took a record (`adopt_rolled` took none). It takes no more writes.
+    let sealed = inner.writer.lock().active.buf().is_sealed();
+    if active_damaged || sealed {
         // New records must not follow damage, which would hide them from the next
         // replay: finish the damaged segment and write into a new one.
         let finished = inner.roll(&mut inner.writer.lock())?;
@@ -543,21 +546,38 @@ fn walk_records<'b>(
     mut each: impl FnMut(u64, &'b [u8]) -> bool,
 ) -> Result<Option<u64>> {
     if buf.format() != 1 {
-        // One record per frame; the frame's checksum already covers it.
+        // One record per frame; the frame's checksum already covers it. A frame that
+        // lies in bytes open restored (a short data file: zeros now) is not damage to
+        // walk past: the walk goes on after the restored range, which the owner counts.
         let mut end = 0;
-        for span in buf.records(0) {
-            let span = match span {
-                Ok(span) => span,
-                Err(Error::Corrupted { .. }) => return Ok(Some(end)),
-                Err(e) => return Err(e),
-            };
-            let bytes = buf.get(span)?;
-            if len_of(bytes) != Some(Some(bytes.len())) || !each(span.offset(), bytes) {
-                return Ok(Some(span.offset()));
+        'walk: loop {
+            let mut records = buf.records(end);
+            while let Some(span) = records.next() {
+                let span = match span {
+                    Ok(span) => span,
+                    Err(Error::Corrupted { .. }) => {
+                        let frame = records.position();
+                        let file = |at: u64| buf.file_position(at).map(|(path, _)| path);
+                        // The restored range in the frame's data file, at or after it
+                        // (a record cut by the loss fails its frame before the range).
+                        if let Some(lost) = buf.restored().iter().find(|r| {
+                            frame < r.end() && r.end() > end && file(frame) == file(r.offset())
+                        }) {
+                            end = lost.end();
+                            continue 'walk;
+                        }
+                        return Ok(Some(end));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let bytes = buf.get(span)?;
+                if len_of(bytes) != Some(Some(bytes.len())) || !each(span.offset(), bytes) {
+                    return Ok(Some(span.offset()));
+                }
+                end = span.end();
             }
-            end = span.end();
+            return Ok(None);
         }
-        return Ok(None);
     }
     for chunk in buf.chunks() {
         let (start, bytes) = chunk?;
