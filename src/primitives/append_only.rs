@@ -250,6 +250,8 @@ impl AppendOnly {
                 };
                 length.update(|b| rec.write(b))?;
                 length.sync()?;
+                // A buffer made ahead (a log segment) holds no descriptor until it syncs.
+                length.close();
                 fresh_epoch = 1;
             } else if rec.format != APPEND_FORMAT {
                 return Err(Error::UnsupportedVersion {
