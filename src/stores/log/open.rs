@@ -123,6 +123,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     keys.reorder();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
     active.buf().limit_ahead(opts.segment_bytes);
+    let active_sealed = active.buf().is_sealed();
     let inner = Inner {
         dir: dir.clone(),
         name: name.to_string(),
@@ -149,9 +150,11 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         compaction_failures: AtomicU64::new(0),
         writers: Writers::default(),
     };
-    if active_damaged {
+    if active_damaged || active_sealed {
         // New records must not follow damage, which would hide them from the next
-        // replay: finish the damaged segment and write into a new one.
+        // replay: finish the damaged segment and write into a new one. A sealed one
+        // (a roll sealed it, then the process died before the next segment held a
+        // record, so `adopt_rolled` left that one out) takes no writes either.
         let finished = inner.roll(&mut inner.writer.lock())?;
         inner.after_roll(&finished);
     }
