@@ -115,9 +115,27 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     for (seg_name, id) in names.into_iter().zip(ids) {
         let seg = Segment::open(dir, seg_name)?;
         active_damaged = replay_segment(dir, &seg, &mut keys, &mut replay)?;
+        let unsealed = seg.buf().format() != 1 && !seg.buf().is_sealed();
         match id {
             Some(id) => segments.logs.push((id, seg)),
             None => segments.base.push(seg),
+        }
+        if let Some(id) = id.filter(|&id| unsealed && id < st.log_active) {
+            // A finished log segment whose seal was lost (a power loss took its unsynced
+            // tail): nothing after it was synced (a sync of a segment syncs the ones
+            // before it whole first), and its records came after the lost ones. The
+            // segment becomes the active one again; the state names it before the later
+            // segments go (a crash between leaves them past its range: removed).
+            let later = id + 1..=st.log_active;
+            st.log_active = id;
+            state.set(st)?;
+            state.sync()?;
+            for later in later {
+                let later = log_name(name, later);
+                dir.remove(&super::segment::hint_name(&later))?;
+                dir.remove(&later)?;
+            }
+            break;
         }
     }
     keys.reorder();
