@@ -37,6 +37,10 @@
 //! (format, epoch, nonce) before it creates any other file. A file whose length changed takes
 //! S1's length; pages past S0's end count as zeros in S0.
 //!
+//! A register written outside any `sync()` (the epoch an AppendOnly takes, durably, at
+//! its first append after an open) is not modeled: a workload on an existing structure
+//! makes that first append, and a sync, before its history starts, so that S0 holds it.
+//!
 //! The flush order is declared, not observed: the harness checks recovery from every disk
 //! the declared order allows, so a `sync` that flushed in another order than it declares
 //! would go unnoticed here.

@@ -286,10 +286,21 @@ struct Workload {
 }
 
 impl Workload {
-    /// Opens the store at `root` (a store directory), whose durable content is `model`.
-    fn open(root: &Path, opts: &LogOptions, model: Model) -> Workload {
+    /// Opens the store at `root` (a store directory), whose durable content is `model`;
+    /// a `second_life` (an image recovered from a crash) first takes its epoch (below).
+    fn open(root: &Path, opts: &LogOptions, mut model: Model, second_life: bool) -> Workload {
         let dir = Dir::open(root).expect("open the directory");
         let store = LogStore::open(&dir, NAME, opts.clone()).expect("open the store");
+        if second_life {
+            // The first append after an open takes a new epoch for the active segment,
+            // recorded durably in its length register before any frame carries it: a
+            // flush outside any step. Made (and synced) before the history starts, so
+            // that S0 of every crash holds it.
+            let (k, v) = (b"second-life".to_vec(), b"epoch taken".to_vec());
+            store.put(&k, &v).expect("put");
+            store.sync().expect("sync");
+            model.insert(k, v);
+        }
         let stats = store.stats();
         let history = History::new(root);
         Workload {
@@ -1015,7 +1026,7 @@ fn workload(replay: &mut Replay, segment_bytes: u64, plan: &Plan) -> (tempfile::
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(segment_bytes);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     let mut pool = Pool::new([]);
     run(&mut w, &mut pool, plan, &mut replay.rng);
     let rec = w.finish(&opts, never_keys());
@@ -1048,7 +1059,7 @@ fn log_store_rolls_without_sync_crash_images() {
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(4096);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     w.sync_after_roll = false;
     let mut pool = Pool::new([]);
     let plan = Plan {
@@ -1071,7 +1082,7 @@ fn log_store_batches_crash_images() {
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(8192);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     let mut pool = Pool::new([]);
     let rng = &mut replay.rng;
     for round in 0..40 {
@@ -1146,7 +1157,7 @@ fn log_store_compaction_with_writes_crash_images() {
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(256 * 1024);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     let mut pool = Pool::new([]);
     let rng = &mut replay.rng;
     let small = |w: &mut Workload, pool: &mut Pool, rng: &mut _| loop {
@@ -1225,7 +1236,7 @@ fn log_store_crash_twice() {
         debris(&image, next, &mut replay.rng);
         let (_, model) = check_store(image.path(), &first, &allowed, Exercise::Nothing)
             .unwrap_or_else(|e| panic!("{}: {e}", replay.context));
-        let mut w = Workload::open(image.path(), &first.opts, model.clone());
+        let mut w = Workload::open(image.path(), &first.opts, model.clone(), true);
         w.keys.extend(first.keys.iter().cloned());
         w.values.extend(first.values.iter().cloned());
         let mut pool = Pool::new(first.keys.iter().cloned());
