@@ -5,12 +5,13 @@
 //! base segment of a generation and per hint file. Which of them a step flushes depends on
 //! the step, so every recorded point carries the flush order of the step it follows:
 //! - `sync()`: the state journal if a roll left it unsynced (it names the active
-//!   segment, and is synced before any byte of it), then the active segment's lanes, then
-//!   its length (the commit);
+//!   segment, and is synced before any byte of it), then the active segment's lanes (the
+//!   commit: format-2 segments prove their records by their frames), then its length
+//!   (written lazily, or not at all);
 //! - a write that rolls segment A over to A+1 changes the state in memory only; the
 //!   store's finisher thread then syncs A (the state journal first, if A was never synced
-//!   while active; then A's lanes and A's length, the commit of every write before the
-//!   rolling one) and writes A's hint file. The workload waits for the finisher
+//!   while active, which names A+1 by then; then A's lanes, the commit of every write
+//!   before the rolling one, and A's length) and writes A's hint file. The workload waits for the finisher
 //!   (`stats().finishing`), records that as the roll's step, and syncs;
 //! - `compact()`: the roll as above with A's hint, the new generation's base segments and
 //!   their hints (lanes, then lengths), then the state journal: the content commits with
@@ -36,8 +37,11 @@
 //!   recorded. Every other deleted file was immutable since before S0.
 //!
 //! Each image is checked: the store opens, has no damaged record, iterates in key order to
-//! exactly the model state of a sync the crash may leave (`get` agrees for every key ever
-//! written and for keys never written), a batch is all there or not at all, only the
+//! the model state after some prefix of the writes, from every write a step that returned
+//! made durable up to every write made by the crash (unsynced writes are adopted through
+//! their frames, or lost, never a later one kept while an earlier one is lost; `get`
+//! agrees for every key ever written and for keys never written), a batch is all there
+//! or not at all, only the
 //! current generation's directory is left, and the store works afterwards (put, delete,
 //! batch, sync, compact, reopen).
 
@@ -60,6 +64,7 @@ const PUTS_IMAGES: usize = 400;
 const BATCH_IMAGES: usize = 300;
 const COMPACTION_IMAGES: usize = 400;
 const CONCURRENT_IMAGES: usize = 250;
+const ROLLS_IMAGES: usize = 300;
 /// Crash-recover-crash: recovered first crashes, and images of each second life.
 const SECOND_LIVES: usize = 4;
 const SECOND_LIFE_IMAGES: usize = 80;
@@ -182,9 +187,9 @@ impl Step {
         .concat();
         Step {
             kind: Kind::Sync,
-            order: FlushOrder { groups, commit: 2 },
-            content_commit: 2,
-            generation_commit: 2,
+            order: FlushOrder { groups, commit: 1 },
+            content_commit: 1,
+            generation_commit: 1,
         }
     }
 
@@ -202,9 +207,9 @@ impl Step {
         .concat();
         Step {
             kind: Kind::Roll,
-            order: FlushOrder { groups, commit: 2 },
-            content_commit: 2,
-            generation_commit: 2,
+            order: FlushOrder { groups, commit: 1 },
+            content_commit: 1,
+            generation_commit: 1,
         }
     }
 
@@ -232,7 +237,7 @@ impl Step {
                 groups,
                 commit: switch,
             },
-            content_commit: if rolled.is_some() { 1 } else { switch },
+            content_commit: if rolled.is_some() { 0 } else { switch },
             generation_commit: switch,
         }
     }
@@ -256,9 +261,15 @@ struct Workload {
     steps: Vec<Option<Step>>,
     /// Every write applied so far.
     model: Model,
-    /// Per sync (index = sync number): the content it made durable (one of several if
-    /// writes ran concurrently with it), and the generation.
-    synced: Vec<(Vec<Model>, u64)>,
+    /// The content after each write (index = writes applied; 0: at open).
+    states: Vec<Model>,
+    /// Writes applied at each history point.
+    at_point: Vec<usize>,
+    /// Per sync (index = sync number): the writes it made durable (the fewest, if writes
+    /// ran concurrently with it), and the generation.
+    synced: Vec<(usize, u64)>,
+    /// Sync after each roll (needed before a compaction, see `apply`).
+    sync_after_roll: bool,
     generation: u64,
     segments: u64,
     /// Checked by the batch test: each batch's keys no later write touches, with the
@@ -275,10 +286,21 @@ struct Workload {
 }
 
 impl Workload {
-    /// Opens the store at `root` (a store directory), whose durable content is `model`.
-    fn open(root: &Path, opts: &LogOptions, model: Model) -> Workload {
+    /// Opens the store at `root` (a store directory), whose durable content is `model`;
+    /// a `second_life` (an image recovered from a crash) first takes its epoch (below).
+    fn open(root: &Path, opts: &LogOptions, mut model: Model, second_life: bool) -> Workload {
         let dir = Dir::open(root).expect("open the directory");
         let store = LogStore::open(&dir, NAME, opts.clone()).expect("open the store");
+        if second_life {
+            // The first append after an open takes a new epoch for the active segment,
+            // recorded durably in its length register before any frame carries it: a
+            // flush outside any step. Made (and synced) before the history starts, so
+            // that S0 of every crash holds it.
+            let (k, v) = (b"second-life".to_vec(), b"epoch taken".to_vec());
+            store.put(&k, &v).expect("put");
+            store.sync().expect("sync");
+            model.insert(k, v);
+        }
         let stats = store.stats();
         let history = History::new(root);
         Workload {
@@ -287,7 +309,10 @@ impl Workload {
             steps: vec![None],
             keys: model.keys().cloned().collect(),
             values: model.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            synced: vec![(vec![model.clone()], stats.generation)],
+            synced: vec![(0, stats.generation)],
+            states: vec![model.clone()],
+            at_point: vec![0],
+            sync_after_roll: true,
             model,
             generation: stats.generation,
             segments: stats.segments,
@@ -308,7 +333,7 @@ impl Workload {
 
     /// Applies `op` to the store and the model; records a roll if it caused one.
     fn apply(&mut self, op: Op) {
-        let before = self.model.clone();
+        let before = self.states.len() - 1;
         run_op(&self.store, &op);
         self.model_op(op);
         let segments = self.store.stats().segments;
@@ -321,12 +346,15 @@ impl Workload {
                 std::thread::sleep(std::time::Duration::from_micros(100));
             }
             let finished = self.store.stats().active_log - 1;
-            self.record(Step::roll(finished), vec![before]);
+            self.record(Step::roll(finished), before);
             // Then a sync, which makes the state naming the new segment durable: a
             // compaction later syncs the segment it rolls (this one) before its state
             // switch, which the model of its step needs to find already durable (a file
-            // has one group in a step's flush order).
-            self.sync();
+            // has one group in a step's flush order). Without it, the next roll's
+            // finisher syncs that state, before the segment it finishes.
+            if self.sync_after_roll {
+                self.sync();
+            }
         }
     }
 
@@ -360,6 +388,7 @@ impl Workload {
                 }
             }
         }
+        self.states.push(self.model.clone());
     }
 
     /// A batch of `ops`, checked for atomicity on every image.
@@ -373,21 +402,24 @@ impl Workload {
         self.batches.push(last.into_iter().collect());
     }
 
-    fn record(&mut self, step: Step, content: Vec<Model>) {
+    /// Records a step after which the first `durable` writes are durable.
+    fn record(&mut self, step: Step, durable: usize) {
         self.history.synced();
         self.steps.push(Some(step));
-        self.synced.push((content, self.generation));
+        self.synced.push((durable, self.generation));
+        self.at_point.push(self.states.len() - 1);
     }
 
     fn sync(&mut self) {
         self.store.sync().expect("sync");
         let step = Step::sync(self.store.stats().active_log);
-        self.record(step, vec![self.model.clone()]);
+        self.record(step, self.states.len() - 1);
     }
 
     fn mid(&mut self) {
         self.history.mid();
         self.steps.push(None);
+        self.at_point.push(self.states.len() - 1);
     }
 
     /// Compacts, pinning the active segment (which compaction rolls and then deletes)
@@ -408,10 +440,8 @@ impl Workload {
         let stats = self.store.stats();
         assert_eq!(stats.generation, self.generation);
         self.segments = stats.segments;
-        self.record(
-            Step::compact(rolled, self.generation),
-            vec![self.model.clone()],
-        );
+        let durable = self.states.len() - 1;
+        self.record(Step::compact(rolled, self.generation), durable);
     }
 
     /// Compacts while another thread runs `ops`, spread out by `pauses` (microseconds of
@@ -466,16 +496,15 @@ impl Workload {
             self.store.compact().expect("compact");
         }
         let rolled = (self.store.stats().active_log > active).then_some(active);
-        let mut prefixes = vec![self.model.clone()];
+        let durable = self.states.len() - 1;
         for op in ops {
             self.model_op(op);
-            prefixes.push(self.model.clone());
         }
         self.generation += 1;
         let stats = self.store.stats();
         assert_eq!(stats.generation, self.generation);
         self.segments = stats.segments;
-        self.record(Step::compact(rolled, self.generation), prefixes);
+        self.record(Step::compact(rolled, self.generation), durable);
         drop(held);
         if concurrent {
             self.sync();
@@ -487,6 +516,8 @@ impl Workload {
         Recorded {
             history: self.history,
             steps: self.steps,
+            states: self.states,
+            at_point: self.at_point,
             synced: self.synced,
             batches: self.batches,
             keys: self.keys,
@@ -640,7 +671,9 @@ fn run(w: &mut Workload, pool: &mut Pool, plan: &Plan, rng: &mut impl Rng) {
 struct Recorded {
     history: History,
     steps: Vec<Option<Step>>,
-    synced: Vec<(Vec<Model>, u64)>,
+    states: Vec<Model>,
+    at_point: Vec<usize>,
+    synced: Vec<(usize, u64)>,
     batches: Vec<Vec<Effect>>,
     keys: BTreeSet<Vec<u8>>,
     values: HashSet<(Vec<u8>, Vec<u8>)>,
@@ -698,8 +731,12 @@ impl Recorded {
         let generation = syncs(step.map(|s| s.generation_commit));
         let mut generations: Vec<u64> = generation.iter().map(|&s| self.synced[s].1).collect();
         generations.dedup();
+        // Every write durable by then, and any of the later ones up to the crash, in
+        // order: a prefix of the writes (unsynced ones may come back, adopted).
+        let lo = self.synced[content[0]].0;
+        let hi = self.at_point[crash.at];
         Allowed {
-            states: content.iter().flat_map(|&s| &self.synced[s].0).collect(),
+            states: self.states[lo..=hi].iter().collect(),
             generations,
         }
     }
@@ -989,7 +1026,7 @@ fn workload(replay: &mut Replay, segment_bytes: u64, plan: &Plan) -> (tempfile::
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(segment_bytes);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     let mut pool = Pool::new([]);
     run(&mut w, &mut pool, plan, &mut replay.rng);
     let rec = w.finish(&opts, never_keys());
@@ -1012,6 +1049,31 @@ fn log_store_crash_images() {
     rec.check_images(&mut replay, PUTS_IMAGES);
 }
 
+/// Rolls in a row with no sync between them: the finisher of each segment syncs the
+/// state, which the roll after it already changed in memory to name the next segment,
+/// before the segment's own bytes. A crash in between keeps a state naming a segment
+/// whose records (adopted through their frames) came after writes the crash lost.
+#[test]
+fn log_store_rolls_without_sync_crash_images() {
+    let mut replay = Replay::new("log_store_rolls_without_sync_crash_images");
+    let (tmp, dir) = store();
+    drop(dir);
+    let opts = options(4096);
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
+    w.sync_after_roll = false;
+    let mut pool = Pool::new([]);
+    let plan = Plan {
+        rounds: 10,
+        per_round: 40,
+        fresh: 0.35,
+        compact_every: None,
+        clear_at: None,
+    };
+    run(&mut w, &mut pool, &plan, &mut replay.rng);
+    let rec = w.finish(&opts, never_keys());
+    rec.check_images(&mut replay, ROLLS_IMAGES);
+}
+
 /// Write batches (new keys, overwrites, deletes, a key twice, some batches larger than a
 /// segment or a lane): after a crash each is all there or not at all.
 #[test]
@@ -1020,7 +1082,7 @@ fn log_store_batches_crash_images() {
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(8192);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     let mut pool = Pool::new([]);
     let rng = &mut replay.rng;
     for round in 0..40 {
@@ -1095,7 +1157,7 @@ fn log_store_compaction_with_writes_crash_images() {
     let (tmp, dir) = store();
     drop(dir);
     let opts = options(256 * 1024);
-    let mut w = Workload::open(tmp.path(), &opts, Model::new());
+    let mut w = Workload::open(tmp.path(), &opts, Model::new(), false);
     let mut pool = Pool::new([]);
     let rng = &mut replay.rng;
     let small = |w: &mut Workload, pool: &mut Pool, rng: &mut _| loop {
@@ -1174,7 +1236,7 @@ fn log_store_crash_twice() {
         debris(&image, next, &mut replay.rng);
         let (_, model) = check_store(image.path(), &first, &allowed, Exercise::Nothing)
             .unwrap_or_else(|e| panic!("{}: {e}", replay.context));
-        let mut w = Workload::open(image.path(), &first.opts, model.clone());
+        let mut w = Workload::open(image.path(), &first.opts, model.clone(), true);
         w.keys.extend(first.keys.iter().cloned());
         w.values.extend(first.values.iter().cloned());
         let mut pool = Pool::new(first.keys.iter().cloned());

@@ -1,21 +1,34 @@
 //! Crash-image tests: every primitive, after a simulated power loss at many points and cut
-//! points of its `sync`, reopens cleanly to exactly the state of a sync it may hold.
+//! points of its `sync`, reopens cleanly to a state the contract allows.
 //!
 //! Each test runs a seeded workload on one structure, recording a [`History`] of snapshots
-//! (after opening, after every sync, and mid-work), together with a model of the state
-//! each sync made durable. Then it builds many crash images (see `harness.rs` for the
-//! crash model) and checks each against the model:
+//! (after opening, after every sync, and mid-work), together with a model of what was
+//! written and what each sync made durable. Then it builds many crash images (see
+//! `harness.rs` for the crash model) and checks each against the model:
 //! - opening the store and the structure succeeds;
-//! - the recovered state is that of one of the syncs the crash may leave: the last sync
-//!   that returned, or the one in progress if the crash came at or after its commit step
-//!   (so nothing synced is lost and nothing unwritten appears);
+//! - Journal and RandomAccess (a register trusted whole): the recovered state is that of
+//!   one of the syncs the crash may leave;
+//! - AppendOnly, OnceMap, Content (format 2: records behind frames, adopted past the
+//!   recorded length at open): the recovered records, entries or blobs are a prefix of
+//!   those written, holding at least everything a sync that returned made durable (the
+//!   commit is the data's flush) and nothing written after the crash; exactly the
+//!   durable ones if nothing unsynced reached the disk, exactly all of them if
+//!   everything did (a kill: the page cache kept). See `append_only.rs` for the image
+//!   classes (cut between the data flush and the lazy register write, a torn record in
+//!   the adopted tail, two crashes in a row, stale frames of an abandoned write);
 //! - the recovered structure still works (append, insert, set, sync).
+//!
+//! `checks_catch_ordering_violations` shows that the checks fail on disks no crash can
+//! leave (a sync that returned before its data was flushed, a length recorded over data
+//! never written, a stale frame adopted, records never written).
 //!
 //! Seeds: `ACCRETION_SEED` sets the base seed (else random); a failing test prints it with
 //! the image number and crash point, and keeps the failing image on disk. Stores and
 //! images live under `ACCRETION_CRASH_DIR`, else `/dev/shm`, else the temporary directory.
 
+mod append_only;
 mod disk;
+mod frames;
 mod harness;
 mod log_store;
 mod second_process;
@@ -31,7 +44,6 @@ use harness::{Crash, FlushOrder, Granularity, History, Image, ImageSpec, Mix, Re
 // Crash images checked per scenario (the whole binary takes a few seconds on tmpfs).
 const JOURNAL_IMAGES: usize = 300;
 const JOURNAL_PAIR_IMAGES: usize = 100;
-const APPEND_ONLY_IMAGES: usize = 500;
 const RANDOM_ACCESS_IMAGES: usize = 300;
 const ONCE_MAP_IMAGES: usize = 400;
 const CONTENT_IMAGES: usize = 300;
@@ -69,6 +81,113 @@ fn check_images(
     eprintln!(
         "{}: {images} images, seed {}: (images, newer state recovered) per cut 0..={} \
          then mid-work: {tally:?}",
+        replay.test,
+        replay.seed,
+        order.len()
+    );
+}
+
+/// How many items (records, entries, blobs) a structure held at each point of a
+/// [`History`] and at each sync: for the structures whose crash leaves a prefix of what
+/// was written (AppendOnly and what is built on it).
+#[derive(Debug)]
+struct Counts {
+    at_point: Vec<usize>,
+    at_sync: Vec<usize>,
+}
+
+impl Counts {
+    /// Counts for a history just started (sync 0) on `n` items.
+    fn new(n: usize) -> Counts {
+        Counts {
+            at_point: vec![n],
+            at_sync: vec![n],
+        }
+    }
+
+    /// Records a sync that returned with `n` items.
+    fn synced(&mut self, history: &mut History, n: usize) {
+        history.synced();
+        self.at_point.push(n);
+        self.at_sync.push(n);
+    }
+
+    /// Records a point mid-work with `n` items.
+    fn mid(&mut self, history: &mut History, n: usize) {
+        history.mid();
+        self.at_point.push(n);
+    }
+
+    /// How many items an image of `crash` may hold (a prefix of what was written): at
+    /// least what the syncs it may hold made durable (a sync's commit is its first
+    /// flush), at most what was written by the crash. Exactly the first if nothing
+    /// unsynced reached the disk (`Mix::Old`), exactly the second if everything did
+    /// (`Mix::New`: the disk a kill leaves, the page cache kept).
+    fn bounds(&self, history: &History, crash: &Crash, order: &FlushOrder) -> (usize, usize) {
+        let possible = history.possible_syncs(crash, order);
+        let lo = self.at_sync[possible[0]];
+        let hi = self.at_point[crash.at];
+        assert!(lo <= hi, "a sync count above its point's");
+        match crash.mix {
+            Mix::Old => (lo, lo),
+            Mix::New => (hi, hi),
+            Mix::Random(_) => (lo, hi),
+        }
+    }
+}
+
+/// `Ok(k)` if `lo <= k <= hi`, else what is wrong.
+fn in_bounds(k: usize, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
+    if k < lo {
+        Err(format!(
+            "{k} {what} recovered, but {lo} were durable (a sync that returned covered them)"
+        ))
+    } else if k > hi {
+        Err(format!(
+            "{k} {what} recovered, but only {hi} were written by the crash"
+        ))
+    } else {
+        Ok(k)
+    }
+}
+
+/// Builds the image of each crash of `history` and checks it with `check`, which gets
+/// the image's store directory and the bounds of [`Counts::bounds`] and returns how many
+/// items it found. Prints a summary per cut (seen with `--nocapture`).
+fn check_prefix_crashes(
+    replay: &mut Replay,
+    history: &History,
+    counts: &Counts,
+    order: &FlushOrder,
+    crashes: Vec<Crash>,
+    mut check: impl FnMut(&Path, usize, usize) -> Result<usize, String>,
+) {
+    // Per cut (the last entry: mid-work crashes): images; images where the durable
+    // items were all there could be; where some unsynced ones came back, but not all;
+    // where every item written came back, some unsynced.
+    let mut tally = vec![[0usize; 4]; order.len() + 2];
+    let images = crashes.len();
+    for (n, crash) in crashes.into_iter().enumerate() {
+        replay.context = format!("checking image {n} ({crash})");
+        let image = history.image(&crash, order);
+        let (lo, hi) = counts.bounds(history, &crash, order);
+        match check(image.path(), lo, hi) {
+            Ok(k) => {
+                let t = &mut tally[crash.cut.unwrap_or(order.len() + 1)];
+                t[0] += 1;
+                t[if k == lo {
+                    1
+                } else if k < hi {
+                    2
+                } else {
+                    3
+                }] += 1;
+            }
+            Err(e) => panic!("image {n} ({crash}): expected {lo}..={hi} items: {e}"),
+        }
+    }
+    eprintln!(
+        "{}: {images} images, seed {}: [images, durable only, some unsynced, all written]          per cut 0..={} then mid-work: {tally:?}",
         replay.test,
         replay.seed,
         order.len()
@@ -214,193 +333,6 @@ fn journal_any_two_syncs_mixed() {
 }
 
 // ---------------------------------------------------------------------------------------
-// AppendOnly
-
-/// A record size: mostly small, some filling much of a lane, a few larger than the first
-/// lanes (64 and 128 KiB), so that records skip to new lanes.
-fn record_len(rng: &mut impl Rng) -> usize {
-    match rng.random_range(0..100) {
-        0..70 => rng.random_range(0..2_000),
-        70..90 => rng.random_range(2_000..20_000),
-        90..97 => rng.random_range(20_000..60_000),
-        _ => rng.random_range(60_000..140_000),
-    }
-}
-
-/// Appends a random record (sometimes aligned) to `buf` and to `model`, which mirrors the
-/// buffer's bytes, padding included.
-fn append_one(rng: &mut impl Rng, buf: &AppendOnly, model: &mut Vec<u8>) {
-    let bytes = random_bytes(record_len(rng), rng);
-    let span = if rng.random_bool(0.15) {
-        let align = [8, 64, 4096][rng.random_range(0..3)];
-        buf.append_aligned(&bytes, align).expect("append_aligned")
-    } else {
-        buf.append(&bytes).expect("append")
-    };
-    assert!(span.offset() >= model.len() as u64, "append went backwards");
-    model.resize(span.offset() as usize, 0);
-    model.extend_from_slice(&bytes);
-    assert_eq!(buf.len(), model.len() as u64, "model and buffer disagree");
-}
-
-fn check_append_only(path: &Path, model: &[u8], lens: &[u64]) -> Result<usize, String> {
-    let dir = open_dir(path)?;
-    let buf = AppendOnly::open(&dir, "buf").map_err(|e| format!("AppendOnly::open: {e}"))?;
-    let len = buf.len();
-    let found = which(&len, lens, "len").map_err(|e| {
-        if lens.iter().all(|&l| len < l) {
-            format!("{e}: synced bytes were lost")
-        } else {
-            e
-        }
-    })?;
-    if buf.durable_len() != len {
-        return Err(format!("durable_len {} != len {len}", buf.durable_len()));
-    }
-    let mut at = 0u64;
-    for chunk in buf.chunks() {
-        let (offset, bytes) = chunk.map_err(|e| format!("chunks: {e}"))?;
-        if offset != at {
-            return Err(format!("chunk at {offset}, expected one at {at}"));
-        }
-        let want = &model[offset as usize..offset as usize + bytes.len()];
-        if let Some(i) = bytes.iter().zip(want).position(|(a, b)| a != b) {
-            return Err(format!(
-                "bytes differ from the model at offset {}: {:#04x}, written {:#04x}",
-                offset + i as u64,
-                bytes[i],
-                want[i]
-            ));
-        }
-        at += bytes.len() as u64;
-    }
-    if at != len {
-        return Err(format!("chunks cover {at} bytes, len is {len}"));
-    }
-    let span = buf
-        .append(b"after recovery")
-        .map_err(|e| format!("append after recovery: {e}"))?;
-    if span.offset() < len || buf.get(span).ok() != Some(&b"after recovery"[..]) {
-        return Err(format!("append after recovery landed badly: {span:?}"));
-    }
-    buf.sync()
-        .map_err(|e| format!("sync after recovery: {e}"))?;
-    Ok(found)
-}
-
-/// Runs `syncs` rounds of 1 to 5 appends each followed by a sync, sometimes snapshotting
-/// mid-round, then a few unsynced appends. Extends the model bytes and the length each
-/// sync made durable.
-fn append_only_rounds(
-    rng: &mut impl Rng,
-    history: &mut History,
-    buf: &AppendOnly,
-    model: &mut Vec<u8>,
-    lens: &mut Vec<u64>,
-    syncs: usize,
-) {
-    for _ in 0..syncs {
-        for _ in 0..rng.random_range(1..=5) {
-            append_one(rng, buf, model);
-            if rng.random_bool(0.15) {
-                history.mid();
-            }
-        }
-        buf.sync().expect("sync");
-        history.synced();
-        lens.push(buf.durable_len());
-        assert_eq!(buf.durable_len(), model.len() as u64);
-    }
-    for _ in 0..3 {
-        append_one(rng, buf, model);
-    }
-    history.mid();
-}
-
-#[test]
-fn append_only_crash_images() {
-    let mut replay = Replay::new("append_only_crash_images");
-    let (tmp, dir) = store();
-    let buf = AppendOnly::open(&dir, "buf").expect("open");
-    let mut history = History::new(tmp.path());
-    let (mut model, mut lens) = (Vec::new(), vec![0]);
-    append_only_rounds(
-        &mut replay.rng,
-        &mut history,
-        &buf,
-        &mut model,
-        &mut lens,
-        30,
-    );
-    drop((buf, dir));
-    let order = FlushOrder::append_only("buf");
-    check_images(
-        &mut replay,
-        &history,
-        &order,
-        APPEND_ONLY_IMAGES,
-        |path, _, possible| {
-            let lens: Vec<u64> = possible.iter().map(|&s| lens[s]).collect();
-            check_append_only(path, &model, &lens)
-        },
-    );
-}
-
-/// Crash, recover, append over the stale bytes past the recovered length (and into lanes
-/// the first life created, or over the debris of an interrupted lane creation), crash
-/// again.
-#[test]
-fn append_only_crash_twice() {
-    let mut replay = Replay::new("append_only_crash_twice");
-    let (tmp, dir) = store();
-    let buf = AppendOnly::open(&dir, "buf").expect("open");
-    let mut first = History::new(tmp.path());
-    let (mut model, mut lens) = (Vec::new(), vec![0]);
-    append_only_rounds(&mut replay.rng, &mut first, &buf, &mut model, &mut lens, 15);
-    drop((buf, dir));
-    let order = FlushOrder::append_only("buf");
-    for life in 0..SECOND_LIVES {
-        let n = replay.rng.random_range(0..1000);
-        let crash = first.random_crash(&mut replay.rng, &order, n);
-        replay.context = format!("recovering life {life} from {crash}");
-        let image = first.image(&crash, &order);
-        leftover_lane_tmp(&image, "buf", "data", &mut replay.rng);
-        let dir = Dir::open(image.path()).expect("open first crash image");
-        let buf = AppendOnly::open(&dir, "buf").expect("open buffer on first crash image");
-        let len = buf.len();
-        assert!(
-            first
-                .possible_syncs(&crash, &order)
-                .iter()
-                .any(|&s| lens[s] == len),
-            "first crash recovered length {len}"
-        );
-        let mut second = History::new(image.path());
-        let mut model2 = model[..len as usize].to_vec();
-        let mut lens2 = vec![len];
-        append_only_rounds(
-            &mut replay.rng,
-            &mut second,
-            &buf,
-            &mut model2,
-            &mut lens2,
-            10,
-        );
-        drop((buf, dir));
-        check_images(
-            &mut replay,
-            &second,
-            &order,
-            SECOND_LIFE_IMAGES,
-            |path, _, possible| {
-                let lens: Vec<u64> = possible.iter().map(|&s| lens2[s]).collect();
-                check_append_only(path, &model2, &lens)
-            },
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // RandomAccess
 
 type Elem = [u64; 2];
@@ -537,11 +469,11 @@ fn check_random_access(
 // OnceMap and Content
 
 /// What a map check needs: every entry the workload inserted, in order (later ones must
-/// be absent), keys never inserted, and the entry count each sync made durable.
+/// be absent), keys never inserted, and the entry count at each point and each sync.
 struct MapModel {
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     never: Vec<Vec<u8>>,
-    counts: Vec<u64>,
+    counts: Counts,
 }
 
 fn value_len(rng: &mut impl Rng) -> usize {
@@ -599,16 +531,16 @@ fn once_map_rounds(
             assert!(map.insert(&key, &value).expect("insert").is_inserted());
             model.entries.push((key, value));
             if rng.random_bool(0.01) {
-                history.mid();
+                model.counts.mid(history, model.entries.len());
             }
         }
         if round + 1 < rounds {
             map.sync().expect("sync");
-            history.synced();
-            model.counts.push(map.len());
+            assert_eq!(map.len(), model.entries.len() as u64);
+            model.counts.synced(history, model.entries.len());
         }
     }
-    history.mid();
+    model.counts.mid(history, model.entries.len());
 }
 
 #[test]
@@ -620,7 +552,7 @@ fn once_map_crash_images() {
     let mut model = MapModel {
         entries: Vec::new(),
         never: (0..30).map(|i| format!("never-{i}").into_bytes()).collect(),
-        counts: vec![0],
+        counts: Counts::new(0),
     };
     // 3000 entries cross index levels 0 (512 entries), 1 (1024) and 2.
     once_map_rounds(
@@ -637,15 +569,16 @@ fn once_map_crash_images() {
     );
     drop((map, dir));
     let order = FlushOrder::once_map("m");
-    check_images(
+    let crashes = (0..ONCE_MAP_IMAGES)
+        .map(|n| history.random_crash(&mut replay.rng, &order, n))
+        .collect();
+    check_prefix_crashes(
         &mut replay,
         &history,
+        &model.counts,
         &order,
-        ONCE_MAP_IMAGES,
-        |path, _, possible| {
-            let counts: Vec<u64> = possible.iter().map(|&s| model.counts[s]).collect();
-            check_once_map(path, &model, &counts)
-        },
+        crashes,
+        |path, lo, hi| check_once_map(path, &model, lo, hi),
     );
 }
 
@@ -661,7 +594,7 @@ fn once_map_crash_twice() {
     let mut model = MapModel {
         entries: Vec::new(),
         never: vec![b"never".to_vec()],
-        counts: vec![0],
+        counts: Counts::new(0),
     };
     once_map_rounds(
         &mut replay.rng,
@@ -684,23 +617,32 @@ fn once_map_crash_twice() {
         let image = first.image(&crash, &order);
         leftover_lane_tmp(&image, "m/log", "data", &mut replay.rng);
         leftover_lane_tmp(&image, "m/index", "cells", &mut replay.rng);
+        let (lo, hi) = model.counts.bounds(&first, &crash, &order);
         let dir = Dir::open(image.path()).expect("open first crash image");
         let map = OnceMap::open(&dir, "m").expect("open map on first crash image");
         let n = map.len() as usize;
-        assert!(
-            first
-                .possible_syncs(&crash, &order)
-                .iter()
-                .any(|&s| model.counts[s] as usize == n),
-            "first crash recovered {n} entries"
-        );
-        let mut second = History::new(image.path());
+        in_bounds(n, lo, hi, "entries").unwrap_or_else(|e| panic!("{}: {e}", replay.context));
         let lost: Vec<Vec<u8>> = model.entries[n..].iter().map(|(k, _)| k.clone()).collect();
-        let again = &lost[..lost.len() / 2];
+        let (again, never) = lost.split_at(lost.len() / 2);
+        let mut entries = model.entries[..n].to_vec();
+        // This session's epoch is taken (durably) by the log's first append: before the
+        // history starts, so that S0 of every second crash holds it.
+        let (first_key, again) = match again.split_first() {
+            Some((k, rest)) => (k.clone(), rest),
+            None => (b"life2-first".to_vec(), again),
+        };
+        assert!(
+            map.insert(&first_key, b"first")
+                .expect("insert")
+                .is_inserted()
+        );
+        entries.push((first_key, b"first".to_vec()));
+        map.sync().expect("sync");
+        let mut second = History::new(image.path());
         let mut model2 = MapModel {
-            entries: model.entries[..n].to_vec(),
-            never: lost[lost.len() / 2..].to_vec(),
-            counts: vec![n as u64],
+            counts: Counts::new(entries.len()),
+            entries,
+            never: never.to_vec(),
         };
         once_map_rounds(
             &mut replay.rng,
@@ -715,25 +657,27 @@ fn once_map_crash_twice() {
             },
         );
         drop((map, dir));
-        check_images(
+        let crashes = (0..SECOND_LIFE_IMAGES)
+            .map(|n| second.random_crash(&mut replay.rng, &order, n))
+            .collect();
+        check_prefix_crashes(
             &mut replay,
             &second,
+            &model2.counts,
             &order,
-            SECOND_LIFE_IMAGES,
-            |path, _, possible| {
-                let counts: Vec<u64> = possible.iter().map(|&s| model2.counts[s]).collect();
-                check_once_map(path, &model2, &counts)
-            },
+            crashes,
+            |path, lo, hi| check_once_map(path, &model2, lo, hi),
         );
     }
 }
 
-fn check_once_map(path: &Path, model: &MapModel, counts: &[u64]) -> Result<usize, String> {
+/// The map in `path` holds the first `n` entries of `model`, `lo <= n <= hi`, and no
+/// other; lost entries can be inserted anew. Returns `n`.
+fn check_once_map(path: &Path, model: &MapModel, lo: usize, hi: usize) -> Result<usize, String> {
     let dir = open_dir(path)?;
     let map = OnceMap::open(&dir, "m").map_err(|e| format!("OnceMap::open: {e}"))?;
-    let n = map.len();
-    let found = which(&n, counts, "len")?;
-    let n = n as usize;
+    let n = map.len() as usize;
+    let found = in_bounds(n, lo, hi, "entries")?;
     let mut seen = 0;
     for (i, entry) in map.iter().enumerate() {
         let (k, v) = entry.map_err(|e| format!("iter entry {i}: {e}"))?;
@@ -796,7 +740,7 @@ fn content_crash_images() {
     let mut history = History::new(tmp.path());
     let mut model: Vec<Vec<u8>> = Vec::new();
     let mut ids: HashSet<ContentId> = HashSet::new();
-    let mut counts = vec![0u64];
+    let mut counts = Counts::new(0);
     let rng = &mut replay.rng;
     for round in 0..20 {
         for _ in 0..70 {
@@ -813,32 +757,33 @@ fn content_crash_images() {
                 model.push(blob);
             }
             if rng.random_bool(0.01) {
-                history.mid();
+                counts.mid(&mut history, model.len());
             }
         }
         if round == 19 {
             break; // the last round stays unsynced
         }
         blobs.sync().expect("sync");
-        history.synced();
-        counts.push(blobs.len());
+        assert_eq!(blobs.len(), model.len() as u64);
+        counts.synced(&mut history, model.len());
     }
-    history.mid();
+    counts.mid(&mut history, model.len());
     drop((blobs, dir));
     let never: Vec<ContentId> = (0..20u32)
         .map(|i| ContentId::of(&i.to_le_bytes()))
         .collect();
 
     let order = FlushOrder::content("c");
-    check_images(
+    let crashes = (0..CONTENT_IMAGES)
+        .map(|n| history.random_crash(&mut replay.rng, &order, n))
+        .collect();
+    check_prefix_crashes(
         &mut replay,
         &history,
+        &counts,
         &order,
-        CONTENT_IMAGES,
-        |path, _, possible| {
-            let counts: Vec<u64> = possible.iter().map(|&s| counts[s]).collect();
-            check_content(path, &model, &never, &counts)
-        },
+        crashes,
+        |path, lo, hi| check_content(path, &model, &never, lo, hi),
     );
 }
 
@@ -846,13 +791,13 @@ fn check_content(
     path: &Path,
     model: &[Vec<u8>],
     never: &[ContentId],
-    counts: &[u64],
+    lo: usize,
+    hi: usize,
 ) -> Result<usize, String> {
     let dir = open_dir(path)?;
     let blobs = Content::open(&dir, "c").map_err(|e| format!("Content::open: {e}"))?;
-    let n = blobs.len();
-    let found = which(&n, counts, "len")?;
-    let n = n as usize;
+    let n = blobs.len() as usize;
+    let found = in_bounds(n, lo, hi, "blobs")?;
     let got: Vec<ContentId> = blobs
         .ids()
         .collect::<accretion::Result<_>>()
@@ -891,72 +836,140 @@ fn check_content(
 // ---------------------------------------------------------------------------------------
 // The checks are not vacuous
 
-/// Images that break the flush order on purpose (a length that covers data which never
-/// reached the disk) make the checks fail, while the images around them pass.
+/// Images that break the contract on purpose (a sync that returned before its data was
+/// flushed, a length that covers data which never reached the disk, a stale frame
+/// forged into the current epoch, records the model never wrote) make the checks fail,
+/// while the images around them pass.
 #[test]
 fn checks_catch_ordering_violations() {
     let mut replay = Replay::new("checks_catch_ordering_violations");
     let rng = &mut replay.rng;
 
-    // AppendOnly, data of sync 2 still in lane 0: the bytes read back are wrong.
+    // AppendOnly: three records, each synced with its length recorded, then two unsynced.
     let (tmp, dir) = store();
     let buf = AppendOnly::open(&dir, "buf").expect("open");
     let mut history = History::new(tmp.path());
-    let mut model = Vec::new();
-    let mut lens = vec![0];
+    let mut recs: Vec<append_only::Rec> = Vec::new();
+    let mut push = |buf: &AppendOnly, recs: &mut Vec<append_only::Rec>, len: usize| {
+        let bytes = random_bytes(len, rng);
+        let span = buf.append(&bytes).expect("append");
+        recs.push(append_only::Rec {
+            span,
+            bytes,
+            align: 1,
+        });
+    };
     for len in [5_000, 3_000, 70_000] {
-        let span = buf.append(&random_bytes(len, rng)).expect("append");
-        model.resize(span.offset() as usize, 0);
-        model.extend_from_slice(buf.get(span).expect("get"));
-        buf.sync().expect("sync");
+        push(&buf, &mut recs, len);
+        buf.sync_recorded().expect("sync_recorded");
         history.synced();
-        lens.push(buf.len());
     }
+    for len in [2_000, 1_000] {
+        push(&buf, &mut recs, len);
+    }
+    let mid = history.mid();
     drop((buf, dir));
+    let check = |image: &Image, recs: &[append_only::Rec], lo: usize, hi: usize| {
+        append_only::check_append_only(image.path(), recs, lo, hi, &mut |_, _, _| {})
+    };
     for s in 0..=3 {
         let image = Image::of(history.after_sync(s));
-        check_append_only(image.path(), &model, &lens[s..=s])
-            .unwrap_or_else(|e| panic!("pure image of sync {s} fails: {e}"));
+        check(&image, &recs, s, s).unwrap_or_else(|e| panic!("pure image of sync {s} fails: {e}"));
     }
+    let image = Image::of(&history.point(mid).snapshot);
+    check(&image, &recs, 5, 5).expect("the disk of a kill holds every record appended");
+    // The disk of sync 1 taken for that of sync 2 (a sync that returned before its data
+    // was flushed): a durable record is missing.
+    let image = Image::of(history.after_sync(1));
+    let err = check(&image, &recs, 2, 3).expect_err("sync 2 lost must fail the check");
+    assert!(err.contains("were durable"), "unexpected failure: {err}");
     let length_of = |s: usize| {
         history
             .after_sync(s)
             .file("buf/length.acc")
             .expect("length")
     };
+    // A length recorded over data that never reached the disk (the register written
+    // before the data's flush): the records below it are not there.
     let wrong = history
         .after_sync(1)
         .with_file("buf/length.acc", length_of(2));
     let image = Image::of(&wrong);
-    let err = check_append_only(image.path(), &model, &lens[1..=2])
+    let err = check(&image, &recs, 1, 2)
         .expect_err("length of sync 2 over the data of sync 1 must fail the check");
-    assert!(err.contains("bytes differ"), "unexpected failure: {err}");
+    assert!(
+        err.contains("walking record 1"),
+        "unexpected failure: {err}"
+    );
     // Sync 3's record went to a new lane, which sync 1's disk lacks: open must refuse.
     let wrong = history
         .after_sync(1)
         .with_file("buf/length.acc", length_of(3));
     let image = Image::of(&wrong);
-    let err = check_append_only(image.path(), &model, &lens[1..=3])
-        .expect_err("length of sync 3 without its lane must fail");
+    let err = check(&image, &recs, 1, 3).expect_err("length of sync 3 without its lane must fail");
     assert!(
         err.contains("AppendOnly::open"),
         "unexpected failure: {err}"
     );
     // A model that differs in one byte is noticed too.
     let image = Image::of(history.after_sync(3));
-    let mut bad = model.clone();
-    bad[4_000] ^= 1;
-    assert!(check_append_only(image.path(), &bad, &lens[3..=3]).is_err());
+    let mut bad = recs.clone();
+    bad[1].bytes[1_000] ^= 1;
+    let err = check(&image, &bad, 3, 3).expect_err("a record other than written");
+    assert!(err.contains("never written"), "unexpected failure: {err}");
+    // A stale frame adopted: the kill's disk with record 3's frame torn recovers three
+    // records; a second life appends one of record 3's length (so that record 4's stale
+    // frame follows it, its checksum valid) and is killed. Its disk recovers four
+    // records, the stale one refused by its older epoch; with that frame forged to the
+    // second life's epoch (a writer that reused an epoch), the stale record is adopted,
+    // which the check must notice.
+    let first = Image::of(&history.point(mid).snapshot);
+    let (lane, at) = frames::locate(recs[3].span.offset() - 16);
+    let lane_path = first.path().join(format!("buf/data-{lane:02}.acc"));
+    let mut lane_bytes = std::fs::read(&lane_path).expect("read lane");
+    lane_bytes[at as usize..at as usize + 16].fill(0);
+    std::fs::write(&lane_path, lane_bytes).expect("write lane");
+    let mut recs2 = recs[..3].to_vec();
+    {
+        let dir = Dir::open(first.path()).expect("open");
+        let buf = AppendOnly::open(&dir, "buf").expect("open");
+        assert_eq!(
+            buf.len(),
+            recs[2].span.end(),
+            "adoption ends at the torn frame"
+        );
+        push(&buf, &mut recs2, recs[3].bytes.len());
+        assert_eq!(
+            recs2[3].span, recs[3].span,
+            "appended where the lost record was"
+        );
+    }
+    let killed = harness::Snapshot::take(first.path());
+    let image = Image::of(&killed);
+    let nonce = frames::nonce(image.path(), "buf");
+    let stale_at = recs[4].span.offset() - 16;
+    let mine = frames::record_frame(image.path(), "buf", nonce, recs2[3].span.offset() - 16)
+        .expect("the new record's frame");
+    let stale = frames::record_frame(image.path(), "buf", nonce, stale_at).expect("stale frame");
+    assert!(
+        mine.holds && stale.holds && stale.epoch < mine.epoch,
+        "{mine:?} {stale:?}"
+    );
+    check(&image, &recs2, 4, 4).expect("the stale frame is refused");
+    let image = Image::of(&killed);
+    frames::forge_epoch(image.path(), "buf", nonce, stale_at, mine.epoch);
+    let err = check(&image, &recs2, 4, 4).expect_err("an adopted stale record must fail");
+    assert!(err.contains("never appended"), "unexpected failure: {err}");
     drop(image);
 
-    // OnceMap: the log length and the count of sync 2 over the log of sync 1.
+    // OnceMap: two synced rounds of 100 entries.
     let (tmp, dir) = store();
     let map = OnceMap::open(&dir, "m").expect("open");
     let mut history = History::new(tmp.path());
     let mut model = MapModel {
         entries: Vec::new(),
         never: vec![b"never".to_vec()],
-        counts: vec![0],
+        counts: Counts::new(0),
     };
     for _ in 0..2 {
         for _ in 0..100 {
@@ -966,25 +979,31 @@ fn checks_catch_ordering_violations() {
             model.entries.push((key, value));
         }
         map.sync().expect("sync");
-        history.synced();
-        model.counts.push(map.len());
+        model.counts.synced(&mut history, model.entries.len());
     }
     drop((map, dir));
-    let s2 = history.after_sync(2);
-    let image = Image::of(s2);
-    check_once_map(image.path(), &model, &[200]).expect("pure image of sync 2");
-    let wrong = history
-        .after_sync(1)
-        .with_file(
-            "m/log/length.acc",
-            s2.file("m/log/length.acc").expect("log length"),
-        )
-        .with_file(
-            "m/meta/journal.acc",
-            s2.file("m/meta/journal.acc").expect("meta"),
-        );
-    let image = Image::of(&wrong);
-    let err = check_once_map(image.path(), &model, &[100, 200])
-        .expect_err("count and log length of sync 2 over the log of sync 1 must fail");
-    assert!(err.contains("iter"), "unexpected failure: {err}");
+    let image = Image::of(history.after_sync(2));
+    check_once_map(image.path(), &model, 200, 200).expect("pure image of sync 2");
+    // The disk of sync 1 taken for that of sync 2: durable entries are missing.
+    let image = Image::of(history.after_sync(1));
+    let err = check_once_map(image.path(), &model, 200, 200)
+        .expect_err("the entries of sync 2 lost must fail");
+    assert!(err.contains("were durable"), "unexpected failure: {err}");
+    // Entries the model never wrote (it stops at 190) on the disk: noticed.
+    let image = Image::of(history.after_sync(2));
+    let mut short = MapModel {
+        entries: model.entries[..190].to_vec(),
+        never: model.entries[190..]
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect(),
+        counts: Counts::new(190),
+    };
+    short.never.push(b"never".to_vec());
+    let err = check_once_map(image.path(), &short, 100, 190)
+        .expect_err("entries never written must fail");
+    assert!(
+        err.contains("only 190 were written"),
+        "unexpected failure: {err}"
+    );
 }

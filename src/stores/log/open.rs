@@ -115,14 +115,33 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     for (seg_name, id) in names.into_iter().zip(ids) {
         let seg = Segment::open(dir, seg_name)?;
         active_damaged = replay_segment(dir, &seg, &mut keys, &mut replay)?;
+        let unsealed = seg.buf().format() != 1 && !seg.buf().is_sealed();
         match id {
             Some(id) => segments.logs.push((id, seg)),
             None => segments.base.push(seg),
+        }
+        if let Some(id) = id.filter(|&id| unsealed && id < st.log_active) {
+            // A finished log segment whose seal was lost (a power loss took its unsynced
+            // tail): nothing after it was synced (a sync of a segment syncs the ones
+            // before it whole first), and its records came after the lost ones. The
+            // segment becomes the active one again; the state names it before the later
+            // segments go (a crash between leaves them past its range: removed).
+            let later = id + 1..=st.log_active;
+            st.log_active = id;
+            state.set(st)?;
+            state.sync()?;
+            for later in later {
+                let later = log_name(name, later);
+                dir.remove(&super::segment::hint_name(&later))?;
+                dir.remove(&later)?;
+            }
+            break;
         }
     }
     keys.reorder();
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
     active.buf().limit_ahead(opts.segment_bytes);
+    let active_sealed = active.buf().is_sealed();
     let inner = Inner {
         dir: dir.clone(),
         name: name.to_string(),
@@ -149,12 +168,11 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         compaction_failures: AtomicU64::new(0),
         writers: Writers::default(),
     };
-    // A sealed active segment: a roll sealed it and the process died before the new
-    // segment took a record (`adopt_rolled` took none). It takes no more writes.
-    let sealed = inner.writer.lock().active.buf().is_sealed();
-    if active_damaged || sealed {
+    if active_damaged || active_sealed {
         // New records must not follow damage, which would hide them from the next
-        // replay: finish the damaged segment and write into a new one.
+        // replay: finish the damaged segment and write into a new one. A sealed one
+        // (a roll sealed it, then the process died before the next segment held a
+        // record, so `adopt_rolled` left that one out) takes no writes either.
         let finished = inner.roll(&mut inner.writer.lock())?;
         inner.after_roll(&finished);
     }
