@@ -214,12 +214,22 @@ fn u64_at(v: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().unwrap())
 }
 
+/// A format-2 length register's value: format, newest epoch, last epoch, flags (bit 0:
+/// sealed), then the recorded length (u64 at byte 16) and the nonce.
+const REGISTER_BYTES: usize = 32;
+
+/// The length a format-2 length register's value records.
+fn recorded_len(v: &[u8]) -> u64 {
+    u64_at(v, 2)
+}
+
 /// Watches every flush in order (the hook runs just before the flush, after the bytes it
 /// flushes are written): tracks the state journal's durable `log_first..=log_active`,
-/// and fails on a flush of a log segment's length register that commits a non-zero
-/// length while the durable state does not name that segment (open would refuse the
-/// store: "segment holds data but lies past the state's active segment"), under
-/// concurrent durable writers, explicit syncs, rolls, the finisher and compactions.
+/// and fails on a flush of a log segment's data (the commit of its records: their frames
+/// prove them) or of a length register that records a non-zero length while the durable
+/// state does not name that segment (open would remove it as garbage, taking synced
+/// writes with it), under concurrent durable writers, explicit syncs, rolls, the
+/// finisher and compactions.
 #[test]
 fn no_log_segment_commits_bytes_before_the_state_names_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -237,48 +247,55 @@ fn no_log_segment_commits_bytes_before_the_state_names_it() {
         let violations = Arc::clone(&violations);
         let root = root.clone();
         faults::install(move |flush| {
-            let Flush::File { path } = flush else {
-                return None;
-            };
+            let path = flush.path();
             let Ok(rel) = path.strip_prefix(&root) else {
                 return None;
             };
             let rel = rel.to_string_lossy().into_owned();
-            if rel == "state/journal.acc" {
+            if let Flush::File { .. } = flush
+                && rel == "state/journal.acc"
+            {
                 if let Some(v) = newest_slot(path, 64) {
                     durable_active.store(u64_at(&v, 4), Ordering::SeqCst);
                     durable_first.store(u64_at(&v, 3), Ordering::SeqCst);
                 }
-            } else if let Some(rest) = rel.strip_prefix("log-")
-                && let Some(id) = rest.strip_suffix("/length.acc")
-                && let Ok(id) = id.parse::<u64>()
-                && let Some(v) = newest_slot(path, 8)
-                && u64_at(&v, 0) > 0
-                && id > 1
-            {
-                let mut c = committed.lock();
-                let behind = c.get(&(id - 1)).copied().unwrap_or(0);
-                let first = durable_first.load(Ordering::SeqCst);
-                if id > first {
-                    events.lock().push((id, behind));
-                }
-                let e = c.entry(id).or_insert(0);
-                *e = (*e).max(u64_at(&v, 0));
+                return None;
             }
-            if rel == "state/journal.acc" {
-            } else if let Some(rest) = rel.strip_prefix("log-")
-                && let Some(id) = rest.strip_suffix("/length.acc")
-                && let Ok(id) = id.parse::<u64>()
-                && let Some(v) = newest_slot(path, 8)
-                && u64_at(&v, 0) > 0
-            {
-                let named = durable_active.load(Ordering::SeqCst);
-                if id > named {
-                    violations.lock().push(format!(
-                        "log-{id} commits length {} while the durable state's active is {named}",
-                        u64_at(&v, 0)
-                    ));
+            let (id, file) = rel
+                .strip_prefix("log-")
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(id, file)| Some((id.parse::<u64>().ok()?, file)))?;
+            let commit = match flush {
+                // A data flush: the records in it are durable from here on.
+                Flush::Range { .. } if file.starts_with("data-") => {
+                    let mut c = committed.lock();
+                    let first = durable_first.load(Ordering::SeqCst);
+                    if id > 1 && id > first && !c.contains_key(&id) {
+                        // This segment's first commit: what the one before has recorded.
+                        let behind = c.get(&(id - 1)).copied().unwrap_or(0);
+                        events.lock().push((id, behind));
+                    }
+                    c.entry(id).or_insert(0);
+                    "data"
                 }
+                Flush::File { .. } if file == "length.acc" => {
+                    let v = newest_slot(path, REGISTER_BYTES)?;
+                    let len = recorded_len(&v);
+                    if len == 0 {
+                        return None;
+                    }
+                    let mut c = committed.lock();
+                    let e = c.entry(id).or_insert(0);
+                    *e = (*e).max(len);
+                    "a length"
+                }
+                _ => return None,
+            };
+            let named = durable_active.load(Ordering::SeqCst);
+            if id > named {
+                violations.lock().push(format!(
+                    "log-{id} commits {commit} while the durable state's active is {named}"
+                ));
             }
             None
         })
@@ -310,7 +327,7 @@ fn no_log_segment_commits_bytes_before_the_state_names_it() {
     });
     drop(kv);
     // The durable log is a prefix: when log-X first commits bytes, log-(X-1) (if the
-    // durable state still names it) is committed whole.
+    // durable state still names it) has its whole length recorded.
     let c = committed.lock();
     for (id, behind) in events.lock().iter() {
         let whole = c.get(&(id - 1)).copied().unwrap_or(0);
