@@ -1,7 +1,8 @@
 //! Adapter for our [`OnceMap`]: byte keys set once, values read in place from the mapping.
 //!
-//! Durability: `insert` writes to the mapping only (visible at once, no fsync), `sync`
-//! is the map's own `sync` (msync of index and log, then the length registers). A key is
+//! Durability: `insert` writes to the mapping only (visible at once, no fsync; it survives
+//! the death of the process), `sync` is the map's own `sync`: one msync of the log's new
+//! entries, plus, every 4 MiB of log, a sync of the index, its filter and the count. A key is
 //! set once, so the map has no remove and an insert of an existing key is a no-op: the
 //! write phases always use fresh keys. There are no transactions, so a read session is
 //! plain `get` calls.
