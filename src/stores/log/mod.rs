@@ -990,7 +990,7 @@ impl LogStore {
         }
         let mut rolled = None;
         let used = writer.active.buf().len();
-        if used > 0 && used + len as u64 > self.inner.opts.segment_bytes {
+        if used > 0 && !writer.active.fits(len as u64, self.inner.opts.segment_bytes) {
             rolled = Some(self.inner.roll(writer)?);
         } else {
             // Half full: the next segment is made now, in the background, if no roll
