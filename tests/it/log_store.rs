@@ -2413,6 +2413,76 @@ fn segments_past_an_unsealed_active_segment_are_removed() {
     check(&store);
 }
 
+/// A segment's bytes, frames and seal included, stay below `segment_bytes` (rounded down
+/// to where a lane ends), so that its last bytes never allocate a lane of their own: with
+/// 192 KiB segments (lanes 0 and 1), no segment has a third data file. Each segment is
+/// filled to just below its end, and then one record is written that fits by its own
+/// bytes but not with its frame (or whose end leaves no room for the seal a roll
+/// appends). Found while adapting the tests to frames: the roll still compared the
+/// record's bytes alone, so such a record (or the seal) went into a 256 KiB third lane.
+#[test]
+fn frames_and_seals_stay_inside_the_segments_lanes() {
+    const SEGMENT: u64 = 192 << 10;
+    const KEY_LEN: u64 = 8;
+    let place = Place::new();
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, small(SEGMENT)).unwrap();
+    let mut model = Model::new();
+    let mut n = 0u64;
+    let mut put = |store: &LogStore, value_len: u64| {
+        let k = format!("k{n:07}").into_bytes();
+        let v: Vec<u8> = (0..value_len).map(|j| (n + j) as u8).collect();
+        store.put(&k, &v).unwrap();
+        model.insert(k, v);
+        n += 1;
+    };
+    // What the active segment holds: the store's bytes less the finished segments'.
+    let mut finished = 0u64;
+    for round in 0..8u64 {
+        let before = store.stats().active_log;
+        let crafted = loop {
+            let stats = store.stats();
+            let used = stats.live_bytes + stats.dead_bytes - finished;
+            let left = SEGMENT - used;
+            if left < 3000 {
+                // A record whose bytes reach the segment's end exactly, or stop short of
+                // it by less than a frame: with its frame, or the seal after it, it does
+                // not fit.
+                let record = left - [0, 4, 8, 15][round as usize % 4];
+                put(&store, record - 48 - KEY_LEN);
+                break record;
+            }
+            put(&store, 1000.min(left - 2000));
+        };
+        // The crafted record rolled the store, or the next one does.
+        let crafted_rolled = store.stats().active_log > before;
+        put(&store, 10);
+        let stats = store.stats();
+        assert_eq!(stats.active_log, before + 1, "round {round}: one roll");
+        let small = 48 + KEY_LEN + 10;
+        let active = if crafted_rolled {
+            16 + crafted.next_multiple_of(16) + 16 + small
+        } else {
+            16 + small
+        };
+        finished = stats.live_bytes + stats.dead_bytes - active;
+    }
+    store.sync().unwrap();
+    let mut third_lanes = Vec::new();
+    for name in place.entries() {
+        if is_log_segment(&name) && place.store_path().join(&name).join("data-02.acc").exists() {
+            third_lanes.push(name);
+        }
+    }
+    assert!(
+        third_lanes.is_empty(),
+        "segments with a third lane: {third_lanes:?}"
+    );
+    drop(store);
+    let store = LogStore::open(&dir, NAME, small(SEGMENT)).unwrap();
+    check_exact(&store, &model, "reopened");
+}
+
 /// A hint whose own file header is damaged is no hint: the segment is scanned.
 #[test]
 fn a_hint_with_a_damaged_header_is_ignored() {
