@@ -482,3 +482,213 @@ fn a_failed_finisher_sync_poisons_the_store() {
         "a write after a failed sync must be refused (Poisoned); got {later:?}, applied: {applied}"
     );
 }
+
+/// What the roll tests below wrote: every key with its value, in order.
+type Written = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Writes `synced` and syncs it (the active segment X, here log-1, is then synced while
+/// active, so that the finisher syncs no state for it), then writes without sync until
+/// the store rolls into X+1 and `more` keys into X+1. No sync after: the durable state
+/// still names X. `synced` is called right after that sync. Returns X and what was
+/// written to X and to X+1.
+fn roll_without_state_sync(
+    kv: &LogStore,
+    more: u64,
+    synced: impl FnOnce(),
+) -> (u64, Written, Written) {
+    let x = kv.stats().active_log;
+    let mut in_x = Written::new();
+    kv.put(b"synced", b"before").unwrap();
+    in_x.insert(b"synced".to_vec(), b"before".to_vec());
+    kv.sync().unwrap();
+    synced();
+    let mut in_next = Written::new();
+    let mut i = 0u64;
+    while kv.stats().active_log == x {
+        let (k, v) = (format!("x{i:04}").into_bytes(), vec![i as u8; 200]);
+        kv.put(&k, &v).unwrap();
+        // The put that rolled went into X+1.
+        if kv.stats().active_log == x {
+            in_x.insert(k, v);
+        } else {
+            in_next.insert(k, v);
+        }
+        i += 1;
+    }
+    assert_eq!(kv.stats().active_log, x + 1);
+    for j in 0..more {
+        let (k, v) = (format!("y{j:04}").into_bytes(), vec![j as u8; 100]);
+        kv.put(&k, &v).unwrap();
+        in_next.insert(k, v);
+    }
+    (x, in_x, in_next)
+}
+
+/// The active log segment the durable state (on disk) of the store at `root` names.
+fn durable_active(root: &Path) -> u64 {
+    u64_at(
+        &newest_slot(&root.join("kv/state/journal.acc"), 64).unwrap(),
+        4,
+    )
+}
+
+/// Asserts that the store holds exactly `want`.
+#[track_caller]
+fn assert_holds(kv: &LogStore, want: &Written, ctx: &str) {
+    let got: Written = kv
+        .iter()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    if &got != want {
+        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+        panic!(
+            "{ctx}: {} keys, want {}; missing {:?}, extra {:?}",
+            got.len(),
+            want.len(),
+            missing.first().map(|k| String::from_utf8_lossy(k)),
+            extra.first().map(|k| String::from_utf8_lossy(k))
+        );
+    }
+}
+
+/// A store dropped right after a roll whose state no sync took: the finished segment is
+/// sealed and synced by the finisher, the state on disk still names it, and the writes
+/// in the new segment were never synced. The next open takes the new segment into the
+/// log (`adopt_rolled`: the one before is sealed and it holds records), syncs the state
+/// naming it, and holds every write; so does the open after it.
+#[test]
+fn a_store_dropped_after_a_roll_keeps_the_new_segments_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    let (x, mut all, in_next) = roll_without_state_sync(&kv, 5, || {});
+    all.extend(in_next);
+    drop(kv);
+    assert_eq!(
+        durable_active(tmp.path()),
+        x,
+        "the scenario: the state naming X+1 was never synced"
+    );
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    let stats = kv.stats();
+    assert_eq!(
+        (stats.active_log, stats.damaged_records),
+        (x + 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(durable_active(tmp.path()), x + 1, "open synced the state");
+    assert_holds(&kv, &all, "reopened");
+    // The store writes on into X+1; a sync and a reopen keep everything.
+    kv.put(b"after", b"reopen").unwrap();
+    all.insert(b"after".to_vec(), b"reopen".to_vec());
+    kv.sync().unwrap();
+    drop(kv);
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    assert_eq!(kv.stats().active_log, x + 1);
+    assert_holds(&kv, &all, "reopened twice");
+}
+
+/// The frame position of the seal of a format-2 buffer whose records all lie in lane 0,
+/// read from that lane's file: walks the frames (16 bytes each, at multiples of 16: the
+/// record's length as a u32 at byte 8, the kind in the top 4 bits of the u32 at byte 12,
+/// 1 for a record, 4 for a seal).
+fn seal_position(lane: &[u8]) -> Option<usize> {
+    const DATA: usize = 4096;
+    let mut at = 0usize;
+    while DATA + at + 16 <= lane.len() {
+        let word = |i: usize| {
+            u32::from_le_bytes(lane[DATA + at + i..DATA + at + i + 4].try_into().unwrap())
+        };
+        match word(12) >> 28 {
+            1 => at = (at + 16 + word(8) as usize).next_multiple_of(16),
+            4 => return Some(DATA + at),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A process killed right after a roll whose state no sync took, before the finisher
+/// synced the finished segment X (held here by a flush hook): its files as they are (a
+/// copy, which reads what the page cache holds) open with every write, X+1's adopted.
+/// The same files with X's seal frame zeroed (a power loss that kept X+1's bytes but
+/// not X's tail, which no sync covered) open with X's writes only: a prefix of what was
+/// written, X+1 removed as garbage.
+#[test]
+fn a_killed_roll_keeps_the_new_segment_only_behind_a_seal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+    let x = kv.stats().active_log;
+    // Holds the finisher before it flushes X's data (its last records and seal).
+    let hold = Arc::new(AtomicBool::new(false));
+    let reached = Arc::new(AtomicBool::new(false));
+    let _hook = {
+        let seg = tmp.path().join("kv").join(format!("log-{x:010}"));
+        let (hold, reached) = (Arc::clone(&hold), Arc::clone(&reached));
+        faults::install(move |flush| {
+            if matches!(flush, Flush::Range { .. }) && flush.path().starts_with(&seg) {
+                while hold.load(Ordering::SeqCst) {
+                    reached.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            None
+        })
+    };
+    let (x_again, in_x, in_next) =
+        roll_without_state_sync(&kv, 5, || hold.store(true, Ordering::SeqCst));
+    assert_eq!(x_again, x);
+    while !reached.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The kill: the files as the page cache holds them, X not yet synced by the finisher.
+    let killed = tempfile::tempdir().unwrap();
+    copy_dir(tmp.path(), killed.path());
+    hold.store(false, Ordering::SeqCst);
+    drop(kv);
+    assert_eq!(durable_active(killed.path()), x, "the scenario");
+
+    // A power loss that lost X's seal: the same files, the seal zeroed.
+    let lost_seal = tempfile::tempdir().unwrap();
+    copy_dir(killed.path(), lost_seal.path());
+    let lane = lost_seal
+        .path()
+        .join("kv")
+        .join(format!("log-{x:010}"))
+        .join("data-00.acc");
+    let mut bytes = std::fs::read(&lane).unwrap();
+    let seal = seal_position(&bytes).expect("X is sealed");
+    bytes[seal..seal + 16].fill(0);
+    std::fs::write(&lane, bytes).unwrap();
+
+    let mut all = in_x.clone();
+    all.extend(in_next);
+    for (root, want, active, ctx) in [
+        (killed.path(), &all, x + 1, "killed after the roll"),
+        (lost_seal.path(), &in_x, x, "X's seal lost"),
+    ] {
+        let dir = Dir::open(root).unwrap();
+        let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+        let stats = kv.stats();
+        assert_eq!(
+            (stats.active_log, stats.damaged_records),
+            (active, 0),
+            "{ctx}: {stats:?}"
+        );
+        assert_eq!(durable_active(root), active, "{ctx}");
+        assert!(
+            root.join("kv").join(format!("log-{:010}", x + 1)).is_dir() == (active == x + 1),
+            "{ctx}: X+1 kept only if adopted"
+        );
+        assert_holds(&kv, want, ctx);
+        // The store writes on; a reopen keeps it all.
+        kv.put(b"after", b"open").unwrap();
+        let mut want = want.clone();
+        want.insert(b"after".to_vec(), b"open".to_vec());
+        drop(kv);
+        let kv = LogStore::open(&dir, "kv", small(4096)).unwrap();
+        assert_holds(&kv, &want, &format!("{ctx}, reopened"));
+    }
+}

@@ -2132,16 +2132,19 @@ fn stats_add_up() {
     );
     assert!(fresh.last_compaction.is_none());
 
-    // A store of nothing but live single puts has no dead bytes but the 16-byte frame in
-    // front of each record; the first put gives the bytes a record takes besides its key
-    // and value.
+    // A store of nothing but live single puts has no dead bytes: a live value is charged
+    // its record (a 24-byte record header, a 24-byte operation header, key and value)
+    // with the frame in front of it and the padding after it.
     store.put(b"first", b"value").unwrap();
     let stats = store.stats();
-    assert_eq!(stats.dead_bytes, 16, "the first record's frame: {stats:?}");
-    let overhead = stats.live_bytes - 10;
-    assert!(overhead > 0);
+    let record = |k: &[u8], v: &[u8]| 48 + (k.len() + v.len()) as u64;
+    assert_eq!(stats.dead_bytes, 0, "{stats:?}");
+    assert_eq!(
+        stats.live_bytes,
+        framed(record(b"first", b"value")),
+        "{stats:?}"
+    );
     store.delete(b"first").unwrap();
-    let record = |k: &[u8], v: &[u8]| overhead + (k.len() + v.len()) as u64;
     // Every record's bytes with its frame and padding; the padding after the last record
     // is not written yet, and every finished segment ends with a 16-byte seal frame.
     let mut total = framed(record(b"first", b"value")) + framed(record(b"first", b""));
@@ -2166,12 +2169,14 @@ fn stats_add_up() {
         };
         total += framed(last);
         let stats = store.stats();
-        let live: u64 = model.iter().map(|(k, v)| record(k, v)).sum();
+        let live: u64 = model.iter().map(|(k, v)| framed(record(k, v))).sum();
         assert_eq!(stats.keys, model.len() as u64, "step {i}");
         assert_eq!(stats.live_bytes, live, "step {i}: {stats:?}");
+        // The padding after the last record is not written yet: a store of live records
+        // only may hold a few bytes less than they are charged.
         assert_eq!(
             stats.live_bytes + stats.dead_bytes,
-            all_bytes(total, last, stats.segments),
+            all_bytes(total, last, stats.segments).max(live),
             "step {i}: {stats:?}"
         );
     }
@@ -2201,19 +2206,12 @@ fn stats_add_up() {
 
     // Compaction leaves only live records (the new active segment is empty): one per
     // key, each behind its frame, padded but for the last of each base segment (which
-    // are not sealed).
+    // are not sealed): no dead bytes.
     store.compact().unwrap();
     let stats = store.stats();
-    let live: u64 = model.iter().map(|(k, v)| record(k, v)).sum();
-    let framed_live: u64 = model.iter().map(|(k, v)| framed(record(k, v))).sum();
+    let live: u64 = model.iter().map(|(k, v)| framed(record(k, v))).sum();
     assert_eq!(stats.live_bytes, live, "{stats:?}");
-    let bases = stats.segments - 1;
-    assert!(
-        stats.dead_bytes <= framed_live - live
-            && stats.dead_bytes + 15 * bases >= framed_live - live,
-        "frames and padding of {} records in {bases} base segments: {stats:?}",
-        model.len()
-    );
+    assert_eq!(stats.dead_bytes, 0, "{stats:?}");
     assert_eq!(stats.generation, 1);
     assert!(stats.last_compaction.is_some());
 
@@ -2411,6 +2409,76 @@ fn segments_past_an_unsealed_active_segment_are_removed() {
     let store = LogStore::open(&dir, "kv", small_segments()).unwrap();
     assert!(!dir.path().join(&next).exists());
     check(&store);
+}
+
+/// A segment's bytes, frames and seal included, stay below `segment_bytes` (rounded down
+/// to where a lane ends), so that its last bytes never allocate a lane of their own: with
+/// 192 KiB segments (lanes 0 and 1), no segment has a third data file. Each segment is
+/// filled to just below its end, and then one record is written that fits by its own
+/// bytes but not with its frame (or whose end leaves no room for the seal a roll
+/// appends). Found while adapting the tests to frames: the roll still compared the
+/// record's bytes alone, so such a record (or the seal) went into a 256 KiB third lane.
+#[test]
+fn frames_and_seals_stay_inside_the_segments_lanes() {
+    const SEGMENT: u64 = 192 << 10;
+    const KEY_LEN: u64 = 8;
+    let place = Place::new();
+    let dir = place.open();
+    let store = LogStore::open(&dir, NAME, small(SEGMENT)).unwrap();
+    let mut model = Model::new();
+    let mut n = 0u64;
+    let mut put = |store: &LogStore, value_len: u64| {
+        let k = format!("k{n:07}").into_bytes();
+        let v: Vec<u8> = (0..value_len).map(|j| (n + j) as u8).collect();
+        store.put(&k, &v).unwrap();
+        model.insert(k, v);
+        n += 1;
+    };
+    // What the active segment holds: the store's bytes less the finished segments'.
+    let mut finished = 0u64;
+    for round in 0..8u64 {
+        let before = store.stats().active_log;
+        let crafted = loop {
+            let stats = store.stats();
+            let used = stats.live_bytes + stats.dead_bytes - finished;
+            let left = SEGMENT - used;
+            if left < 3000 {
+                // A record whose bytes reach the segment's end exactly, or stop short of
+                // it by less than a frame: with its frame, or the seal after it, it does
+                // not fit.
+                let record = left - [0, 4, 8, 15][round as usize % 4];
+                put(&store, record - 48 - KEY_LEN);
+                break record;
+            }
+            put(&store, 1000.min(left - 2000));
+        };
+        // The crafted record rolled the store, or the next one does.
+        let crafted_rolled = store.stats().active_log > before;
+        put(&store, 10);
+        let stats = store.stats();
+        assert_eq!(stats.active_log, before + 1, "round {round}: one roll");
+        let small = 48 + KEY_LEN + 10;
+        let active = if crafted_rolled {
+            16 + crafted.next_multiple_of(16) + 16 + small
+        } else {
+            16 + small
+        };
+        finished = stats.live_bytes + stats.dead_bytes - active;
+    }
+    store.sync().unwrap();
+    let mut third_lanes = Vec::new();
+    for name in place.entries() {
+        if is_log_segment(&name) && place.store_path().join(&name).join("data-02.acc").exists() {
+            third_lanes.push(name);
+        }
+    }
+    assert!(
+        third_lanes.is_empty(),
+        "segments with a third lane: {third_lanes:?}"
+    );
+    drop(store);
+    let store = LogStore::open(&dir, NAME, small(SEGMENT)).unwrap();
+    check_exact(&store, &model, "reopened");
 }
 
 /// A hint whose own file header is damaged is no hint: the segment is scanned.

@@ -250,7 +250,10 @@ fn allocated(path: &Path) -> u64 {
     walk(path, &mut all);
     all.iter()
         .filter(|(_, _, is_dir)| !is_dir)
-        .map(|(p, _, _)| std::fs::metadata(p).unwrap().blocks() * 512)
+        // A file may go between the listing and this (the background threads rename a
+        // lane's temporary file, or remove a segment made ahead): it holds nothing then.
+        .filter_map(|(p, _, _)| std::fs::metadata(p).ok())
+        .map(|m| m.blocks() * 512)
         .sum()
 }
 

@@ -282,8 +282,7 @@ impl<'a> BaseWriter<'a> {
         }];
         let len = record::record_len(&ops);
         let full = self.segments.last().is_none_or(|s| {
-            !s.buf().is_empty()
-                && super::framed_end(s.buf().len(), len as u64) > self.inner.opts.segment_bytes
+            !s.buf().is_empty() && !s.fits(len as u64, self.inner.opts.segment_bytes)
         });
         if full {
             if let Some(last) = self.segments.last() {

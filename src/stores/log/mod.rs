@@ -184,16 +184,6 @@ const _: () = assert!(size_of::<State>() == 64);
 /// they are, new ones are framed).
 const STATE_VERSION: u64 = 2;
 
-/// Where a segment of `used` bytes ends once a record of `len` bytes and then the seal
-/// that finishes it are appended: each goes behind a frame at a multiple of 16. A segment
-/// rolls before a record would take this past `segment_bytes`, so that its seal too lies
-/// in its last lane (a seal past it would create a lane of its own).
-fn framed_end(used: u64, len: u64) -> u64 {
-    let frame = AppendOnly::FRAME_BYTES;
-    let record_end = used.next_multiple_of(frame) + frame + len;
-    record_end.next_multiple_of(frame) + frame
-}
-
 /// Where a live value is.
 #[derive(Clone)]
 struct Loc {
@@ -1003,7 +993,11 @@ impl LogStore {
         }
         let mut rolled = None;
         let used = writer.active.buf().len();
-        if used > 0 && framed_end(used, len as u64) > self.inner.opts.segment_bytes {
+        if used > 0
+            && !writer
+                .active
+                .fits(len as u64, self.inner.opts.segment_bytes)
+        {
             rolled = Some(self.inner.roll(writer)?);
         } else {
             // Half full: the next segment is made now, in the background, if no roll
@@ -1336,10 +1330,15 @@ impl Inner {
     }
 }
 
-/// Bytes a live value is charged: its operation and a whole record header, so that a
-/// store of nothing but live single-put records has no dead bytes.
+/// Bytes a live value is charged: its operation, a whole record header, and the frame in
+/// front of the record with the padding before the next one, so that a store of nothing
+/// but live single-put records has no dead bytes but its segments' seals (else the
+/// frames of small records would count as dead, about a third of a store of tiny values,
+/// and a low `compact_dead_ratio` would start compactions that reclaim nothing).
 fn op_bytes(key_len: usize, value_len: usize) -> u32 {
-    (record::RECORD_HEADER_BYTES + record::OP_HEADER_BYTES + key_len + value_len) as u32
+    let frame = AppendOnly::FRAME_BYTES as usize;
+    let record = record::RECORD_HEADER_BYTES + record::OP_HEADER_BYTES + key_len + value_len;
+    (record.next_multiple_of(frame) + frame) as u32
 }
 
 /// The checked value handle of `key` at `loc`.

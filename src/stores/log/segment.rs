@@ -18,6 +18,10 @@ use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 /// one sync on this class of machine (an msync and an fdatasync, 0.2 to 0.6 ms).
 const GATHER: Duration = Duration::from_micros(300);
 
+/// The frame in front of each record of a format-2 AppendOnly, and the seal that ends
+/// one; frames start at multiples of this.
+const FRAME_BYTES: u64 = AppendOnly::FRAME_BYTES;
+
 /// What the writers of one store share for group commit, whichever segment is active.
 #[derive(Default)]
 pub(crate) struct Writers {
@@ -84,6 +88,22 @@ impl Segment {
     /// The segment's buffer.
     pub(crate) fn buf(&self) -> &AppendOnly {
         self.buf.as_ref().expect("present until drop")
+    }
+
+    /// Whether a record of `len` bytes appended now, and the seal a roll appends after
+    /// it, end within `limit` bytes. A format-2 record takes padding to the next multiple
+    /// of 16 and a 16-byte frame before its bytes, and the seal padding and 16 bytes
+    /// after them: its bytes alone would let the record, or the seal, spill into a lane
+    /// past the limit (a whole lane, 64 MiB for the default segment size).
+    pub(crate) fn fits(&self, len: u64, limit: u64) -> bool {
+        let used = self.buf().len();
+        let end = if self.buf().format() == 1 {
+            used + len
+        } else {
+            let record_end = used.next_multiple_of(FRAME_BYTES) + FRAME_BYTES + len;
+            record_end.next_multiple_of(FRAME_BYTES) + FRAME_BYTES
+        };
+        end <= limit
     }
 
     /// Appends one record holding `ops`, timestamped now; `value_at` receives each
