@@ -627,7 +627,10 @@ impl AppendOnly {
             } else {
                 self.adopted.1
             };
-            let sealed = self.arena.is_sealed() && to == self.arena.published();
+            // Sealed only if the seal lies below `to`: a seal reserved but not yet
+            // published may have records reserved before it still being filled, which
+            // an open that trusts the flag would never walk to (found by review).
+            let sealed = to >= self.arena.sealed_end();
             self.poison.on_error(
                 self.length
                     .update(|b| {

@@ -43,6 +43,9 @@ pub(crate) struct Arena {
     framing: Option<Framing>,
     /// Set once a Seal frame is reserved: nothing may follow it.
     sealed: AtomicBool,
+    /// One past the Seal frame once it is reserved (`u64::MAX` before): the buffer's
+    /// seal is published once `published` reaches it.
+    sealed_end: AtomicU64,
     /// Bytes handed to `flush` so far (msync ranges), for tests and statistics.
     flushed: AtomicU64,
 }
@@ -99,6 +102,7 @@ impl Arena {
             helper: OnceLock::new(),
             framing: None,
             sealed: AtomicBool::new(false),
+            sealed_end: AtomicU64::new(u64::MAX),
             flushed: AtomicU64::new(0),
         }
     }
@@ -109,6 +113,9 @@ impl Arena {
         let mut arena = Arena::new(lanes, len);
         arena.framing = Some(framing);
         arena.sealed = AtomicBool::new(sealed);
+        if sealed {
+            arena.sealed_end = AtomicU64::new(len);
+        }
         arena
     }
 
@@ -120,6 +127,12 @@ impl Arena {
     /// Whether a Seal frame was written or found.
     pub(crate) fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
+    }
+
+    /// One past the Seal frame once one is reserved, else `u64::MAX`: a length at or
+    /// past it holds the seal and every record.
+    pub(crate) fn sealed_end(&self) -> u64 {
+        self.sealed_end.load(Ordering::Acquire)
     }
 
     /// Bytes handed to `flush` so far.
@@ -436,6 +449,7 @@ impl Arena {
                 Err(now) => cur = now,
             }
         };
+        self.sealed_end.store(at + FRAME_BYTES, Ordering::Release);
         let _publish = Publish {
             arena: self,
             from: cur,
