@@ -697,7 +697,8 @@ impl AppendOnly {
     pub fn records(&self, from: u64) -> Records<'_> {
         Records {
             buf: self,
-            at: from.next_multiple_of(FRAME_ALIGN),
+            // Saturating: a `from` past every lane yields nothing rather than overflow.
+            at: from.saturating_add(FRAME_ALIGN - 1) / FRAME_ALIGN * FRAME_ALIGN,
             done: false,
         }
     }
