@@ -383,7 +383,10 @@ impl AppendOnly {
             return Ok(());
         }
         self.take_epoch()?;
-        if self.arena.published() - self.durable.load(Ordering::Acquire) > UNSYNCED_BYTES_MAX {
+        // Saturating: a sync on another thread may move `durable` past the `published`
+        // read here (an underflow panicked in debug builds).
+        let durable = self.durable.load(Ordering::Acquire);
+        if self.arena.published().saturating_sub(durable) > UNSYNCED_BYTES_MAX {
             self.sync()?;
         }
         Ok(())
