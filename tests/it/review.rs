@@ -609,3 +609,27 @@ fn review_once_map_unsynced_reopens() {
         }
     }
 }
+
+/// Bug (with the one above): an upgraded version-1 store kept writing into its format-1
+/// active segment, whose unsynced writes a drop without sync loses (format 1 trusts only
+/// its recorded length), against the store's contract.
+#[test]
+fn review_v1_log_upgrade_write_then_drop_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("v1-log");
+    copy_dir(
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/v1-log"
+        )),
+        &path,
+    );
+    {
+        let dir = Dir::open(&path).unwrap();
+        let kv = LogStore::open(&dir, "kv", small_log()).unwrap();
+        kv.put(b"one", b"write").unwrap();
+    }
+    let dir = Dir::open(&path).unwrap();
+    let kv = LogStore::open(&dir, "kv", small_log()).unwrap();
+    assert_eq!(kv.get(b"one").unwrap().as_deref(), Some(&b"write"[..]));
+}
