@@ -449,8 +449,10 @@ fn review_log_store_cycles_against_a_model() {
     }
 }
 
-/// A seal racing appends: no append may succeed past the seal (one that did would be
-/// acknowledged and then never walked nor adopted).
+/// Bug: a seal racing appends let an append succeed past the seal (the seal marked the
+/// buffer sealed only after reserving its frame, so an append retrying its CAS in between
+/// took the place after it); such a record is acknowledged and then never walked nor
+/// adopted. Failed within a few hundred rounds before the fix.
 #[test]
 fn review_no_append_lands_after_a_seal() {
     for _ in 0..300 {
