@@ -383,7 +383,10 @@ impl AppendOnly {
             return Ok(());
         }
         self.take_epoch()?;
-        if self.arena.published() - self.durable.load(Ordering::Acquire) > UNSYNCED_BYTES_MAX {
+        // Saturating: a sync on another thread may move `durable` past the `published`
+        // read here (an underflow panicked in debug builds).
+        let durable = self.durable.load(Ordering::Acquire);
+        if self.arena.published().saturating_sub(durable) > UNSYNCED_BYTES_MAX {
             self.sync()?;
         }
         Ok(())
@@ -627,7 +630,10 @@ impl AppendOnly {
             } else {
                 self.adopted.1
             };
-            let sealed = self.arena.is_sealed() && to == self.arena.published();
+            // Sealed only if the seal lies below `to`: a seal reserved but not yet
+            // published may have records reserved before it still being filled, which
+            // an open that trusts the flag would never walk to (found by review).
+            let sealed = to >= self.arena.sealed_end();
             self.poison.on_error(
                 self.length
                     .update(|b| {
@@ -694,7 +700,8 @@ impl AppendOnly {
     pub fn records(&self, from: u64) -> Records<'_> {
         Records {
             buf: self,
-            at: from.next_multiple_of(FRAME_ALIGN),
+            // Saturating: a `from` past every lane yields nothing rather than overflow.
+            at: from.saturating_add(FRAME_ALIGN - 1) / FRAME_ALIGN * FRAME_ALIGN,
             done: false,
         }
     }

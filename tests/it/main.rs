@@ -18,5 +18,6 @@ mod lost_files;
 mod lost_lanes;
 mod model;
 mod process;
+mod review;
 mod soundness;
 mod sync_cost;

@@ -728,7 +728,9 @@ impl OnceMap {
         // The commit: the log's entries prove themselves (their frames), and open indexes
         // those the index does not cover, so the log's own flush is all a sync needs.
         self.log.sync()?;
-        if self.log.len() - self.meta.get().log_len >= INDEX_SYNC_BYTES {
+        // Saturating: an index sync on another thread may record a log length past the
+        // one read here (an underflow panicked in debug builds).
+        if self.log.len().saturating_sub(self.meta.get().log_len) >= INDEX_SYNC_BYTES {
             self.sync_index()?;
         }
         Ok(())

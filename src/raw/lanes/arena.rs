@@ -43,6 +43,9 @@ pub(crate) struct Arena {
     framing: Option<Framing>,
     /// Set once a Seal frame is reserved: nothing may follow it.
     sealed: AtomicBool,
+    /// One past the Seal frame once it is reserved (`u64::MAX` before): the buffer's
+    /// seal is published once `published` reaches it.
+    sealed_end: AtomicU64,
     /// Bytes handed to `flush` so far (msync ranges), for tests and statistics.
     flushed: AtomicU64,
 }
@@ -99,6 +102,7 @@ impl Arena {
             helper: OnceLock::new(),
             framing: None,
             sealed: AtomicBool::new(false),
+            sealed_end: AtomicU64::new(u64::MAX),
             flushed: AtomicU64::new(0),
         }
     }
@@ -109,6 +113,9 @@ impl Arena {
         let mut arena = Arena::new(lanes, len);
         arena.framing = Some(framing);
         arena.sealed = AtomicBool::new(sealed);
+        if sealed {
+            arena.sealed_end = AtomicU64::new(len);
+        }
         arena
     }
 
@@ -120,6 +127,12 @@ impl Arena {
     /// Whether a Seal frame was written or found.
     pub(crate) fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
+    }
+
+    /// One past the Seal frame once one is reserved, else `u64::MAX`: a length at or
+    /// past it holds the seal and every record.
+    pub(crate) fn sealed_end(&self) -> u64 {
+        self.sealed_end.load(Ordering::Acquire)
     }
 
     /// Bytes handed to `flush` so far.
@@ -254,7 +267,8 @@ impl Arena {
         if len > u64::from(u32::MAX) {
             return Err(Error::limit("frame length", len, u64::from(u32::MAX)));
         }
-        let mut cur = self.reserved.load(Ordering::Relaxed);
+        // Acquire: a cursor a seal left carries its mark (see `seal`).
+        let mut cur = self.reserved.load(Ordering::Acquire);
         let (payload, lane, within) = loop {
             if self.is_sealed() {
                 return Err(self.sealed_error());
@@ -271,7 +285,7 @@ impl Arena {
                 cur,
                 payload + len,
                 Ordering::Relaxed,
-                Ordering::Relaxed,
+                Ordering::Acquire,
             ) {
                 Ok(_) => break (payload, lane, within),
                 Err(now) => cur = now,
@@ -401,32 +415,41 @@ impl Arena {
             });
         };
         let epoch = framing.epoch.load(Ordering::Acquire);
-        let mut cur = self.reserved.load(Ordering::Relaxed);
+        // Marked sealed before the seal is reserved, and the reservation released: an
+        // append that reads the cursor the seal left (Acquire) then sees the mark, so no
+        // record is reserved after the seal. Marked after the reservation instead, an
+        // append retrying its CAS in between took the place after the seal (found by
+        // review: an append after the seal returned Ok, and no walk ever reached it).
+        if self.sealed.swap(true, Ordering::AcqRel) {
+            return Err(self.sealed_error());
+        }
+        let unseal = |e: Error| {
+            self.sealed.store(false, Ordering::Release);
+            e
+        };
+        let mut cur = self.reserved.load(Ordering::Acquire);
         let at = loop {
-            if self.is_sealed() {
-                return Err(self.sealed_error());
-            }
             let at = cur.next_multiple_of(FRAME_ALIGN);
             let Some((lane, _)) = self.lanes.locate(at) else {
-                return Err(Error::limit(
+                return Err(unseal(Error::limit(
                     "LANES_MAX",
                     LANES_MAX as u64 + 1,
                     LANES_MAX as u64,
-                ));
+                )));
             };
-            self.lanes.ensure(lane)?;
-            self.lanes.allocate(cur, at + FRAME_BYTES)?;
+            self.lanes.ensure(lane).map_err(unseal)?;
+            self.lanes.allocate(cur, at + FRAME_BYTES).map_err(unseal)?;
             match self.reserved.compare_exchange(
                 cur,
                 at + FRAME_BYTES,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
+                Ordering::Release,
+                Ordering::Acquire,
             ) {
                 Ok(_) => break at,
                 Err(now) => cur = now,
             }
         };
-        self.sealed.store(true, Ordering::Release);
+        self.sealed_end.store(at + FRAME_BYTES, Ordering::Release);
         let _publish = Publish {
             arena: self,
             from: cur,

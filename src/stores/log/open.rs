@@ -142,6 +142,12 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     let (active_id, active) = segments.logs.last().cloned().expect("at least one log");
     active.buf().limit_ahead(opts.segment_bytes);
     let active_sealed = active.buf().is_sealed();
+    // A format-1 active segment (a store made by a version-1 build) is never sealed, so
+    // `adopt_rolled` cannot take a segment past it: a write into the framed segment its
+    // roll starts would be lost with the process before the state named it, and its own
+    // writes keep the old contract (lost on a drop without sync). So it is finished now,
+    // and the state naming the new segment is synced before any write.
+    let active_v1 = active.buf().format() == 1;
     let inner = Inner {
         dir: dir.clone(),
         name: name.to_string(),
@@ -168,13 +174,16 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         compaction_failures: AtomicU64::new(0),
         writers: Writers::default(),
     };
-    if active_damaged || active_sealed {
+    if active_damaged || active_sealed || active_v1 {
         // New records must not follow damage, which would hide them from the next
         // replay: finish the damaged segment and write into a new one. A sealed one
         // (a roll sealed it, then the process died before the next segment held a
         // record, so `adopt_rolled` left that one out) takes no writes either.
         let finished = inner.roll(&mut inner.writer.lock())?;
         inner.after_roll(&finished);
+        if active_v1 {
+            inner.writer.lock().active.sync_behind()?;
+        }
     }
     Ok(inner)
 }
