@@ -247,6 +247,13 @@ impl Cells {
         let unit = within / self.cells_per_unit();
         let (word, bit) = ((unit / 64) as usize, 1u64 << (unit % 64));
         let units = self.units_of(lane);
+        // The cell's write is visible to every thread before the marks are read: a mark
+        // seen set was then cleared, if at all, by a flush that comes after the write
+        // (its swap is after this fence), so that flush covers it. Without the fence the
+        // write could still sit in this core's store buffer when a flush that cleared
+        // the mark just after this load ran its msync (found by review). A fence, not a
+        // read-modify-write of the shared lane word by every writer.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if units[word].load(Ordering::Acquire) & bit == 0 {
             units[word].fetch_or(bit, Ordering::AcqRel);
         }
