@@ -320,6 +320,9 @@ impl Cells {
         lane_units: u64,
         dirty: u64,
     ) -> Result<()> {
+        // Pairs with the writer's fence in `mark_dirty`: either the writer reads the mark
+        // this flush cleared (and sets it again), or this flush's msync sees its write.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let from = (start * per_unit).min(lane_units);
         let to = (end * per_unit).min(lane_units);
         self.flushed
