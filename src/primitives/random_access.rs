@@ -277,6 +277,22 @@ impl<T: Pod> RandomAccess<T> {
         self.cells.reserve(len)
     }
 
+    /// Counts the elements below `len` as part of the array from now on: reads below it
+    /// return what the lanes hold instead of zeros. For owners whose elements check
+    /// themselves and that want the writes made after the last sync, which a reopen's
+    /// length does not cover but which the page cache kept (a process that died, or a
+    /// drop without sync): a OnceMap reads its index and filter slots so, since each slot
+    /// is verified against its entry. Creates the lanes below `len`; the length reaches
+    /// the disk with the next sync.
+    ///
+    /// # Errors
+    /// As [`reserve`](Self::reserve).
+    pub fn extend_len(&self, len: u64) -> Result<()> {
+        self.reserve(len)?;
+        self.len.fetch_max(len, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// One past the highest index ever written.
     pub fn len(&self) -> u64 {
         self.len.load(Ordering::Acquire)

@@ -367,6 +367,16 @@ impl OnceMap {
     /// `count` entries before it).
     fn index_entry(&self, offset: u64, key: &[u8], count: u64) -> Result<()> {
         self.count.store(count, Ordering::Release);
+        // The slots and filter bits the session that appended the entry wrote lie past the
+        // index's synced length, which is all a reopen counts; they survive in the page
+        // cache (a drop, a killed process): read them, or every open would add a slot
+        // for each entry again (found by review). A stale one is harmless: each slot is
+        // checked against its entry, and a filter bit too many costs one probe.
+        let level = level_for_count(count);
+        self.index.extend_len(level_start(level + 1))?;
+        self.filter
+            .extend_len(FILTER_HEADER_WORDS + level_start(level + 1) / 8)?;
+        self.top_level.fetch_max(level, Ordering::AcqRel);
         let hash = self.entropy.hash(key);
         if self.find(key, hash, false)?.is_some() {
             return Ok(());
