@@ -676,7 +676,8 @@ impl OnceMap {
 
     /// Every entry as `(key, value)`, in insertion order, each checked against its
     /// checksums. Entries inserted while iterating may or may not be seen. A damaged
-    /// entry is an `Err` item (`Corrupted`, naming the log and the entry's offset in it)
+    /// entry is an `Err` item (`Corrupted`, naming the log and the entry's offset in it,
+    /// or, where its frame does not hold, the log's data file and the frame's position)
     /// and iteration goes on with the entries after it; only a lane that cannot be read
     /// ends it early.
     pub fn iter(&self) -> impl Iterator<Item = Result<(&[u8], &[u8])>> + '_ {
