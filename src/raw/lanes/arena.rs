@@ -784,8 +784,8 @@ pub(crate) fn scan_tail(
     loop {
         let window = (tail.last_epoch, newest);
         let (step, next) = walk_step(lanes, nonce, at, u64::MAX, Some(window), |l, w, n| {
-            // Nothing appends while the buffer is being opened, and the bytes are only
-            // read. SAFETY: no concurrent writer exists yet.
+            // Nothing appends while the buffer is being opened; the bytes are only read.
+            // SAFETY: no concurrent writer exists yet.
             unsafe { lanes.slice(l, w, n) }
         })?;
         match step {
