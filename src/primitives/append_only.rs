@@ -23,17 +23,17 @@ const LENGTH_FILE: &str = "length.acc";
 const LANE_PREFIX: &str = "data";
 
 /// The format this build writes: records behind frames (`raw/frame.rs`).
-pub const APPEND_FORMAT: u32 = 2;
+const APPEND_FORMAT: u32 = 2;
 /// `length.acc` of format 1: the durable length alone.
 const REGISTER_V1_BYTES: u64 = 8;
 /// `length.acc` of format 2, see [`Recorded`].
 const REGISTER_BYTES: u64 = 32;
 /// A sync also records the length in `length.acc` once the bytes past the recorded
 /// length reach this: what an open walks frame by frame stays below it.
-pub const TAIL_RECORD_BYTES: u64 = 4 << 20;
+const TAIL_RECORD_BYTES: u64 = 4 << 20;
 /// An append first syncs when this many bytes are not yet synced, so that an open after
 /// a crash never walks more than about this much (plus [`TAIL_RECORD_BYTES`]).
-pub const UNSYNCED_BYTES_MAX: u64 = 64 << 20;
+const UNSYNCED_BYTES_MAX: u64 = 64 << 20;
 
 /// The value of a format-2 `length.acc`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,6 +178,14 @@ impl AppendOnly {
     /// frames start at multiples of it): a record of `n` bytes appended at length `l`
     /// ends at `l` rounded up to 16, plus 16, plus `n` (alignments up to 16, in one lane).
     pub const FRAME_BYTES: u64 = crate::raw::frame::FRAME_BYTES;
+
+    /// A sync also records the length in `length.acc` once the bytes past the recorded
+    /// length reach this (4 MiB): what an open walks frame by frame stays below it.
+    pub const TAIL_RECORD_BYTES: u64 = TAIL_RECORD_BYTES;
+
+    /// An append first syncs when this many bytes (64 MiB) are not yet synced, so that an
+    /// open after a crash never walks much more.
+    pub const UNSYNCED_BYTES_MAX: u64 = UNSYNCED_BYTES_MAX;
 
     /// Opens or creates the buffer at `name` in `dir`.
     ///
@@ -648,7 +656,7 @@ impl AppendOnly {
         Ok(())
     }
 
-    /// The format of this buffer: [`APPEND_FORMAT`] (2) for one made by this build, whose
+    /// The format of this buffer: 2 for one made by this build, whose
     /// records are framed; 1 for one made before, served as it was (bare bytes, no
     /// frames, only synced appends survive a reopen).
     pub fn format(&self) -> u32 {
