@@ -308,7 +308,7 @@ impl Lanes {
                 let offset = step * ALLOC_STEP_BYTES;
                 let len = ALLOC_STEP_BYTES.min(data - offset);
                 let file = files::open_existing(&mapped.path, "open lane to allocate space")?;
-                files::allocate(&file, &mapped.path, LANE_DATA_OFFSET + offset, len)?;
+                files::allocate_written(&file, &mapped.path, LANE_DATA_OFFSET + offset, len)?;
                 mapped.allocated[word].fetch_or(bit, Ordering::AcqRel);
             }
             at += units;
@@ -423,7 +423,7 @@ impl Lanes {
             let data = self.data_bytes(lane);
             file.set_len(LANE_DATA_OFFSET + data)
                 .map_err(|e| Error::io(&tmp, "size new lane", e))?;
-            files::allocate(
+            files::allocate_written(
                 &file,
                 &tmp,
                 0,
