@@ -373,9 +373,14 @@ impl OnceMap {
         // for each entry again (found by review). A stale one is harmless: each slot is
         // checked against its entry, and a filter bit too many costs one probe.
         let level = level_for_count(count);
-        self.index.extend_len(level_start(level + 1))?;
-        self.filter
-            .extend_len(FILTER_HEADER_WORDS + level_start(level + 1) / 8)?;
+        let (slots, words) = (
+            level_start(level + 1),
+            FILTER_HEADER_WORDS + level_start(level + 1) / 8,
+        );
+        if self.index.len() < slots || self.filter.len() < words {
+            self.index.extend_len(slots)?;
+            self.filter.extend_len(words)?;
+        }
         self.top_level.fetch_max(level, Ordering::AcqRel);
         let hash = self.entropy.hash(key);
         if self.find(key, hash, false)?.is_some() {

@@ -198,26 +198,31 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
 /// first), and keeping them would keep later writes while losing earlier ones. The state
 /// is synced at once naming the segments taken.
 fn adopt_rolled(dir: &Dir, name: &str, st: &mut State, state: &Journal<State>) -> Result<()> {
+    // (framed, holds records, sealed) of a segment; `None` if it cannot be opened.
+    let look = |id: u64| match AppendOnly::open(dir, &log_name(name, id)) {
+        Ok(buf) => Ok(Some((buf.format() != 1, !buf.is_empty(), buf.is_sealed()))),
+        Err(e @ Error::NameInUse { .. }) => Err(e),
+        Err(_) => Ok(None),
+    };
     let mut taken = false;
+    // Each segment is opened once: the one just taken is the next one's predecessor.
+    let mut sealed = None;
     while let Some(next) = st.log_active.checked_add(1).filter(|n| *n < u64::MAX) {
-        let next_name = log_name(name, next);
-        if !dir.path().join(&next_name).is_dir() {
+        if !dir.path().join(log_name(name, next)).is_dir() {
             break;
         }
-        let sealed = match AppendOnly::open(dir, &log_name(name, st.log_active)) {
-            Ok(buf) => buf.format() != 1 && buf.is_sealed(),
-            Err(e @ Error::NameInUse { .. }) => return Err(e),
-            Err(_) => false,
+        let prev_sealed = match sealed {
+            Some(sealed) => sealed,
+            None => look(st.log_active)?.is_some_and(|(framed, _, sealed)| framed && sealed),
         };
-        let holds = match AppendOnly::open(dir, &next_name) {
-            Ok(buf) => buf.format() != 1 && !buf.is_empty(),
-            Err(e @ Error::NameInUse { .. }) => return Err(e),
-            Err(_) => false,
+        let Some((framed, holds, next_sealed)) = look(next)? else {
+            break;
         };
-        if !sealed || !holds {
+        if !prev_sealed || !framed || !holds {
             break;
         }
         st.log_active = next;
+        sealed = Some(next_sealed);
         taken = true;
     }
     if taken {
@@ -333,7 +338,7 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
                     // nothing is written to a segment before the state names it. One
                     // holding data means the state is older than the files (a damaged
                     // newest slot fell back): refuse rather than delete synced writes.
-                    if !hint && !segment_is_empty(dir, &format!("{name}/{file}"))? {
+                    if !hint && !holds_nothing_synced(dir, &format!("{name}/{file}"))? {
                         return Err(Error::corrupted(
                             &root.join(&*file),
                             0,
@@ -357,14 +362,14 @@ fn remove_garbage(dir: &Dir, name: &str, st: &State) -> Result<()> {
     Ok(())
 }
 
-/// Whether the segment `name` holds no durable byte (a damaged one counts as holding
-/// some).
+/// Whether the segment `name` (past the state's range) holds no synced byte: a format-1
+/// one that is empty, any framed one (a damaged one counts as holding some).
 ///
 /// # Errors
 /// `NameInUse` if a handle from an earlier open of the store (a `Value` or `Iter` into
 /// a segment a roll had just started) still holds it: the caller reports that, rather
 /// than take the segment for one holding data.
-fn segment_is_empty(dir: &Dir, name: &str) -> Result<bool> {
+fn holds_nothing_synced(dir: &Dir, name: &str) -> Result<bool> {
     match AppendOnly::open(dir, name) {
         // A framed segment past the state's range holds nothing synced: a sync of it
         // syncs the state that names it first. What it holds was adopted from a process
