@@ -118,6 +118,26 @@ pub enum Error {
         /// The buffer's directory.
         path: PathBuf,
     },
+    /// An option passed to an open has a value no store can use.
+    InvalidOption {
+        /// The option, for example "BTreeOptions::page_size".
+        option: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
+    /// A tree asked for by name does not exist (in the transaction that asked).
+    NoSuchTree {
+        /// The store's name.
+        store: String,
+        /// The tree's name.
+        tree: String,
+    },
+    /// An operation of a write transaction failed part-way (a damaged page, a failed
+    /// write), so the transaction can no longer commit: drop it and start again.
+    TransactionFailed {
+        /// The store's name.
+        store: String,
+    },
 }
 
 impl Error {
@@ -232,6 +252,17 @@ impl fmt::Display for Error {
                 f,
                 "store {name:?} cannot be opened yet: {holders} from an earlier open of it \
                  is still alive and holds {part:?} open; drop it first"
+            ),
+            Error::InvalidOption { option, reason } => {
+                write!(f, "option {option} is invalid: it must be {reason}")
+            }
+            Error::NoSuchTree { store, tree } => {
+                write!(f, "store {store:?} has no tree named {tree:?}")
+            }
+            Error::TransactionFailed { store } => write!(
+                f,
+                "a write transaction of store {store:?} had an operation fail part-way; it \
+                 cannot commit: drop it and start again"
             ),
         }
     }

@@ -27,6 +27,7 @@
 
 mod dir;
 mod error;
+mod key_range;
 pub mod limits;
 mod primitives;
 mod raw;
@@ -35,13 +36,17 @@ mod stores;
 pub use bytemuck;
 pub use dir::Dir;
 pub use error::{Error, Result};
+pub use key_range::KeyRange;
 pub use primitives::append_only::{AppendOnly, Span};
 pub use primitives::content::{Content, ContentId};
 pub use primitives::entropy::Entropy;
 pub use primitives::journal::Journal;
 pub use primitives::once_map::{Insert, OnceMap, TypedOnceMap};
 pub use primitives::random_access::{RandomAccess, Ref};
-pub use stores::log::{Iter, KeyRange, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
+pub use stores::btree::{
+    BTreeOptions, BTreeStats, BTreeStore, Range, ReadTxn, Tree, TreeMut, VerifyReport, WriteTxn,
+};
+pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 
 /// Test hooks on every flush (feature `fault-injection`, off by default): watch which
 /// file and range is about to be made durable, and make the call fail as a dying process

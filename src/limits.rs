@@ -35,3 +35,19 @@ pub const LOG_VALUE_LEN_BYTES_MAX: usize = 256 << 20;
 /// Default size at which a [`LogStore`](crate::LogStore) segment is finished and a new
 /// one started.
 pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// Smallest page of a [`BTreeStore`](crate::BTreeStore).
+pub const BTREE_PAGE_BYTES_MIN: usize = 4096;
+/// Largest page of a [`BTreeStore`](crate::BTreeStore) (cell offsets are 16-bit).
+pub const BTREE_PAGE_BYTES_MAX: usize = 64 * 1024;
+/// Longest key of a [`BTreeStore`](crate::BTreeStore): LMDB's 511, rounded up. Any key
+/// fits a quarter of the smallest page with room to spare, so every node splits.
+pub const BTREE_KEY_LEN_BYTES_MAX: usize = 512;
+/// Largest value of a [`BTreeStore`](crate::BTreeStore): one out-of-line value record,
+/// its 16-byte head included, is at most one AppendOnly record.
+pub const BTREE_VALUE_LEN_BYTES_MAX: usize = (RECORD_LEN_BYTES_MAX as usize) - 16;
+/// Longest tree name of a [`BTreeStore`](crate::BTreeStore).
+pub const BTREE_TREE_NAME_BYTES_MAX: usize = 255;
+/// Most trees of a [`BTreeStore`](crate::BTreeStore), the default one included (their
+/// roots are listed in every checkpoint record).
+pub const BTREE_TREES_MAX: usize = 4096;

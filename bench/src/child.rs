@@ -3,7 +3,7 @@
 //! mappings and background threads die with its process and cannot slow the next one.
 //!
 //! The child prints one line per fact on stdout (`phase <id> <ops> <nanos>`,
-//! `disk_bytes <n>`, `peak_rss_bytes <n>`, `baseline_rss_bytes <n>`, and for engines with
+//! `disk_bytes <n>`, `disk_after_inserts_bytes <n>`, `peak_rss_bytes <n>`, `baseline_rss_bytes <n>`, and for engines with
 //! hint files `reopen_segments <from hints> <scanned>`) and `ok` last; on
 //! failure it prints the reason on stderr and exits with status 2. The parent treats a
 //! missing `ok`, a non-zero status or a timeout as a failed run.
@@ -53,6 +53,10 @@ pub fn serve(engine: &str, w: &Workload, dir: &Path) -> ExitCode {
                 println!("phase {} {} {}", phase.id(), m.ops, m.nanos);
             }
             println!("disk_bytes {}", report.disk_bytes);
+            println!(
+                "disk_after_inserts_bytes {}",
+                report.disk_after_inserts_bytes
+            );
             println!("peak_rss_bytes {}", report.peak_rss_bytes);
             println!("baseline_rss_bytes {}", report.baseline_rss_bytes);
             if let Some((hinted, scanned)) = report.reopen_segments {
@@ -159,6 +163,7 @@ pub fn parse(out: &str) -> Result<ChildReport, String> {
                 report.phases.insert(phase, m);
             }
             Some("disk_bytes") => report.disk_bytes = number(1)?,
+            Some("disk_after_inserts_bytes") => report.disk_after_inserts_bytes = number(1)?,
             Some("peak_rss_bytes") => report.peak_rss_bytes = number(1)?,
             Some("baseline_rss_bytes") => report.baseline_rss_bytes = number(1)?,
             Some("reopen_segments") => report.reopen_segments = Some((number(1)?, number(2)?)),

@@ -91,6 +91,7 @@ pub fn run(info: &EngineInfo, w: &Workload, dir: &Path) -> Result<ChildReport> {
             e.sync()
         })?;
         report.phases.insert(Phase::Insert, m);
+        report.disk_after_inserts_bytes = allocated_bytes(&path)?;
         let keys = Keys::new(w, traits.content_addressed.then_some(ids.as_slice()));
         report
             .phases

@@ -114,6 +114,8 @@ pub struct ChildReport {
     pub phases: BTreeMap<Phase, Measure>,
     /// Bytes the engine's directory allocates on disk after the bulk load.
     pub disk_bytes: u64,
+    /// ... and after the insert phase (N one-key commits) on the second store.
+    pub disk_after_inserts_bytes: u64,
     /// Peak resident set of the child during the bulk load (VmHWM).
     pub peak_rss_bytes: u64,
     /// Resident set of the child just before the engine was opened.
@@ -169,6 +171,8 @@ pub struct EngineSummary {
     pub ops: BTreeMap<Phase, f64>,
     /// Disk bytes after the load.
     pub disk_bytes: Option<Spread>,
+    /// Disk bytes after N one-key commits.
+    pub disk_after_inserts_bytes: Option<Spread>,
     /// Peak RSS during the load.
     pub peak_rss_bytes: Option<Spread>,
     /// RSS before the engine opened.
@@ -200,6 +204,7 @@ impl EngineSummary {
             Spread::of(&reports.iter().map(|r| f(r) as f64).collect::<Vec<_>>())
         };
         summary.disk_bytes = field(|r| r.disk_bytes);
+        summary.disk_after_inserts_bytes = field(|r| r.disk_after_inserts_bytes);
         summary.peak_rss_bytes = field(|r| r.peak_rss_bytes);
         summary.baseline_rss_bytes = field(|r| r.baseline_rss_bytes);
         summary.reopen_segments = reports.iter().rev().find_map(|r| r.reopen_segments);

@@ -335,7 +335,8 @@ fn write(run: &RunResults, options: &Options) -> Result<(), String> {
 }
 
 /// Every sample of the run, one per line: `n engine rep phase ops nanos`, tab-separated;
-/// the after-load figures are rows whose phase is `disk_bytes`, `peak_rss_bytes` or
+/// the after-load figures are rows whose phase is `disk_bytes`, `disk_after_inserts_bytes`,
+/// `peak_rss_bytes` or
 /// `baseline_rss_bytes` (and `reopen_hinted_segments`, `reopen_scanned_segments` for
 /// engines with hint files), with the value under `ops` and 0 under `nanos`.
 fn raw_samples(run: &RunResults) -> String {
@@ -355,6 +356,7 @@ fn raw_samples(run: &RunResults) -> String {
                 }
                 for (name, value) in [
                     ("disk_bytes", r.disk_bytes),
+                    ("disk_after_inserts_bytes", r.disk_after_inserts_bytes),
                     ("peak_rss_bytes", r.peak_rss_bytes),
                     ("baseline_rss_bytes", r.baseline_rss_bytes),
                 ] {

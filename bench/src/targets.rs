@@ -1,7 +1,8 @@
-//! The targets LogStore was written to meet, checked against a run: each is the ratio of
-//! two median throughputs at one N, which must reach a bound. They are shown as a section
-//! of the report, with LogStore's reopen times and every engine's durable rates, and as
-//! lines of the headline printed at the end of a run.
+//! The targets our stores were written to meet (LogStore's, BTreeStore's), checked against
+//! a run: each is the ratio of two median throughputs at one N, which must reach a bound.
+//! They are shown as a section of the report per store, with LogStore's reopen times,
+//! BTreeStore's disk bytes against LMDB's, and every engine's durable rates, and as lines
+//! of the headline printed at the end of a run.
 //!
 //! Only formatting and ratios here, like `report.rs`; a target whose engines did not run
 //! is shown as not measured, never as met.
@@ -13,8 +14,14 @@ use crate::report::{rate, spread_cell};
 use crate::results::{Phase, Spread};
 use crate::run::SizeResults;
 
-/// The engine the targets are about.
+/// The engine the LogStore targets are about.
 pub const ENGINE: &str = "logstore";
+/// The engine the BTreeStore targets are about.
+pub const BTREE: &str = "btree";
+/// BTreeStore's disk bytes after the load may be at most this multiple of LMDB's.
+const BTREE_DISK_VS_LMDB_MAX: f64 = 1.2;
+/// ... and after N one-key commits at most this multiple of the live data.
+const BTREE_DISK_VS_LIVE_MAX: f64 = 3.0;
 
 /// What a target's figure is divided by.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +32,7 @@ enum Base {
     Own(Phase),
 }
 
-/// One target: `ENGINE`'s `phase` ÷ `base` must be at least `at_least`.
+/// One target: an engine's `phase` ÷ `base` must be at least `at_least`.
 #[derive(Clone, Copy, Debug)]
 struct Target {
     what: &'static str,
@@ -34,7 +41,7 @@ struct Target {
     at_least: f64,
 }
 
-/// The targets, in the order they are listed.
+/// LogStore's targets, in the order they are listed.
 const TARGETS: [Target; 5] = [
     Target {
         what: "put (insert, 1 op/commit, no fsync)",
@@ -68,6 +75,46 @@ const TARGETS: [Target; 5] = [
     },
 ];
 
+/// BTreeStore's targets (issue 11), all against LMDB, the fastest persistent reader here.
+const BTREE_TARGETS: [Target; 5] = [
+    Target {
+        what: "random get (get present)",
+        phase: Phase::GetPresent,
+        base: Base::Peer("lmdb"),
+        at_least: 1.0,
+    },
+    Target {
+        what: "full ordered scan",
+        phase: Phase::Scan,
+        base: Base::Peer("lmdb"),
+        at_least: 1.0,
+    },
+    Target {
+        what: "bulk load in one transaction",
+        phase: Phase::BulkInsert,
+        base: Base::Peer("lmdb"),
+        at_least: 2.0,
+    },
+    Target {
+        what: "one-key commits, not durable",
+        phase: Phase::Insert,
+        base: Base::Peer("lmdb"),
+        at_least: 2.0,
+    },
+    Target {
+        what: "one-key durable commits, 1 thread",
+        phase: Phase::Durable1,
+        base: Base::Peer("lmdb"),
+        at_least: 1.0,
+    },
+];
+
+/// Each store's targets: its engine, its section title, its targets.
+const SETS: [(&str, &str, &[Target]); 2] = [
+    (ENGINE, "LogStore targets", &TARGETS),
+    (BTREE, "BTreeStore targets", &BTREE_TARGETS),
+];
+
 /// A target measured.
 #[derive(Debug)]
 struct Outcome {
@@ -91,19 +138,19 @@ fn phase_of(size: &SizeResults, engine: &str, phase: Phase) -> Option<Spread> {
     size.engines.get(engine)?.phases.get(&phase).copied()
 }
 
-/// The target measured, or why it was not.
-fn evaluate(t: &Target, size: &SizeResults) -> Result<Outcome, String> {
-    let mine = phase_of(size, ENGINE, t.phase)
-        .ok_or_else(|| format!("{ENGINE} has no {} figure", t.phase.label()))?;
+/// The target of `engine` measured, or why it was not.
+fn evaluate(engine: &str, t: &Target, size: &SizeResults) -> Result<Outcome, String> {
+    let mine = phase_of(size, engine, t.phase)
+        .ok_or_else(|| format!("{engine} has no {} figure", t.phase.label()))?;
     let (base, base_label) = match t.base {
         Base::Peer(peer) => (
             phase_of(size, peer, t.phase).ok_or_else(|| format!("{peer} was not in this run"))?,
             peer.to_string(),
         ),
         Base::Own(phase) => (
-            phase_of(size, ENGINE, phase)
-                .ok_or_else(|| format!("{ENGINE} has no {} figure", phase.label()))?,
-            format!("{ENGINE}, {}", phase.label()),
+            phase_of(size, engine, phase)
+                .ok_or_else(|| format!("{engine} has no {} figure", phase.label()))?,
+            format!("{engine}, {}", phase.label()),
         ),
     };
     if base.min <= 0.0 {
@@ -155,28 +202,44 @@ fn duration_cell(sp: &Spread) -> String {
     )
 }
 
-/// The report section, if `ENGINE` ran at this N; `engines` are the run's, in report
-/// order.
+/// The report sections, one per store that ran at this N; `engines` are the run's, in
+/// report order.
 pub fn section(s: &mut String, engines: &[&EngineInfo], size: &SizeResults) {
-    if !size.engines.contains_key(ENGINE) {
-        return;
+    let mut any = false;
+    for (engine, title, targets) in SETS {
+        if !size.engines.contains_key(engine) {
+            continue;
+        }
+        any = true;
+        target_table(s, engine, title, targets, size);
+        if engine == ENGINE {
+            reopen(s, size);
+        } else if engine == BTREE {
+            btree_disk(s, size);
+        }
     }
-    let _ = writeln!(s, "### LogStore targets\n");
+    if any {
+        durable(s, engines, size);
+    }
+}
+
+fn target_table(s: &mut String, engine: &str, title: &str, targets: &[Target], size: &SizeResults) {
+    let _ = writeln!(s, "### {title}\n");
     let _ = writeln!(
         s,
-        "The targets {ENGINE} was written to meet, each a ratio of median throughputs at this N \
+        "The targets {engine} was written to meet, each a ratio of median throughputs at this N \
          (no fsync per write except in the durable phases). In brackets: the slowest of its runs ÷ \
          the fastest of the other's, and the reverse, so a range that straddles the bound means the \
          verdict could go either way on this machine.\n"
     );
     let _ = writeln!(
         s,
-        "| target | {ENGINE} | against | ratio | needed | verdict |\n|---|---:|---:|---:|---:|---|"
+        "| target | {engine} | against | ratio | needed | verdict |\n|---|---:|---:|---:|---:|---|"
     );
     let mut met = 0;
     let mut measured = 0;
-    for t in &TARGETS {
-        match evaluate(t, size) {
+    for t in targets {
+        match evaluate(engine, t, size) {
             Ok(o) => {
                 measured += 1;
                 met += usize::from(o.met(t));
@@ -199,7 +262,7 @@ pub fn section(s: &mut String, engines: &[&EngineInfo], size: &SizeResults) {
             Err(why) => {
                 let against = match t.base {
                     Base::Peer(p) => p.to_string(),
-                    Base::Own(phase) => format!("{ENGINE}, {}", phase.label()),
+                    Base::Own(phase) => format!("{engine}, {}", phase.label()),
                 };
                 let _ = writeln!(
                     s,
@@ -212,10 +275,52 @@ pub fn section(s: &mut String, engines: &[&EngineInfo], size: &SizeResults) {
     let _ = writeln!(
         s,
         "\n{met} of the {} targets met ({measured} measured).\n",
-        TARGETS.len()
+        targets.len()
     );
-    reopen(s, size);
-    durable(s, engines, size);
+}
+
+/// BTreeStore's disk bytes after the load against LMDB's, and after the one-key commits
+/// against the live data (N keys and values).
+fn btree_disk(s: &mut String, size: &SizeResults) {
+    let after_inserts = size
+        .engines
+        .get(BTREE)
+        .and_then(|x| x.disk_after_inserts_bytes);
+    if let Some(d) = after_inserts {
+        let w = &size.workload;
+        let live = (w.n * (w.key_len + w.value_len) as u64) as f64;
+        let ratio = d.median / live;
+        let _ = writeln!(
+            s,
+            "**Disk after {} one-key commits:** {BTREE} {:.0} MiB, {ratio:.2}× the live data \
+             ({:.0} MiB; needed ≤ {BTREE_DISK_VS_LIVE_MAX}×): **{}**.\n",
+            w.n,
+            d.median / 1048576.0,
+            live / 1048576.0,
+            if ratio <= BTREE_DISK_VS_LIVE_MAX {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    }
+    let disk = |e: &str| size.engines.get(e).and_then(|x| x.disk_bytes);
+    let (Some(mine), Some(lmdb)) = (disk(BTREE), disk("lmdb")) else {
+        return;
+    };
+    let ratio = mine.median / lmdb.median;
+    let _ = writeln!(
+        s,
+        "**Disk after the load:** {BTREE} {:.0} MiB, lmdb {:.0} MiB: {ratio:.2}× (needed ≤ \
+         {BTREE_DISK_VS_LMDB_MAX}×): **{}**.\n",
+        mine.median / 1048576.0,
+        lmdb.median / 1048576.0,
+        if ratio <= BTREE_DISK_VS_LMDB_MAX {
+            "met"
+        } else {
+            "missed"
+        }
+    );
 }
 
 fn reopen(s: &mut String, size: &SizeResults) {
@@ -290,38 +395,43 @@ fn durable(s: &mut String, engines: &[&EngineInfo], size: &SizeResults) {
 
 /// Lines for the headline: each target's ratio and verdict, and the reopen times.
 pub fn summary(s: &mut String, size: &SizeResults) {
-    if !size.engines.contains_key(ENGINE) {
-        return;
-    }
-    let _ = writeln!(s, "{ENGINE} targets:");
-    for t in &TARGETS {
-        let against = match t.base {
-            Base::Peer(p) => p.to_string(),
-            Base::Own(phase) => phase.label().to_string(),
-        };
-        let line = match evaluate(t, size) {
-            Ok(o) => format!(
-                "{:.2}× (need ≥ {}×): {}",
-                o.ratio,
-                t.at_least,
-                if o.met(t) { "met" } else { "MISSED" }
-            ),
-            Err(why) => format!("not measured ({why})"),
-        };
-        let _ = writeln!(s, "  {} ÷ {against}: {line}", t.what);
-    }
-    if let (Some(with), Some(without)) = (
-        open_secs(size, Phase::ReopenHints),
-        open_secs(size, Phase::ReopenNoHints),
-    ) {
-        let _ = writeln!(
-            s,
-            "  reopen of {} keys: {} with hint files, {} without ({:.2}× as fast)",
-            size.workload.n,
-            duration(with.median),
-            duration(without.median),
-            without.median / with.median
-        );
+    for (engine, _, targets) in SETS {
+        if !size.engines.contains_key(engine) {
+            continue;
+        }
+        let _ = writeln!(s, "{engine} targets:");
+        for t in targets {
+            let against = match t.base {
+                Base::Peer(p) => p.to_string(),
+                Base::Own(phase) => phase.label().to_string(),
+            };
+            let line = match evaluate(engine, t, size) {
+                Ok(o) => format!(
+                    "{:.2}× (need ≥ {}×): {}",
+                    o.ratio,
+                    t.at_least,
+                    if o.met(t) { "met" } else { "MISSED" }
+                ),
+                Err(why) => format!("not measured ({why})"),
+            };
+            let _ = writeln!(s, "  {} ÷ {against}: {line}", t.what);
+        }
+        if engine != ENGINE {
+            continue;
+        }
+        if let (Some(with), Some(without)) = (
+            open_secs(size, Phase::ReopenHints),
+            open_secs(size, Phase::ReopenNoHints),
+        ) {
+            let _ = writeln!(
+                s,
+                "  reopen of {} keys: {} with hint files, {} without ({:.2}× as fast)",
+                size.workload.n,
+                duration(with.median),
+                duration(without.median),
+                without.median / with.median
+            );
+        }
     }
 }
 
@@ -382,18 +492,18 @@ mod tests {
     #[test]
     fn targets_are_met_missed_or_not_measured() {
         let size = size();
-        let put = evaluate(&TARGETS[0], &size).unwrap();
+        let put = evaluate(ENGINE, &TARGETS[0], &size).unwrap();
         assert!((put.ratio - 7.0 / 3.0).abs() < 1e-9);
         assert!(put.met(&TARGETS[0]));
         assert!(put.range.0 < put.ratio && put.ratio < put.range.1);
         assert!(
-            evaluate(&TARGETS[1], &size)
+            evaluate(ENGINE, &TARGETS[1], &size)
                 .unwrap_err()
                 .contains("candystore")
         );
-        let scan = evaluate(&TARGETS[3], &size).unwrap();
+        let scan = evaluate(ENGINE, &TARGETS[3], &size).unwrap();
         assert!(!scan.met(&TARGETS[3]));
-        let durable = evaluate(&TARGETS[4], &size).unwrap();
+        let durable = evaluate(ENGINE, &TARGETS[4], &size).unwrap();
         assert!((durable.ratio - 6.0).abs() < 1e-9 && durable.met(&TARGETS[4]));
     }
 

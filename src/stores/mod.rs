@@ -2,4 +2,5 @@
 //! owns a named sub-tree of a [`Dir`](crate::Dir) and reclaims space by writing live data
 //! into a new generation and switching to it through a Journal.
 
+pub(crate) mod btree;
 pub(crate) mod log;

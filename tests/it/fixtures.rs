@@ -173,7 +173,7 @@ fn write_fixture() {
 // ---------------------------------------------------------------------------------------
 // Reading it.
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

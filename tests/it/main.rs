@@ -1,6 +1,7 @@
 //! The integration tests, one binary: each primitive through its public API against a std
 //! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk, hangs.
 
+mod btree;
 mod common;
 mod concurrency;
 mod corruption;

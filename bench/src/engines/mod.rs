@@ -6,6 +6,7 @@
 //! per operation, one final [`Engine::sync`] per write phase; [`Engine::insert_durable`]
 //! syncs before it returns) is documented on each adapter.
 
+mod btree;
 mod candystore;
 mod content;
 mod fjall;
@@ -174,6 +175,7 @@ pub const ENGINES: &[EngineInfo] = &[
     once_map::INFO,
     content::INFO,
     log_store::INFO,
+    btree::INFO,
     redb::INFO,
     lmdb::INFO,
     fjall::INFO,

@@ -49,9 +49,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::limits::{
     LOG_KEY_LEN_BYTES_MAX, LOG_SEGMENT_BYTES_DEFAULT, LOG_VALUE_LEN_BYTES_MAX, RECORD_LEN_BYTES_MAX,
 };
-use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
+use crate::{AppendOnly, Dir, Error, Journal, KeyRange, Result, Span};
 
-pub use iter::{Iter, KeyRange};
+pub use iter::Iter;
 use key::Key;
 use keydir::KeyDir;
 use record::{Kind, Op};
