@@ -22,6 +22,7 @@ fn options() -> BTreeOptions {
     BTreeOptions {
         // Small enough that checkpoints and compactions happen within a test.
         checkpoint_bytes: 256 << 10,
+        memory_pages_bytes: 256 << 10,
         compact_min_bytes: 1 << 20,
         ..BTreeOptions::default()
     }

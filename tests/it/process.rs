@@ -974,6 +974,7 @@ fn killed_unsynced_log_store_keeps_every_returned_put() {
 fn btree_kill_options() -> BTreeOptions {
     BTreeOptions {
         checkpoint_bytes: 64 << 10,
+        memory_pages_bytes: 64 << 10,
         compact_min_bytes: 512 << 10,
         ..BTreeOptions::default()
     }

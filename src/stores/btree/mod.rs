@@ -11,7 +11,8 @@
 //! deletion) are logged as it goes. Its commit appends a commit record, then encodes its
 //! nodes into pages held in memory and publishes the new roots: readers that begin after
 //! it see them. Pages reach the log at a checkpoint: once the log has grown by
-//! [`BTreeOptions::checkpoint_bytes`] past the last one (or [`BTreeStore::checkpoint`]),
+//! [`BTreeOptions::checkpoint_bytes`] past the last one, or the pages waiting in memory
+//! reach [`BTreeOptions::memory_pages_bytes`] (or at [`BTreeStore::checkpoint`]),
 //! every page still in memory is appended, children before parents, then a checkpoint
 //! record naming each tree's root; the log is flushed and the Journal points at it. So a
 //! page that many commits change is written once per checkpoint, not once per commit.
@@ -82,10 +83,14 @@ pub struct BTreeOptions {
     /// [`BTREE_PAGE_BYTES_MAX`]; default 4 KiB). Recorded when the store is created; a
     /// later open uses the recorded size whatever this says.
     pub page_size: usize,
-    /// Log bytes past the last checkpoint that make a commit write a checkpoint (and
-    /// pages held in memory worth as much). Also bounds what an open replays. Default
-    /// 32 MiB.
+    /// Log bytes past the last checkpoint that make a commit write a checkpoint. Also
+    /// bounds what an open replays. Default 32 MiB.
     pub checkpoint_bytes: u64,
+    /// Bytes of committed pages held in memory (not yet written) that make a commit
+    /// write a checkpoint. The larger, the more commits a page's one write covers (with
+    /// random keys, once most leaves are dirty every further commit is free); the memory
+    /// it costs is at most this. Default 256 MiB.
+    pub memory_pages_bytes: u64,
     /// Share of the log that garbage may take before a checkpoint compacts the store
     /// (default 0.5).
     pub garbage_ratio: f64,
@@ -98,6 +103,7 @@ impl Default for BTreeOptions {
         BTreeOptions {
             page_size: 4096,
             checkpoint_bytes: 32 << 20,
+            memory_pages_bytes: 256 << 20,
             garbage_ratio: 0.5,
             compact_min_bytes: 64 << 20,
         }
@@ -185,7 +191,8 @@ impl BTreeStore {
         })
     }
 
-    /// A snapshot of the last commit. Never waits.
+    /// A snapshot of the last commit. Never waits for a writer's transaction (at most for
+    /// the instant in which a commit swaps its roots in).
     pub fn begin_read(&self) -> ReadTxn<'_> {
         self.inner.snapshots.fetch_add(1, Ordering::Relaxed);
         ReadTxn {

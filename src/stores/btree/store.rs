@@ -185,7 +185,7 @@ impl Inner {
     pub fn checkpoint_due(&self, w: &WriterState, v: &Version) -> bool {
         let since = v.generation.log.len().saturating_sub(w.checkpoint_end);
         since >= self.options.checkpoint_bytes
-            || v.mem_pages.saturating_mul(self.page_size as u64) >= self.options.checkpoint_bytes
+            || v.mem_pages.saturating_mul(self.page_size as u64) >= self.options.memory_pages_bytes
     }
 
     /// True if garbage is over the options' share of the log.

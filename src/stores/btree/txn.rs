@@ -830,7 +830,9 @@ impl<'s> WriteTxn<'s> {
     /// Applies the transaction without waiting for the device: visible at once, it
     /// survives the death of the process, and a power loss can take it (with every
     /// commit after it) until a later [`commit`](Self::commit) or
-    /// [`BTreeStore::sync`](super::BTreeStore::sync).
+    /// [`BTreeStore::sync`](super::BTreeStore::sync). A transaction whose operations
+    /// pass 1 MiB (a bulk load) commits by writing its pages and a checkpoint, durably,
+    /// either way.
     ///
     /// # Errors
     /// As [`commit`](Self::commit).
