@@ -2,6 +2,7 @@
 //! model, concurrency, limits, corruption, old-format fixtures, other processes, full disk, hangs.
 
 mod btree;
+mod btree_review;
 mod common;
 mod concurrency;
 mod corruption;
