@@ -80,7 +80,7 @@ fn load_overflow_setup(store: &BTreeStore) -> Map {
 // ---------------------------------------------------------------------------------------
 // Regressions: these fail now.
 
-/// BUG: a removal can overflow a branch page. `tree::rebalance` merges an underfull leaf
+/// Regression (found by review, fixed): a removal can overflow a branch page. `tree::rebalance` merges an underfull leaf
 /// with its sibling and, when the two do not fit a page, splits them again: the new
 /// separator (the right half's first key, up to 512 bytes) can be longer than the one it
 /// replaces (here 1 byte), so the parent grows by up to 511 bytes. `remove_at` never
@@ -120,7 +120,7 @@ fn removing_a_key_never_overflows_its_parent_branch() {
     );
 }
 
-/// BUG: `tree::split_branch` splits by bytes with the middle separator moving up, so the
+/// Regression (found by review, fixed): `tree::split_branch` splits by bytes with the middle separator moving up, so the
 /// right half can hold less than the quarter page every non-root node must hold
 /// (ARCHITECTURE: "an overfull node splits into halves of at least 3/8 page"). The left
 /// half may end with a 524-byte cell past the middle, and the separator that moves up
@@ -146,7 +146,7 @@ fn a_branch_split_leaves_both_halves_at_least_a_quarter_full() {
     store.verify().unwrap();
 }
 
-/// BUG: `WriteTxn::finish` returns before anything else when the transaction changed
+/// Regression (found by review, fixed): `WriteTxn::finish` returns before anything else when the transaction changed
 /// nothing, so `commit()` (durable) of such a transaction does not flush the log: the
 /// unsynced commits before it stay exposed to a power loss, though the issue says a
 /// non-durable commit is "made durable by a later durable commit or sync".
@@ -174,7 +174,7 @@ fn a_durable_commit_that_changes_nothing_still_flushes_earlier_commits() {
     );
 }
 
-/// BUG: when the flush of a durable commit fails, `finish` returns the error before
+/// Regression (found by review, fixed): when the flush of a durable commit fails, `finish` returns the error before
 /// publishing, and the docs say "then nothing of the transaction is visible"; but the
 /// commit record is already in the log (in the page cache), so the next open replays
 /// it: the transaction that failed (and that a caller would retry) appears after a
@@ -204,7 +204,7 @@ fn a_commit_whose_flush_failed_reads_the_same_before_and_after_a_reopen() {
     );
 }
 
-/// BUG: a bulk transaction (over 1 MiB of operations) commits by a checkpoint whose
+/// Regression (found by review, fixed): a bulk transaction (over 1 MiB of operations) commits by a checkpoint whose
 /// record carries sequence `seq + 1`. If the state's sync then fails, `finish` returns the
 /// error without publishing, the log is not poisoned, and the store takes more commits,
 /// the next one numbered `seq + 1` again. The next open adopts the bulk checkpoint found
@@ -241,7 +241,7 @@ fn a_bulk_commit_whose_state_sync_fails_does_not_break_the_next_open() {
     }
 }
 
-/// BUG (docs or code): `BTreeStore::checkpoint` and `WriteTxn::commit` say that after a
+/// Regression (found by review, fixed): `BTreeStore::checkpoint` and `WriteTxn::commit` say that after a
 /// failed checkpoint "the store then refuses writes until reopened"; it takes them (only
 /// the next checkpoint fails). The bulk case above shows why it matters.
 #[test]
@@ -264,7 +264,7 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).position(|w| w == needle).unwrap()
 }
 
-/// BUG: `WriteTxn::remove` changes the tree and logs the removal before `release` reads
+/// Regression (found by review, fixed): `WriteTxn::remove` changes the tree and logs the removal before `release` reads
 /// the old out-of-line value (checking its checksum) to return it. With that value
 /// damaged, `remove` returns `Corrupted`, yet the removal stays applied, the transaction
 /// is not marked failed, and `commit` succeeds with the key gone: an operation that
@@ -290,15 +290,20 @@ fn a_remove_that_returns_an_error_is_not_committed() {
         txn.default_tree().unwrap().remove(b"big"),
         Err(Error::Corrupted { .. })
     ));
-    let still_there = txn.default_tree().unwrap().contains(b"big").unwrap();
-    let committed = txn.commit().is_ok();
-    assert!(
-        still_there || !committed,
-        "the removal that returned an error was applied and committed"
-    );
+    // The transaction failed: it refuses further operations and its commit, so the
+    // removal that returned an error is never committed.
+    assert!(matches!(
+        txn.default_tree(),
+        Err(Error::TransactionFailed { .. })
+    ));
+    assert!(matches!(
+        txn.commit(),
+        Err(Error::TransactionFailed { .. })
+    ));
+    assert!(matches!(store.get(b"big"), Err(Error::Corrupted { .. })));
 }
 
-/// BUG: a store whose state names generation 0 with no checkpoint yet (every store
+/// Regression (found by review, fixed): a store whose state names generation 0 with no checkpoint yet (every store
 /// before its first checkpoint) opens as an empty store when `db/g0` is gone:
 /// `Generation::open` creates a new empty log, and the synced commits are silently lost.
 /// The state says the store exists; its log missing is `Corrupted` (as a missing lane

@@ -205,7 +205,8 @@ impl BTreeStore {
     ///
     /// # Errors
     /// `Reentrant` if this thread already holds a write transaction of this store (it
-    /// would wait for itself).
+    /// would wait for itself); `Poisoned` after a failure that left the files in doubt
+    /// (a failed flush of a commit, a failed checkpoint): reopen the store.
     pub fn begin_write(&self) -> Result<WriteTxn<'_>> {
         let me = thread_tag();
         if self.inner.writer_thread.load(Ordering::Acquire) == me {
@@ -215,6 +216,8 @@ impl BTreeStore {
             });
         }
         let guard = self.inner.writer.lock();
+        // Checked under the lock: the writer before may have poisoned the store.
+        self.inner.check_poison()?;
         self.inner.writer_thread.store(me, Ordering::Release);
         Ok(WriteTxn::new(&self.inner, guard))
     }
@@ -341,7 +344,10 @@ impl BTreeStore {
     pub fn checkpoint(&self) -> Result<()> {
         let mut txn = self.begin_write()?;
         let v = self.inner.version();
-        let v = self.inner.checkpoint(txn.writer(), &v)?;
+        let v = self
+            .inner
+            .checkpoint(txn.writer(), &v)
+            .map_err(|e| self.inner.poison(e))?;
         self.inner.publish(v);
         Ok(())
     }

@@ -76,8 +76,8 @@ pub fn branch_cell_bytes(key_len: usize) -> usize {
 }
 
 /// Largest leaf cell that stays inline in a page of `page_size` bytes: a quarter of the
-/// page, so that any node that overflows can be split into two halves that each hold at
-/// least three eighths of a page.
+/// page, so that any node that overflows can be split into two halves that each hold
+/// over a quarter page.
 pub fn cell_bytes_max(page_size: usize) -> usize {
     (page_size - HEADER_BYTES) / 4
 }

@@ -7,7 +7,7 @@
 //! them durable before anything here acts on them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -28,13 +28,20 @@ pub(super) fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<Arc<I
     let mut s = state.get();
     let gens = generations(dir, name)?;
     if s.magic == 0 {
-        if !gens.is_empty() {
+        // A new store: its first log is made before its state, so a state exists only
+        // beside its log. A lone empty `g0` is a creation that stopped in between.
+        let lone_empty_g0 = gens == [0] && {
+            let g0 = Generation::open(dir, name, 0, options.page_size)?;
+            g0.log.is_empty()
+        };
+        if !gens.is_empty() && !lone_empty_g0 {
             return Err(Error::corrupted(
                 &path,
                 0,
                 "the state of a B-tree store is missing while its generation logs exist",
             ));
         }
+        drop(Generation::open(dir, name, 0, options.page_size)?);
         s = State {
             magic: STATE_MAGIC,
             format: FORMAT,
@@ -47,6 +54,17 @@ pub(super) fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<Arc<I
         state.sync()?;
     } else {
         check_state(&path, &s)?;
+        if !gens.contains(&s.generation) {
+            // Opening would make an empty log in its place (found by review).
+            return Err(Error::corrupted(
+                &path,
+                0,
+                format!(
+                    "the state names generation {} of the B-tree store, whose log is missing",
+                    s.generation
+                ),
+            ));
+        }
     }
     for g in gens {
         if g != s.generation {
@@ -83,6 +101,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<Arc<I
         }),
         writer_thread: AtomicUsize::new(0),
         snapshots: AtomicU64::new(0),
+        poisoned: AtomicBool::new(false),
     });
     replay(&inner)?;
     inner.writer.lock().replaying = false;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 use parking_lot::{Mutex, RwLock};
@@ -87,6 +87,9 @@ pub(super) struct Inner {
     /// The thread that holds the writer lock (a thread tag), 0 if none.
     pub writer_thread: AtomicUsize,
     pub snapshots: AtomicU64,
+    /// Set by a failure after which the files may not match memory (a failed flush of a
+    /// commit, a failed checkpoint or state write): writes are refused until reopened.
+    pub poisoned: AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -114,6 +117,30 @@ impl Inner {
 
     pub fn publish(&self, v: Arc<Version>) {
         *self.current.write() = v;
+    }
+
+    /// Marks the store poisoned and passes `e` on.
+    pub fn poison(&self, e: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        e
+    }
+
+    /// For a commit whose record may be on disk although a step after it failed: the
+    /// commit is published (a reopen would replay it, so this process must see it too),
+    /// the store is poisoned, and `e` passed on.
+    pub fn applied_but(&self, v: Arc<Version>, e: Error) -> Error {
+        self.publish(v);
+        self.poison(e)
+    }
+
+    /// `Poisoned` if a failure poisoned the store.
+    pub fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned {
+                path: self.dir.path().join(&self.name),
+            });
+        }
+        Ok(())
     }
 
     /// Writes every page of `v` still in memory, appends a checkpoint record naming each
@@ -247,12 +274,16 @@ impl Inner {
         cp.live_bytes = copy.live + footprint(cp.encode().len() as u64);
         let span = ng.log.append(&cp.encode())?;
         ng.log.sync_recorded()?;
-        self.state.update(|s| {
-            s.generation = number;
-            s.checkpoint_offset = span.offset();
-            s.checkpoint_len = span.len();
-        })?;
-        self.state.sync()?;
+        // Until here a failure leaves the old generation current and whole; from here on
+        // whether the state names the new one is unknown: the store is poisoned.
+        self.state
+            .update(|s| {
+                s.generation = number;
+                s.checkpoint_offset = span.offset();
+                s.checkpoint_len = span.len();
+            })
+            .and_then(|()| self.state.sync())
+            .map_err(|e| self.poison(e))?;
         v.generation.retire();
         w.checkpoint = span;
         w.checkpoint_end = span.end();

@@ -4,7 +4,7 @@
 //!
 //! Invariant: every node but the root holds at least a quarter of a page; every node
 //! holds at most a page; a leaf cell is at most a quarter of a page (larger values go
-//! out of line), so any overfull node splits into two halves of at least 3/8 of a page.
+//! out of line), so any overfull node splits into two halves of over a quarter page each.
 
 use std::ops::Bound;
 
@@ -97,20 +97,7 @@ pub(super) fn insert(
     cx: &mut Cx,
 ) -> Result<Option<OwnedVal>> {
     let (old, split) = insert_at(rd, &mut t.root, key, val, cx, 0)?;
-    if let Some((sep, right)) = split {
-        let left = std::mem::replace(
-            &mut t.root,
-            Slot::Dirty(Box::new(Dirty::Leaf(Leaf::empty()))),
-        );
-        let mut b = Branch {
-            keys: vec![sep],
-            kids: vec![left, right],
-            bytes: 0,
-        };
-        b.recount();
-        t.root = Slot::Dirty(Box::new(Dirty::Branch(b)));
-        t.height += 1;
-    }
+    grow_root(t, split);
     collapse_root(t);
     if old.is_none() {
         t.len += 1;
@@ -169,17 +156,36 @@ fn insert_at(
     }
 }
 
+/// The split point of cells of `sizes` bytes: the `m` that best balances `sizes[..m]`
+/// against `sizes[m + skip..]` (`skip` is 1 for a branch, whose middle key moves up, 0
+/// for a leaf), with both sides non-empty. Each side then holds at least half of what
+/// the node holds less three cells: with cells of at most a quarter page and a node over
+/// a page, over a quarter page each (found by review: a split at the first half-way
+/// point could leave a branch's right side under the minimum).
+fn split_point(sizes: &[usize], skip: usize) -> usize {
+    let total: usize = sizes.iter().sum();
+    let mut best = (usize::MAX, 1);
+    let mut left = 0;
+    for m in 1..sizes.len() - skip {
+        left += sizes[m - 1];
+        let right = total - left - if skip == 1 { sizes[m] } else { 0 };
+        let gap = left.abs_diff(right);
+        if gap < best.0 {
+            best = (gap, m);
+        }
+    }
+    best.1
+}
+
 /// Splits an overfull leaf in two halves by bytes; returns the separator (the right
 /// half's first key) and the right half.
 fn split_leaf(l: &mut Leaf) -> (Box<[u8]>, Slot) {
-    let half = (l.bytes - page::HEADER_BYTES) / 2;
-    let mut acc = 0;
-    let mut m = 0;
-    while m < l.entries.len() && acc < half {
-        acc += l.entries[m].1.cell_bytes(l.entries[m].0.len());
-        m += 1;
-    }
-    let m = m.clamp(1, l.entries.len() - 1);
+    let sizes: Vec<usize> = l
+        .entries
+        .iter()
+        .map(|(k, v)| v.cell_bytes(k.len()))
+        .collect();
+    let m = split_point(&sizes, 0);
     let mut right = Leaf {
         entries: l.entries.split_off(m),
         bytes: 0,
@@ -190,16 +196,14 @@ fn split_leaf(l: &mut Leaf) -> (Box<[u8]>, Slot) {
     (sep, Slot::Dirty(Box::new(Dirty::Leaf(right))))
 }
 
-/// Splits an overfull branch: the middle separator moves up.
+/// Splits an overfull branch: key `m` moves up, the keys before it stay.
 fn split_branch(b: &mut Branch) -> (Box<[u8]>, Slot) {
-    let half = (b.bytes - page::HEADER_BYTES) / 2;
-    let mut acc = 0;
-    let mut m = 0;
-    while m < b.keys.len() && acc < half {
-        acc += page::branch_cell_bytes(b.keys[m].len());
-        m += 1;
-    }
-    let m = m.clamp(1, b.keys.len() - 2);
+    let sizes: Vec<usize> = b
+        .keys
+        .iter()
+        .map(|k| page::branch_cell_bytes(k.len()))
+        .collect();
+    let m = split_point(&sizes, 1);
     let right_keys = b.keys.split_off(m + 1);
     let sep = b.keys.pop().expect("m >= 1 keys stay on the left");
     let right_kids = b.kids.split_off(m + 1);
@@ -224,12 +228,31 @@ pub(super) fn remove(
     if !exists(rd, &t.root, key)? {
         return Ok(None);
     }
-    let old = remove_at(rd, &mut t.root, key, cx, 0)?;
+    let (old, split) = remove_at(rd, &mut t.root, key, cx, 0)?;
+    grow_root(t, split);
     collapse_root(t);
     if old.is_some() {
         t.len -= 1;
     }
     Ok(old)
+}
+
+/// A root that split gives way to a new root branch over its two halves.
+fn grow_root(t: &mut TxnTree, split: Split) {
+    if let Some((sep, right)) = split {
+        let left = std::mem::replace(
+            &mut t.root,
+            Slot::Dirty(Box::new(Dirty::Leaf(Leaf::empty()))),
+        );
+        let mut b = Branch {
+            keys: vec![sep],
+            kids: vec![left, right],
+            bytes: 0,
+        };
+        b.recount();
+        t.root = Slot::Dirty(Box::new(Dirty::Branch(b)));
+        t.height += 1;
+    }
 }
 
 /// A root branch left with one child gives way to it.
@@ -251,29 +274,37 @@ fn remove_at(
     key: &[u8],
     cx: &mut Cx,
     depth: usize,
-) -> Result<Option<OwnedVal>> {
+) -> Result<(Option<OwnedVal>, Split)> {
     if depth >= HEIGHT_MAX {
         return Err(too_deep(rd));
     }
+    let page_size = cx.page_size;
     match make_dirty(rd, slot, cx)? {
         Dirty::Leaf(l) => match l.entries.binary_search_by(|(k, _)| (**k).cmp(key)) {
             Ok(i) => {
                 let (k, v) = l.entries.remove(i);
                 l.bytes -= v.cell_bytes(k.len());
-                Ok(Some(v))
+                Ok((Some(v), None))
             }
-            Err(_) => Ok(None),
+            Err(_) => Ok((None, None)),
         },
         Dirty::Branch(b) => {
             let i = match b.keys.binary_search_by(|k| (**k).cmp(key)) {
                 Ok(i) => i + 1,
                 Err(i) => i,
             };
-            let old = remove_at(rd, &mut b.kids[i], key, cx, depth + 1)?;
-            if old.is_some() {
+            let (old, split) = remove_at(rd, &mut b.kids[i], key, cx, depth + 1)?;
+            if let Some((sep, right)) = split {
+                b.bytes += page::branch_cell_bytes(sep.len());
+                b.keys.insert(i, sep);
+                b.kids.insert(i + 1, right);
+            } else if old.is_some() {
                 rebalance(rd, b, i, cx)?;
             }
-            Ok(old)
+            // A merge below can bring up a longer separator than the one it replaced, so
+            // a branch can overflow on a removal too (found by review).
+            let split = (b.bytes > page_size).then(|| split_branch(b));
+            Ok((old, split))
         }
     }
 }

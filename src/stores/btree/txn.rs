@@ -644,13 +644,30 @@ impl<'s> WriteTxn<'s> {
     }
 
     /// Value bytes a removed or replaced value held, and what its removal frees.
+    /// The bytes of a value an operation replaced or removed (the caller gets them back),
+    /// and what its removal frees. The tree has changed already: if the value cannot be
+    /// read (damaged at rest), the transaction fails, so that the change is never
+    /// committed (found by review).
     fn release(&mut self, v: OwnedVal) -> Result<Vec<u8>> {
         match v {
             Val::Inline(b) => Ok(b.into_vec()),
             Val::Out(offset, len) => {
                 self.cx.freed += footprint(records::VALUE_HEAD_BYTES as u64 + len);
-                Ok(self.base.generation.value(offset, len)?.to_vec())
+                match self.base.generation.value(offset, len) {
+                    Ok(bytes) => Ok(bytes.to_vec()),
+                    Err(e) => {
+                        self.failed = true;
+                        Err(e)
+                    }
+                }
             }
+        }
+    }
+
+    /// What a replaced or removed value frees, without reading it.
+    fn forget(&mut self, v: &OwnedVal) {
+        if let Val::Out(_, len) = v {
+            self.cx.freed += footprint(records::VALUE_HEAD_BYTES as u64 + len);
         }
     }
 
@@ -723,7 +740,7 @@ impl<'s> WriteTxn<'s> {
         for key in &keys {
             let old = self.change(name, |rd, t, cx| tree::remove(rd, t, key, cx))?;
             if let Some(old) = old {
-                self.release(old)?;
+                self.forget(&old);
             }
         }
         if !keys.is_empty() {
@@ -796,12 +813,16 @@ impl<'s> WriteTxn<'s> {
                     self.changed = true;
                     self.user_bytes += user;
                     if let Some(old) = old {
-                        self.release(old)?;
+                        self.forget(&old);
                     }
                 }
                 Op::Remove(key) => {
                     let name = tree.clone().ok_or_else(|| bad("a remove names no tree"))?;
-                    self.remove(&name, key)?;
+                    let old = self.change(&name, |rd, t, cx| tree::remove(rd, t, key, cx))?;
+                    if let Some(old) = old {
+                        self.changed = true;
+                        self.forget(&old);
+                    }
                 }
                 Op::RemoveRange(start, end) => {
                     let name = tree
@@ -818,11 +839,14 @@ impl<'s> WriteTxn<'s> {
     /// this returns keeps it. Costs one device flush (of the log's new bytes).
     ///
     /// # Errors
-    /// `Io` (a full disk is `StorageFull`) or `Poisoned` from the log, and then nothing
-    /// of the transaction is visible; `TransactionFailed` if one of its operations
-    /// failed. An error from the checkpoint that may follow a commit (see
-    /// [`BTreeOptions::checkpoint_bytes`](super::BTreeOptions)) is returned too, with
-    /// the commit applied: the store then refuses writes until reopened.
+    /// `TransactionFailed` if one of its operations failed; `Io` (a full disk is
+    /// `StorageFull`) or `Poisoned` if the commit record cannot be appended, and then
+    /// nothing of the transaction is applied. If the flush fails, the commit is applied
+    /// already (its record is in the page cache, and a reopen replays it): readers see
+    /// it, whether a power loss would keep it is unknown, and the store refuses writes
+    /// (`Poisoned`) until reopened. An error from the checkpoint that may follow a commit
+    /// (see [`BTreeOptions::checkpoint_bytes`](super::BTreeOptions)) is returned the same
+    /// way, with the commit applied and the store poisoned.
     pub fn commit(self) -> Result<()> {
         self.finish(true)
     }
@@ -845,11 +869,17 @@ impl<'s> WriteTxn<'s> {
 
     pub(super) fn finish(mut self, durable: bool) -> Result<()> {
         self.check_usable()?;
+        let generation = Arc::clone(&self.base.generation);
         if !self.changed {
+            // Nothing to apply; a durable commit still makes the unsynced commits before it
+            // durable, as promised (found by review).
+            if durable && !self.w.replaying {
+                generation.log.sync()?;
+            }
             return Ok(());
         }
-        let generation = Arc::clone(&self.base.generation);
         let seq = self.base.seq + 1;
+        let mut synced = Ok(());
         if !self.w.replaying && !self.bulk {
             let mut r = records::begin(
                 records::KIND_COMMIT,
@@ -859,9 +889,10 @@ impl<'s> WriteTxn<'s> {
             r.extend_from_slice(&0u64.to_le_bytes());
             r.extend_from_slice(&self.ops);
             records::seal(&mut r);
+            // An append that fails leaves no commit record: nothing is applied.
             generation.log.append(&r)?;
             if durable {
-                generation.log.sync()?;
+                synced = generation.log.sync();
             }
         }
         let mut trees = self.base.trees.clone();
@@ -900,16 +931,31 @@ impl<'s> WriteTxn<'s> {
         });
         if self.bulk {
             // The checkpoint is the commit: durable once it returns, whatever was asked.
-            let v = self.inner.checkpoint(&mut self.w, &v)?;
-            self.inner.publish(v);
-            return Ok(());
+            return match self.inner.checkpoint(&mut self.w, &v) {
+                Ok(v) => {
+                    self.inner.publish(v);
+                    Ok(())
+                }
+                Err(e) => Err(self.inner.applied_but(v, e)),
+            };
+        }
+        if let Err(e) = synced {
+            // The commit record is in the page cache, so a reopen replays it: it is
+            // applied here too, and the store refuses writes from now on.
+            return Err(self.inner.applied_but(v, e));
         }
         self.inner.publish(Arc::clone(&v));
         if !self.w.replaying && self.inner.checkpoint_due(&self.w, &v) {
-            let v = self.inner.checkpoint(&mut self.w, &v)?;
+            let v = self
+                .inner
+                .checkpoint(&mut self.w, &v)
+                .map_err(|e| self.inner.poison(e))?;
             self.inner.publish(Arc::clone(&v));
             if self.inner.compaction_due(&v) {
-                let v = self.inner.compact(&mut self.w, &v)?;
+                let v = self
+                    .inner
+                    .compact(&mut self.w, &v)
+                    .map_err(|e| self.inner.poison(e))?;
                 self.inner.publish(v);
             }
         }
