@@ -296,10 +296,7 @@ fn a_remove_that_returns_an_error_is_not_committed() {
         txn.default_tree(),
         Err(Error::TransactionFailed { .. })
     ));
-    assert!(matches!(
-        txn.commit(),
-        Err(Error::TransactionFailed { .. })
-    ));
+    assert!(matches!(txn.commit(), Err(Error::TransactionFailed { .. })));
     assert!(matches!(store.get(b"big"), Err(Error::Corrupted { .. })));
 }
 

@@ -28,20 +28,13 @@ pub(super) fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<Arc<I
     let mut s = state.get();
     let gens = generations(dir, name)?;
     if s.magic == 0 {
-        // A new store: its first log is made before its state, so a state exists only
-        // beside its log. A lone empty `g0` is a creation that stopped in between.
-        let lone_empty_g0 = gens == [0] && {
-            let g0 = Generation::open(dir, name, 0, options.page_size)?;
-            g0.log.is_empty()
-        };
-        if !gens.is_empty() && !lone_empty_g0 {
+        if !gens.is_empty() {
             return Err(Error::corrupted(
                 &path,
                 0,
                 "the state of a B-tree store is missing while its generation logs exist",
             ));
         }
-        drop(Generation::open(dir, name, 0, options.page_size)?);
         s = State {
             magic: STATE_MAGIC,
             format: FORMAT,
@@ -54,7 +47,13 @@ pub(super) fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<Arc<I
         state.sync()?;
     } else {
         check_state(&path, &s)?;
-        if !gens.contains(&s.generation) {
+        // Every store this build makes has a checkpoint from its creation on (below), so
+        // a state without one is a creation cut short: nothing was ever written, and its
+        // log (missing, or as the cut left it) is made anew.
+        let born = s.generation > 0 || s.checkpoint_len > 0;
+        if !born {
+            dir.remove(&generation_name(name, 0))?;
+        } else if !gens.contains(&s.generation) {
             // Opening would make an empty log in its place (found by review).
             return Err(Error::corrupted(
                 &path,
@@ -104,7 +103,16 @@ pub(super) fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<Arc<I
         poisoned: AtomicBool::new(false),
     });
     replay(&inner)?;
-    inner.writer.lock().replaying = false;
+    let mut w = inner.writer.lock();
+    w.replaying = false;
+    if w.checkpoint.is_empty() && inner.version().seq == 0 {
+        // A new store (or a creation cut short): an empty checkpoint, so that the state
+        // says from now on that the log exists (a lost log is then `Corrupted`, never an
+        // empty store; found by review).
+        let v = inner.checkpoint(&mut w, &inner.version())?;
+        inner.publish(v);
+    }
+    drop(w);
     Ok(inner)
 }
 
