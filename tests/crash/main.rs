@@ -27,6 +27,7 @@
 //! images live under `ACCRETION_CRASH_DIR`, else `/dev/shm`, else the temporary directory.
 
 mod append_only;
+mod btree;
 mod disk;
 mod frames;
 mod harness;
