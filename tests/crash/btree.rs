@@ -54,9 +54,11 @@ use std::sync::Arc;
 use accretion::faults::{self, Flush, HookGuard};
 use accretion::{BTreeOptions, BTreeStore, Dir, WriteTxn};
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-use crate::harness::{Crash, FlushOrder, Group, History, Image, Mix, Replay};
+use crate::disk::DiskModel;
+use crate::harness::{Crash, FlushOrder, Granularity, Group, History, Image, Mix, Replay};
 use crate::{leftover_lane_tmp, open_dir, random_bytes, store};
 
 // Crash images checked per scenario.
@@ -65,6 +67,9 @@ const COMPACTION_IMAGES: usize = 300;
 /// Crash-recover-crash: recovered first crashes, and images of each second life.
 const SECOND_LIVES: usize = 3;
 const SECOND_LIFE_IMAGES: usize = 60;
+/// The share of history points at which a power-loss image of the device (as the
+/// flushes observed so far left it) is checked too.
+const DEVICE_SHARE: f64 = 0.3;
 
 /// The store's name in its directory.
 const NAME: &str = "bt";
@@ -359,6 +364,14 @@ enum End {
 struct Workload {
     store: BTreeStore,
     flushes: Flushes,
+    /// The device as the flushes observed so far left it.
+    device: DiskModel,
+    /// Power-loss images of the device checked.
+    device_images: usize,
+    /// The points of bulk transactions' checkpoints.
+    bulk_points: Vec<usize>,
+    /// For the device's images.
+    rng: StdRng,
     history: History,
     /// The step each history point follows; `None` for the open and mid-work points.
     steps: Vec<Option<Step>>,
@@ -383,7 +396,7 @@ struct Workload {
 impl Workload {
     /// Opens the store at `root` (a store directory), whose content is `model`; a
     /// `second_life` (an image recovered from a crash) first commits once, durably.
-    fn open(root: &Path, model: Model, second_life: bool) -> Workload {
+    fn open(root: &Path, model: Model, second_life: bool, rng: &mut impl Rng) -> Workload {
         let dir = Dir::open(root).expect("open the directory");
         let store = BTreeStore::open(&dir, NAME, options()).expect("open the store");
         let mut model = model;
@@ -405,10 +418,17 @@ impl Workload {
         let stats = store.stats();
         let (generation, flushed_to) = (stats.generation, stats.log_bytes);
         let flushes = Flushes::watch(root);
+        // Everything on the device now is durable: the store was created durably, and
+        // the recovered one was made durable by its open, and synced since.
+        let device = DiskModel::start(root);
         let history = History::new(root);
         Workload {
             store,
             flushes,
+            device,
+            device_images: 0,
+            bulk_points: Vec::new(),
+            rng: StdRng::seed_from_u64(rng.random()),
             history,
             steps: vec![None],
             states: vec![model],
@@ -532,9 +552,7 @@ impl Workload {
         for op in ops {
             run_op(&mut txn, op);
             if !mid_done && out_of_line(op) {
-                self.history.mid();
-                self.steps.push(None);
-                self.at_point.push(self.states.len() - 1);
+                self.mid();
                 mid_done = true;
             }
         }
@@ -578,6 +596,12 @@ impl Workload {
             model_op(&mut next, op);
         }
         self.transaction(&ops, next, end, false);
+        assert_eq!(
+            self.steps.last().and_then(|s| s.as_ref()).map(|s| s.kind),
+            Some(Kind::Checkpoint),
+            "a bulk transaction commits by a checkpoint"
+        );
+        self.bulk_points.push(self.steps.len() - 1);
         let range = Op::RemoveRange(
             String::new(),
             Bound::Included(format!("k{:06}", first + 10).into_bytes()),
@@ -616,6 +640,43 @@ impl Workload {
         self.history.mid();
         self.steps.push(None);
         self.at_point.push(self.states.len() - 1);
+        self.device_image();
+    }
+
+    /// Now and then, checks a power-loss image of the device as the flushes observed so
+    /// far left it: at least every transaction the last step made durable, at most every
+    /// one committed; exactly the first with nothing unflushed on the device, exactly
+    /// the second with everything. Unlike the snapshot images, this holds the store to
+    /// what it flushed, not to the flush order declared for its steps.
+    fn device_image(&mut self) {
+        if !self.rng.random_bool(DEVICE_SHARE) {
+            return;
+        }
+        let (durable, written) = (self.synced.last().expect("a sync").0, self.states.len() - 1);
+        let (mix, lo, hi) = match self.rng.random_range(0..4) {
+            0 => (0.0, durable, durable),
+            1 => (1.0, written, written),
+            _ => (self.rng.random_range(0.05..0.95), durable, written),
+        };
+        let granularity = if self.rng.random_bool(0.5) {
+            Granularity::Page
+        } else {
+            Granularity::Sector
+        };
+        let image = self.device.power_loss(&mut self.rng, granularity, mix);
+        let allowed = Allowed {
+            lo,
+            hi,
+            generations: vec![self.generation],
+        };
+        let point = self.steps.len() - 1;
+        if let Err(e) = check_store(image.path(), &self.states, &allowed, Exercise::Nothing) {
+            panic!(
+                "power-loss image of the device at point {point} ({granularity:?}, mix \
+                 {mix:.2}): expected the state after {lo}..={hi} transactions: {e}"
+            );
+        }
+        self.device_images += 1;
     }
 
     /// Records the step the last action made, known from the flushes it made: none is
@@ -652,11 +713,10 @@ impl Workload {
         self.steps.push(Some(step));
         self.synced.push((self.states.len() - 1, self.generation));
         self.at_point.push(self.states.len() - 1);
+        self.device_image();
     }
 
     fn finish(self) -> Recorded {
-        let stats = self.store.stats();
-        eprintln!("workload done: {stats:?}");
         drop(self.store);
         Recorded {
             history: self.history,
@@ -666,6 +726,8 @@ impl Workload {
             synced: self.synced,
             kinds: self.kinds,
             height: self.height,
+            device_images: self.device_images,
+            bulk_points: self.bulk_points,
         }
     }
 }
@@ -733,6 +795,8 @@ struct Recorded {
     synced: Vec<(usize, u64)>,
     kinds: [usize; 3],
     height: u32,
+    device_images: usize,
+    bulk_points: Vec<usize>,
 }
 
 /// What an image may hold: the states `lo..=hi` (transactions committed), and the
@@ -744,8 +808,9 @@ struct Allowed {
 }
 
 impl Recorded {
-    /// The crashes to check: with `sweep`, first every cut of every compaction with
-    /// nothing, everything and a random share of the unsynced pages on disk; then, up
+    /// The crashes to check: with `sweep`, first every cut of every compaction and of
+    /// every bulk transaction's checkpoint with nothing, everything and a random share
+    /// of the unsynced pages on disk; then, up
     /// to `images`, one in four mid-work, one in four during a compaction (if there was
     /// one), the rest during any recorded step, with a random cut.
     fn crashes(&self, rng: &mut impl Rng, images: usize, sweep: bool) -> Vec<Crash> {
@@ -759,7 +824,7 @@ impl Recorded {
         let steps = points(&|s| s.is_some());
         let mut out = Vec::new();
         if sweep {
-            for &at in &compactions {
+            for &at in compactions.iter().chain(&self.bulk_points) {
                 let groups = self.steps[at].as_ref().expect("a step").order.len();
                 for cut in 0..=groups {
                     for mix in [Mix::Old, Mix::New, Mix::Random(0.5)] {
@@ -840,7 +905,7 @@ impl Recorded {
             } else {
                 Exercise::Commit
             };
-            match check_store(image.path(), self, &allowed, exercise) {
+            match check_store(image.path(), &self.states, &allowed, exercise) {
                 Ok((found, _)) => {
                     let t = &mut tally[kind.map_or(3, |k| k as usize)];
                     t.0 += 1;
@@ -854,8 +919,9 @@ impl Recorded {
         }
         eprintln!(
             "{}: {} images over {} points (steps: {} sync, {} checkpoint, {} compact; \
-             {} transactions; default tree height up to {}), seed {}: (images, newer \
-             than durable recovered) after sync, checkpoint, compact, mid-work: {tally:?}",
+             {} transactions; default tree height up to {}; {} power-loss images of the \
+             observed device), seed {}: (images, newer than durable recovered) after \
+             sync, checkpoint, compact, mid-work: {tally:?}",
             replay.test,
             crashes.len(),
             self.steps.len(),
@@ -864,6 +930,7 @@ impl Recorded {
             self.kinds[2],
             self.states.len() - 1,
             self.height,
+            self.device_images,
             replay.seed
         );
     }
@@ -1040,7 +1107,7 @@ enum Exercise {
 /// which state it held (transactions committed), and the content it was left with.
 fn check_store(
     path: &Path,
-    rec: &Recorded,
+    states: &[Model],
     allowed: &Allowed,
     exercise: Exercise,
 ) -> Result<(usize, Model), String> {
@@ -1051,16 +1118,16 @@ fn check_store(
         .verify()
         .map_err(|e| format!("verify after recovery: {e}"))?;
     let got = contents(&store)?;
-    let Some(found) = (allowed.lo..=allowed.hi).find(|&i| rec.states[i] == got) else {
+    let Some(found) = (allowed.lo..=allowed.hi).find(|&i| states[i] == got) else {
         let closest = (allowed.lo..=allowed.hi)
-            .min_by_key(|&i| diff(&got, &rec.states[i]).len())
+            .min_by_key(|&i| diff(&got, &states[i]).len())
             .expect("an allowed state");
         // Whether the content is some other state of the history (too old, or too new).
-        let elsewhere = rec.states.iter().position(|s| *s == got);
+        let elsewhere = states.iter().position(|s| *s == got);
         return Err(format!(
             "recovered content is none of the allowed states (it is state {elsewhere:?} of \
              the history); against the state after {closest} transactions: {}",
-            diff(&got, &rec.states[closest])
+            diff(&got, &states[closest])
         ));
     };
     let generation = store.stats().generation;
@@ -1149,7 +1216,7 @@ fn check_store(
 fn workload(replay: &mut Replay, plan: &Plan) -> (tempfile::TempDir, Recorded) {
     let (tmp, dir) = store();
     drop(dir);
-    let mut w = Workload::open(tmp.path(), empty_model(), false);
+    let mut w = Workload::open(tmp.path(), empty_model(), false, &mut replay.rng);
     run(&mut w, plan, &mut replay.rng);
     (tmp, w.finish())
 }
@@ -1174,8 +1241,9 @@ fn btree_commits_crash_images() {
 
 /// Explicit compactions every few transactions (after a sync, or with commits made
 /// unsynced before it), and a transaction too large to log, which commits by a
-/// checkpoint: every cut of every compaction is checked with nothing, everything and a
-/// random share of the unsynced pages on disk.
+/// checkpoint (which open adopts from the log if the state's write was lost): every cut
+/// of every compaction and of the bulk checkpoint is checked with nothing, everything
+/// and a random share of the unsynced pages on disk.
 #[test]
 fn btree_compaction_crash_images() {
     let mut replay = Replay::new("btree_compaction_crash_images");
@@ -1210,9 +1278,9 @@ fn btree_crash_twice() {
         let image = first.history.image(&crash, first.order(crash.at));
         let allowed = first.allowed(&crash);
         debris(&image, &mut replay.rng);
-        let (_, model) = check_store(image.path(), &first, &allowed, Exercise::Nothing)
+        let (_, model) = check_store(image.path(), &first.states, &allowed, Exercise::Nothing)
             .unwrap_or_else(|e| panic!("{}: {e}", replay.context));
-        let mut w = Workload::open(image.path(), model, true);
+        let mut w = Workload::open(image.path(), model, true, &mut replay.rng);
         w.next_key = 1_000_000 * (life + 1);
         let plan = Plan {
             txns: 40,
@@ -1256,7 +1324,9 @@ fn btree_checks_catch_lost_and_extra_commits() {
                 hi,
                 generations,
             };
-            if let Ok((found, _)) = check_store(image.path(), &rec, &allowed, Exercise::Nothing) {
+            if let Ok((found, _)) =
+                check_store(image.path(), &rec.states, &allowed, Exercise::Nothing)
+            {
                 panic!(
                     "{}: {what}, yet the checks passed (the state after {found} transactions)",
                     replay.context
