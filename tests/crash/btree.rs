@@ -69,10 +69,10 @@ use crate::harness::{Crash, FlushOrder, Granularity, Group, History, Image, Mix,
 use crate::{leftover_lane_tmp, open_dir, random_bytes, store};
 
 // Crash images checked per scenario.
-const COMMITS_IMAGES: usize = 400;
-const COMPACTION_IMAGES: usize = 300;
+const COMMITS_IMAGES: usize = 500;
+const COMPACTION_IMAGES: usize = 400;
 /// Crash-recover-crash: recovered first crashes, and images of each second life.
-const SECOND_LIVES: usize = 3;
+const SECOND_LIVES: usize = 4;
 const SECOND_LIFE_IMAGES: usize = 60;
 /// The share of history points at which a power-loss image of the device (as the
 /// flushes observed so far left it) is checked too.
@@ -904,10 +904,12 @@ impl Recorded {
             replay.context = format!("checking image {n} ({crash}, after {kind:?})");
             let image = self.history.image(crash, self.order(crash.at));
             let allowed = self.allowed(crash);
+            // Debris in one image in three, a compaction after recovery in one in two,
+            // independently.
             if n % 3 == 1 {
                 debris(&image, &mut replay.rng);
             }
-            let exercise = if n % 3 == 0 {
+            let exercise = if n % 2 == 0 {
                 Exercise::Compact
             } else {
                 Exercise::Commit
