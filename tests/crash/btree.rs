@@ -817,9 +817,9 @@ struct Allowed {
 impl Recorded {
     /// The crashes to check: with `sweep`, first every cut of every compaction and of
     /// every bulk transaction's checkpoint with nothing, everything and a random share
-    /// of the unsynced pages on disk; then, up
-    /// to `images`, one in four mid-work, one in four during a compaction (if there was
-    /// one), the rest during any recorded step, with a random cut.
+    /// of the unsynced pages on disk; then, up to `images`, one in four mid-work, one
+    /// in four during a compaction (if there was one), the rest during any recorded
+    /// step, with a random cut.
     fn crashes(&self, rng: &mut impl Rng, images: usize, sweep: bool) -> Vec<Crash> {
         let points = |f: &dyn Fn(&Option<Step>) -> bool| -> Vec<usize> {
             (1..self.steps.len())
