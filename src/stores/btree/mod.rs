@@ -5,56 +5,8 @@
 //! values, each transaction's operations and checkpoints; a [`Journal`](crate::Journal)
 //! names the current generation and its newest checkpoint.
 //!
-//! # How a commit works
-//! A write transaction copies the nodes it changes into memory, decoded, and changes
-//! them in place. Its operations (puts, removes, range removes, tree creation and
-//! deletion) are logged as it goes. Its commit appends a commit record, then encodes its
-//! nodes into pages held in memory and publishes the new roots: readers that begin after
-//! it see them. Pages reach the log at a checkpoint: once the log has grown by
-//! [`BTreeOptions::checkpoint_bytes`] past the last one, or the pages waiting in memory
-//! reach [`BTreeOptions::memory_pages_bytes`] (or at [`BTreeStore::checkpoint`]),
-//! every page still in memory is appended, children before parents, then a checkpoint
-//! record naming each tree's root; the log is flushed and the Journal points at it. So a
-//! page that many commits change is written once per checkpoint, not once per commit.
-//!
-//! # Durability
-//! [`WriteTxn::commit`] is durable when it returns: the log is flushed (one msync of its
-//! new bytes; the commit record proves itself with its frame's checksum).
-//! [`WriteTxn::commit_unsynced`] is visible at once and survives the death of the
-//! process (its records are in the page cache, and the next open adopts them);
-//! [`BTreeStore::sync`] makes every commit before it durable. A crash at any instant
-//! leaves the last durable commit intact: open replays, from the newest checkpoint on,
-//! every commit whose record the log holds, in order, and nothing of a transaction whose
-//! commit record it lacks. A power loss can take unsynced commits, newest first.
-//!
-//! # Space
-//! The log only grows; pages replaced by later checkpoints, removed values and the
-//! operation records a checkpoint covers are garbage. [`BTreeStore::compact`] (and
-//! automatically, at a checkpoint, once garbage passes
-//! [`BTreeOptions::garbage_ratio`]) copies every live page and value into a new
-//! generation and switches to it through the Journal. Snapshots of the old generation
-//! keep it mapped until they end; its files go with the last of them.
-//!
-//! ```
-//! use accretion::{BTreeStore, Dir};
-//!
-//! let dir = Dir::temporary()?;
-//! let store = BTreeStore::open(&dir, "db", Default::default())?;
-//! let mut txn = store.begin_write()?;
-//! {
-//!     let mut fruit = txn.open_tree("fruit")?;
-//!     fruit.insert(b"apple", b"red")?;
-//!     fruit.insert(b"banana", b"yellow")?;
-//! }
-//! txn.commit()?;
-//!
-//! let snapshot = store.begin_read();
-//! let fruit = snapshot.open_tree("fruit")?.expect("created above");
-//! assert_eq!(fruit.get(b"apple")?, Some(&b"red"[..]));
-//! let keys: Vec<&[u8]> = fruit.range(&b"b"[..]..)?.map(|e| e.map(|(k, _)| k)).collect::<Result<_, _>>()?;
-//! assert_eq!(keys, [&b"banana"[..]]);
-//! # Ok::<(), accretion::Error>(())
-//! ```
+//! The store's design, durability and space management are documented on
+//! [`BTreeStore`].
 
 mod generation;
 mod node;
@@ -161,8 +113,59 @@ pub struct BTreeStats {
     pub trees: u64,
 }
 
-/// An ordered key-value store of named trees: see the [module docs](self) for how it
-/// commits, what is durable when, and how it reclaims space.
+/// An ordered key-value store of named trees: a copy-on-write B+tree whose pages are
+/// written once into an append-only log.
+///
+/// # How a commit works
+/// A write transaction copies the nodes it changes into memory, decoded, and changes
+/// them in place. Its operations (puts, removes, range removes, tree creation and
+/// deletion) are logged as it goes. Its commit appends a commit record, then encodes its
+/// nodes into pages held in memory and publishes the new roots: readers that begin after
+/// it see them. Pages reach the log at a checkpoint: once the log has grown by
+/// [`BTreeOptions::checkpoint_bytes`] past the last one, or the pages waiting in memory
+/// reach [`BTreeOptions::memory_pages_bytes`] (or at [`BTreeStore::checkpoint`]),
+/// every page still in memory is appended, children before parents, then a checkpoint
+/// record naming each tree's root; the log is flushed and the Journal points at it. So a
+/// page that many commits change is written once per checkpoint, not once per commit.
+///
+/// # Durability
+/// [`WriteTxn::commit`] is durable when it returns: the log is flushed (one msync of its
+/// new bytes; the commit record proves itself with its frame's checksum).
+/// [`WriteTxn::commit_unsynced`] is visible at once and survives the death of the
+/// process (its records are in the page cache, and the next open adopts them);
+/// [`BTreeStore::sync`] makes every commit before it durable. A crash at any instant
+/// leaves the last durable commit intact: open replays, from the newest checkpoint on,
+/// every commit whose record the log holds, in order, and nothing of a transaction whose
+/// commit record it lacks. A power loss can take unsynced commits, newest first.
+///
+/// # Space
+/// The log only grows; pages replaced by later checkpoints, removed values and the
+/// operation records a checkpoint covers are garbage. [`BTreeStore::compact`] (and
+/// automatically, at a checkpoint, once garbage passes
+/// [`BTreeOptions::garbage_ratio`]) copies every live page and value into a new
+/// generation and switches to it through the Journal. Snapshots of the old generation
+/// keep it mapped until they end; its files go with the last of them.
+///
+/// ```
+/// use accretion::{BTreeStore, Dir};
+///
+/// let dir = Dir::temporary()?;
+/// let store = BTreeStore::open(&dir, "db", Default::default())?;
+/// let mut txn = store.begin_write()?;
+/// {
+///     let mut fruit = txn.open_tree("fruit")?;
+///     fruit.insert(b"apple", b"red")?;
+///     fruit.insert(b"banana", b"yellow")?;
+/// }
+/// txn.commit()?;
+///
+/// let snapshot = store.begin_read();
+/// let fruit = snapshot.open_tree("fruit")?.expect("created above");
+/// assert_eq!(fruit.get(b"apple")?, Some(&b"red"[..]));
+/// let keys: Vec<&[u8]> = fruit.range(&b"b"[..]..)?.map(|e| e.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+/// assert_eq!(keys, [&b"banana"[..]]);
+/// # Ok::<(), accretion::Error>(())
+/// ```
 ///
 /// `Send + Sync`: any number of threads read (each through its own snapshot) while one
 /// writes. Keys are at most [`BTREE_KEY_LEN_BYTES_MAX`](crate::limits::BTREE_KEY_LEN_BYTES_MAX)
@@ -353,7 +356,7 @@ impl BTreeStore {
     }
 
     /// Copies every live page and value into a new generation and switches to it (see
-    /// the [module docs](self)). Writers wait while it runs; readers do not.
+    /// [`BTreeStore`]'s docs). Writers wait while it runs; readers do not.
     ///
     /// # Errors
     /// `Io` (a full disk is `StorageFull`): the old generation stays current;
