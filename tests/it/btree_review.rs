@@ -377,7 +377,10 @@ fn in_bounds(k: &[u8], s: Bound<&[u8]>, e: Bound<&[u8]>) -> bool {
 
 /// Every pair of bounds built from `probes` (inverted and empty ones included), every
 /// prefix, `above` and `below`, against the model.
-fn check_ranges(t: &dyn Fn(Bound<&[u8]>, Bound<&[u8]>, u8) -> Pairs, m: &Map, probes: &[Vec<u8>]) {
+/// Reads a range in one of several modes (forward, backward, from both ends).
+type RangeReader<'a> = dyn Fn(Bound<&[u8]>, Bound<&[u8]>, u8) -> Pairs + 'a;
+
+fn check_ranges(t: &RangeReader<'_>, m: &Map, probes: &[Vec<u8>]) {
     let mut bounds = vec![Bound::Unbounded];
     for p in probes {
         bounds.push(Bound::Included(&p[..]));
