@@ -149,25 +149,7 @@ impl Inner {
     pub fn checkpoint(&self, w: &mut WriterState, v: &Version) -> Result<Arc<Version>> {
         let generation = &v.generation;
         let mut written = 0u64;
-        let mut entries = Vec::with_capacity(v.trees.len());
-        let mut trees = BTreeMap::new();
-        for (name, root) in &v.trees {
-            let at = write_out(generation, &root.node, &mut written, 0)?;
-            entries.push(TreeEntry {
-                name: name.to_string(),
-                root: at,
-                len: root.len,
-                height: root.height,
-            });
-            trees.insert(
-                Arc::clone(name),
-                Root {
-                    node: NodeRef::Disk(at),
-                    len: root.len,
-                    height: root.height,
-                },
-            );
-        }
+        let (entries, trees) = disk_roots(v, |node| write_out(generation, node, &mut written, 0))?;
         let mut cp = Checkpoint {
             seq: v.seq,
             live_bytes: 0,
@@ -243,25 +225,7 @@ impl Inner {
             live: 0,
             pages: 0,
         };
-        let mut entries = Vec::with_capacity(v.trees.len());
-        let mut trees = BTreeMap::new();
-        for (name, root) in &v.trees {
-            let at = copy.node(&rd, rd.node(&root.node)?, 0)?;
-            entries.push(TreeEntry {
-                name: name.to_string(),
-                root: at,
-                len: root.len,
-                height: root.height,
-            });
-            trees.insert(
-                Arc::clone(name),
-                Root {
-                    node: NodeRef::Disk(at),
-                    len: root.len,
-                    height: root.height,
-                },
-            );
-        }
+        let (entries, trees) = disk_roots(v, |node| copy.node(&rd, rd.node(node)?, 0))?;
         let appended_before = v.appended_before + v.generation.log.len();
         let mut cp = Checkpoint {
             seq: v.seq,
@@ -298,6 +262,33 @@ impl Inner {
             appended_before,
         }))
     }
+}
+
+/// Every tree of `v` with its root placed on disk by `place` (which returns the root
+/// page's offset): the checkpoint record's list, and the roots of the version it makes.
+type DiskRoots = (Vec<TreeEntry>, BTreeMap<Arc<str>, Root>);
+
+fn disk_roots(v: &Version, mut place: impl FnMut(&NodeRef) -> Result<u64>) -> Result<DiskRoots> {
+    let mut entries = Vec::with_capacity(v.trees.len());
+    let mut trees = BTreeMap::new();
+    for (name, root) in &v.trees {
+        let at = place(&root.node)?;
+        entries.push(TreeEntry {
+            name: name.to_string(),
+            root: at,
+            len: root.len,
+            height: root.height,
+        });
+        trees.insert(
+            Arc::clone(name),
+            Root {
+                node: NodeRef::Disk(at),
+                len: root.len,
+                height: root.height,
+            },
+        );
+    }
+    Ok((entries, trees))
 }
 
 /// Appends the pages of `node` that are in memory (children first) and returns the

@@ -107,6 +107,23 @@ pub(super) fn insert(
 
 type Split = Option<(Box<[u8]>, Slot)>;
 
+impl Branch {
+    /// The child that holds `key`.
+    fn child_for(&self, key: &[u8]) -> usize {
+        match self.keys.binary_search_by(|k| (**k).cmp(key)) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+
+    /// Takes in the split of child `i`: its separator and its right half.
+    fn take_split(&mut self, i: usize, (sep, right): (Box<[u8]>, Slot)) {
+        self.bytes += page::branch_cell_bytes(sep.len());
+        self.keys.insert(i, sep);
+        self.kids.insert(i + 1, right);
+    }
+}
+
 fn insert_at(
     rd: &Reader<'_>,
     slot: &mut Slot,
@@ -137,15 +154,10 @@ fn insert_at(
             Ok((old, split))
         }
         Dirty::Branch(b) => {
-            let i = match b.keys.binary_search_by(|k| (**k).cmp(key)) {
-                Ok(i) => i + 1,
-                Err(i) => i,
-            };
+            let i = b.child_for(key);
             let (old, split) = insert_at(rd, &mut b.kids[i], key, val, cx, depth + 1)?;
-            if let Some((sep, right)) = split {
-                b.bytes += page::branch_cell_bytes(sep.len());
-                b.keys.insert(i, sep);
-                b.kids.insert(i + 1, right);
+            if let Some(split) = split {
+                b.take_split(i, split);
             } else {
                 // A smaller value can leave the child under the minimum fill.
                 rebalance(rd, b, i, cx)?;
@@ -289,15 +301,10 @@ fn remove_at(
             Err(_) => Ok((None, None)),
         },
         Dirty::Branch(b) => {
-            let i = match b.keys.binary_search_by(|k| (**k).cmp(key)) {
-                Ok(i) => i + 1,
-                Err(i) => i,
-            };
+            let i = b.child_for(key);
             let (old, split) = remove_at(rd, &mut b.kids[i], key, cx, depth + 1)?;
-            if let Some((sep, right)) = split {
-                b.bytes += page::branch_cell_bytes(sep.len());
-                b.keys.insert(i, sep);
-                b.kids.insert(i + 1, right);
+            if let Some(split) = split {
+                b.take_split(i, split);
             } else if old.is_some() {
                 rebalance(rd, b, i, cx)?;
             }
@@ -355,10 +362,8 @@ fn rebalance(rd: &Reader<'_>, b: &mut Branch, i: usize, cx: &mut Cx) -> Result<(
             ));
         }
     };
-    if let Some((sep, right)) = split {
-        b.bytes += page::branch_cell_bytes(sep.len());
-        b.keys.insert(l, sep);
-        b.kids.insert(l + 1, right);
+    if let Some(split) = split {
+        b.take_split(l, split);
     }
     Ok(())
 }
