@@ -117,10 +117,10 @@ pub struct BTreeStats {
 /// written once into an append-only log.
 ///
 /// # How a commit works
-/// A write transaction copies the nodes it changes into memory, decoded, and changes
-/// them in place. Its operations (puts, removes, range removes, tree creation and
-/// deletion) are logged as it goes. Its commit appends a commit record, then encodes its
-/// nodes into pages held in memory and publishes the new roots: readers that begin after
+/// A write transaction copies the pages it changes into memory and changes them in
+/// place, in the page format. Its operations (puts, removes, range removes, tree
+/// creation and deletion) are logged as it goes. Its commit appends a commit record,
+/// then freezes its pages into pages held in memory and publishes the new roots: readers that begin after
 /// it see them. Pages reach the log at a checkpoint: once the log has grown by
 /// [`BTreeOptions::checkpoint_bytes`] past the last one, or the pages waiting in memory
 /// reach [`BTreeOptions::memory_pages_bytes`] (or at [`BTreeStore::checkpoint`]),

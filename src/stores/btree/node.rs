@@ -1,10 +1,10 @@
 //! The three forms a B-tree node takes, and one read-only view over all of them:
 //!
 //! - on disk: a page in the generation's log ([`NodeRef::Disk`], its offset);
-//! - committed but not yet written: page bytes in memory ([`MemPage`]), shared by every
+//! - committed but not yet written: a page in memory ([`MemPage`]), shared by every
 //!   snapshot that reaches it and immutable, with its in-memory children beside it;
-//! - dirty: a decoded node ([`Dirty`]) that only the write transaction holding it can see,
-//!   changed in place; a commit encodes it into a [`MemPage`].
+//! - dirty: a copy of a page ([`Dirty`]) that only the write transaction holding it can
+//!   see, changed in place; a commit freezes it into a [`MemPage`].
 //!
 //! A write transaction copies a node on write (a `Disk` or `Mem` node it changes becomes
 //! `Dirty`); nothing ever changes a page or a `MemPage`.
@@ -12,14 +12,14 @@
 use std::sync::Arc;
 
 use super::generation::Generation;
-use super::page::{self, MEM_CHILD, Page, Val};
+use super::page::{self, MEM_CHILD, Page, PageBuf, Val};
 use crate::Result;
 
-/// Page bytes held in memory until a checkpoint writes them: the children whose pointer
-/// in `bytes` is [`MEM_CHILD`] are in `kids`, at the same index (0 = leftmost).
+/// A page held in memory until a checkpoint writes it: the children whose pointer in
+/// `page` is [`MEM_CHILD`] are in `kids`, at the same index (0 = leftmost).
 #[derive(Debug)]
 pub(super) struct MemPage {
-    pub bytes: Box<[u8]>,
+    pub page: PageBuf,
     pub kids: Box<[Option<Arc<MemPage>>]>,
 }
 
@@ -37,64 +37,41 @@ pub(super) enum Slot {
     Dirty(Box<Dirty>),
 }
 
-/// A decoded node, private to one write transaction.
+/// A node a write transaction is changing, private to it: page bytes edited in place
+/// ([`PageBuf`]) and, for a branch, its children as the transaction holds them (their
+/// pointers in the bytes are written when the node is frozen).
 #[derive(Debug)]
-pub(super) enum Dirty {
-    Leaf(Leaf),
-    Branch(Branch),
+pub(super) struct Dirty {
+    pub page: PageBuf,
+    /// A branch's children (one more than its cells); empty for a leaf.
+    pub kids: Vec<Slot>,
 }
 
 /// An owned value.
 pub(super) type OwnedVal = Val<Box<[u8]>>;
 
-#[derive(Debug, Default)]
-pub(super) struct Leaf {
-    pub entries: Vec<(Box<[u8]>, OwnedVal)>,
-    /// Encoded size: header, offsets and cells.
-    pub bytes: usize,
-}
-
-#[derive(Debug)]
-pub(super) struct Branch {
-    pub keys: Vec<Box<[u8]>>,
-    pub kids: Vec<Slot>,
-    pub bytes: usize,
-}
-
-impl Leaf {
-    pub fn empty() -> Leaf {
-        Leaf {
-            entries: Vec::new(),
-            bytes: page::HEADER_BYTES,
+impl Dirty {
+    pub fn empty_leaf(page_size: usize) -> Dirty {
+        Dirty {
+            page: PageBuf::from_cells(page::LEAF, page_size, []),
+            kids: Vec::new(),
         }
     }
 
-    pub fn recount(&mut self) {
-        self.bytes = page::HEADER_BYTES
-            + self
-                .entries
-                .iter()
-                .map(|(k, v)| v.cell_bytes(k.len()))
-                .sum::<usize>();
+    pub fn is_leaf(&self) -> bool {
+        self.page.kind() == page::LEAF
     }
-}
 
-impl Branch {
-    pub fn recount(&mut self) {
-        self.bytes = page::HEADER_BYTES
-            + self
-                .keys
-                .iter()
-                .map(|k| page::branch_cell_bytes(k.len()))
-                .sum::<usize>();
-    }
-}
-
-impl Dirty {
+    /// The bytes a page of this node fills.
     pub fn bytes(&self) -> usize {
-        match self {
-            Dirty::Leaf(l) => l.bytes,
-            Dirty::Branch(b) => b.bytes,
+        self.page.used()
+    }
+
+    /// Branch: the child that holds `key`: the number of separators `<= key`.
+    pub fn child_for(&self, key: &[u8]) -> usize {
+        match self.page.search(key) {
+            Ok(i) => i + 1,
+            Err(i) => i,
         }
     }
 }
@@ -139,9 +116,8 @@ impl<'t> Reader<'t> {
     }
 
     pub fn mem(&self, m: &'t MemPage) -> Result<View<'t>> {
-        let page = Page::new(&m.bytes).map_err(|d| self.generation.page_damage(MEM_CHILD, d))?;
         Ok(View::Page {
-            page,
+            page: m.page.page(),
             kids: &m.kids,
             at: MEM_CHILD,
         })
@@ -167,45 +143,31 @@ impl<'t> Reader<'t> {
         r.map_err(|d| self.generation.page_damage(at, d))
     }
 
-    pub fn is_leaf(&self, v: &View<'t>) -> bool {
+    /// The page bytes of a view, and the log offset to name if they are damaged.
+    fn page_of(v: &View<'t>) -> (Page<'t>, u64) {
         match v {
-            View::Page { page, .. } => page.is_leaf(),
-            View::Dirty(d) => matches!(d, Dirty::Leaf(_)),
+            View::Page { page, at, .. } => (*page, *at),
+            View::Dirty(d) => (d.page.page(), MEM_CHILD),
         }
+    }
+
+    pub fn is_leaf(&self, v: &View<'t>) -> bool {
+        Self::page_of(v).0.is_leaf()
     }
 
     /// Cells: entries of a leaf, separators of a branch.
     pub fn len(&self, v: &View<'t>) -> usize {
-        match v {
-            View::Page { page, .. } => page.len(),
-            View::Dirty(Dirty::Leaf(l)) => l.entries.len(),
-            View::Dirty(Dirty::Branch(b)) => b.keys.len(),
-        }
+        Self::page_of(v).0.len()
     }
 
     pub fn key(&self, v: &View<'t>, i: usize) -> Result<&'t [u8]> {
-        match v {
-            View::Page { page, at, .. } => self.check(*at, page.key(i)),
-            View::Dirty(Dirty::Leaf(l)) => Ok(&l.entries[i].0[..]),
-            View::Dirty(Dirty::Branch(b)) => Ok(&b.keys[i][..]),
-        }
+        let (page, at) = Self::page_of(v);
+        self.check(at, page.key(i))
     }
 
     pub fn entry(&self, v: &View<'t>, i: usize) -> Result<(&'t [u8], Val<&'t [u8]>)> {
-        match v {
-            View::Page { page, at, .. } => self.check(*at, page.entry(i)),
-            View::Dirty(Dirty::Leaf(l)) => {
-                let (k, val) = &l.entries[i];
-                Ok((
-                    &k[..],
-                    match val {
-                        Val::Inline(b) => Val::Inline(&b[..]),
-                        Val::Out(o, n) => Val::Out(*o, *n),
-                    },
-                ))
-            }
-            View::Dirty(Dirty::Branch(_)) => unreachable!("entries are read from leaves only"),
-        }
+        let (page, at) = Self::page_of(v);
+        self.check(at, page.entry(i))
     }
 
     pub fn child(&self, v: &View<'t>, i: usize) -> Result<View<'t>> {
@@ -228,29 +190,26 @@ impl<'t> Reader<'t> {
                     })
                 }
             }
-            View::Dirty(Dirty::Branch(b)) => self.slot(&b.kids[i]),
-            View::Dirty(Dirty::Leaf(_)) => unreachable!("children are read from branches only"),
+            View::Dirty(d) => match d.kids.get(i) {
+                Some(kid) => self.slot(kid),
+                None => Err(self.generation.corrupted(
+                    MEM_CHILD,
+                    "a B-tree node is read for a child it does not have",
+                )),
+            },
         }
     }
 
     /// Leaf: index of `key` or where it would go.
     pub fn search(&self, v: &View<'t>, key: &[u8]) -> Result<std::result::Result<usize, usize>> {
-        match v {
-            View::Page { page, at, .. } => self.check(*at, page.search(key)),
-            View::Dirty(Dirty::Leaf(l)) => Ok(l.entries.binary_search_by(|(k, _)| (**k).cmp(key))),
-            View::Dirty(Dirty::Branch(b)) => Ok(b.keys.binary_search_by(|k| (**k).cmp(key))),
-        }
+        let (page, at) = Self::page_of(v);
+        self.check(at, page.search(key))
     }
 
     /// Branch: the child that holds `key`.
     pub fn child_for(&self, v: &View<'t>, key: &[u8]) -> Result<usize> {
-        if let View::Page { page, at, .. } = v {
-            return self.check(*at, page.child_for(key));
-        }
-        Ok(match self.search(v, key)? {
-            Ok(i) => i + 1,
-            Err(i) => i,
-        })
+        let (page, at) = Self::page_of(v);
+        self.check(at, page.child_for(key))
     }
 
     /// Children of a branch.
@@ -259,43 +218,35 @@ impl<'t> Reader<'t> {
     }
 }
 
-/// Decodes the committed node `r` into a dirty node (the copy of copy-on-write).
+/// Copies the committed node `r` into a dirty node (the copy of copy-on-write).
 /// Returns it with the log bytes the copy frees once committed (a page on disk is no
 /// longer reachable from this tree; a page in memory was never in the log).
-pub(super) fn decode(rd: &Reader<'_>, r: &NodeRef) -> Result<(Dirty, u64)> {
+pub(super) fn copy(rd: &Reader<'_>, r: &NodeRef) -> Result<(Dirty, u64)> {
     // A reader borrowing `r` only for this call.
     let rd = &Reader {
         generation: rd.generation,
     };
-    let view = rd.node(r)?;
-    let freed = match r {
-        NodeRef::Disk(_) => super::records::footprint(rd.generation.page_size as u64),
-        NodeRef::Mem(_) => 0,
+    let View::Page {
+        page,
+        kids: mem,
+        at,
+    } = rd.node(r)?
+    else {
+        unreachable!("a committed node is a page")
     };
-    let n = rd.len(&view);
-    let dirty = if rd.is_leaf(&view) {
-        let mut leaf = Leaf {
-            entries: Vec::with_capacity(n + 1),
-            bytes: 0,
-        };
-        for i in 0..n {
-            let (k, v) = rd.entry(&view, i)?;
-            leaf.entries.push((k.into(), own(v)));
-        }
-        leaf.recount();
-        Dirty::Leaf(leaf)
-    } else {
-        let mut keys = Vec::with_capacity(n + 1);
-        let mut kids = Vec::with_capacity(n + 2);
-        let View::Page {
-            page,
-            kids: mem,
-            at,
-        } = view
-        else {
-            unreachable!("a committed node is a page")
-        };
-        for i in 0..=n {
+    let (copy, freed) = match r {
+        // A page of this process's making: copied as it is.
+        NodeRef::Mem(m) => (m.page.clone(), 0),
+        // Read from the log: repacked, every cell checked as it is copied.
+        NodeRef::Disk(_) => (
+            rd.check(at, PageBuf::copy_of(&page))?,
+            super::records::footprint(rd.generation.page_size as u64),
+        ),
+    };
+    let mut kids = Vec::new();
+    if !page.is_leaf() {
+        kids.reserve(page.len() + 2);
+        for i in 0..=page.len() {
             let child = rd.check(at, page.child(i))?;
             kids.push(Slot::Clean(if child == MEM_CHILD {
                 match mem.get(i) {
@@ -310,61 +261,38 @@ pub(super) fn decode(rd: &Reader<'_>, r: &NodeRef) -> Result<(Dirty, u64)> {
             } else {
                 NodeRef::Disk(child)
             }));
-            if i < n {
-                keys.push(rd.check(at, page.key(i))?.into());
-            }
         }
-        let mut b = Branch {
-            keys,
-            kids,
-            bytes: 0,
-        };
-        b.recount();
-        Dirty::Branch(b)
-    };
-    Ok((dirty, freed))
+    }
+    Ok((Dirty { page: copy, kids }, freed))
 }
 
 /// Encodes a dirty node (and its dirty descendants) into pages in memory; `made` counts
 /// the pages.
-pub(super) fn freeze(node: Dirty, page_size: usize, made: &mut u64) -> NodeRef {
+pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
     *made += 1;
-    let mut bytes = vec![0u8; page_size].into_boxed_slice();
-    match node {
-        Dirty::Leaf(l) => {
-            page::encode_leaf(&mut bytes, l.entries.iter().map(|(k, v)| (k, v)));
-            NodeRef::Mem(Arc::new(MemPage {
-                bytes,
-                kids: Box::new([]),
-            }))
-        }
-        Dirty::Branch(b) => {
-            let mut children = Vec::with_capacity(b.kids.len());
-            let mut mem = Vec::with_capacity(b.kids.len());
-            for kid in b.kids {
-                let r = match kid {
-                    Slot::Clean(r) => r,
-                    Slot::Dirty(d) => freeze(*d, page_size, made),
-                };
-                match r {
-                    NodeRef::Disk(at) => {
-                        children.push(at);
-                        mem.push(None);
-                    }
-                    NodeRef::Mem(m) => {
-                        children.push(MEM_CHILD);
-                        mem.push(Some(m));
-                    }
-                }
+    let Dirty { mut page, kids } = node;
+    let mut mem = Vec::with_capacity(kids.len());
+    for (i, kid) in kids.into_iter().enumerate() {
+        let r = match kid {
+            Slot::Clean(r) => r,
+            Slot::Dirty(d) => freeze(*d, made),
+        };
+        match r {
+            NodeRef::Disk(at) => {
+                page.set_child(i, at);
+                mem.push(None);
             }
-            page::encode_branch(&mut bytes, &b.keys, &children);
-            if mem.iter().all(Option::is_none) {
-                mem.clear();
+            NodeRef::Mem(m) => {
+                page.set_child(i, MEM_CHILD);
+                mem.push(Some(m));
             }
-            NodeRef::Mem(Arc::new(MemPage {
-                bytes,
-                kids: mem.into_boxed_slice(),
-            }))
         }
     }
+    if mem.iter().all(Option::is_none) {
+        mem.clear();
+    }
+    NodeRef::Mem(Arc::new(MemPage {
+        page,
+        kids: mem.into_boxed_slice(),
+    }))
 }

@@ -1,7 +1,7 @@
 //! The B-tree's page format: a page is one [`AppendOnly`](crate::AppendOnly) record of
-//! exactly `page_size` bytes, written once and never changed. This file encodes a decoded
-//! node into page bytes ([`encode_leaf`], [`encode_branch`]) and reads page bytes in
-//! place ([`Page`]: binary search without decoding). It knows nothing of transactions,
+//! exactly `page_size` bytes, written once and never changed. This file encodes nodes
+//! into page bytes ([`encode_leaf`], [`encode_branch`]), reads page bytes in place
+//! ([`Page`]: binary search without decoding) and edits a copy in memory ([`PageBuf`]). It knows nothing of transactions,
 //! of the log's other records, or of where a page lies.
 //!
 //! Every read of page bytes is bounds-checked: a damaged page is a [`Damage`], never a
@@ -198,6 +198,16 @@ impl<'a> Page<'a> {
         }
     }
 
+    /// The whole of cell `i`: its head, key, and value or child pointer, checked to lie
+    /// inside the page.
+    pub fn raw_cell(&self, i: usize) -> Result<&'a [u8], Damage> {
+        let cell = self.cell(i)?;
+        match cell_len(self.bytes[0], &self.bytes[cell..]) {
+            Some(len) => self.slice(cell, len),
+            None => damage(cell, "cell head cut short or of an unknown value flag"),
+        }
+    }
+
     /// Key of cell `i`.
     pub fn key(&self, i: usize) -> Result<&'a [u8], Damage> {
         let cell = self.cell(i)?;
@@ -267,6 +277,312 @@ impl<'a> Page<'a> {
             Ok(i) => i + 1,
             Err(i) => i,
         })
+    }
+}
+
+/// Length of the cell of a page of `kind` that `cell` starts with, or `None` if its
+/// head is cut short or names an unknown value flag. The length may run past `cell`:
+/// the caller checks that.
+pub fn cell_len(kind: u8, cell: &[u8]) -> Option<usize> {
+    let key_len = usize::from(u16::from_le_bytes([*cell.first()?, *cell.get(1)?]));
+    if kind != LEAF {
+        return Some(BRANCH_HEAD + key_len);
+    }
+    match *cell.get(2)? {
+        FLAG_INLINE => {
+            let value_len = usize::from(u16::from_le_bytes([*cell.get(3)?, *cell.get(4)?]));
+            Some(LEAF_INLINE_HEAD + key_len + value_len)
+        }
+        FLAG_OUT_OF_LINE => Some(LEAF_OUT_HEAD + key_len + SPAN_BYTES),
+        _ => None,
+    }
+}
+
+/// The key of a whole cell of a page of `kind` (a cell [`Page::raw_cell`] returned or
+/// [`leaf_cell`] or [`branch_cell`] made).
+///
+/// # Panics
+/// If `cell` is not a whole cell.
+pub fn cell_key(kind: u8, cell: &[u8]) -> &[u8] {
+    let key_len = usize::from(u16::from_le_bytes([cell[0], cell[1]]));
+    let head = if kind != LEAF {
+        BRANCH_HEAD
+    } else if cell[2] == FLAG_INLINE {
+        LEAF_INLINE_HEAD
+    } else {
+        LEAF_OUT_HEAD
+    };
+    &cell[head..head + key_len]
+}
+
+/// Writes the leaf cell of `key` and `value` into `out` (cleared first).
+///
+/// # Panics
+/// If the key or an inline value is 64 KiB or longer (callers check the limits first).
+pub fn leaf_cell<V: AsRef<[u8]>>(out: &mut Vec<u8>, key: &[u8], value: &Val<V>) {
+    out.clear();
+    out.extend_from_slice(&len16(key.len()));
+    match value {
+        Val::Inline(v) => {
+            let v = v.as_ref();
+            out.push(FLAG_INLINE);
+            out.extend_from_slice(&len16(v.len()));
+            out.extend_from_slice(key);
+            out.extend_from_slice(v);
+        }
+        Val::Out(offset, len) => {
+            out.push(FLAG_OUT_OF_LINE);
+            out.extend_from_slice(key);
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+    }
+}
+
+/// Writes the branch cell of separator `key` into `out` (cleared first), with a child
+/// pointer of [`MEM_CHILD`]: a node's children are set when it is sealed
+/// ([`set_child`]).
+pub fn branch_cell(out: &mut Vec<u8>, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&len16(key.len()));
+    out.extend_from_slice(&MEM_CHILD.to_le_bytes());
+    out.extend_from_slice(key);
+}
+
+/// Writes whole cells (in key order) into `page` (zeroed, `page_size` long) as a page of
+/// `kind` whose header holds everything but the leftmost child and the checksum;
+/// returns the offset of the lowest cell.
+///
+/// # Panics
+/// If the cells do not fit the page: callers measure before they pack.
+pub fn pack<'c>(page: &mut [u8], kind: u8, cells: impl IntoIterator<Item = &'c [u8]>) -> usize {
+    let top = page.len();
+    let mut w = Cells { page, top, n: 0 };
+    for cell in cells {
+        w.push(&[cell]);
+    }
+    let (n, top) = (w.n, w.top);
+    page[0] = kind;
+    let count = u16::try_from(n).expect("cells fit a page, so their count fits u16");
+    page[COUNT_AT..COUNT_AT + 2].copy_from_slice(&count.to_le_bytes());
+    top
+}
+
+/// A page in memory, in the page format itself: cells are inserted and removed in
+/// place, so that a change to one key copies no other. The bytes are always a
+/// well-formed page, every cell inside it, but for the checksum, which
+/// [`PageBuf::to_log`] writes; a branch's child pointers are set by its owner.
+/// Removed cells leave holes until the page is repacked: when an insert needs the room,
+/// or on the page's way to the log.
+#[derive(Clone, Debug)]
+pub struct PageBuf {
+    bytes: Box<[u8]>,
+    /// Header, offsets and cells: the fill.
+    used: usize,
+    /// Offset of the lowest cell; below it, down to the offsets, the page is free.
+    top: usize,
+}
+
+impl PageBuf {
+    /// A page of `kind` holding `cells` (whole cells, in key order).
+    ///
+    /// # Panics
+    /// If the cells do not fit `page_size`.
+    pub fn from_cells<'c>(
+        kind: u8,
+        page_size: usize,
+        cells: impl IntoIterator<Item = &'c [u8]>,
+    ) -> PageBuf {
+        let mut bytes = vec![0u8; page_size].into_boxed_slice();
+        let top = pack(&mut bytes, kind, cells);
+        let mut p = PageBuf {
+            bytes,
+            used: 0,
+            top,
+        };
+        p.used = HEADER_BYTES + p.len() * SLOT_BYTES + (page_size - top);
+        p
+    }
+
+    /// An editable copy of `page`, its cells packed anew: every cell is checked to lie
+    /// inside the page as it is copied, so the copy is well-formed whatever the page was.
+    pub fn copy_of(page: &Page<'_>) -> Result<PageBuf, Damage> {
+        let size = page.bytes.len();
+        let mut bytes = vec![0u8; size].into_boxed_slice();
+        let n = page.len();
+        let mut w = Cells {
+            page: &mut bytes,
+            top: size,
+            n: 0,
+        };
+        for i in 0..n {
+            let cell = page.raw_cell(i)?;
+            if w.top < cell.len() || w.top - cell.len() < HEADER_BYTES + n * SLOT_BYTES {
+                return damage(HEADER_BYTES + i * SLOT_BYTES, "cells overfill the page");
+            }
+            w.push(&[cell]);
+        }
+        let top = w.top;
+        bytes[0] = page.bytes[0];
+        bytes[COUNT_AT..COUNT_AT + 2].copy_from_slice(&page.bytes[COUNT_AT..COUNT_AT + 2]);
+        Ok(PageBuf {
+            bytes,
+            used: HEADER_BYTES + n * SLOT_BYTES + (size - top),
+            top,
+        })
+    }
+
+    /// The bytes read as a page.
+    pub fn page(&self) -> Page<'_> {
+        Page { bytes: &self.bytes }
+    }
+
+    /// LEAF or BRANCH.
+    pub fn kind(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    /// Cells.
+    pub fn len(&self) -> usize {
+        usize::from(u16::from_le_bytes([
+            self.bytes[COUNT_AT],
+            self.bytes[COUNT_AT + 1],
+        ]))
+    }
+
+    fn set_len(&mut self, n: usize) {
+        let n = u16::try_from(n).expect("cells fit a page, so their count fits u16");
+        self.bytes[COUNT_AT..COUNT_AT + 2].copy_from_slice(&n.to_le_bytes());
+    }
+
+    /// Header, offsets and cells: the bytes a page of these cells fills.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    fn offset(&self, i: usize) -> usize {
+        let at = HEADER_BYTES + i * SLOT_BYTES;
+        usize::from(u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]))
+    }
+
+    /// Whole cell `i`.
+    pub fn cell(&self, i: usize) -> &[u8] {
+        let at = self.offset(i);
+        let len = cell_len(self.kind(), &self.bytes[at..]).expect("an edited page is well-formed");
+        &self.bytes[at..at + len]
+    }
+
+    /// Key of cell `i`.
+    pub fn key(&self, i: usize) -> &[u8] {
+        cell_key(self.kind(), self.cell(i))
+    }
+
+    /// Every cell, in order.
+    pub fn cells(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.cell(i))
+    }
+
+    /// The index of `key` (`Ok`) or where it would go (`Err`).
+    pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// True if a cell of `len` bytes more would fit.
+    pub fn fits(&self, len: usize) -> bool {
+        self.used + len + SLOT_BYTES <= self.bytes.len()
+    }
+
+    /// Repacks the cells so that the free bytes are all in one run.
+    fn defragment(&mut self) {
+        let fresh = PageBuf::from_cells(self.kind(), self.bytes.len(), self.cells());
+        let leftmost = self.bytes[LEFTMOST_AT..LEFTMOST_AT + 8].to_vec();
+        *self = fresh;
+        self.bytes[LEFTMOST_AT..LEFTMOST_AT + 8].copy_from_slice(&leftmost);
+    }
+
+    /// Puts `cell` in place `i`, moving cells `i..` one place up.
+    ///
+    /// # Panics
+    /// If it does not [fit](Self::fits).
+    pub fn insert(&mut self, i: usize, cell: &[u8]) {
+        assert!(
+            self.fits(cell.len()),
+            "a cell is inserted only where it fits"
+        );
+        let n = self.len();
+        if self.top < HEADER_BYTES + (n + 1) * SLOT_BYTES + cell.len() {
+            self.defragment();
+        }
+        self.top -= cell.len();
+        let top = self.top;
+        self.bytes[top..top + cell.len()].copy_from_slice(cell);
+        let at = HEADER_BYTES + i * SLOT_BYTES;
+        self.bytes
+            .copy_within(at..HEADER_BYTES + n * SLOT_BYTES, at + SLOT_BYTES);
+        let top16 = u16::try_from(top).expect("page sizes are at most 64 KiB");
+        self.bytes[at..at + SLOT_BYTES].copy_from_slice(&top16.to_le_bytes());
+        self.set_len(n + 1);
+        self.used += cell.len() + SLOT_BYTES;
+    }
+
+    /// Takes cell `i` out, moving cells `i + 1..` one place down. Its bytes stay in the
+    /// page, unreferenced, until the page is repacked.
+    pub fn remove(&mut self, i: usize) {
+        let n = self.len();
+        let len = self.cell(i).len();
+        let slot = HEADER_BYTES + i * SLOT_BYTES;
+        self.bytes
+            .copy_within(slot + SLOT_BYTES..HEADER_BYTES + n * SLOT_BYTES, slot);
+        self.set_len(n - 1);
+        self.used -= len + SLOT_BYTES;
+    }
+
+    /// Replaces cell `i` by `cell` if it fits; returns false (and changes nothing) if not.
+    pub fn replace(&mut self, i: usize, cell: &[u8]) -> bool {
+        let len = self.cell(i).len();
+        if self.used - len + cell.len() > self.bytes.len() {
+            return false;
+        }
+        self.remove(i);
+        self.insert(i, cell);
+        true
+    }
+
+    /// Points child `i` of a branch at `at` (0 is the leftmost, `i > 0` the child of
+    /// cell `i - 1`).
+    pub fn set_child(&mut self, i: usize, at: u64) {
+        let field = if i == 0 {
+            LEFTMOST_AT
+        } else {
+            self.offset(i - 1) + 2
+        };
+        self.bytes[field..field + 8].copy_from_slice(&at.to_le_bytes());
+    }
+
+    /// The page as it goes to the log: a copy, repacked if removals left holes (so that
+    /// no removed bytes reach the log), and checksummed. The caller may still point
+    /// children at their pages, and then [`reseal`]s.
+    pub fn to_log(&self) -> Box<[u8]> {
+        let cells = self.used - HEADER_BYTES - self.len() * SLOT_BYTES;
+        let mut bytes = if self.top == self.bytes.len() - cells {
+            self.bytes.clone()
+        } else {
+            let mut fresh = PageBuf::from_cells(self.kind(), self.bytes.len(), self.cells());
+            fresh.bytes[LEFTMOST_AT..LEFTMOST_AT + 8]
+                .copy_from_slice(&self.bytes[LEFTMOST_AT..LEFTMOST_AT + 8]);
+            fresh.bytes
+        };
+        reseal(&mut bytes);
+        bytes
     }
 }
 
@@ -435,6 +751,60 @@ mod tests {
             (0..3).map(|i| p.child(i).unwrap()).collect::<Vec<_>>(),
             [10, 20, 30]
         );
+    }
+
+    proptest::proptest! {
+        /// A page edited in place reads like a model of its cells after every insert,
+        /// removal and replacement, packed or full of holes, and goes to the log as a
+        /// page that reads the same and whose checksum holds.
+        #[test]
+        fn an_edited_page_reads_like_its_model(
+            ops in proptest::collection::vec((0u8..3, 0usize..64, 0usize..4, 0usize..300), 1..400)
+        ) {
+            let size = 4096;
+            let mut buf = PageBuf::from_cells(LEAF, size, []);
+            let mut model: Vec<Vec<u8>> = Vec::new();
+            let mut cell = Vec::new();
+            for (what, at, key_len, value_len) in ops {
+                let key: Vec<u8> = (0..key_len).map(|j| (at + j) as u8).collect();
+                let value = vec![value_len as u8; value_len];
+                leaf_cell(&mut cell, &key, &Val::Inline(&value[..]));
+                match what {
+                    0 if buf.fits(cell.len()) => {
+                        let i = at.min(model.len());
+                        buf.insert(i, &cell);
+                        model.insert(i, cell.clone());
+                    }
+                    1 if !model.is_empty() => {
+                        let i = at % model.len();
+                        buf.remove(i);
+                        model.remove(i);
+                    }
+                    2 if !model.is_empty() => {
+                        let i = at % model.len();
+                        if buf.replace(i, &cell) {
+                            model[i] = cell.clone();
+                        }
+                    }
+                    _ => {}
+                }
+                proptest::prop_assert_eq!(buf.len(), model.len());
+                let cells: Vec<&[u8]> = buf.cells().collect();
+                proptest::prop_assert_eq!(&cells, &model.iter().map(|c| &c[..]).collect::<Vec<_>>());
+                let used = HEADER_BYTES + model.iter().map(|c| c.len() + SLOT_BYTES).sum::<usize>();
+                proptest::prop_assert_eq!(buf.used(), used);
+                proptest::prop_assert!(used <= size);
+            }
+            let bytes = buf.to_log();
+            let page = Page::new(&bytes).unwrap();
+            proptest::prop_assert!(page.checksum_holds());
+            proptest::prop_assert_eq!(page.used_bytes().unwrap(), buf.used());
+            for (i, c) in model.iter().enumerate() {
+                proptest::prop_assert_eq!(page.raw_cell(i).unwrap(), &c[..]);
+            }
+            let copy = PageBuf::copy_of(&page).unwrap();
+            proptest::prop_assert_eq!(copy.cells().collect::<Vec<_>>(), buf.cells().collect::<Vec<_>>());
+        }
     }
 
     #[test]

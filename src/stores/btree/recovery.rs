@@ -164,11 +164,8 @@ fn empty(generation: &Arc<Generation>) -> Version {
 }
 
 fn empty_leaf(page_size: usize) -> NodeRef {
-    let mut bytes = vec![0u8; page_size].into_boxed_slice();
-    let none: [(&[u8], &page::Val<&[u8]>); 0] = [];
-    page::encode_leaf(&mut bytes, none.into_iter());
     NodeRef::Mem(Arc::new(MemPage {
-        bytes,
+        page: page::PageBuf::from_cells(page::LEAF, page_size, []),
         kids: Box::new([]),
     }))
 }

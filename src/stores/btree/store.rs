@@ -306,10 +306,8 @@ fn write_out(
         NodeRef::Disk(at) => return Ok(*at),
         NodeRef::Mem(m) => m,
     };
-    let span = if m.kids.iter().all(Option::is_none) {
-        generation.log.append(&m.bytes)?
-    } else {
-        let mut bytes = m.bytes.to_vec();
+    let mut bytes = m.page.to_log();
+    if m.kids.iter().any(Option::is_some) {
         for (i, kid) in m.kids.iter().enumerate() {
             if let Some(kid) = kid {
                 let at = write_out(
@@ -323,8 +321,8 @@ fn write_out(
             }
         }
         page::reseal(&mut bytes);
-        generation.log.append(&bytes)?
-    };
+    }
+    let span = generation.log.append(&bytes)?;
     *written += 1;
     Ok(span.offset())
 }

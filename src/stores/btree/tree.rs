@@ -8,8 +8,8 @@
 
 use std::ops::Bound;
 
-use super::node::{Branch, Dirty, Leaf, OwnedVal, Reader, Slot, View, decode};
-use super::page::{self, Val};
+use super::node::{Dirty, OwnedVal, Reader, Slot, View, copy, own};
+use super::page::{self, PageBuf, Val};
 use crate::{Error, Result};
 
 /// Deepest tree a lookup follows before it calls the tree damaged (a cycle of page
@@ -34,6 +34,10 @@ pub(super) struct Cx {
     pub dropped: u64,
     /// ... of which pages in memory.
     pub dropped_mem: u64,
+    /// Scratch space for a leaf cell.
+    pub scratch: Vec<u8>,
+    /// Scratch space for a branch cell.
+    pub scratch_branch: Vec<u8>,
 }
 
 fn too_deep(rd: &Reader<'_>) -> Error {
@@ -74,7 +78,7 @@ pub(super) fn exists(rd: &Reader<'_>, root: &Slot, key: &[u8]) -> Result<bool> {
 
 fn make_dirty<'s>(rd: &Reader<'_>, slot: &'s mut Slot, cx: &mut Cx) -> Result<&'s mut Dirty> {
     if let Slot::Clean(r) = slot {
-        let (d, freed) = decode(rd, r)?;
+        let (d, freed) = copy(rd, r)?;
         cx.freed += freed;
         cx.dropped += 1;
         if matches!(r, super::node::NodeRef::Mem(_)) {
@@ -88,16 +92,21 @@ fn make_dirty<'s>(rd: &Reader<'_>, slot: &'s mut Slot, cx: &mut Cx) -> Result<&'
     }
 }
 
-/// Sets `key` to `val` in `t`; returns the value it replaced.
+/// Sets `key` to `val` in `t`; returns the value it replaced. `cell` is scratch space
+/// for the leaf cell.
 pub(super) fn insert(
     rd: &Reader<'_>,
     t: &mut TxnTree,
     key: &[u8],
-    val: OwnedVal,
+    val: Val<&[u8]>,
     cx: &mut Cx,
 ) -> Result<Option<OwnedVal>> {
-    let (old, split) = insert_at(rd, &mut t.root, key, val, cx, 0)?;
-    grow_root(t, split);
+    let mut cell = std::mem::take(&mut cx.scratch);
+    page::leaf_cell(&mut cell, key, &val);
+    let out = insert_at(rd, &mut t.root, key, &cell, cx, 0);
+    cx.scratch = cell;
+    let (old, split) = out?;
+    grow_root(t, split, cx.page_size);
     collapse_root(t);
     if old.is_none() {
         t.len += 1;
@@ -105,30 +114,100 @@ pub(super) fn insert(
     Ok(old)
 }
 
+/// A node's split: the separator (the least key of the right half) and the right half.
 type Split = Option<(Box<[u8]>, Slot)>;
 
-impl Branch {
-    /// The child that holds `key`.
-    fn child_for(&self, key: &[u8]) -> usize {
-        match self.keys.binary_search_by(|k| (**k).cmp(key)) {
-            Ok(i) => i + 1,
-            Err(i) => i,
-        }
+/// Packs `cells` (whole cells of a node of `kind`, in order; a branch's `kids` one
+/// longer) into one node, or, if they overflow a page, into two halves balanced by
+/// bytes: returns the node (the left half) and the split.
+///
+/// With cells of at most a quarter page and a node under two pages, each half holds
+/// over a quarter page (see [`split_point`]).
+fn pack(kind: u8, page_size: usize, cells: &[&[u8]], mut kids: Vec<Slot>) -> (Dirty, Split) {
+    let sizes: Vec<usize> = cells.iter().map(|c| c.len() + page::SLOT_BYTES).collect();
+    let node = |cells: &[&[u8]], kids: Vec<Slot>| Dirty {
+        page: PageBuf::from_cells(kind, page_size, cells.iter().copied()),
+        kids,
+    };
+    if page::HEADER_BYTES + sizes.iter().sum::<usize>() <= page_size {
+        return (node(cells, kids), None);
     }
+    if kind == page::LEAF {
+        let m = split_point(&sizes, 0);
+        let sep = page::cell_key(kind, cells[m]).into();
+        let right = node(&cells[m..], Vec::new());
+        (
+            node(&cells[..m], Vec::new()),
+            Some((sep, Slot::Dirty(Box::new(right)))),
+        )
+    } else {
+        // Key `m` moves up; its child becomes the right half's leftmost.
+        let m = split_point(&sizes, 1);
+        let sep = page::cell_key(kind, cells[m]).into();
+        let right = node(&cells[m + 1..], kids.split_off(m + 1));
+        (
+            node(&cells[..m], kids),
+            Some((sep, Slot::Dirty(Box::new(right)))),
+        )
+    }
+}
 
-    /// Takes in the split of child `i`: its separator and its right half.
-    fn take_split(&mut self, i: usize, (sep, right): (Box<[u8]>, Slot)) {
-        self.bytes += page::branch_cell_bytes(sep.len());
-        self.keys.insert(i, sep);
-        self.kids.insert(i + 1, right);
+/// Puts `cell` at place `i` of `d` (replacing the cell there if `replace`) and, for a
+/// branch, `kid` at child `i + 1`; splits `d` if it overflows.
+fn put_cell(
+    d: &mut Dirty,
+    i: usize,
+    replace: bool,
+    cell: &[u8],
+    kid: Option<Slot>,
+    page_size: usize,
+) -> Split {
+    let fits = if replace {
+        d.page.replace(i, cell)
+    } else if d.page.fits(cell.len()) {
+        d.page.insert(i, cell);
+        true
+    } else {
+        false
+    };
+    if fits {
+        if let Some(kid) = kid {
+            d.kids.insert(i + 1, kid);
+        }
+        return None;
     }
+    let mut kids = std::mem::take(&mut d.kids);
+    if let Some(kid) = kid {
+        kids.insert(i + 1, kid);
+    }
+    let (node, split) = {
+        let mut cells: Vec<&[u8]> = d.page.cells().collect();
+        if replace {
+            cells[i] = cell;
+        } else {
+            cells.insert(i, cell);
+        }
+        pack(d.page.kind(), page_size, &cells, kids)
+    };
+    *d = node;
+    split
+}
+
+/// Takes in the split of child `i` of branch `b`: its separator and its right half.
+/// Returns `b`'s own split if that overflows it.
+fn take_split(b: &mut Dirty, i: usize, (sep, right): (Box<[u8]>, Slot), cx: &mut Cx) -> Split {
+    let mut cell = std::mem::take(&mut cx.scratch_branch);
+    page::branch_cell(&mut cell, &sep);
+    let split = put_cell(b, i, false, &cell, Some(right), cx.page_size);
+    cx.scratch_branch = cell;
+    split
 }
 
 fn insert_at(
     rd: &Reader<'_>,
     slot: &mut Slot,
     key: &[u8],
-    val: OwnedVal,
+    cell: &[u8],
     cx: &mut Cx,
     depth: usize,
 ) -> Result<(Option<OwnedVal>, Split)> {
@@ -136,36 +215,30 @@ fn insert_at(
         return Err(too_deep(rd));
     }
     let page_size = cx.page_size;
-    match make_dirty(rd, slot, cx)? {
-        Dirty::Leaf(l) => {
-            let cell = val.cell_bytes(key.len());
-            let old = match l.entries.binary_search_by(|(k, _)| (**k).cmp(key)) {
-                Ok(i) => {
-                    l.bytes = l.bytes + cell - l.entries[i].1.cell_bytes(key.len());
-                    Some(std::mem::replace(&mut l.entries[i].1, val))
-                }
-                Err(i) => {
-                    l.entries.insert(i, (key.into(), val));
-                    l.bytes += cell;
-                    None
-                }
-            };
-            let split = (l.bytes > page_size).then(|| split_leaf(l));
-            Ok((old, split))
-        }
-        Dirty::Branch(b) => {
-            let i = b.child_for(key);
-            let (old, split) = insert_at(rd, &mut b.kids[i], key, val, cx, depth + 1)?;
-            if let Some(split) = split {
-                b.take_split(i, split);
-            } else {
-                // A smaller value can leave the child under the minimum fill.
-                rebalance(rd, b, i, cx)?;
+    let d = make_dirty(rd, slot, cx)?;
+    if d.is_leaf() {
+        return Ok(match d.page.search(key) {
+            Ok(i) => {
+                let old = own(check_dirty(rd, d.page.page().entry(i))?.1);
+                (Some(old), put_cell(d, i, true, cell, None, page_size))
             }
-            let split = (b.bytes > page_size).then(|| split_branch(b));
-            Ok((old, split))
-        }
+            Err(i) => (None, put_cell(d, i, false, cell, None, page_size)),
+        });
     }
+    let i = d.child_for(key);
+    let (old, split) = insert_at(rd, &mut d.kids[i], key, cell, cx, depth + 1)?;
+    let split = match split {
+        Some(split) => take_split(d, i, split, cx),
+        // A smaller value can leave the child under the minimum fill.
+        None => rebalance(rd, d, i, cx)?,
+    };
+    Ok((old, split))
+}
+
+/// A damage read from a dirty node: its bytes were checked as they were copied, so this
+/// is a defect, reported as damage rather than a panic.
+fn check_dirty<T>(rd: &Reader<'_>, r: std::result::Result<T, page::Damage>) -> Result<T> {
+    r.map_err(|d| rd.generation.page_damage(page::MEM_CHILD, d))
 }
 
 /// The split point of cells of `sizes` bytes: the `m` that best balances `sizes[..m]`
@@ -189,46 +262,6 @@ fn split_point(sizes: &[usize], skip: usize) -> usize {
     best.1
 }
 
-/// Splits an overfull leaf in two halves by bytes; returns the separator (the right
-/// half's first key) and the right half.
-fn split_leaf(l: &mut Leaf) -> (Box<[u8]>, Slot) {
-    let sizes: Vec<usize> = l
-        .entries
-        .iter()
-        .map(|(k, v)| v.cell_bytes(k.len()))
-        .collect();
-    let m = split_point(&sizes, 0);
-    let mut right = Leaf {
-        entries: l.entries.split_off(m),
-        bytes: 0,
-    };
-    right.recount();
-    l.recount();
-    let sep = right.entries[0].0.clone();
-    (sep, Slot::Dirty(Box::new(Dirty::Leaf(right))))
-}
-
-/// Splits an overfull branch: key `m` moves up, the keys before it stay.
-fn split_branch(b: &mut Branch) -> (Box<[u8]>, Slot) {
-    let sizes: Vec<usize> = b
-        .keys
-        .iter()
-        .map(|k| page::branch_cell_bytes(k.len()))
-        .collect();
-    let m = split_point(&sizes, 1);
-    let right_keys = b.keys.split_off(m + 1);
-    let sep = b.keys.pop().expect("m >= 1 keys stay on the left");
-    let right_kids = b.kids.split_off(m + 1);
-    let mut right = Branch {
-        keys: right_keys,
-        kids: right_kids,
-        bytes: 0,
-    };
-    right.recount();
-    b.recount();
-    (sep, Slot::Dirty(Box::new(Dirty::Branch(right))))
-}
-
 /// Removes `key` from `t`; returns its value. A key that is absent changes nothing
 /// (no node is copied).
 pub(super) fn remove(
@@ -241,7 +274,7 @@ pub(super) fn remove(
         return Ok(None);
     }
     let (old, split) = remove_at(rd, &mut t.root, key, cx, 0)?;
-    grow_root(t, split);
+    grow_root(t, split, cx.page_size);
     collapse_root(t);
     if old.is_some() {
         t.len -= 1;
@@ -250,19 +283,19 @@ pub(super) fn remove(
 }
 
 /// A root that split gives way to a new root branch over its two halves.
-fn grow_root(t: &mut TxnTree, split: Split) {
+fn grow_root(t: &mut TxnTree, split: Split, page_size: usize) {
     if let Some((sep, right)) = split {
         let left = std::mem::replace(
             &mut t.root,
-            Slot::Dirty(Box::new(Dirty::Leaf(Leaf::empty()))),
+            Slot::Dirty(Box::new(Dirty::empty_leaf(page_size))),
         );
-        let mut b = Branch {
-            keys: vec![sep],
+        let mut cell = Vec::new();
+        page::branch_cell(&mut cell, &sep);
+        let root = Dirty {
+            page: PageBuf::from_cells(page::BRANCH, page_size, [&cell[..]]),
             kids: vec![left, right],
-            bytes: 0,
         };
-        b.recount();
-        t.root = Slot::Dirty(Box::new(Dirty::Branch(b)));
+        t.root = Slot::Dirty(Box::new(root));
         t.height += 1;
     }
 }
@@ -270,11 +303,10 @@ fn grow_root(t: &mut TxnTree, split: Split) {
 /// A root branch left with one child gives way to it.
 fn collapse_root(t: &mut TxnTree) {
     while let Slot::Dirty(d) = &mut t.root {
-        let Dirty::Branch(b) = &mut **d else { break };
-        if !b.keys.is_empty() {
+        if d.is_leaf() || d.page.len() > 0 {
             break;
         }
-        let only = b.kids.pop().expect("a branch has a child");
+        let only = d.kids.pop().expect("a branch has a child");
         t.root = only;
         t.height -= 1;
     }
@@ -290,30 +322,27 @@ fn remove_at(
     if depth >= HEIGHT_MAX {
         return Err(too_deep(rd));
     }
-    let page_size = cx.page_size;
-    match make_dirty(rd, slot, cx)? {
-        Dirty::Leaf(l) => match l.entries.binary_search_by(|(k, _)| (**k).cmp(key)) {
+    let d = make_dirty(rd, slot, cx)?;
+    if d.is_leaf() {
+        return Ok(match d.page.search(key) {
             Ok(i) => {
-                let (k, v) = l.entries.remove(i);
-                l.bytes -= v.cell_bytes(k.len());
-                Ok((Some(v), None))
+                let old = own(check_dirty(rd, d.page.page().entry(i))?.1);
+                d.page.remove(i);
+                (Some(old), None)
             }
-            Err(_) => Ok((None, None)),
-        },
-        Dirty::Branch(b) => {
-            let i = b.child_for(key);
-            let (old, split) = remove_at(rd, &mut b.kids[i], key, cx, depth + 1)?;
-            if let Some(split) = split {
-                b.take_split(i, split);
-            } else if old.is_some() {
-                rebalance(rd, b, i, cx)?;
-            }
-            // A merge below can bring up a longer separator than the one it replaced, so
-            // a branch can overflow on a removal too (found by review).
-            let split = (b.bytes > page_size).then(|| split_branch(b));
-            Ok((old, split))
-        }
+            Err(_) => (None, None),
+        });
     }
+    let i = d.child_for(key);
+    let (old, split) = remove_at(rd, &mut d.kids[i], key, cx, depth + 1)?;
+    // A merge below can bring up a longer separator than the one it replaced, so a
+    // branch can overflow on a removal too (found by review).
+    let split = match split {
+        Some(split) => take_split(d, i, split, cx),
+        None if old.is_some() => rebalance(rd, d, i, cx)?,
+        None => None,
+    };
+    Ok((old, split))
 }
 
 /// The fill under which a node other than the root is merged or refilled.
@@ -322,14 +351,15 @@ pub(super) fn fill_min(page_size: usize) -> usize {
 }
 
 /// If child `i` of `b` fell under the minimum fill, merges it with a sibling, or, if the
-/// two do not fit one page, shares their cells evenly between them.
-fn rebalance(rd: &Reader<'_>, b: &mut Branch, i: usize, cx: &mut Cx) -> Result<()> {
+/// two do not fit one page, shares their cells evenly between them. Returns `b`'s split
+/// if the separator that comes up overflows it.
+fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Split> {
     let under = match &b.kids[i] {
         Slot::Dirty(d) => d.bytes() < fill_min(cx.page_size),
         Slot::Clean(_) => false,
     };
     if !under || b.kids.len() < 2 {
-        return Ok(());
+        return Ok(None);
     }
     let l = if i + 1 < b.kids.len() { i } else { i - 1 };
     make_dirty(rd, &mut b.kids[l], cx)?;
@@ -337,35 +367,36 @@ fn rebalance(rd: &Reader<'_>, b: &mut Branch, i: usize, cx: &mut Cx) -> Result<(
     let Slot::Dirty(right) = b.kids.remove(l + 1) else {
         unreachable!("made dirty just above")
     };
-    let sep = b.keys.remove(l);
-    b.bytes -= page::branch_cell_bytes(sep.len());
+    let mut sep = std::mem::take(&mut cx.scratch_branch);
+    sep.clear();
+    sep.extend_from_slice(b.page.cell(l));
+    b.page.remove(l);
     let Slot::Dirty(left) = &mut b.kids[l] else {
         unreachable!("made dirty just above")
     };
-    let split = match (&mut **left, *right) {
-        (Dirty::Leaf(a), Dirty::Leaf(c)) => {
-            a.entries.extend(c.entries);
-            a.recount();
-            (a.bytes > cx.page_size).then(|| split_leaf(a))
-        }
-        (Dirty::Branch(a), Dirty::Branch(c)) => {
-            a.keys.push(sep);
-            a.keys.extend(c.keys);
-            a.kids.extend(c.kids);
-            a.recount();
-            (a.bytes > cx.page_size).then(|| split_branch(a))
-        }
-        _ => {
-            return Err(rd.generation.corrupted(
-                0,
-                "two sibling B-tree nodes lie at different levels (the tree is damaged)",
-            ));
-        }
-    };
-    if let Some(split) = split {
-        b.take_split(l, split);
+    let kind = left.page.kind();
+    if kind != right.page.kind() {
+        return Err(rd.generation.corrupted(
+            0,
+            "two sibling B-tree nodes lie at different levels (the tree is damaged)",
+        ));
     }
-    Ok(())
+    let (node, split) = {
+        let mut cells: Vec<&[u8]> = left.page.cells().collect();
+        if kind == page::BRANCH {
+            cells.push(&sep);
+        }
+        cells.extend(right.page.cells());
+        let mut kids = std::mem::take(&mut left.kids);
+        kids.extend(right.kids);
+        pack(kind, cx.page_size, &cells, kids)
+    };
+    **left = node;
+    cx.scratch_branch = sep;
+    Ok(match split {
+        Some(split) => take_split(b, l, split, cx),
+        None => None,
+    })
 }
 
 /// A key and its value as a leaf holds it.

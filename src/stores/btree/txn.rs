@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::MutexGuard;
 
-use super::node::{Leaf, OwnedVal, Reader, Slot, View, freeze};
+use super::node::{Dirty, OwnedVal, Reader, Slot, View, freeze};
 use super::page::{self, Val};
 use super::records::{self, Op, footprint};
 use super::store::{Inner, Root, Version, WriterState, append_value};
@@ -475,6 +475,8 @@ impl<'s> WriteTxn<'s> {
                 freed: 0,
                 dropped: 0,
                 dropped_mem: 0,
+                scratch: Vec::new(),
+                scratch_branch: Vec::new(),
             },
             added: 0,
             user_bytes: 0,
@@ -527,7 +529,7 @@ impl<'s> WriteTxn<'s> {
             self.touched.insert(
                 Arc::clone(&name),
                 Some(TxnTree {
-                    root: Slot::Dirty(Box::new(super::node::Dirty::Leaf(Leaf::empty()))),
+                    root: Slot::Dirty(Box::new(Dirty::empty_leaf(self.inner.page_size))),
                     len: 0,
                     height: 1,
                 }),
@@ -689,22 +691,18 @@ impl<'s> WriteTxn<'s> {
         }
         let inline =
             Val::Inline(value).cell_bytes(key.len()) <= page::cell_bytes_max(self.inner.page_size);
-        let val: OwnedVal = if inline {
-            Val::Inline(value.into())
+        let val = if inline {
+            Val::Inline(value)
         } else {
             // Appended before the tree changes: a full disk leaves the tree as it was.
             let (offset, fp) = append_value(&self.base.generation.log, value)?;
             self.added += fp;
             Val::Out(offset, value.len() as u64)
         };
-        let logged = match &val {
-            Val::Inline(_) => Val::Inline(value),
-            Val::Out(o, l) => Val::Out(*o, *l),
-        };
-        let old = self.change(name, |rd, t, cx| tree::insert(rd, t, key, val, cx))?;
+        let old = self.change(name, |rd, t, cx| tree::insert(rd, t, key, val.clone(), cx))?;
         self.changed = true;
         self.user_bytes += (key.len() + value.len()) as u64;
-        if let Err(e) = self.log_op(name, &Op::Put(key, logged)) {
+        if let Err(e) = self.log_op(name, &Op::Put(key, val)) {
             self.failed = true;
             return Err(e);
         }
@@ -808,7 +806,16 @@ impl<'s> WriteTxn<'s> {
                             Val::Inline(v) => v.len() as u64,
                             Val::Out(_, l) => l,
                         };
-                    let val = super::node::own(val);
+                    // The writer never logs these: a record that holds one was not
+                    // written by this format.
+                    if key.len() > BTREE_KEY_LEN_BYTES_MAX {
+                        return Err(bad("a put's key is over the key limit"));
+                    }
+                    if matches!(val, Val::Inline(_))
+                        && val.cell_bytes(key.len()) > page::cell_bytes_max(self.inner.page_size)
+                    {
+                        return Err(bad("a put's value is inline but over a page's share"));
+                    }
                     let old = self.change(&name, |rd, t, cx| tree::insert(rd, t, key, val, cx))?;
                     self.changed = true;
                     self.user_bytes += user;
@@ -905,7 +912,7 @@ impl<'s> WriteTxn<'s> {
                 Some(t) => {
                     let node = match t.root {
                         Slot::Clean(r) => r,
-                        Slot::Dirty(d) => freeze(*d, self.inner.page_size, &mut made),
+                        Slot::Dirty(d) => freeze(*d, &mut made),
                     };
                     trees.insert(
                         name,
