@@ -494,6 +494,77 @@ fn snapshots_never_change_while_a_writer_commits_and_compacts() {
     assert!(store.stats().generation >= 4, "{:?}", store.stats());
 }
 
+/// Every entry of the default tree, in order.
+fn contents(snapshot: &ReadTxn<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let tree = snapshot.default_tree().unwrap();
+    collect(tree.iter().unwrap())
+}
+
+/// One-key commits on a tree of height 3 copy a root and a branch of over a hundred
+/// children each time, sharing the children they do not change with the version before
+/// (in chunks): every snapshot keeps reading what it read, and the last one, the store
+/// after a checkpoint and the store after a reopen all read like the model.
+#[test]
+fn one_key_commits_on_a_tall_tree_share_unchanged_children_correctly() {
+    let mut s = Seeded::new("one_key_commits_on_a_tall_tree");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    let big = BTreeOptions {
+        checkpoint_bytes: 64 << 20,
+        ..BTreeOptions::default()
+    };
+    let store = BTreeStore::open(&dir, "db", big.clone()).unwrap();
+    let key = |i: u32| (i.wrapping_mul(2_654_435_761)).to_be_bytes().repeat(4);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    {
+        let mut txn = store.begin_write().unwrap();
+        let mut t = txn.default_tree().unwrap();
+        for i in 0..20_000u32 {
+            let v = vec![i as u8; 100];
+            t.insert(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        txn.commit().unwrap();
+    }
+    assert!(store.stats().height >= 3, "{:?}", store.stats());
+    let mut held = Vec::new();
+    for step in 0..6000u32 {
+        if step % 1500 == 0 {
+            let snapshot = store.begin_read();
+            let now: Vec<(Vec<u8>, Vec<u8>)> =
+                model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(contents(&snapshot), now, "step {step}");
+            held.push((snapshot, now));
+        }
+        if step == 3000 {
+            store.checkpoint().unwrap();
+        }
+        let k = key(s.rng.random_range(0..24_000u32));
+        let mut txn = store.begin_write().unwrap();
+        let mut t = txn.default_tree().unwrap();
+        if s.rng.random_ratio(1, 4) {
+            assert_eq!(t.remove(&k).unwrap(), model.remove(&k), "step {step}");
+        } else {
+            let v = vec![step as u8; s.rng.random_range(0..300)];
+            assert_eq!(t.insert(&k, &v).unwrap(), model.insert(k, v), "step {step}");
+        }
+        txn.commit_unsynced().unwrap();
+    }
+    for (snapshot, then) in &held {
+        assert_eq!(&contents(snapshot), then, "a snapshot changed");
+    }
+    drop(held);
+    let now: Vec<(Vec<u8>, Vec<u8>)> = model.into_iter().collect();
+    assert_eq!(contents(&store.begin_read()), now);
+    store.verify().unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(contents(&store.begin_read()), now);
+    drop(store);
+    let store = BTreeStore::open(&dir, "db", big).unwrap();
+    assert_eq!(contents(&store.begin_read()), now);
+    store.verify().unwrap();
+}
+
 #[test]
 fn out_of_line_values_up_to_megabytes_survive_reopen_and_compaction() {
     let tmp = tempfile::tempdir().unwrap();

@@ -20,7 +20,44 @@ use crate::Result;
 #[derive(Debug)]
 pub(super) struct MemPage {
     pub page: PageBuf,
-    pub kids: Box<[Option<Arc<MemPage>>]>,
+    pub kids: Kids,
+}
+
+/// Children in [`Kids`] chunk.
+const KIDS_CHUNK: usize = 16;
+
+/// The in-memory children of a page in memory, by child index, in chunks of
+/// [`KIDS_CHUNK`] that a page shares with its copies: copying a branch of `n` children
+/// costs `n / 16` reference counts, not `n`, and a commit that changes one child
+/// builds one chunk anew and shares the others. Empty when every child is on disk.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Kids {
+    chunks: Vec<Arc<[Option<Arc<MemPage>>]>>,
+}
+
+impl Kids {
+    /// The in-memory child at index `i`, if it is one.
+    pub fn get(&self, i: usize) -> Option<&Arc<MemPage>> {
+        self.chunks
+            .get(i / KIDS_CHUNK)?
+            .get(i % KIDS_CHUNK)?
+            .as_ref()
+    }
+
+    /// Every in-memory child, with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Arc<MemPage>)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter_map(move |(j, k)| k.as_ref().map(|k| (c * KIDS_CHUNK + j, k)))
+        })
+    }
+
+    /// True if no child is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
 }
 
 /// A committed node: on disk, or in memory.
@@ -34,6 +71,9 @@ pub(super) enum NodeRef {
 #[derive(Debug)]
 pub(super) enum Slot {
     Clean(NodeRef),
+    /// Child `j` of the in-memory page the holding node was copied from (its `base`),
+    /// not yet touched: a reference held without counting it.
+    Base(usize),
     Dirty(Box<Dirty>),
 }
 
@@ -45,6 +85,12 @@ pub(super) struct Dirty {
     pub page: PageBuf,
     /// A branch's children (one more than its cells); empty for a leaf.
     pub kids: Vec<Slot>,
+    /// The in-memory children of the page this node was copied from, which its
+    /// [`Slot::Base`] children name.
+    pub base: Kids,
+    /// True once children were added, removed or moved: child `i` may then no longer be
+    /// the base's child `i`.
+    pub shifted: bool,
 }
 
 /// An owned value.
@@ -52,10 +98,41 @@ pub(super) type OwnedVal = Val<Box<[u8]>>;
 
 impl Dirty {
     pub fn empty_leaf(page_size: usize) -> Dirty {
+        Dirty::new(PageBuf::from_cells(page::LEAF, page_size, []), Vec::new())
+    }
+
+    /// A node of `page` and `kids` that names no base.
+    pub fn new(page: PageBuf, kids: Vec<Slot>) -> Dirty {
         Dirty {
-            page: PageBuf::from_cells(page::LEAF, page_size, []),
-            kids: Vec::new(),
+            page,
+            kids,
+            base: Kids::default(),
+            shifted: true,
         }
+    }
+
+    /// Child `i`, a [`Slot::Base`] made a counted reference first, so that it can be
+    /// changed or moved to another node.
+    pub fn kid_mut(&mut self, i: usize) -> &mut Slot {
+        let slot = &mut self.kids[i];
+        if let Slot::Base(j) = *slot {
+            let m = self
+                .base
+                .get(j)
+                .expect("a base child names a child of the base");
+            *slot = Slot::Clean(NodeRef::Mem(Arc::clone(m)));
+        }
+        slot
+    }
+
+    /// Every child made a counted reference (see [`kid_mut`](Self::kid_mut)), and the
+    /// base let go: for children about to move to a node with another base.
+    pub fn own_kids(&mut self) {
+        for i in 0..self.kids.len() {
+            self.kid_mut(i);
+        }
+        self.base = Kids::default();
+        self.shifted = true;
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -90,7 +167,7 @@ pub(super) enum View<'t> {
     Page {
         page: Page<'t>,
         /// In-memory children of a `MemPage`; empty for a page on disk.
-        kids: &'t [Option<Arc<MemPage>>],
+        kids: &'t Kids,
         /// Log offset of a page on disk (for error messages); `MEM_CHILD` in memory.
         at: u64,
     },
@@ -108,7 +185,7 @@ impl<'t> Reader<'t> {
         match r {
             NodeRef::Disk(at) => Ok(View::Page {
                 page: self.generation.page(*at)?,
-                kids: &[],
+                kids: &NO_KIDS,
                 at: *at,
             }),
             NodeRef::Mem(m) => self.mem(m),
@@ -123,9 +200,22 @@ impl<'t> Reader<'t> {
         })
     }
 
+    /// The view of a slot held outside any node (a tree's root).
     pub fn slot(&self, s: &'t Slot) -> Result<View<'t>> {
+        self.kid(s, &NO_KIDS)
+    }
+
+    /// The view of a slot of a node whose base is `base`.
+    fn kid(&self, s: &'t Slot, base: &'t Kids) -> Result<View<'t>> {
         match s {
             Slot::Clean(r) => self.node(r),
+            Slot::Base(j) => match base.get(*j) {
+                Some(m) => self.mem(m),
+                None => Err(self.generation.corrupted(
+                    MEM_CHILD,
+                    "a B-tree node names a child its base does not have",
+                )),
+            },
             Slot::Dirty(d) => Ok(View::Dirty(d)),
         }
     }
@@ -176,7 +266,7 @@ impl<'t> Reader<'t> {
                 let child = self.check(*at, page.child(i))?;
                 if child == MEM_CHILD {
                     match kids.get(i) {
-                        Some(Some(m)) => self.mem(m),
+                        Some(m) => self.mem(m),
                         _ => Err(self.generation.corrupted(
                             *at,
                             "a B-tree page points to an in-memory child it does not have",
@@ -185,13 +275,13 @@ impl<'t> Reader<'t> {
                 } else {
                     Ok(View::Page {
                         page: self.generation.page(child)?,
-                        kids: &[],
+                        kids: &NO_KIDS,
                         at: child,
                     })
                 }
             }
             View::Dirty(d) => match d.kids.get(i) {
-                Some(kid) => self.slot(kid),
+                Some(kid) => self.kid(kid, &d.base),
                 None => Err(self.generation.corrupted(
                     MEM_CHILD,
                     "a B-tree node is read for a child it does not have",
@@ -248,51 +338,96 @@ pub(super) fn copy(rd: &Reader<'_>, r: &NodeRef) -> Result<(Dirty, u64)> {
         kids.reserve(page.len() + 2);
         for i in 0..=page.len() {
             let child = rd.check(at, page.child(i))?;
-            kids.push(Slot::Clean(if child == MEM_CHILD {
-                match mem.get(i) {
-                    Some(Some(m)) => NodeRef::Mem(Arc::clone(m)),
-                    _ => {
-                        return Err(rd.generation.corrupted(
-                            at,
-                            "a B-tree page points to an in-memory child it does not have",
-                        ));
-                    }
-                }
+            kids.push(if child != MEM_CHILD {
+                Slot::Clean(NodeRef::Disk(child))
+            } else if mem.get(i).is_some() {
+                Slot::Base(i)
             } else {
-                NodeRef::Disk(child)
-            }));
+                return Err(rd.generation.corrupted(
+                    at,
+                    "a B-tree page points to an in-memory child it does not have",
+                ));
+            });
         }
     }
-    Ok((Dirty { page: copy, kids }, freed))
+    Ok((
+        Dirty {
+            page: copy,
+            kids,
+            base: mem.clone(),
+            shifted: false,
+        },
+        freed,
+    ))
 }
 
 /// Encodes a dirty node (and its dirty descendants) into pages in memory; `made` counts
 /// the pages.
 pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
     *made += 1;
-    let Dirty { mut page, kids } = node;
-    let mut mem = Vec::with_capacity(kids.len());
-    for (i, kid) in kids.into_iter().enumerate() {
-        let r = match kid {
-            Slot::Clean(r) => r,
-            Slot::Dirty(d) => freeze(*d, made),
-        };
-        match r {
-            NodeRef::Disk(at) => {
-                page.set_child(i, at);
-                mem.push(None);
+    let Dirty {
+        mut page,
+        kids,
+        base,
+        shifted,
+    } = node;
+    let mut kids = kids;
+    let n = kids.len();
+    let mut chunks = Vec::with_capacity(n.div_ceil(KIDS_CHUNK));
+    let mut any = false;
+    for c in 0..n.div_ceil(KIDS_CHUNK) {
+        let range = c * KIDS_CHUNK..n.min((c + 1) * KIDS_CHUNK);
+        // A chunk of the base whose children are all still in place is shared as it is.
+        let shared = base.chunks.get(c).filter(|b| {
+            !shifted
+                && b.len() == range.len()
+                && kids[range.clone()]
+                    .iter()
+                    .enumerate()
+                    .all(|(j, k)| match k {
+                        Slot::Base(at) => *at == range.start + j,
+                        Slot::Clean(NodeRef::Disk(_)) => b[j].is_none(),
+                        _ => false,
+                    })
+        });
+        if let Some(b) = shared {
+            for i in range {
+                if let Slot::Clean(NodeRef::Disk(at)) = kids[i] {
+                    page.set_child(i, at);
+                } else {
+                    page.set_child(i, MEM_CHILD);
+                }
             }
-            NodeRef::Mem(m) => {
-                page.set_child(i, MEM_CHILD);
-                mem.push(Some(m));
-            }
+            any |= b.iter().any(Option::is_some);
+            chunks.push(Arc::clone(b));
+            continue;
         }
+        let mut chunk = Vec::with_capacity(range.len());
+        for i in range {
+            let kid = std::mem::replace(&mut kids[i], Slot::Clean(NodeRef::Disk(MEM_CHILD)));
+            let (at, m) = match kid {
+                Slot::Clean(NodeRef::Disk(at)) => (at, None),
+                Slot::Clean(NodeRef::Mem(m)) => (MEM_CHILD, Some(m)),
+                Slot::Base(j) => (MEM_CHILD, base.get(j).cloned()),
+                Slot::Dirty(d) => match freeze(*d, made) {
+                    NodeRef::Disk(at) => (at, None),
+                    NodeRef::Mem(m) => (MEM_CHILD, Some(m)),
+                },
+            };
+            page.set_child(i, at);
+            any |= m.is_some();
+            chunk.push(m);
+        }
+        chunks.push(Arc::from(chunk));
     }
-    if mem.iter().all(Option::is_none) {
-        mem.clear();
+    if !any {
+        chunks.clear();
     }
     NodeRef::Mem(Arc::new(MemPage {
         page,
-        kids: mem.into_boxed_slice(),
+        kids: Kids { chunks },
     }))
 }
+
+/// The children of a page with none in memory.
+static NO_KIDS: Kids = Kids { chunks: Vec::new() };

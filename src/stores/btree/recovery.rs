@@ -166,7 +166,7 @@ fn empty(generation: &Arc<Generation>) -> Version {
 fn empty_leaf(page_size: usize) -> NodeRef {
     NodeRef::Mem(Arc::new(MemPage {
         page: page::PageBuf::from_cells(page::LEAF, page_size, []),
-        kids: Box::new([]),
+        kids: Default::default(),
     }))
 }
 

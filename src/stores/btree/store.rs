@@ -307,18 +307,15 @@ fn write_out(
         NodeRef::Mem(m) => m,
     };
     let mut bytes = m.page.to_log();
-    if m.kids.iter().any(Option::is_some) {
-        for (i, kid) in m.kids.iter().enumerate() {
-            if let Some(kid) = kid {
-                let at = write_out(
-                    generation,
-                    &NodeRef::Mem(Arc::clone(kid)),
-                    written,
-                    depth + 1,
-                )?;
-                page::set_child(&mut bytes, i, at)
-                    .map_err(|d| generation.page_damage(MEM_CHILD, d))?;
-            }
+    if !m.kids.is_empty() {
+        for (i, kid) in m.kids.iter() {
+            let at = write_out(
+                generation,
+                &NodeRef::Mem(Arc::clone(kid)),
+                written,
+                depth + 1,
+            )?;
+            page::set_child(&mut bytes, i, at).map_err(|d| generation.page_damage(MEM_CHILD, d))?;
         }
         page::reseal(&mut bytes);
     }

@@ -8,7 +8,7 @@
 
 use std::ops::Bound;
 
-use super::node::{Dirty, OwnedVal, Reader, Slot, View, copy, own};
+use super::node::{Dirty, Kids, OwnedVal, Reader, Slot, View, copy, own};
 use super::page::{self, PageBuf, Val};
 use crate::{Error, Result};
 
@@ -89,6 +89,7 @@ fn make_dirty<'s>(rd: &Reader<'_>, slot: &'s mut Slot, cx: &mut Cx) -> Result<&'
     match slot {
         Slot::Dirty(d) => Ok(d),
         Slot::Clean(_) => unreachable!("made dirty just above"),
+        Slot::Base(_) => unreachable!("a base child is made a counted reference first"),
     }
 }
 
@@ -123,11 +124,20 @@ type Split = Option<(Box<[u8]>, Slot)>;
 ///
 /// With cells of at most a quarter page and a node under two pages, each half holds
 /// over a quarter page (see [`split_point`]).
-fn pack(kind: u8, page_size: usize, cells: &[&[u8]], mut kids: Vec<Slot>) -> (Dirty, Split) {
+fn pack(
+    kind: u8,
+    page_size: usize,
+    cells: &[&[u8]],
+    mut kids: Vec<Slot>,
+    base: &Kids,
+) -> (Dirty, Split) {
     let sizes: Vec<usize> = cells.iter().map(|c| c.len() + page::SLOT_BYTES).collect();
+    // Both halves keep the base that `kids` may name.
     let node = |cells: &[&[u8]], kids: Vec<Slot>| Dirty {
         page: PageBuf::from_cells(kind, page_size, cells.iter().copied()),
         kids,
+        base: base.clone(),
+        shifted: true,
     };
     if page::HEADER_BYTES + sizes.iter().sum::<usize>() <= page_size {
         return (node(cells, kids), None);
@@ -173,6 +183,7 @@ fn put_cell(
     if fits {
         if let Some(kid) = kid {
             d.kids.insert(i + 1, kid);
+            d.shifted = true;
         }
         return None;
     }
@@ -187,7 +198,7 @@ fn put_cell(
         } else {
             cells.insert(i, cell);
         }
-        pack(d.page.kind(), page_size, &cells, kids)
+        pack(d.page.kind(), page_size, &cells, kids, &d.base)
     };
     *d = node;
     split
@@ -226,7 +237,7 @@ fn insert_at(
         });
     }
     let i = d.child_for(key);
-    let (old, split) = insert_at(rd, &mut d.kids[i], key, cell, cx, depth + 1)?;
+    let (old, split) = insert_at(rd, d.kid_mut(i), key, cell, cx, depth + 1)?;
     let split = match split {
         Some(split) => take_split(d, i, split, cx),
         // A smaller value can leave the child under the minimum fill.
@@ -291,10 +302,10 @@ fn grow_root(t: &mut TxnTree, split: Split, page_size: usize) {
         );
         let mut cell = Vec::new();
         page::branch_cell(&mut cell, &sep);
-        let root = Dirty {
-            page: PageBuf::from_cells(page::BRANCH, page_size, [&cell[..]]),
-            kids: vec![left, right],
-        };
+        let root = Dirty::new(
+            PageBuf::from_cells(page::BRANCH, page_size, [&cell[..]]),
+            vec![left, right],
+        );
         t.root = Slot::Dirty(Box::new(root));
         t.height += 1;
     }
@@ -306,6 +317,7 @@ fn collapse_root(t: &mut TxnTree) {
         if d.is_leaf() || d.page.len() > 0 {
             break;
         }
+        d.kid_mut(0);
         let only = d.kids.pop().expect("a branch has a child");
         t.root = only;
         t.height -= 1;
@@ -334,7 +346,7 @@ fn remove_at(
         });
     }
     let i = d.child_for(key);
-    let (old, split) = remove_at(rd, &mut d.kids[i], key, cx, depth + 1)?;
+    let (old, split) = remove_at(rd, d.kid_mut(i), key, cx, depth + 1)?;
     // A merge below can bring up a longer separator than the one it replaced, so a
     // branch can overflow on a removal too (found by review).
     let split = match split {
@@ -356,15 +368,16 @@ pub(super) fn fill_min(page_size: usize) -> usize {
 fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Split> {
     let under = match &b.kids[i] {
         Slot::Dirty(d) => d.bytes() < fill_min(cx.page_size),
-        Slot::Clean(_) => false,
+        Slot::Clean(_) | Slot::Base(_) => false,
     };
     if !under || b.kids.len() < 2 {
         return Ok(None);
     }
     let l = if i + 1 < b.kids.len() { i } else { i - 1 };
-    make_dirty(rd, &mut b.kids[l], cx)?;
-    make_dirty(rd, &mut b.kids[l + 1], cx)?;
-    let Slot::Dirty(right) = b.kids.remove(l + 1) else {
+    make_dirty(rd, b.kid_mut(l), cx)?;
+    make_dirty(rd, b.kid_mut(l + 1), cx)?;
+    b.shifted = true;
+    let Slot::Dirty(mut right) = b.kids.remove(l + 1) else {
         unreachable!("made dirty just above")
     };
     let mut sep = std::mem::take(&mut cx.scratch_branch);
@@ -381,6 +394,9 @@ fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Sp
             "two sibling B-tree nodes lie at different levels (the tree is damaged)",
         ));
     }
+    // The two nodes' children come together under one node: each names its own base.
+    left.own_kids();
+    right.own_kids();
     let (node, split) = {
         let mut cells: Vec<&[u8]> = left.page.cells().collect();
         if kind == page::BRANCH {
@@ -389,7 +405,7 @@ fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Sp
         cells.extend(right.page.cells());
         let mut kids = std::mem::take(&mut left.kids);
         kids.extend(right.kids);
-        pack(kind, cx.page_size, &cells, kids)
+        pack(kind, cx.page_size, &cells, kids, &Kids::default())
     };
     **left = node;
     cx.scratch_branch = sep;

@@ -913,6 +913,7 @@ impl<'s> WriteTxn<'s> {
                     let node = match t.root {
                         Slot::Clean(r) => r,
                         Slot::Dirty(d) => freeze(*d, &mut made),
+                        Slot::Base(_) => unreachable!("a tree's root is no node's child"),
                     };
                     trees.insert(
                         name,
