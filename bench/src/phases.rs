@@ -56,6 +56,9 @@ pub fn run(info: &EngineInfo, w: &Workload, dir: &Path) -> Result<ChildReport> {
             .insert(Phase::GetPresent, get_present(name, e, &keys)?);
         report
             .phases
+            .insert(Phase::GetPresent2, get_present_threads(name, e, &keys, 2)?);
+        report
+            .phases
             .insert(Phase::GetAbsent, get_absent(name, e, &keys)?);
         report
             .phases
@@ -304,6 +307,29 @@ fn get_present(engine: &str, e: &dyn Engine, keys: &Keys) -> Result<Measure> {
         Ok(())
     })
     .and_then(|m| verdict.map(|()| m))
+}
+
+/// N gets of random present keys split over `threads` threads, each with its own read
+/// session and order; every value is checked.
+fn get_present_threads(engine: &str, e: &dyn Engine, keys: &Keys, threads: u64) -> Result<Measure> {
+    let w = keys.w;
+    let per_thread = w.n / threads;
+    parallel(threads, |t| {
+        let mut rng = w.order_rng(200 + t);
+        let mut reader = e.reader()?;
+        let mut buf = Vec::new();
+        let mut verdict = Ok(());
+        for _ in 0..per_thread {
+            let i = rng.random_range(0..w.n);
+            let key = keys.present(i, &mut buf);
+            reader.get(key, &mut |got| {
+                if verdict.is_ok() {
+                    verdict = check_present(engine, Phase::GetPresent2, w, i, got);
+                }
+            })?;
+        }
+        verdict.map(|()| per_thread)
+    })
 }
 
 fn get_absent(engine: &str, e: &dyn Engine, keys: &Keys) -> Result<Measure> {

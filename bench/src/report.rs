@@ -161,6 +161,10 @@ fn workload(s: &mut String, run: &RunResults) {
             "N gets of random loaded keys in one read session (one read transaction where the engine has them); every value is compared with the generator's.",
         ),
         (
+            Phase::GetPresent2,
+            "The same N gets split over 2 threads, each with its own read session and its own random order: how reads scale with a second core.",
+        ),
+        (
             Phase::GetAbsent,
             "N gets of random keys that were never inserted; each must return nothing.",
         ),

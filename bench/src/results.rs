@@ -12,6 +12,8 @@ pub enum Phase {
     Insert,
     /// Random gets of present keys, every value checked.
     GetPresent,
+    /// The same from two threads, each with its own read session.
+    GetPresent2,
     /// Random gets of absent keys.
     GetAbsent,
     /// Visit every entry: count, order (ordered engines) and values checked.
@@ -34,10 +36,11 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in run and report order.
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::BulkInsert,
         Phase::Insert,
         Phase::GetPresent,
+        Phase::GetPresent2,
         Phase::GetAbsent,
         Phase::Scan,
         Phase::ReopenHints,
@@ -55,6 +58,7 @@ impl Phase {
             Phase::BulkInsert => "bulk-insert",
             Phase::Insert => "insert",
             Phase::GetPresent => "get-present",
+            Phase::GetPresent2 => "get-present-2t",
             Phase::GetAbsent => "get-absent",
             Phase::Scan => "scan",
             Phase::ReopenHints => "reopen-hints",
@@ -78,6 +82,7 @@ impl Phase {
             Phase::BulkInsert => "bulk insert",
             Phase::Insert => "insert, 1 op/commit",
             Phase::GetPresent => "get present",
+            Phase::GetPresent2 => "get present, 2 threads",
             Phase::GetAbsent => "get absent",
             Phase::Scan => "full scan",
             Phase::ReopenHints => "reopen, hint files (keys/s)",

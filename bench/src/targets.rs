@@ -75,13 +75,20 @@ const TARGETS: [Target; 5] = [
     },
 ];
 
-/// BTreeStore's targets (issue 11), all against LMDB, the fastest persistent reader here.
-const BTREE_TARGETS: [Target; 5] = [
+/// BTreeStore's targets (issue 11): against LMDB, the fastest persistent reader here, but
+/// for reader scaling, against its own one-thread reads.
+const BTREE_TARGETS: [Target; 6] = [
     Target {
         what: "random get (get present)",
         phase: Phase::GetPresent,
         base: Base::Peer("lmdb"),
         at_least: 1.0,
+    },
+    Target {
+        what: "random get, 2 reader threads (÷ its own 1 thread)",
+        phase: Phase::GetPresent2,
+        base: Base::Own(Phase::GetPresent),
+        at_least: 1.8,
     },
     Target {
         what: "full ordered scan",

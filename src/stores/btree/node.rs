@@ -88,9 +88,6 @@ pub(super) struct Dirty {
     /// The in-memory children of the page this node was copied from, which its
     /// [`Slot::Base`] children name.
     pub base: Kids,
-    /// True once children were added, removed or moved: child `i` may then no longer be
-    /// the base's child `i`.
-    pub shifted: bool,
 }
 
 /// An owned value.
@@ -107,7 +104,6 @@ impl Dirty {
             page,
             kids,
             base: Kids::default(),
-            shifted: true,
         }
     }
 
@@ -132,7 +128,6 @@ impl Dirty {
             self.kid_mut(i);
         }
         self.base = Kids::default();
-        self.shifted = true;
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -355,7 +350,6 @@ pub(super) fn copy(rd: &Reader<'_>, r: &NodeRef) -> Result<(Dirty, u64)> {
             page: copy,
             kids,
             base: mem.clone(),
-            shifted: false,
         },
         freed,
     ))
@@ -369,7 +363,6 @@ pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
         mut page,
         kids,
         base,
-        shifted,
     } = node;
     let mut kids = kids;
     let n = kids.len();
@@ -377,10 +370,11 @@ pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
     let mut any = false;
     for c in 0..n.div_ceil(KIDS_CHUNK) {
         let range = c * KIDS_CHUNK..n.min((c + 1) * KIDS_CHUNK);
-        // A chunk of the base whose children are all still in place is shared as it is.
+        // A chunk of the base whose in-memory children are all still in place is shared
+        // as it is (children on disk are in the page, not in a chunk: any may stand
+        // where the base had one on disk).
         let shared = base.chunks.get(c).filter(|b| {
-            !shifted
-                && b.len() == range.len()
+            b.len() == range.len()
                 && kids[range.clone()]
                     .iter()
                     .enumerate()

@@ -137,7 +137,6 @@ fn pack(
         page: PageBuf::from_cells(kind, page_size, cells.iter().copied()),
         kids,
         base: base.clone(),
-        shifted: true,
     };
     if page::HEADER_BYTES + sizes.iter().sum::<usize>() <= page_size {
         return (node(cells, kids), None);
@@ -183,7 +182,6 @@ fn put_cell(
     if fits {
         if let Some(kid) = kid {
             d.kids.insert(i + 1, kid);
-            d.shifted = true;
         }
         return None;
     }
@@ -376,7 +374,6 @@ fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Sp
     let l = if i + 1 < b.kids.len() { i } else { i - 1 };
     make_dirty(rd, b.kid_mut(l), cx)?;
     make_dirty(rd, b.kid_mut(l + 1), cx)?;
-    b.shifted = true;
     let Slot::Dirty(mut right) = b.kids.remove(l + 1) else {
         unreachable!("made dirty just above")
     };
