@@ -77,17 +77,28 @@ pub(super) enum Slot {
     Dirty(Box<Dirty>),
 }
 
+/// A dirty branch's children.
+#[derive(Debug)]
+pub(super) enum Kids2 {
+    /// As the page's child pointers and the base say, but for the children listed
+    /// (by index): while no child was added, removed or moved, which is most commits'
+    /// case, a copy costs nothing per child.
+    Patched(Vec<(usize, Slot)>),
+    /// Every child (one more than the cells).
+    Full(Vec<Slot>),
+}
+
 /// A node a write transaction is changing, private to it: page bytes edited in place
 /// ([`PageBuf`]) and, for a branch, its children as the transaction holds them (their
 /// pointers in the bytes are written when the node is frozen).
 #[derive(Debug)]
 pub(super) struct Dirty {
     pub page: PageBuf,
-    /// A branch's children (one more than its cells); empty for a leaf.
-    pub kids: Vec<Slot>,
-    /// The in-memory children of the page this node was copied from, which its
-    /// [`Slot::Base`] children name.
-    pub base: Kids,
+    /// A branch's children; nothing for a leaf.
+    kids: Kids2,
+    /// The in-memory page this node was copied from, whose children its
+    /// [`Slot::Base`] children and its unlisted [`Kids2::Patched`] children are.
+    base: Option<Arc<MemPage>>,
 }
 
 /// An owned value.
@@ -95,39 +106,123 @@ pub(super) type OwnedVal = Val<Box<[u8]>>;
 
 impl Dirty {
     pub fn empty_leaf(page_size: usize) -> Dirty {
-        Dirty::new(PageBuf::from_cells(page::LEAF, page_size, []), Vec::new())
+        Dirty::new(
+            PageBuf::from_cells(page::LEAF, page_size, []),
+            Vec::new(),
+            None,
+        )
     }
 
-    /// A node of `page` and `kids` that names no base.
-    pub fn new(page: PageBuf, kids: Vec<Slot>) -> Dirty {
+    /// A node of `page` and every child, `kids`, which may name children of `base`.
+    pub fn new(page: PageBuf, kids: Vec<Slot>, base: Option<Arc<MemPage>>) -> Dirty {
         Dirty {
             page,
-            kids,
-            base: Kids::default(),
+            kids: Kids2::Full(kids),
+            base,
         }
     }
 
-    /// Child `i`, a [`Slot::Base`] made a counted reference first, so that it can be
-    /// changed or moved to another node.
-    pub fn kid_mut(&mut self, i: usize) -> &mut Slot {
-        let slot = &mut self.kids[i];
+    /// The base this node's children may name.
+    pub fn base(&self) -> Option<&Arc<MemPage>> {
+        self.base.as_ref()
+    }
+
+    fn base_kids(&self) -> &Kids {
+        self.base.as_ref().map_or(&NO_KIDS, |m| &m.kids)
+    }
+
+    /// Children of a branch.
+    pub fn kid_count(&self) -> usize {
+        self.page.len() + 1
+    }
+
+    /// Child `i` as the page and the base name it (for a child not listed).
+    fn kid_from_page(&self, i: usize) -> std::result::Result<Slot, &'static str> {
+        let at = self
+            .page
+            .page()
+            .child(i)
+            .map_err(|_| "a B-tree branch has no such child")?;
+        if at != MEM_CHILD {
+            Ok(Slot::Clean(NodeRef::Disk(at)))
+        } else if self.base_kids().get(i).is_some() {
+            Ok(Slot::Base(i))
+        } else {
+            Err("a B-tree page points to an in-memory child it does not have")
+        }
+    }
+
+    /// Child `i` if the transaction holds it as a slot of its own: always in a full
+    /// list; in a patched one, if listed.
+    pub fn kid_ref(&self, i: usize) -> Option<&Slot> {
+        match &self.kids {
+            Kids2::Full(k) => k.get(i),
+            Kids2::Patched(p) => p.iter().find(|(j, _)| *j == i).map(|(_, s)| s),
+        }
+    }
+
+    /// Child `i` as a counted reference or a dirty node, so that it can be changed.
+    pub fn kid_mut(&mut self, rd: &Reader<'_>, i: usize) -> Result<&mut Slot> {
+        if let Kids2::Patched(p) = &self.kids
+            && !p.iter().any(|(j, _)| *j == i)
+        {
+            let slot = self.kid_from_page(i).map_err(|e| rd.damaged_mem(e))?;
+            if let Kids2::Patched(p) = &mut self.kids {
+                p.push((i, slot));
+            }
+        }
+        let base = self.base.as_ref().map_or(&NO_KIDS, |m| &m.kids);
+        let slot = match &mut self.kids {
+            Kids2::Full(k) => &mut k[i],
+            Kids2::Patched(p) => {
+                let at = p
+                    .iter()
+                    .position(|(j, _)| *j == i)
+                    .expect("listed just above");
+                &mut p[at].1
+            }
+        };
         if let Slot::Base(j) = *slot {
-            let m = self
-                .base
-                .get(j)
-                .expect("a base child names a child of the base");
+            let m = base.get(j).ok_or_else(|| {
+                rd.damaged_mem("a B-tree node names a child its base does not have")
+            })?;
             *slot = Slot::Clean(NodeRef::Mem(Arc::clone(m)));
         }
-        slot
+        Ok(slot)
     }
 
-    /// Every child made a counted reference (see [`kid_mut`](Self::kid_mut)), and the
-    /// base let go: for children about to move to a node with another base.
-    pub fn own_kids(&mut self) {
-        for i in 0..self.kids.len() {
-            self.kid_mut(i);
+    /// Every child as a slot of its own, in a full list: before children are added,
+    /// removed or moved (the page's child pointers then no longer say which is which).
+    pub fn kids_mut(&mut self, rd: &Reader<'_>) -> Result<&mut Vec<Slot>> {
+        if let Kids2::Patched(listed) = &mut self.kids {
+            let mut listed = std::mem::take(listed);
+            let mut all = Vec::with_capacity(self.kid_count() + 1);
+            for i in 0..self.kid_count() {
+                all.push(match listed.iter().position(|(j, _)| *j == i) {
+                    Some(at) => listed.swap_remove(at).1,
+                    None => self.kid_from_page(i).map_err(|e| rd.damaged_mem(e))?,
+                });
+            }
+            self.kids = Kids2::Full(all);
         }
-        self.base = Kids::default();
+        match &mut self.kids {
+            Kids2::Full(k) => Ok(k),
+            Kids2::Patched(_) => unreachable!("made full just above"),
+        }
+    }
+
+    /// Every child a counted reference (see [`kid_mut`](Self::kid_mut)), and the base
+    /// let go: for children about to move to a node with another base.
+    pub fn own_kids(&mut self, rd: &Reader<'_>) -> Result<Vec<Slot>> {
+        if self.is_leaf() {
+            return Ok(Vec::new());
+        }
+        self.kids_mut(rd)?;
+        for i in 0..self.kid_count() {
+            self.kid_mut(rd, i)?;
+        }
+        self.base = None;
+        Ok(std::mem::take(self.kids_mut(rd)?))
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -223,6 +318,11 @@ impl<'t> Reader<'t> {
         }
     }
 
+    /// Damage found in a page in memory.
+    pub fn damaged_mem(&self, what: &str) -> crate::Error {
+        self.generation.corrupted(MEM_CHILD, what)
+    }
+
     /// Checks a view's result, naming the page on damage.
     fn check<T>(&self, at: u64, r: std::result::Result<T, page::Damage>) -> Result<T> {
         r.map_err(|d| self.generation.page_damage(at, d))
@@ -275,12 +375,18 @@ impl<'t> Reader<'t> {
                     })
                 }
             }
-            View::Dirty(d) => match d.kids.get(i) {
-                Some(kid) => self.kid(kid, &d.base),
-                None => Err(self.generation.corrupted(
-                    MEM_CHILD,
-                    "a B-tree node is read for a child it does not have",
-                )),
+            View::Dirty(d) => match d.kid_ref(i) {
+                Some(kid) => self.kid(kid, d.base_kids()),
+                // Not listed: where the page and the base say.
+                None if matches!(d.kids, Kids2::Patched(_)) => self.child(
+                    &View::Page {
+                        page: d.page.page(),
+                        kids: d.base_kids(),
+                        at: MEM_CHILD,
+                    },
+                    i,
+                ),
+                None => Err(self.damaged_mem("a B-tree node is read for a child it does not have")),
             },
         }
     }
@@ -311,45 +417,24 @@ pub(super) fn copy(rd: &Reader<'_>, r: &NodeRef) -> Result<(Dirty, u64)> {
     let rd = &Reader {
         generation: rd.generation,
     };
-    let View::Page {
-        page,
-        kids: mem,
-        at,
-    } = rd.node(r)?
-    else {
+    let View::Page { page, at, .. } = rd.node(r)? else {
         unreachable!("a committed node is a page")
     };
-    let (copy, freed) = match r {
+    let (page, base, freed) = match r {
         // A page of this process's making: copied as it is.
-        NodeRef::Mem(m) => (m.page.clone(), 0),
+        NodeRef::Mem(m) => (m.page.clone(), Some(Arc::clone(m)), 0),
         // Read from the log: repacked, every cell checked as it is copied.
         NodeRef::Disk(_) => (
             rd.check(at, PageBuf::copy_of(&page))?,
+            None,
             super::records::footprint(rd.generation.page_size as u64),
         ),
     };
-    let mut kids = Vec::new();
-    if !page.is_leaf() {
-        kids.reserve(page.len() + 2);
-        for i in 0..=page.len() {
-            let child = rd.check(at, page.child(i))?;
-            kids.push(if child != MEM_CHILD {
-                Slot::Clean(NodeRef::Disk(child))
-            } else if mem.get(i).is_some() {
-                Slot::Base(i)
-            } else {
-                return Err(rd.generation.corrupted(
-                    at,
-                    "a B-tree page points to an in-memory child it does not have",
-                ));
-            });
-        }
-    }
     Ok((
         Dirty {
-            page: copy,
-            kids,
-            base: mem.clone(),
+            page,
+            kids: Kids2::Patched(Vec::new()),
+            base,
         },
         freed,
     ))
@@ -364,15 +449,80 @@ pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
         kids,
         base,
     } = node;
-    let mut kids = kids;
+    let base_kids = base.as_ref().map_or(&NO_KIDS, |m| &m.kids);
+    let kids = match kids {
+        Kids2::Patched(listed) => freeze_patched(&mut page, listed, base_kids, made),
+        Kids2::Full(all) => freeze_full(&mut page, all, base_kids, made),
+    };
+    NodeRef::Mem(Arc::new(MemPage { page, kids }))
+}
+
+/// A frozen child: its pointer, and the page if it is in memory.
+fn freeze_kid(kid: Slot, base: &Kids, made: &mut u64) -> (u64, Option<Arc<MemPage>>) {
+    match kid {
+        Slot::Clean(NodeRef::Disk(at)) => (at, None),
+        Slot::Clean(NodeRef::Mem(m)) => (MEM_CHILD, Some(m)),
+        Slot::Base(j) => (MEM_CHILD, base.get(j).cloned()),
+        Slot::Dirty(d) => match freeze(*d, made) {
+            NodeRef::Disk(at) => (at, None),
+            NodeRef::Mem(m) => (MEM_CHILD, Some(m)),
+        },
+    }
+}
+
+/// The children of a branch whose children are where they were in its base, but for
+/// `listed`: the base's chunks are shared but for those a listed child falls in.
+fn freeze_patched(
+    page: &mut PageBuf,
+    listed: Vec<(usize, Slot)>,
+    base: &Kids,
+    made: &mut u64,
+) -> Kids {
+    if listed.is_empty() {
+        return base.clone();
+    }
+    let n = page.len() + 1;
+    let mut frozen = Vec::with_capacity(listed.len());
+    for (i, kid) in listed {
+        let (at, m) = freeze_kid(kid, base, made);
+        page.set_child(i, at);
+        frozen.push((i, m));
+    }
+    let mut chunks = Vec::with_capacity(n.div_ceil(KIDS_CHUNK));
+    let mut any = !base.is_empty();
+    for c in 0..n.div_ceil(KIDS_CHUNK) {
+        let range = c * KIDS_CHUNK..n.min((c + 1) * KIDS_CHUNK);
+        if !frozen.iter().any(|(i, _)| range.contains(i))
+            && let Some(b) = base.chunks.get(c).filter(|b| b.len() == range.len())
+        {
+            chunks.push(Arc::clone(b));
+            continue;
+        }
+        let chunk: Vec<Option<Arc<MemPage>>> = range
+            .map(|i| match frozen.iter().find(|(j, _)| *j == i) {
+                Some((_, m)) => m.clone(),
+                None => base.get(i).cloned(),
+            })
+            .collect();
+        any |= chunk.iter().any(Option::is_some);
+        chunks.push(Arc::from(chunk));
+    }
+    if !any {
+        chunks.clear();
+    }
+    Kids { chunks }
+}
+
+/// The children of a branch from the full list of them: a chunk of the base whose
+/// in-memory children all stand where they stood is shared.
+fn freeze_full(page: &mut PageBuf, mut kids: Vec<Slot>, base: &Kids, made: &mut u64) -> Kids {
     let n = kids.len();
     let mut chunks = Vec::with_capacity(n.div_ceil(KIDS_CHUNK));
     let mut any = false;
     for c in 0..n.div_ceil(KIDS_CHUNK) {
         let range = c * KIDS_CHUNK..n.min((c + 1) * KIDS_CHUNK);
-        // A chunk of the base whose in-memory children are all still in place is shared
-        // as it is (children on disk are in the page, not in a chunk: any may stand
-        // where the base had one on disk).
+        // Children on disk are in the page, not in a chunk: any may stand where the
+        // base had one on disk.
         let shared = base.chunks.get(c).filter(|b| {
             b.len() == range.len()
                 && kids[range.clone()]
@@ -399,15 +549,7 @@ pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
         let mut chunk = Vec::with_capacity(range.len());
         for i in range {
             let kid = std::mem::replace(&mut kids[i], Slot::Clean(NodeRef::Disk(MEM_CHILD)));
-            let (at, m) = match kid {
-                Slot::Clean(NodeRef::Disk(at)) => (at, None),
-                Slot::Clean(NodeRef::Mem(m)) => (MEM_CHILD, Some(m)),
-                Slot::Base(j) => (MEM_CHILD, base.get(j).cloned()),
-                Slot::Dirty(d) => match freeze(*d, made) {
-                    NodeRef::Disk(at) => (at, None),
-                    NodeRef::Mem(m) => (MEM_CHILD, Some(m)),
-                },
-            };
+            let (at, m) = freeze_kid(kid, base, made);
             page.set_child(i, at);
             any |= m.is_some();
             chunk.push(m);
@@ -417,10 +559,7 @@ pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
     if !any {
         chunks.clear();
     }
-    NodeRef::Mem(Arc::new(MemPage {
-        page,
-        kids: Kids { chunks },
-    }))
+    Kids { chunks }
 }
 
 /// The children of a page with none in memory.

@@ -418,8 +418,9 @@ impl PageBuf {
         p
     }
 
-    /// An editable copy of `page`, its cells packed anew: every cell is checked to lie
-    /// inside the page as it is copied, so the copy is well-formed whatever the page was.
+    /// An editable copy of `page` (its header, leftmost child and cells), its cells
+    /// packed anew: every cell is checked to lie inside the page as it is copied, so the
+    /// copy is well-formed whatever the page was.
     pub fn copy_of(page: &Page<'_>) -> Result<PageBuf, Damage> {
         let size = page.bytes.len();
         let mut bytes = vec![0u8; size].into_boxed_slice();
@@ -439,6 +440,8 @@ impl PageBuf {
         let top = w.top;
         bytes[0] = page.bytes[0];
         bytes[COUNT_AT..COUNT_AT + 2].copy_from_slice(&page.bytes[COUNT_AT..COUNT_AT + 2]);
+        bytes[LEFTMOST_AT..LEFTMOST_AT + 8]
+            .copy_from_slice(&page.bytes[LEFTMOST_AT..LEFTMOST_AT + 8]);
         Ok(PageBuf {
             bytes,
             used: HEADER_BYTES + n * SLOT_BYTES + (size - top),

@@ -7,8 +7,9 @@
 //! out of line), so any overfull node splits into two halves of over a quarter page each.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
-use super::node::{Dirty, Kids, OwnedVal, Reader, Slot, View, copy, own};
+use super::node::{Dirty, MemPage, OwnedVal, Reader, Slot, View, copy, own};
 use super::page::{self, PageBuf, Val};
 use crate::{Error, Result};
 
@@ -108,7 +109,7 @@ pub(super) fn insert(
     cx.scratch = cell;
     let (old, split) = out?;
     grow_root(t, split, cx.page_size);
-    collapse_root(t);
+    collapse_root(rd, t)?;
     if old.is_none() {
         t.len += 1;
     }
@@ -129,14 +130,16 @@ fn pack(
     page_size: usize,
     cells: &[&[u8]],
     mut kids: Vec<Slot>,
-    base: &Kids,
+    base: Option<&Arc<MemPage>>,
 ) -> (Dirty, Split) {
     let sizes: Vec<usize> = cells.iter().map(|c| c.len() + page::SLOT_BYTES).collect();
     // Both halves keep the base that `kids` may name.
-    let node = |cells: &[&[u8]], kids: Vec<Slot>| Dirty {
-        page: PageBuf::from_cells(kind, page_size, cells.iter().copied()),
-        kids,
-        base: base.clone(),
+    let node = |cells: &[&[u8]], kids: Vec<Slot>| {
+        Dirty::new(
+            PageBuf::from_cells(kind, page_size, cells.iter().copied()),
+            kids,
+            base.cloned(),
+        )
     };
     if page::HEADER_BYTES + sizes.iter().sum::<usize>() <= page_size {
         return (node(cells, kids), None);
@@ -164,13 +167,19 @@ fn pack(
 /// Puts `cell` at place `i` of `d` (replacing the cell there if `replace`) and, for a
 /// branch, `kid` at child `i + 1`; splits `d` if it overflows.
 fn put_cell(
+    rd: &Reader<'_>,
     d: &mut Dirty,
     i: usize,
     replace: bool,
     cell: &[u8],
     kid: Option<Slot>,
     page_size: usize,
-) -> Split {
+) -> Result<Split> {
+    if kid.is_some() {
+        // Children are about to move: list them all while the page still says which
+        // is which.
+        d.kids_mut(rd)?;
+    }
     let fits = if replace {
         d.page.replace(i, cell)
     } else if d.page.fits(cell.len()) {
@@ -181,12 +190,13 @@ fn put_cell(
     };
     if fits {
         if let Some(kid) = kid {
-            d.kids.insert(i + 1, kid);
+            d.kids_mut(rd)?.insert(i + 1, kid);
         }
-        return None;
+        return Ok(None);
     }
-    let mut kids = std::mem::take(&mut d.kids);
+    let mut kids = Vec::new();
     if let Some(kid) = kid {
+        kids = std::mem::take(d.kids_mut(rd)?);
         kids.insert(i + 1, kid);
     }
     let (node, split) = {
@@ -196,18 +206,24 @@ fn put_cell(
         } else {
             cells.insert(i, cell);
         }
-        pack(d.page.kind(), page_size, &cells, kids, &d.base)
+        pack(d.page.kind(), page_size, &cells, kids, d.base())
     };
     *d = node;
-    split
+    Ok(split)
 }
 
 /// Takes in the split of child `i` of branch `b`: its separator and its right half.
 /// Returns `b`'s own split if that overflows it.
-fn take_split(b: &mut Dirty, i: usize, (sep, right): (Box<[u8]>, Slot), cx: &mut Cx) -> Split {
+fn take_split(
+    rd: &Reader<'_>,
+    b: &mut Dirty,
+    i: usize,
+    (sep, right): (Box<[u8]>, Slot),
+    cx: &mut Cx,
+) -> Result<Split> {
     let mut cell = std::mem::take(&mut cx.scratch_branch);
     page::branch_cell(&mut cell, &sep);
-    let split = put_cell(b, i, false, &cell, Some(right), cx.page_size);
+    let split = put_cell(rd, b, i, false, &cell, Some(right), cx.page_size);
     cx.scratch_branch = cell;
     split
 }
@@ -229,15 +245,15 @@ fn insert_at(
         return Ok(match d.page.search(key) {
             Ok(i) => {
                 let old = own(check_dirty(rd, d.page.page().entry(i))?.1);
-                (Some(old), put_cell(d, i, true, cell, None, page_size))
+                (Some(old), put_cell(rd, d, i, true, cell, None, page_size)?)
             }
-            Err(i) => (None, put_cell(d, i, false, cell, None, page_size)),
+            Err(i) => (None, put_cell(rd, d, i, false, cell, None, page_size)?),
         });
     }
     let i = d.child_for(key);
-    let (old, split) = insert_at(rd, d.kid_mut(i), key, cell, cx, depth + 1)?;
+    let (old, split) = insert_at(rd, d.kid_mut(rd, i)?, key, cell, cx, depth + 1)?;
     let split = match split {
-        Some(split) => take_split(d, i, split, cx),
+        Some(split) => take_split(rd, d, i, split, cx)?,
         // A smaller value can leave the child under the minimum fill.
         None => rebalance(rd, d, i, cx)?,
     };
@@ -284,7 +300,7 @@ pub(super) fn remove(
     }
     let (old, split) = remove_at(rd, &mut t.root, key, cx, 0)?;
     grow_root(t, split, cx.page_size);
-    collapse_root(t);
+    collapse_root(rd, t)?;
     if old.is_some() {
         t.len -= 1;
     }
@@ -303,6 +319,7 @@ fn grow_root(t: &mut TxnTree, split: Split, page_size: usize) {
         let root = Dirty::new(
             PageBuf::from_cells(page::BRANCH, page_size, [&cell[..]]),
             vec![left, right],
+            None,
         );
         t.root = Slot::Dirty(Box::new(root));
         t.height += 1;
@@ -310,16 +327,17 @@ fn grow_root(t: &mut TxnTree, split: Split, page_size: usize) {
 }
 
 /// A root branch left with one child gives way to it.
-fn collapse_root(t: &mut TxnTree) {
+fn collapse_root(rd: &Reader<'_>, t: &mut TxnTree) -> Result<()> {
     while let Slot::Dirty(d) = &mut t.root {
         if d.is_leaf() || d.page.len() > 0 {
             break;
         }
-        d.kid_mut(0);
-        let only = d.kids.pop().expect("a branch has a child");
+        d.kid_mut(rd, 0)?;
+        let only = d.kids_mut(rd)?.pop().expect("a branch has a child");
         t.root = only;
         t.height -= 1;
     }
+    Ok(())
 }
 
 fn remove_at(
@@ -344,11 +362,11 @@ fn remove_at(
         });
     }
     let i = d.child_for(key);
-    let (old, split) = remove_at(rd, d.kid_mut(i), key, cx, depth + 1)?;
+    let (old, split) = remove_at(rd, d.kid_mut(rd, i)?, key, cx, depth + 1)?;
     // A merge below can bring up a longer separator than the one it replaced, so a
     // branch can overflow on a removal too (found by review).
     let split = match split {
-        Some(split) => take_split(d, i, split, cx),
+        Some(split) => take_split(rd, d, i, split, cx)?,
         None if old.is_some() => rebalance(rd, d, i, cx)?,
         None => None,
     };
@@ -364,24 +382,24 @@ pub(super) fn fill_min(page_size: usize) -> usize {
 /// two do not fit one page, shares their cells evenly between them. Returns `b`'s split
 /// if the separator that comes up overflows it.
 fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Split> {
-    let under = match &b.kids[i] {
-        Slot::Dirty(d) => d.bytes() < fill_min(cx.page_size),
-        Slot::Clean(_) | Slot::Base(_) => false,
+    let under = match b.kid_ref(i) {
+        Some(Slot::Dirty(d)) => d.bytes() < fill_min(cx.page_size),
+        _ => false,
     };
-    if !under || b.kids.len() < 2 {
+    if !under || b.kid_count() < 2 {
         return Ok(None);
     }
-    let l = if i + 1 < b.kids.len() { i } else { i - 1 };
-    make_dirty(rd, b.kid_mut(l), cx)?;
-    make_dirty(rd, b.kid_mut(l + 1), cx)?;
-    let Slot::Dirty(mut right) = b.kids.remove(l + 1) else {
+    let l = if i + 1 < b.kid_count() { i } else { i - 1 };
+    make_dirty(rd, b.kid_mut(rd, l)?, cx)?;
+    make_dirty(rd, b.kid_mut(rd, l + 1)?, cx)?;
+    let Slot::Dirty(mut right) = b.kids_mut(rd)?.remove(l + 1) else {
         unreachable!("made dirty just above")
     };
     let mut sep = std::mem::take(&mut cx.scratch_branch);
     sep.clear();
     sep.extend_from_slice(b.page.cell(l));
     b.page.remove(l);
-    let Slot::Dirty(left) = &mut b.kids[l] else {
+    let Slot::Dirty(left) = &mut b.kids_mut(rd)?[l] else {
         unreachable!("made dirty just above")
     };
     let kind = left.page.kind();
@@ -392,24 +410,22 @@ fn rebalance(rd: &Reader<'_>, b: &mut Dirty, i: usize, cx: &mut Cx) -> Result<Sp
         ));
     }
     // The two nodes' children come together under one node: each names its own base.
-    left.own_kids();
-    right.own_kids();
+    let mut kids = left.own_kids(rd)?;
+    kids.extend(right.own_kids(rd)?);
     let (node, split) = {
         let mut cells: Vec<&[u8]> = left.page.cells().collect();
         if kind == page::BRANCH {
             cells.push(&sep);
         }
         cells.extend(right.page.cells());
-        let mut kids = std::mem::take(&mut left.kids);
-        kids.extend(right.kids);
-        pack(kind, cx.page_size, &cells, kids, &Kids::default())
+        pack(kind, cx.page_size, &cells, kids, None)
     };
     **left = node;
     cx.scratch_branch = sep;
-    Ok(match split {
-        Some(split) => take_split(b, l, split, cx),
-        None => None,
-    })
+    match split {
+        Some(split) => take_split(rd, b, l, split, cx),
+        None => Ok(None),
+    }
 }
 
 /// A key and its value as a leaf holds it.
