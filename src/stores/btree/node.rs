@@ -77,6 +77,9 @@ pub(super) enum Slot {
     Dirty(Box<Dirty>),
 }
 
+/// Children a [`Kids2::Patched`] list holds before it is made full.
+const PATCHED_MAX: usize = 8;
+
 /// A dirty branch's children.
 #[derive(Debug)]
 pub(super) enum Kids2 {
@@ -163,6 +166,13 @@ impl Dirty {
 
     /// Child `i` as a counted reference or a dirty node, so that it can be changed.
     pub fn kid_mut(&mut self, rd: &Reader<'_>, i: usize) -> Result<&mut Slot> {
+        if let Kids2::Patched(p) = &self.kids
+            && p.len() >= PATCHED_MAX
+            && !p.iter().any(|(j, _)| *j == i)
+        {
+            // A long list costs more to search than a full one to build.
+            self.kids_mut(rd)?;
+        }
         if let Kids2::Patched(p) = &self.kids
             && !p.iter().any(|(j, _)| *j == i)
         {
