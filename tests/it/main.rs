@@ -3,6 +3,7 @@
 
 mod btree;
 mod btree_review;
+mod btree_review2;
 mod common;
 mod concurrency;
 mod corruption;
