@@ -9,6 +9,8 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::limits::BTREE_KEY_LEN_BYTES_MAX;
+
 // Layout of a page of P bytes (little-endian throughout):
 //
 //   0   kind      u8   LEAF or BRANCH
@@ -434,6 +436,20 @@ impl PageBuf {
             let cell = page.raw_cell(i)?;
             if w.top < cell.len() || w.top - cell.len() < HEADER_BYTES + n * SLOT_BYTES {
                 return damage(HEADER_BYTES + i * SLOT_BYTES, "cells overfill the page");
+            }
+            // The edits (tree.rs) rely on the limits the writer keeps: a key of at most
+            // BTREE_KEY_LEN_BYTES_MAX bytes, an inline leaf cell of at most a quarter
+            // page; a cell over them could make a node no split can fit (found by
+            // review: a 4069-byte key came up as a separator and panicked the write).
+            let key_len = usize::from(u16::from_le_bytes([cell[0], cell[1]]));
+            if key_len > BTREE_KEY_LEN_BYTES_MAX {
+                return damage(page.cell(i)?, "a key over the key limit");
+            }
+            if page.is_leaf()
+                && cell[2] == FLAG_INLINE
+                && cell.len() + SLOT_BYTES > cell_bytes_max(size)
+            {
+                return damage(page.cell(i)?, "an inline cell over a page's share");
             }
             w.push(&[cell]);
         }
