@@ -339,6 +339,20 @@ impl Copier<'_> {
                 .corrupted(0, "a B-tree path is longer than any height"));
         }
         let page_size = self.to.page_size;
+        // The cells are encoded anew: a damaged page whose cells overlap (each inside
+        // it, the checksum holding) can hold more than a page of them, which the
+        // encoders would panic on (found by review).
+        if let View::Page { page, at, .. } = &v {
+            let used = page
+                .used_bytes()
+                .map_err(|d| rd.generation.page_damage(*at, d))?;
+            if used > page_size {
+                return Err(rd.generation.corrupted(
+                    *at,
+                    format!("B-tree page at log offset {at}: its cells hold {used} bytes, more than a page"),
+                ));
+            }
+        }
         let mut bytes = vec![0u8; page_size];
         if rd.is_leaf(&v) {
             let mut entries = Vec::with_capacity(rd.len(&v));
