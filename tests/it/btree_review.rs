@@ -25,16 +25,7 @@ fn open(path: &Path) -> (Dir, BTreeStore) {
 }
 
 fn contents(store: &BTreeStore, tree: &str) -> Map {
-    let r = store.begin_read();
-    let t = r.open_tree(tree).unwrap().unwrap();
-    let m: Map = t
-        .iter()
-        .unwrap()
-        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(t.len().unwrap(), m.len() as u64);
-    m
+    crate::common::btree_contents(&store.begin_read(), tree).unwrap()
 }
 
 /// Fails every flush under `path` (EIO) while `on` is set.

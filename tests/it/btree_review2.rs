@@ -34,16 +34,7 @@ fn open(path: &Path, page_size: usize) -> (Dir, BTreeStore) {
 }
 
 fn contents(store: &BTreeStore) -> Map {
-    let r = store.begin_read();
-    let t = r.default_tree().unwrap();
-    let m: Map = t
-        .iter()
-        .unwrap()
-        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(t.len().unwrap(), m.len() as u64);
-    m
+    crate::common::btree_contents(&store.begin_read(), "").unwrap()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -35,15 +35,9 @@ fn open(path: &Path, o: &BTreeOptions) -> (Dir, BTreeStore) {
 
 /// Every entry of tree `name` of `r` (`None` if the tree does not exist).
 fn read_tree(r: &ReadTxn<'_>, name: &str) -> Option<Map> {
-    let t = r.open_tree(name).unwrap()?;
-    let m: Map = t
-        .iter()
-        .unwrap()
-        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(t.len().unwrap(), m.len() as u64, "tree {name:?}: len");
+    let m = crate::common::btree_contents(r, name)?;
     // Backward walk agrees with the forward one.
+    let t = r.open_tree(name).unwrap()?;
     let back: Vec<Vec<u8>> = t
         .iter()
         .unwrap()

@@ -1,6 +1,6 @@
 //! Shared test helpers: a seeded RNG whose seed is printed if the test fails, and can be
 //! set with the `ACCRETION_SEED` environment variable to replay a failure; a snapshot of
-//! a store's files.
+//! a store's files; a B-tree's contents read into a map.
 
 #![allow(dead_code)]
 
@@ -60,4 +60,21 @@ pub fn snapshot(root: &std::path::Path) -> std::collections::BTreeMap<std::path:
     let mut out = std::collections::BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// Every entry of B-tree `name` in snapshot `r`, checked against the tree's `len`; `None`
+/// if there is no such tree.
+pub fn btree_contents(
+    r: &accretion::ReadTxn<'_>,
+    name: &str,
+) -> Option<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+    let t = r.open_tree(name).unwrap()?;
+    let m: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = t
+        .iter()
+        .unwrap()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(t.len().unwrap(), m.len() as u64, "tree {name:?}: len");
+    Some(m)
 }
