@@ -58,6 +58,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::harness::{serial, show};
 use accretion::faults::{self, Flush, HookGuard};
 use accretion::{BTreeOptions, BTreeStore, Dir, WriteTxn};
 use parking_lot::Mutex;
@@ -1044,17 +1045,6 @@ fn contents(store: &BTreeStore) -> Result<Model, String> {
         out.insert(name, entries);
     }
     Ok(out)
-}
-
-fn show(key: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&key[..key.len().min(24)]).into_owned();
-    if key.len() > 24 { s + "…" } else { s }
-}
-
-/// The value's serial number (`#n:` prefix), to tell writes apart in messages.
-fn serial(value: &[u8]) -> String {
-    let end = value.iter().position(|&b| b == b':').unwrap_or(0);
-    String::from_utf8_lossy(&value[..end.min(16)]).into_owned()
 }
 
 /// How `got` differs from `want`: trees, then the first few keys.

@@ -128,6 +128,18 @@ fn walk(dir: &Path, rel: &str, previous: Option<&Snapshot>, out: &mut Snapshot) 
     }
 }
 
+/// A key for a message: its first 24 bytes, lossily as text.
+pub fn show(key: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&key[..key.len().min(24)]).into_owned();
+    if key.len() > 24 { s + "…" } else { s }
+}
+
+/// The value's serial number (`#n:` prefix), to tell writes apart in messages.
+pub fn serial(value: &[u8]) -> String {
+    let end = value.iter().position(|&b| b == b':').unwrap_or(0);
+    String::from_utf8_lossy(&value[..end.min(16)]).into_owned()
+}
+
 /// Where workloads and images live: `ACCRETION_CRASH_DIR` if set, else `/dev/shm` when it
 /// is there (a tmpfs: the many fsyncs of workloads and recoveries cost nothing, and the
 /// images are plain files either way), else the system temporary directory.

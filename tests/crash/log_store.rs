@@ -53,6 +53,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::harness::{serial, show};
 use accretion::{Dir, LogOptions, LogStore, WriteBatch};
 use rand::Rng;
 
@@ -799,17 +800,6 @@ fn contents(store: &LogStore) -> Result<Model, String> {
         out.insert(k.to_vec(), v.to_vec());
     }
     Ok(out)
-}
-
-fn show(key: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&key[..key.len().min(24)]).into_owned();
-    if key.len() > 24 { s + "…" } else { s }
-}
-
-/// The value's serial number (`#n:` prefix), to tell writes apart in messages.
-fn serial(value: &[u8]) -> String {
-    let end = value.iter().position(|&b| b == b':').unwrap_or(0);
-    String::from_utf8_lossy(&value[..end.min(16)]).into_owned()
 }
 
 /// How `got` differs from `want`: the first few keys.
