@@ -131,7 +131,7 @@ impl Dirty {
     }
 
     fn base_kids(&self) -> &Kids {
-        self.base.as_ref().map_or(&NO_KIDS, |m| &m.kids)
+        kids_of(&self.base)
     }
 
     /// Children of a branch.
@@ -181,7 +181,7 @@ impl Dirty {
                 p.push((i, slot));
             }
         }
-        let base = self.base.as_ref().map_or(&NO_KIDS, |m| &m.kids);
+        let base = kids_of(&self.base);
         let slot = match &mut self.kids {
             Kids2::Full(k) => &mut k[i],
             Kids2::Patched(p) => {
@@ -459,7 +459,7 @@ pub(super) fn freeze(node: Dirty, made: &mut u64) -> NodeRef {
         kids,
         base,
     } = node;
-    let base_kids = base.as_ref().map_or(&NO_KIDS, |m| &m.kids);
+    let base_kids = kids_of(&base);
     let kids = match kids {
         Kids2::Patched(listed) => freeze_patched(&mut page, listed, base_kids, made),
         Kids2::Full(all) => freeze_full(&mut page, all, base_kids, made),
@@ -574,3 +574,9 @@ fn freeze_full(page: &mut PageBuf, mut kids: Vec<Slot>, base: &Kids, made: &mut 
 
 /// The children of a page with none in memory.
 static NO_KIDS: Kids = Kids { chunks: Vec::new() };
+
+/// The in-memory children of `base`, if there is one (a free function, so that it
+/// borrows only the base, not the node holding it).
+fn kids_of(base: &Option<Arc<MemPage>>) -> &Kids {
+    base.as_ref().map_or(&NO_KIDS, |m| &m.kids)
+}
