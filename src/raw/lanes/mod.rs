@@ -66,6 +66,9 @@ struct Lane {
     /// to be allocated (by this process: a lane opened again starts with none set, and
     /// allocating an allocated step again costs one quick system call).
     allocated: Box<[AtomicU64]>,
+    /// Created by this process: its steps not yet allocated are holes nobody has ever
+    /// written, so allocating one writes zeros without reading it first.
+    fresh: bool,
 }
 
 /// Faulting-in of part of a lane ahead of the writes that will touch it, so that the
@@ -308,7 +311,12 @@ impl Lanes {
                 let offset = step * ALLOC_STEP_BYTES;
                 let len = ALLOC_STEP_BYTES.min(data - offset);
                 let file = files::open_existing(&mapped.path, "open lane to allocate space")?;
-                files::allocate_written(&file, &mapped.path, LANE_DATA_OFFSET + offset, len)?;
+                let at = LANE_DATA_OFFSET + offset;
+                if mapped.fresh {
+                    files::allocate_zeroed(&file, &mapped.path, at, len)?;
+                } else {
+                    files::allocate_written(&file, &mapped.path, at, len)?;
+                }
                 mapped.allocated[word].fetch_or(bit, Ordering::AcqRel);
             }
             at += units;
@@ -369,7 +377,7 @@ impl Lanes {
                 format!("lane file is {len} bytes, expected {expected}"),
             ));
         }
-        self.map(file, path)
+        self.map(file, path, false)
     }
 
     /// Restores a lane file found `len` bytes long, shorter than its size, which is damage
@@ -423,12 +431,8 @@ impl Lanes {
             let data = self.data_bytes(lane);
             file.set_len(LANE_DATA_OFFSET + data)
                 .map_err(|e| Error::io(&tmp, "size new lane", e))?;
-            files::allocate_written(
-                &file,
-                &tmp,
-                0,
-                LANE_DATA_OFFSET + data.min(ALLOC_STEP_BYTES),
-            )?;
+            files::allocate_written(&file, &tmp, 0, LANE_DATA_OFFSET)?;
+            files::allocate_zeroed(&file, &tmp, LANE_DATA_OFFSET, data.min(ALLOC_STEP_BYTES))?;
             sync::file_all(&file, &tmp, "fsync new lane")?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename lane", e))?;
             files::sync_dir(&self.dir)
@@ -439,12 +443,12 @@ impl Lanes {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        let lane = self.map(file, path)?;
+        let lane = self.map(file, path, true)?;
         lane.allocated[0].fetch_or(1, Ordering::AcqRel);
         Ok(lane)
     }
 
-    fn map(&self, file: File, path: PathBuf) -> Result<Lane> {
+    fn map(&self, file: File, path: PathBuf, fresh: bool) -> Result<Lane> {
         let map = MmapOptions::new()
             .map_raw(&file)
             .map_err(|e| Error::io(&path, "map lane", e))?;
@@ -455,6 +459,7 @@ impl Lanes {
             map,
             path,
             allocated: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            fresh,
         })
     }
 
