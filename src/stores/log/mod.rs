@@ -259,9 +259,9 @@ struct Inner {
     compacting: Mutex<()>,
     /// The background compaction, if one was started; joined when the store is dropped.
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The background merge of the key directory's levels, if one was started; joined
-    /// when the store is dropped.
-    merger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The background merges of the key directory's levels: the one running, and any
+    /// still freeing the levels it replaced; joined when the store is dropped.
+    mergers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The thread that syncs and hints the segments writers finish, started at the first
     /// roll; it drains its queue and ends when the store is dropped.
     finisher: Mutex<Option<Finisher>>,
@@ -423,7 +423,7 @@ impl Drop for LogStore {
         if let Some(thread) = self.inner.background.lock().take() {
             let _ = thread.join();
         }
-        if let Some(thread) = self.inner.merger.lock().take() {
+        for thread in std::mem::take(&mut *self.inner.mergers.lock()) {
             let _ = thread.join();
         }
     }
@@ -1183,15 +1183,15 @@ fn maintain_keys(inner: &Arc<Inner>) {
     let Some(plan) = inner.keys.read().plan_merge() else {
         return;
     };
-    let mut merger = inner.merger.lock();
-    if let Some(done) = merger.take() {
-        // Its merge is installed (`plan_merge` plans one at a time); at most it is still
-        // freeing the levels it replaced.
-        let _ = done.join();
-    }
+    let mut mergers = inner.mergers.lock();
+    // A merge before this one is installed (`plan_merge` plans one at a time), but its
+    // thread may still be freeing the levels it replaced: at a million keys that takes
+    // tens of milliseconds, which this writer does not wait for (it did, and it was the
+    // longest put of a load). Only finished threads are joined.
+    mergers.retain(|m| !m.is_finished());
     let weak = Arc::downgrade(inner);
     // If no thread can be had, the plan is dropped and the next full head plans again.
-    *merger = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("accretion-merge".into())
         .spawn(move || {
             if let Some(inner) = weak.upgrade() {
@@ -1200,8 +1200,10 @@ fn maintain_keys(inner: &Arc<Inner>) {
                 // Freed here, with no lock held.
                 drop(replaced);
             }
-        })
-        .ok();
+        });
+    if let Ok(thread) = spawned {
+        mergers.push(thread);
+    }
 }
 
 impl Inner {

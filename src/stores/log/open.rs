@@ -159,7 +159,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
         segments: Mutex::new(segments),
         compacting: Mutex::new(()),
         background: Mutex::new(None),
-        merger: Mutex::new(None),
+        mergers: Mutex::new(Vec::new()),
         finisher: Mutex::new(None),
         finishing: AtomicU64::new(0),
         damaged_dropped: AtomicU64::new(0),
