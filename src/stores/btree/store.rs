@@ -199,9 +199,25 @@ impl Inner {
 
     /// True if garbage is over the options' share of the log.
     pub fn compaction_due(&self, v: &Version) -> bool {
-        let len = v.generation.log.len();
+        self.over_garbage_ratio(v.generation.log.len(), v.live_bytes)
+    }
+
+    /// True if a checkpoint of `v` now would be followed by a compaction: it appends the
+    /// pages in memory, all live, so the garbage stays and the log grows by them. Then
+    /// the checkpoint is better done as the compaction, which writes the live pages once
+    /// instead of twice (with random keys a checkpoint rewrites most leaves, so every
+    /// checkpoint of a large tree ended in a compaction).
+    pub fn compaction_due_after_checkpoint(&self, v: &Version) -> bool {
+        let pages = v.mem_pages.saturating_mul(footprint(self.page_size as u64));
+        self.over_garbage_ratio(
+            v.generation.log.len().saturating_add(pages),
+            v.live_bytes.saturating_add(pages),
+        )
+    }
+
+    fn over_garbage_ratio(&self, len: u64, live: u64) -> bool {
         len >= self.options.compact_min_bytes
-            && (len.saturating_sub(v.live_bytes) as f64) > self.options.garbage_ratio * len as f64
+            && (len.saturating_sub(live) as f64) > self.options.garbage_ratio * len as f64
     }
 
     /// Copies every tree of `v` into a new generation, makes it durable, switches the

@@ -954,6 +954,15 @@ impl<'s> WriteTxn<'s> {
         }
         self.inner.publish(Arc::clone(&v));
         if !self.w.replaying && self.inner.checkpoint_due(&self.w, &v) {
+            if self.inner.compaction_due_after_checkpoint(&v) {
+                // The compaction is the checkpoint: it writes every page in memory too.
+                let v = self
+                    .inner
+                    .compact(&mut self.w, &v)
+                    .map_err(|e| self.inner.poison(e))?;
+                self.inner.publish(v);
+                return Ok(());
+            }
             let v = self
                 .inner
                 .checkpoint(&mut self.w, &v)
