@@ -154,21 +154,30 @@ pub(crate) fn allocate_written(file: &File, path: &Path, offset: u64, len: u64) 
 /// As [`allocate_written`], for a range known to hold nothing yet (a hole in a file this
 /// process created and has not written there): writes zeros instead of reading the range
 /// and writing it back, which halves the memory traffic and skips the kernel's zeroing of
-/// the pages read.
+/// the pages read (reading them back was 22% of a B-tree commit load's time).
+///
+/// The zeros go in writes of [`ZERO_WRITE_BYTES`]: the page cache sizes the folios it
+/// makes by the write, and a later flush writes a dirty folio whole. With 1 MiB writes a
+/// durable commit (one msync of its record's page) wrote 378 KiB to the device instead of
+/// 6 KiB, and ran at half the rate.
 pub(crate) fn allocate_zeroed(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    const CHUNK: u64 = 1 << 20;
     allocate(file, path, offset, len)?;
-    let zeros = vec![0u8; CHUNK.min(len) as usize];
+    let zeros = [0u8; ZERO_WRITE_BYTES as usize];
     let mut at = offset;
     while at < offset + len {
-        let n = (offset + len - at).min(CHUNK) as usize;
+        let n = (offset + len - at).min(ZERO_WRITE_BYTES) as usize;
         file.write_all_at(&zeros[..n], at)
             .map_err(|e| Error::io(path, "allocate file space by writing", e))?;
         at += n as u64;
     }
     Ok(())
 }
+
+/// Bytes of each write of [`allocate_zeroed`]: small enough that the page cache makes
+/// small folios (a durable flush then writes 6 KiB, not hundreds), large enough that a
+/// 4 MiB step costs 256 system calls, not 1,024.
+const ZERO_WRITE_BYTES: u64 = 16 << 10;
 
 fn rewrite_in_place(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
