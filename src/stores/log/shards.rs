@@ -103,16 +103,20 @@ mod tests {
             expires_ms: 0,
         };
         let mut map = Shards::default();
-        map.reserve(10_000);
-        for n in 0..10_000u64 {
+        // About 390 keys a table: none under half of that but with odds under 1e-15.
+        const KEYS: u64 = 100_000;
+        map.reserve(KEYS as usize);
+        for n in 0..KEYS {
             assert!(map.insert(Key::new(&n.to_be_bytes()), loc(n)).is_none());
         }
         assert!(
-            map.tables.iter().all(|t| t.len() > 10_000 / SHARDS / 2),
+            map.tables
+                .iter()
+                .all(|t| t.len() > KEYS as usize / SHARDS / 2),
             "spread over every table"
         );
-        assert_eq!(map.len(), 10_000);
-        for n in (0..10_000u64).step_by(2) {
+        assert_eq!(map.len(), KEYS as usize);
+        for n in (0..KEYS).step_by(2) {
             assert_eq!(
                 map.remove(&n.to_be_bytes()).map(|l| l.value_offset),
                 Some(n)
@@ -121,11 +125,11 @@ mod tests {
         map.get_mut(&1u64.to_be_bytes()).unwrap().value_offset = 7;
         assert_eq!(map.get(&1u64.to_be_bytes()).unwrap().value_offset, 7);
         assert!(map.get(&2u64.to_be_bytes()).is_none());
-        assert_eq!(map.len(), 5_000);
-        assert_eq!(map.iter().count(), 5_000);
+        assert_eq!(map.len(), KEYS as usize / 2);
+        assert_eq!(map.iter().count(), KEYS as usize / 2);
         assert_eq!(
             map.values().filter(|l| l.value_offset % 2 == 1).count(),
-            5_000
+            KEYS as usize / 2
         );
         let (key, _) = map.remove_entry(&3u64.to_be_bytes()).unwrap();
         assert_eq!(key.bytes(), 3u64.to_be_bytes());
