@@ -23,5 +23,6 @@ mod lost_lanes;
 mod model;
 mod process;
 mod review;
+mod review15;
 mod soundness;
 mod sync_cost;
