@@ -34,7 +34,9 @@
 //! 64-byte header was on disk before the file had its name, and every other page holds
 //! what creation wrote (zeros) or a later version. A new `length.acc` holds at least its
 //! first written version: a format-2 AppendOnly syncs its register's first value
-//! (format, epoch, nonce) before it creates any other file. A file whose length changed takes
+//! (format, epoch, nonce) before it creates any other file. So does one that S0 saw blank
+//! (created on another thread, a log segment made ahead, its first value not yet
+//! written): S0's blank copy is never taken as on disk beside the buffer's lanes. A file whose length changed takes
 //! S1's length; pages past S0's end count as zeros in S0.
 //!
 //! A register written outside any `sync()` (the epoch an AppendOnly takes, durably, at
@@ -96,8 +98,15 @@ impl Snapshot {
     }
 }
 
-fn walk(dir: &Path, rel: &str, previous: Option<&Snapshot>, out: &mut Snapshot) {
-    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+/// Reads the files under `dir` into `out`; false if `dir` went away before it was listed
+/// (a directory being removed, renamed to a `.removing` name first, by a background
+/// thread of the store).
+fn walk(dir: &Path, rel: &str, previous: Option<&Snapshot>, out: &mut Snapshot) -> bool {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !rel.is_empty() => return false,
+        Err(e) => panic!("list {}: {e}", dir.display()),
+    };
     for entry in entries {
         let entry = entry.unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
         let name = entry.file_name().into_string().expect("UTF-8 file name");
@@ -108,8 +117,9 @@ fn walk(dir: &Path, rel: &str, previous: Option<&Snapshot>, out: &mut Snapshot) 
         };
         let path = entry.path();
         if entry.file_type().expect("file type").is_dir() {
-            walk(&path, &rel, previous, out);
-            out.dirs.insert(rel);
+            if walk(&path, &rel, previous, out) {
+                out.dirs.insert(rel);
+            }
         } else {
             // A file may go between the listing and the read: the temporary name of a
             // lane that a look-ahead thread is creating, renamed meanwhile (the lane
@@ -126,6 +136,7 @@ fn walk(dir: &Path, rel: &str, previous: Option<&Snapshot>, out: &mut Snapshot) 
             out.files.insert(rel, shared);
         }
     }
+    true
 }
 
 /// A key for a message: its first 24 bytes, lossily as text.
@@ -413,7 +424,20 @@ impl Image {
         let len = newest.len();
         // What the file held at S0, at S1's length. A file created since S0 was created
         // durably: its header and zeros, which is what creation wrote.
-        let old: Cow<[u8]> = match spec.durable.file(rel) {
+        // A length register that S0 saw created but not yet written counts as new: a
+        // structure being created on another thread (a log segment made ahead) when S0
+        // was taken writes and syncs its first value before it creates any other file.
+        // Taking S0's blank copy as on disk would build a disk no crash leaves: that
+        // blank register beside the data files created after its sync.
+        let blank_register = |b: &[u8]| {
+            rel.strip_suffix("/length.acc").is_some_and(|buffer| {
+                // An AppendOnly's (its lanes are `data-*`; a RandomAccess may keep a
+                // blank register, length 0, for good).
+                crash.file(&format!("{buffer}/data-00.acc")).is_some()
+            }) && b[HEADER_BYTES.min(b.len())..].iter().all(|&x| x == 0)
+        };
+        let durable = spec.durable.file(rel).filter(|b| !blank_register(b));
+        let old: Cow<[u8]> = match durable {
             Some(b) if b.len() == len => Cow::Borrowed(b),
             Some(b) => {
                 let mut v = b.to_vec();
@@ -449,7 +473,7 @@ impl Image {
         let versions: Vec<Cow<[u8]>> = spec
             .newer
             .iter()
-            .map(|s| match s.file(rel) {
+            .map(|s| match s.file(rel).filter(|b| !blank_register(b)) {
                 Some(b) if b.len() == len => Cow::Borrowed(b),
                 Some(b) => {
                     let mut v = b.to_vec();
@@ -765,6 +789,53 @@ fn flush_orders_cover_the_structure_files() {
 
 /// The image builder itself, on synthetic files: each file's fate follows the cut, mixed
 /// units come whole from one version, and a new file keeps its header.
+/// A buffer being created on another thread when S0 was taken: S0 holds its length
+/// register blank (created, first value not yet written), S1 its first value and a lane
+/// created after that value's sync. No image may hold the blank register beside the
+/// lane: before the fix, a cut before the register's group kept S0's blank copy, and the
+/// LogStore refused such an image as a segment whose register was lost (about one
+/// `log_store_crash_twice` run in twenty, under load).
+#[test]
+fn a_register_blank_in_s0_is_on_disk_from_its_first_value() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    fs::create_dir_all(root.join("s")).unwrap();
+    let write = |rel: &str, bytes: Vec<u8>| fs::write(root.join(rel), bytes).unwrap();
+    let mut register = vec![0u8; 2560];
+    register[..HEADER_BYTES].fill(0xEE);
+    write("s/length.acc", register.clone());
+    let s0 = Snapshot::take(root);
+    let blank = register.clone();
+    register[HEADER_BYTES..HEADER_BYTES + 40].fill(0x01);
+    write("s/length.acc", register.clone());
+    let mut lane = vec![0u8; 8192];
+    lane[..HEADER_BYTES].fill(0xEE);
+    write("s/data-00.acc", lane);
+    let s1 = Snapshot::take(root);
+    let order = FlushOrder::append_only("s");
+    for seed in 0..10 {
+        for cut in 0..=order.len() {
+            let image = Image::build(&ImageSpec {
+                durable: &s0,
+                newer: vec![&s0, &s1],
+                during: Some((&order, cut)),
+                granularity: Granularity::Sector,
+                mix: Mix::Random(0.5),
+                seed,
+            });
+            let length = fs::read(image.path().join("s/length.acc")).unwrap();
+            assert!(
+                length != blank,
+                "cut {cut}, seed {seed}: a blank register beside a lane"
+            );
+            assert!(
+                length == register,
+                "cut {cut}, seed {seed}: a mixed register"
+            );
+        }
+    }
+}
+
 #[test]
 fn images_follow_the_flush_order() {
     let work = tempfile::tempdir().unwrap();
