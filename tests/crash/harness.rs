@@ -36,8 +36,8 @@
 //! first written version: a format-2 AppendOnly syncs its register's first value
 //! (format, epoch, nonce) before it creates any other file. So does one that S0 saw blank
 //! (created on another thread, a log segment made ahead, its first value not yet
-//! written): S0's blank copy is never taken as on disk beside the buffer's lanes. A file whose length changed takes
-//! S1's length; pages past S0's end count as zeros in S0.
+//! written): S0's blank copy is never taken as on disk beside the buffer's lanes. A file
+//! whose length changed takes S1's length; pages past S0's end count as zeros in S0.
 //!
 //! A register written outside any `sync()` (the epoch an AppendOnly takes, durably, at
 //! its first append after an open) is not modeled: a workload on an existing structure
@@ -787,8 +787,6 @@ fn flush_orders_cover_the_structure_files() {
     assert_eq!(FlushOrder::random_access("x").commit, 1);
 }
 
-/// The image builder itself, on synthetic files: each file's fate follows the cut, mixed
-/// units come whole from one version, and a new file keeps its header.
 /// A buffer being created on another thread when S0 was taken: S0 holds its length
 /// register blank (created, first value not yet written), S1 its first value and a lane
 /// created after that value's sync. No image may hold the blank register beside the
@@ -836,6 +834,8 @@ fn a_register_blank_in_s0_is_on_disk_from_its_first_value() {
     }
 }
 
+/// The image builder itself, on synthetic files: each file's fate follows the cut, mixed
+/// units come whole from one version, and a new file keeps its header.
 #[test]
 fn images_follow_the_flush_order() {
     let work = tempfile::tempdir().unwrap();
