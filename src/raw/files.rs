@@ -210,11 +210,9 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    /// Allocating a fresh range writes zeros over exactly that range: bytes before and
-    /// after it stay, and the file grows to cover it; its blocks are then allocated.
-    #[test]
-    fn allocating_zeroed_writes_exactly_the_range() {
-        use std::os::unix::fs::MetadataExt;
+    /// A new file in a temporary directory (kept while the first value lives), holding
+    /// `head` at offset 0.
+    fn scratch_file() -> (tempfile::TempDir, std::path::PathBuf, File) {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("f");
         let file = OpenOptions::new()
@@ -225,6 +223,15 @@ mod tests {
             .open(&path)
             .unwrap();
         file.write_all_at(b"head", 0).unwrap();
+        (tmp, path, file)
+    }
+
+    /// Allocating a fresh range writes zeros over exactly that range: bytes before and
+    /// after it stay, and the file grows to cover it; its blocks are then allocated.
+    #[test]
+    fn allocating_zeroed_writes_exactly_the_range() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, path, file) = scratch_file();
         allocate_zeroed(&file, &path, 4096, (3 << 20) + 5).unwrap();
         let end = 4096 + (3 << 20) + 5;
         file.write_all_at(b"tail", end).unwrap();
@@ -243,16 +250,7 @@ mod tests {
     /// as zeros, and the file grows to cover the range.
     #[test]
     fn rewriting_in_place_keeps_what_the_file_holds() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("f");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.write_all_at(b"head", 0).unwrap();
+        let (_tmp, path, file) = scratch_file();
         file.write_all_at(b"tail", (3 << 20) - 4).unwrap();
         rewrite_in_place(&file, &path, 2, (4 << 20) - 2).unwrap();
         let bytes = fs::read(&path).unwrap();
