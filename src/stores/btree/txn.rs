@@ -954,21 +954,20 @@ impl<'s> WriteTxn<'s> {
         }
         self.inner.publish(Arc::clone(&v));
         if !self.w.replaying && self.inner.checkpoint_due(&self.w, &v) {
-            if self.inner.compaction_due_after_checkpoint(&v) {
-                // The compaction is the checkpoint: it writes every page in memory too.
+            // A compaction writes every page in memory too: when one would follow the
+            // checkpoint anyway, it is the checkpoint.
+            let direct = self.inner.compaction_due_after_checkpoint(&v);
+            let v = if direct {
+                v
+            } else {
                 let v = self
                     .inner
-                    .compact(&mut self.w, &v)
+                    .checkpoint(&mut self.w, &v)
                     .map_err(|e| self.inner.poison(e))?;
-                self.inner.publish(v);
-                return Ok(());
-            }
-            let v = self
-                .inner
-                .checkpoint(&mut self.w, &v)
-                .map_err(|e| self.inner.poison(e))?;
-            self.inner.publish(Arc::clone(&v));
-            if self.inner.compaction_due(&v) {
+                self.inner.publish(Arc::clone(&v));
+                v
+            };
+            if direct || self.inner.compaction_due(&v) {
                 let v = self
                     .inner
                     .compact(&mut self.w, &v)

@@ -103,7 +103,7 @@ mod tests {
             expires_ms: 0,
         };
         let mut map = Shards::default();
-        // About 390 keys a table: none under half of that but with odds under 1e-15.
+        // About 390 keys a table: the odds that any holds under half of that are below 1e-15.
         const KEYS: u64 = 100_000;
         map.reserve(KEYS as usize);
         for n in 0..KEYS {
