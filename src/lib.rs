@@ -46,6 +46,9 @@ pub use primitives::random_access::{RandomAccess, Ref};
 pub use stores::btree::{
     BTreeOptions, BTreeStats, BTreeStore, Range, ReadTxn, Tree, TreeMut, VerifyReport, WriteTxn,
 };
+pub use stores::hash::{
+    HashOptions, HashReport, HashStats, HashStore, HashValue, Iter as HashIter, OptimizeMode,
+};
 pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 
 /// Test hooks on every flush (feature `fault-injection`, off by default): watch which

@@ -51,3 +51,13 @@ pub const BTREE_TREE_NAME_BYTES_MAX: usize = 255;
 /// Most trees of a [`BTreeStore`](crate::BTreeStore), the default one included (their
 /// roots are listed in every checkpoint record).
 pub const BTREE_TREES_MAX: usize = 4096;
+
+/// Longest key of a [`HashStore`](crate::HashStore): its length is a 16-bit field, and a
+/// key of exactly this length is stored and read back (rust-persist accepted 65,536-byte
+/// keys that it could never read again).
+pub const HASH_KEY_LEN_BYTES_MAX: usize = u16::MAX as usize;
+/// Largest value of a [`HashStore`](crate::HashStore).
+pub const HASH_VALUE_LEN_BYTES_MAX: usize = 256 << 20;
+/// Most slots of a [`HashStore`](crate::HashStore)'s index (2^40): an index never grows
+/// past it, so a store holds at most 90% of it in entries.
+pub const HASH_INDEX_SLOTS_MAX: u64 = 1 << 40;

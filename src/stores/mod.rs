@@ -3,4 +3,5 @@
 //! into a new generation and switching to it through a Journal.
 
 pub(crate) mod btree;
+pub(crate) mod hash;
 pub(crate) mod log;

@@ -14,6 +14,7 @@ mod faults;
 mod fixtures;
 mod format2;
 mod hangs;
+mod hash_store;
 mod limits;
 mod log_corruption;
 mod log_roll;

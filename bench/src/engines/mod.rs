@@ -10,6 +10,7 @@ mod btree;
 mod candystore;
 mod content;
 mod fjall;
+mod hash_store;
 mod lmdb;
 mod log_store;
 mod once_map;
@@ -176,6 +177,7 @@ pub const ENGINES: &[EngineInfo] = &[
     content::INFO,
     log_store::INFO,
     btree::INFO,
+    hash_store::INFO,
     redb::INFO,
     lmdb::INFO,
     fjall::INFO,

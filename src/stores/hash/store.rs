@@ -1,0 +1,505 @@
+//! The inside of a hash store: its state record, the lock layout, and every write
+//! (set, delete, clear, resize). Opening and rebuilding live in `open.rs`, optimisation
+//! in `optimize.rs`; the public face in `mod.rs`.
+//!
+//! Locks: `writer` serializes every change; `shared` guards the index and the data
+//! generations. Readers take `shared` for reading only. A writer finds and appends under
+//! an upgradable read (readers go on), and takes it exclusively only for the slot writes,
+//! so a reader waits at most for one change of the index, never for a record's copy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytemuck::{Pod, Zeroable};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockUpgradableReadGuard};
+
+use super::HashOptions;
+use super::data::{DataGen, HashValue, footprint};
+use super::index::{self, BITS_MIN, Index, OFFSET_MAX};
+use super::record::{Header, Kind};
+use crate::limits::{HASH_KEY_LEN_BYTES_MAX, HASH_VALUE_LEN_BYTES_MAX};
+use crate::{Dir, Entropy, Error, Journal, Result};
+
+/// "accretion hash store" state, as a magic number.
+pub(super) const STATE_MAGIC: u64 = u64::from_le_bytes(*b"acc-hash");
+/// The format this build writes.
+pub(super) const FORMAT: u32 = 1;
+/// `State::flags`: the index is durable and covers exactly the data log's first
+/// `covered_len` bytes: an open trusts it and reads no record.
+pub(super) const CLEAN: u32 = 1;
+/// `State::prev_gen` when no optimisation is under way.
+pub(super) const NO_GEN: u64 = u64::MAX;
+/// Most index bits a state may name (see `HASH_INDEX_SLOTS_MAX`).
+pub(super) const BITS_MAX: u32 = 40;
+
+/// The store's state, in its Journal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(super) struct State {
+    pub magic: u64,
+    pub format: u32,
+    pub flags: u32,
+    /// The data generation writes go to.
+    pub data_gen: u64,
+    /// The generation an optimisation is moving records out of, or [`NO_GEN`].
+    pub prev_gen: u64,
+    pub index_gen: u64,
+    pub index_bits: u32,
+    pub _reserved: u32,
+    /// Clean: the data log's length the index covers.
+    pub covered_len: u64,
+    /// Clean: entries, and log bytes their records take (frames included).
+    pub entries: u64,
+    pub live_bytes: u64,
+}
+
+/// The index and the data generations: what readers read.
+pub(super) struct Shared {
+    pub index: Index,
+    pub data: Arc<DataGen>,
+    /// The generation an optimisation is moving records out of.
+    pub prev: Option<Arc<DataGen>>,
+}
+
+impl Shared {
+    /// The generation a position word's parity names.
+    pub fn gen_of(&self, parity: u64) -> Option<&Arc<DataGen>> {
+        if self.data.number & 1 == parity {
+            Some(&self.data)
+        } else {
+            self.prev.as_ref().filter(|p| p.number & 1 == parity)
+        }
+    }
+
+    /// Log bytes of every live generation.
+    pub fn data_bytes(&self) -> u64 {
+        self.data.log.len() + self.prev.as_ref().map_or(0, |p| p.log.len())
+    }
+}
+
+/// What only the writer touches.
+#[derive(Debug, Default)]
+pub(super) struct Writer {
+    /// The state says the index is not clean (made durable before the first change).
+    pub dirty: bool,
+}
+
+/// A key found in the index.
+pub(super) struct Hit {
+    pub slot: u64,
+    pub dg: Arc<DataGen>,
+    pub offset: u64,
+    pub header: Header,
+}
+
+impl Hit {
+    pub fn value(&self) -> HashValue {
+        HashValue::new(
+            &self.dg,
+            self.offset,
+            self.header.value_at(),
+            self.header.value_len,
+        )
+    }
+
+    pub fn key(&self) -> HashValue {
+        HashValue::new(
+            &self.dg,
+            self.offset,
+            super::record::HEADER_BYTES,
+            self.header.key_len,
+        )
+    }
+
+    pub fn footprint(&self) -> u64 {
+        footprint(self.header.record_len() as u64)
+    }
+}
+
+pub(super) struct Inner {
+    pub dir: Dir,
+    pub name: String,
+    pub options: HashOptions,
+    pub entropy: Entropy,
+    pub state: Journal<State>,
+    pub shared: RwLock<Shared>,
+    pub writer: Mutex<Writer>,
+    pub writer_thread: AtomicUsize,
+    pub poisoned: AtomicBool,
+    pub optimizing: AtomicBool,
+    pub entries: AtomicU64,
+    pub live_bytes: AtomicU64,
+    /// This open rebuilt the index from the records.
+    pub rebuilt: bool,
+}
+
+/// A tag of the calling thread, never 0.
+fn thread_tag() -> usize {
+    thread_local! {
+        static TAG: u8 = const { 0 };
+    }
+    TAG.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+/// The writer lock; clears the owner tag when dropped.
+pub(super) struct WriterGuard<'a> {
+    inner: &'a Inner,
+    pub w: MutexGuard<'a, Writer>,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.writer_thread.store(0, Ordering::Release);
+    }
+}
+
+pub(super) fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > HASH_KEY_LEN_BYTES_MAX {
+        return Err(Error::limit(
+            "HASH_KEY_LEN_BYTES_MAX",
+            key.len() as u64,
+            HASH_KEY_LEN_BYTES_MAX as u64,
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > HASH_VALUE_LEN_BYTES_MAX {
+        return Err(Error::limit(
+            "HASH_VALUE_LEN_BYTES_MAX",
+            value.len() as u64,
+            HASH_VALUE_LEN_BYTES_MAX as u64,
+        ));
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// The index tag of `key`.
+    pub fn tag(&self, key: &[u8]) -> u64 {
+        index::tag(self.entropy.hash(key))
+    }
+
+    pub fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned {
+                path: self.dir.path().join(&self.name),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the store poisoned (a change of the index failed half-way) and passes `e`.
+    pub fn poison(&self, e: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        e
+    }
+
+    /// The writer lock, refused from inside an `update` closure on the same thread.
+    pub fn lock_writer(&self, call: &'static str) -> Result<WriterGuard<'_>> {
+        let me = thread_tag();
+        if self.writer_thread.load(Ordering::Acquire) == me {
+            return Err(Error::Reentrant {
+                call,
+                inside: "a HashStore::update or retain closure of the same store",
+            });
+        }
+        let w = self.writer.lock();
+        self.writer_thread.store(me, Ordering::Release);
+        let guard = WriterGuard { inner: self, w };
+        self.check_poison()?;
+        Ok(guard)
+    }
+
+    /// Before the first change after a clean state: says durably that the index is no
+    /// longer clean, so that a crash from here on makes the next open rebuild it.
+    pub fn make_dirty(&self, w: &mut Writer) -> Result<()> {
+        if !w.dirty {
+            self.state.update(|s| s.flags &= !CLEAN)?;
+            self.state.sync()?;
+            w.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// `key` in the index: its slot and its record, checked.
+    pub fn lookup(&self, s: &Shared, key: &[u8], tag: u64) -> Result<Option<Hit>> {
+        let mut hit = None;
+        s.index
+            .find(tag, |pos| {
+                let (parity, offset) = index::locate(pos);
+                let dg = s.gen_of(parity).ok_or_else(|| {
+                    self.corrupted_index(format!(
+                        "a slot names a data generation of parity {parity}, which is not live"
+                    ))
+                })?;
+                let rec = dg.read(offset)?;
+                if rec.header.kind != Kind::Put {
+                    return Err(dg.corrupted(offset, "the index points at a record that is no put"));
+                }
+                if rec.header.key(rec.bytes) != key {
+                    return Ok(false);
+                }
+                hit = Some((Arc::clone(dg), offset, rec.header));
+                Ok(true)
+            })
+            .map(|found| {
+                found.and_then(|(slot, _)| {
+                    hit.map(|(dg, offset, header)| Hit {
+                        slot,
+                        dg,
+                        offset,
+                        header,
+                    })
+                })
+            })
+    }
+
+    pub fn corrupted_index(&self, what: String) -> Error {
+        Error::corrupted(&self.dir.path().join(&self.name), 0, what)
+    }
+
+    /// Sets `key` (whose index entry is `found`) to `value`, or deletes it for `None`;
+    /// returns the handle of the value it had.
+    pub fn write_locked(
+        &self,
+        w: &mut Writer,
+        tag: u64,
+        key: &[u8],
+        found: Option<Hit>,
+        value: Option<&[u8]>,
+    ) -> Result<Option<HashValue>> {
+        self.make_dirty(w)?;
+        let s = self.shared.upgradable_read();
+        let data = Arc::clone(&s.data);
+        let old = found.as_ref().map(Hit::value);
+        match (found, value) {
+            (None, None) => return Ok(None),
+            (found, Some(value)) => {
+                let (offset, bytes) = data.append(Kind::Put, key, value)?;
+                check_offset(&data, offset)?;
+                let pos = index::position(data.number, offset);
+                let s = RwLockUpgradableReadGuard::upgrade(s);
+                match &found {
+                    Some(hit) => {
+                        s.index.replace(hit.slot, pos).map_err(|e| self.poison(e))?;
+                        self.live_bytes.fetch_sub(hit.footprint(), Ordering::AcqRel);
+                    }
+                    None => {
+                        s.index.insert(tag, pos).map_err(|e| self.poison(e))?;
+                        self.entries.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+                self.live_bytes.fetch_add(bytes, Ordering::AcqRel);
+                drop(s);
+                if found.is_none() {
+                    self.fit_index(w)?;
+                }
+            }
+            (Some(hit), None) => {
+                data.append(Kind::Delete, key, &[])?;
+                let s = RwLockUpgradableReadGuard::upgrade(s);
+                s.index.remove(hit.slot).map_err(|e| self.poison(e))?;
+                drop(s);
+                self.live_bytes.fetch_sub(hit.footprint(), Ordering::AcqRel);
+                self.entries.fetch_sub(1, Ordering::AcqRel);
+                self.fit_index(w)?;
+            }
+        }
+        Ok(old)
+    }
+
+    /// Removes every key: a clear record, then a new, empty index.
+    pub fn clear_locked(&self, w: &mut Writer) -> Result<()> {
+        self.make_dirty(w)?;
+        let data = Arc::clone(&self.shared.read().data);
+        data.append(Kind::Clear, &[], &[])?;
+        self.replace_index(w, BITS_MIN, false)?;
+        self.entries.store(0, Ordering::Release);
+        self.live_bytes.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Grows the index above 90% full, shrinks it below 35%.
+    pub fn fit_index(&self, w: &mut Writer) -> Result<()> {
+        let entries = self.entries.load(Ordering::Acquire);
+        let bits = self.shared.read().index.bits;
+        let slots = 1u64 << bits;
+        if entries * 10 > slots * 9 {
+            if bits >= BITS_MAX {
+                return Ok(());
+            }
+            self.replace_index(w, bits + 1, true)
+        } else if bits > BITS_MIN && entries * 100 < slots * 35 {
+            self.replace_index(w, bits - 1, true)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Builds a new index generation of 2^`bits` slots (holding every entry of the
+    /// current one if `copy`), then switches to it through the state. Readers use the old
+    /// one until the switch; it is removed after.
+    pub fn replace_index(&self, w: &mut Writer, bits: u32, copy: bool) -> Result<()> {
+        self.make_dirty(w)?;
+        let s = self.shared.upgradable_read();
+        let number = s.index.number + 1;
+        // Files a failed resize of this session may have left.
+        self.dir.remove(&index::index_name(&self.name, number))?;
+        let new = Index::open(&self.dir, &self.name, number, bits)?;
+        if copy {
+            for e in s.index.entries() {
+                let (_, tag, pos) = e?;
+                new.insert(tag, pos)?;
+            }
+        }
+        self.state.update(|st| {
+            st.index_gen = number;
+            st.index_bits = bits;
+        })?;
+        self.state.sync()?;
+        let mut s = RwLockUpgradableReadGuard::upgrade(s);
+        let old = std::mem::replace(&mut s.index, new);
+        drop(s);
+        old.retire();
+        Ok(())
+    }
+
+    /// Makes every change made before the call durable: the data logs' flush.
+    pub fn sync(&self) -> Result<()> {
+        let (data, prev) = {
+            let s = self.shared.read();
+            (Arc::clone(&s.data), s.prev.clone())
+        };
+        if let Some(prev) = prev {
+            prev.log.sync()?;
+        }
+        data.log.sync()
+    }
+
+    /// A clean shutdown: makes the data and the index durable and says so in the state,
+    /// so that the next open trusts the index and reads no record.
+    pub fn close(&self) -> Result<()> {
+        let mut g = self.lock_writer("HashStore::close")?;
+        let s = self.shared.read();
+        if !g.w.dirty || s.prev.is_some() {
+            return Ok(());
+        }
+        s.data.log.sync_recorded()?;
+        s.index.sync()?;
+        let covered_len = s.data.log.len();
+        let (index_gen, index_bits) = (s.index.number, s.index.bits);
+        let entries = self.entries.load(Ordering::Acquire);
+        let live_bytes = self.live_bytes.load(Ordering::Acquire);
+        self.state.update(|st| {
+            st.flags |= CLEAN;
+            st.covered_len = covered_len;
+            st.index_gen = index_gen;
+            st.index_bits = index_bits;
+            st.entries = entries;
+            st.live_bytes = live_bytes;
+        })?;
+        self.state.sync()?;
+        g.w.dirty = false;
+        Ok(())
+    }
+}
+
+/// Refuses a record past what a slot can name (16 × 2^48 bytes of log).
+fn check_offset(data: &DataGen, offset: u64) -> Result<()> {
+    if offset > OFFSET_MAX {
+        return Err(Error::limit(
+            "hash store data log bytes",
+            offset,
+            OFFSET_MAX,
+        ));
+    }
+    debug_assert!(data.log.len() >= offset);
+    Ok(())
+}
+
+impl Inner {
+    /// The entry whose record is at position word `pos` (its slot is not looked up).
+    pub fn hit_at(&self, pos: u64) -> Result<Hit> {
+        let s = self.shared.read();
+        let (parity, offset) = index::locate(pos);
+        let dg = s.gen_of(parity).ok_or_else(|| {
+            self.corrupted_index(format!(
+                "a slot names a data generation of parity {parity}, which is not live"
+            ))
+        })?;
+        let header = dg.read(offset)?.header;
+        Ok(Hit {
+            slot: 0,
+            dg: Arc::clone(dg),
+            offset,
+            header,
+        })
+    }
+
+    /// See [`HashStore::verify`](super::HashStore::verify).
+    pub fn verify(&self) -> Result<super::HashReport> {
+        let _g = self.lock_writer("HashStore::verify")?;
+        let s = self.shared.read();
+        let shape = s
+            .index
+            .check()?
+            .map_err(|(slot, what)| self.corrupted_index(format!("index slot {slot}: {what}")))?;
+        let mut live = 0;
+        for e in s.index.entries() {
+            let (slot, tag, pos) = e?;
+            let (parity, offset) = index::locate(pos);
+            let dg = s.gen_of(parity).ok_or_else(|| {
+                self.corrupted_index(format!(
+                    "index slot {slot} names a data generation of parity {parity}, which is not live"
+                ))
+            })?;
+            let rec = dg.read(offset)?;
+            if rec.header.kind != Kind::Put {
+                return Err(dg.corrupted(
+                    offset,
+                    format!("index slot {slot} points at a record that is no put"),
+                ));
+            }
+            let key = rec.header.key(rec.bytes);
+            if self.tag(key) != tag {
+                return Err(self.corrupted_index(format!(
+                    "index slot {slot} holds a hash its record's key does not have"
+                )));
+            }
+            match self.lookup(&s, key, tag)? {
+                Some(hit) if hit.slot == slot => {}
+                Some(hit) => {
+                    return Err(self.corrupted_index(format!(
+                        "index slots {} and {slot} hold the same key",
+                        hit.slot
+                    )));
+                }
+                None => {
+                    return Err(self.corrupted_index(format!(
+                        "the key in index slot {slot} is not found by a lookup"
+                    )));
+                }
+            }
+            live += footprint(rec.header.record_len() as u64);
+        }
+        let entries = self.entries.load(Ordering::Acquire);
+        if shape.entries != entries {
+            return Err(self.corrupted_index(format!(
+                "the index holds {} entries where the store counts {entries}",
+                shape.entries
+            )));
+        }
+        let counted = self.live_bytes.load(Ordering::Acquire);
+        if live != counted {
+            return Err(self.corrupted_index(format!(
+                "live records take {live} bytes where the store counts {counted}"
+            )));
+        }
+        Ok(super::HashReport {
+            entries,
+            probe_distance_max: shape.distance_max,
+        })
+    }
+}
