@@ -203,7 +203,7 @@ fn handles_survive_resizes_optimisation_and_reopen() {
     let shrunk = store.stats().unwrap();
     assert!(shrunk.index_capacity < grown.index_capacity, "{shrunk:?}");
     assert!(
-        shrunk.index_fill >= 0.35 || shrunk.index_capacity == 256,
+        shrunk.index_fill >= 0.35 || shrunk.index_capacity == 4096,
         "{shrunk:?}"
     );
     store.verify().unwrap();
@@ -463,10 +463,9 @@ fn stats_count_what_is_stored() {
         s.record_bytes_mean > 40.0 && s.record_bytes_mean < 200.0,
         "{s:?}"
     );
-    assert_eq!(
-        s.dead_bytes,
-        s.data_bytes - (s.record_bytes_mean * 1000.0).round() as u64
-    );
+    // Nothing overwritten: dead bytes are the padding where a record skipped to the
+    // next lane, at most a record's worth.
+    assert!(s.dead_bytes < 256, "{s:?}");
     assert!(s.probe_distance_mean < 3.0, "{s:?}");
     store.set(&key(1), b"x").unwrap();
     assert!(store.stats().unwrap().dead_bytes > s.dead_bytes);

@@ -62,7 +62,10 @@ fn drop_index(path: &Path) -> Result<u64> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(path.join(STORE))? {
         let file = entry?.file_name().to_string_lossy().into_owned();
-        if file.strip_prefix('i').is_some_and(|n| n.parse::<u64>().is_ok()) {
+        if file
+            .strip_prefix('i')
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+        {
             names.push(format!("{STORE}/{file}"));
         }
     }

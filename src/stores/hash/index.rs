@@ -1,29 +1,61 @@
-//! The Robin Hood index of a hash store: one generation `{store}/i{N}`, a
-//! [`RandomAccess`] of `u64` words, two per slot. It owns the probing (insert with
-//! stealing, backward-shift delete, lookup that stops at the first richer slot) and the
-//! structural check; it knows nothing of records beyond the position words it stores.
+//! The Robin Hood index of a hash store: one generation `{store}/i{N}`, two
+//! [`RandomAccess`] arrays: `slots` (two `u64` words a slot: the key's hash and where its
+//! record lies) and `tags` (one `u16` a slot: a fingerprint of the hash and the slot's
+//! probe distance). It owns the probing (insert with stealing, backward-shift delete,
+//! lookup that stops at the first richer slot) and the structural check; it knows nothing
+//! of records beyond the position words it stores.
+//!
+//! A lookup probes the tags, an eighth of the slots' size (4 MiB at a million keys, so
+//! they stay in the processor's cache): an absent key costs one cached load, and a
+//! present one reads the slot words of its own slot only.
 //!
 //! Readers and the writer never touch a generation at once: the store holds its index
 //! behind a lock that writers take exclusively for each change, so a probe never sees a
 //! half-shifted run.
 
 use super::data::Remover;
+use crate::limits::{HASH_INDEX_SLOTS_MAX, RANDOM_ACCESS_LANE_BASE_ELEMENTS};
 use crate::{Dir, Error, RandomAccess, Result};
 
 // A slot is two words:
 //
 //   word 0: the key's keyed 64-bit hash with its lowest bit set (0 = empty slot);
-//           the home slot is its top `bits` bits
+//           the home slot is `hash * slots / 2^64` (the slots need not be a power of
+//           two: see `capacity`)
 //   word 1: bit 63: the parity of the data generation the record lies in;
 //           bits 0-47: the record's log offset / 16 (records start on 16-byte frames)
+//
+// and its tag, a u16:
+//   bits 8-15: the slot's probe distance + 1, at most 255 (0 = empty slot; 255 = "254
+//              or more": the distance is then computed from word 0)
+//   bits 0-7:  bits 8-15 of the hash (a fingerprint: a slot whose differs is not read)
 /// The position word's generation bit.
 const PARITY_BIT: u64 = 1 << 63;
 /// Log offsets are stored in units of this (the data log's frame grain).
 const OFFSET_GRAIN: u64 = 16;
 /// Largest log offset a slot holds.
 pub(super) const OFFSET_MAX: u64 = ((1 << 48) - 1) * OFFSET_GRAIN;
-/// Fewest slots of an index (2^8).
-pub(super) const BITS_MIN: u32 = 8;
+/// The smallest index level: [`capacity`] 4096 slots.
+pub(super) const LEVEL_MIN: u32 = 1;
+/// The largest index level (about 2^40 slots, [`HASH_INDEX_SLOTS_MAX`]).
+pub(super) const LEVEL_MAX: u32 = 28;
+const _: () = assert!(capacity(LEVEL_MAX) <= HASH_INDEX_SLOTS_MAX);
+
+/// Slots of an index of level `level`: `4096 × (2^level − 1)`, which is what the first
+/// `level` lanes of a [`RandomAccess`] hold (lanes of 4096 × 2^i elements), so the tags
+/// fill their lanes exactly and the slot words leave 4096 words of their last lane unused.
+/// A level more is about twice the slots.
+pub(super) const fn capacity(level: u32) -> u64 {
+    RANDOM_ACCESS_LANE_BASE_ELEMENTS * ((1 << level) - 1)
+}
+
+/// Distances a tag holds exactly; longer ones are read from the slot.
+const DISTANCE_CAPPED: u64 = 254;
+
+/// The fingerprint a tag keeps of a slot's hash.
+fn fingerprint(tag: u64) -> u16 {
+    ((tag >> 8) & 0xff) as u16
+}
 
 /// The index's word 0 for a key whose hash is `hash`.
 pub(super) fn tag(hash: u64) -> u64 {
@@ -49,9 +81,10 @@ pub(super) fn index_name(store: &str, n: u64) -> String {
 /// One index generation.
 pub(super) struct Index {
     words: RandomAccess<u64>,
+    tags: RandomAccess<u16>,
     pub number: u64,
-    pub bits: u32,
-    mask: u64,
+    pub level: u32,
+    slots: u64,
     remover: Remover,
 }
 
@@ -64,25 +97,35 @@ pub(super) struct Shape {
 }
 
 impl Index {
-    /// Opens (or creates) index generation `number` of `store` with 2^`bits` slots.
-    pub fn open(dir: &Dir, store: &str, number: u64, bits: u32) -> Result<Index> {
+    /// Opens (or creates) index generation `number` of `store`, of level `level`.
+    pub fn open(dir: &Dir, store: &str, number: u64, level: u32) -> Result<Index> {
+        assert!(
+            (LEVEL_MIN..=LEVEL_MAX).contains(&level),
+            "index level {level}"
+        );
         let name = index_name(store, number);
-        let words = RandomAccess::<u64>::open(dir, &name)?;
-        let slots = 1u64 << bits;
-        let len = words.len();
-        if len > 2 * slots {
+        let words = RandomAccess::<u64>::open(dir, &format!("{name}/slots"))?;
+        let tags = RandomAccess::<u16>::open(dir, &format!("{name}/tags"))?;
+        let slots = capacity(level);
+        if words.len() > 2 * slots || tags.len() > slots {
             return Err(Error::corrupted(
                 &dir.path().join(&name),
                 0,
-                format!("an index of {slots} slots holds {len} words"),
+                format!(
+                    "an index of {slots} slots holds {} words and {} tags",
+                    words.len(),
+                    tags.len()
+                ),
             ));
         }
         words.extend_len(2 * slots)?;
+        tags.extend_len(slots)?;
         Ok(Index {
             words,
+            tags,
             number,
-            bits,
-            mask: slots - 1,
+            level,
+            slots,
             remover: Remover::new(dir, name),
         })
     }
@@ -94,16 +137,27 @@ impl Index {
 
     /// Slots of the index.
     pub fn capacity(&self) -> u64 {
-        self.mask + 1
+        self.slots
     }
 
     fn home(&self, tag: u64) -> u64 {
-        (tag >> (64 - self.bits)) & self.mask
+        // Lemire's multiply-shift: the high bits of the hash pick the slot.
+        ((u128::from(tag) * u128::from(self.slots)) >> 64) as u64
+    }
+
+    /// The slot after `i` (runs wrap around the end).
+    fn next(&self, i: u64) -> u64 {
+        if i + 1 == self.slots { 0 } else { i + 1 }
     }
 
     /// How far slot `i`, holding `tag`, lies from its home slot.
     fn distance(&self, i: u64, tag: u64) -> u64 {
-        i.wrapping_sub(self.home(tag)) & self.mask
+        let home = self.home(tag);
+        if i >= home {
+            i - home
+        } else {
+            i + self.slots - home
+        }
     }
 
     /// Slot `i`: (tag, position); a tag of 0 is an empty slot.
@@ -113,7 +167,24 @@ impl Index {
 
     fn put(&self, i: u64, tag: u64, pos: u64) -> Result<()> {
         self.words.set(2 * i, tag)?;
-        self.words.set(2 * i + 1, pos)
+        self.words.set(2 * i + 1, pos)?;
+        let short = if tag == 0 {
+            0
+        } else {
+            let distance = self.distance(i, tag).min(DISTANCE_CAPPED);
+            (distance as u16 + 1) << 8 | fingerprint(tag)
+        };
+        self.tags.set(i, short)
+    }
+
+    /// The probe distance of slot `i` from its tag `short` (reading the slot's hash only
+    /// for a distance too long for the tag), or `None` for an empty slot.
+    fn tag_distance(&self, i: u64, short: u16) -> Result<Option<u64>> {
+        match short >> 8 {
+            0 => Ok(None),
+            d if u64::from(d) <= DISTANCE_CAPPED => Ok(Some(u64::from(d) - 1)),
+            _ => Ok(Some(self.distance(i, self.words.read(2 * i)?))),
+        }
     }
 
     /// The slot holding `tag` whose position `is_it` accepts, and that position; probing
@@ -124,18 +195,21 @@ impl Index {
         mut is_it: impl FnMut(u64) -> Result<bool>,
     ) -> Result<Option<(u64, u64)>> {
         let mut i = self.home(tag);
-        for d in 0..=self.mask {
-            let t = self.words.read(2 * i)?;
-            if t == 0 || self.distance(i, t) < d {
-                return Ok(None);
+        let fp = fingerprint(tag);
+        for d in 0..self.slots {
+            let short = self.tags.read(i)?;
+            match self.tag_distance(i, short)? {
+                None => return Ok(None),
+                Some(theirs) if theirs < d => return Ok(None),
+                Some(_) => {}
             }
-            if t == tag {
+            if short & 0xff == fp && self.words.read(2 * i)? == tag {
                 let pos = self.words.read(2 * i + 1)?;
                 if is_it(pos)? {
                     return Ok(Some((i, pos)));
                 }
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         Ok(None)
     }
@@ -149,7 +223,7 @@ impl Index {
     pub fn insert(&self, mut tag: u64, mut pos: u64) -> Result<()> {
         let mut i = self.home(tag);
         let mut d = 0;
-        for _ in 0..=self.mask {
+        for _ in 0..self.slots {
             let (t, p) = self.slot(i)?;
             if t == 0 {
                 return self.put(i, tag, pos);
@@ -160,7 +234,7 @@ impl Index {
                 self.put(i, tag, pos)?;
                 (tag, pos, d) = (t, p, theirs);
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
             d += 1;
         }
         panic!("a hash index was full: the store keeps it below 90% of its slots");
@@ -168,8 +242,8 @@ impl Index {
 
     /// Removes the entry in slot `i`, shifting the run after it back by one.
     pub fn remove(&self, mut i: u64) -> Result<()> {
-        for _ in 0..self.mask {
-            let next = (i + 1) & self.mask;
+        for _ in 1..self.slots {
+            let next = self.next(i);
             let (t, p) = self.slot(next)?;
             if t == 0 || self.distance(next, t) == 0 {
                 break;
@@ -195,18 +269,28 @@ impl Index {
     pub fn check(&self) -> Result<std::result::Result<Shape, (u64, String)>> {
         let mut shape = Shape::default();
         // The slot before slot 0 is the last one (runs wrap).
-        let (last, _) = self.slot(self.mask)?;
-        let mut before = (last != 0).then(|| self.distance(self.mask, last));
+        let (last, _) = self.slot(self.slots - 1)?;
+        let mut before = (last != 0).then(|| self.distance(self.slots - 1, last));
         for i in 0..self.capacity() {
             let (t, _) = self.slot(i)?;
             if t == 0 {
+                if self.tags.read(i)? != 0 {
+                    return Ok(Err((i, "an empty slot has a tag".into())));
+                }
                 before = None;
                 continue;
             }
             if t & 1 == 0 {
-                return Ok(Err((i, "a slot's tag lacks its low bit".into())));
+                return Ok(Err((i, "a slot's hash lacks its low bit".into())));
             }
             let d = self.distance(i, t);
+            let short = self.tags.read(i)?;
+            if self.tag_distance(i, short)? != Some(d) || short & 0xff != fingerprint(t) {
+                return Ok(Err((
+                    i,
+                    format!("tag {short:#06x} does not match the slot"),
+                )));
+            }
             let allowed = before.map_or(0, |b| b + 1);
             if d > allowed {
                 return Ok(Err((
@@ -224,7 +308,8 @@ impl Index {
 
     /// Makes the index durable (a clean shutdown's).
     pub fn sync(&self) -> Result<()> {
-        self.words.sync()
+        self.words.sync()?;
+        self.tags.sync()
     }
 }
 
@@ -235,7 +320,7 @@ mod tests {
     #[test]
     fn inserts_and_removes_keep_the_shape_against_a_model() {
         let dir = Dir::temporary().unwrap();
-        let index = Index::open(&dir, "h", 0, BITS_MIN).unwrap();
+        let index = Index::open(&dir, "h", 0, LEVEL_MIN).unwrap();
         let mut model = std::collections::HashMap::new();
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
@@ -245,20 +330,42 @@ mod tests {
             state
         };
         for step in 0..20_000u64 {
-            let key = next() % 400;
+            let key = next() % 6_000;
             let t = tag(key.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let found = index.find(t, |p| Ok(p == key)).unwrap();
             assert_eq!(found.is_some(), model.contains_key(&key), "step {step}");
             if let Some((slot, _)) = found {
                 index.remove(slot).unwrap();
                 model.remove(&key);
-            } else if model.len() < 230 {
+            } else if model.len() < 3_600 {
                 index.insert(t, key).unwrap();
                 model.insert(key, ());
             }
             let shape = index.check().unwrap().unwrap();
             assert_eq!(shape.entries, model.len() as u64, "step {step}");
         }
+    }
+
+    /// Keys that all share one home slot make runs longer than a tag can count: the
+    /// distance is then read from the slot, and lookups and removals still hold.
+    #[test]
+    fn distances_past_what_a_tag_holds_are_read_from_the_slot() {
+        let dir = Dir::temporary().unwrap();
+        let index = Index::open(&dir, "h", 0, LEVEL_MIN).unwrap();
+        let same_home = |k: u64| tag(k << 9);
+        for k in 0..400 {
+            index.insert(same_home(k), k).unwrap();
+        }
+        let shape = index.check().unwrap().unwrap();
+        assert_eq!((shape.entries, shape.distance_max), (400, 399));
+        for k in (0..400).rev().step_by(3) {
+            let (slot, pos) = index.find(same_home(k), |p| Ok(p == k)).unwrap().unwrap();
+            assert_eq!(pos, k);
+            index.remove(slot).unwrap();
+            assert!(index.find(same_home(k), |p| Ok(p == k)).unwrap().is_none());
+        }
+        index.check().unwrap().unwrap();
+        assert!(index.find(same_home(1), |p| Ok(p == 1)).unwrap().is_some());
     }
 
     #[test]

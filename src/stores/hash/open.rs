@@ -13,9 +13,9 @@ use parking_lot::{Mutex, RwLock};
 
 use super::HashOptions;
 use super::data::{DataGen, data_name, footprint};
-use super::index::{self, BITS_MIN, Index, index_name};
+use super::index::{self, Index, LEVEL_MAX, LEVEL_MIN, index_name};
 use super::record::Kind;
-use super::store::{BITS_MAX, CLEAN, FORMAT, Inner, NO_GEN, STATE_MAGIC, Shared, State, Writer};
+use super::store::{CLEAN, FORMAT, Inner, NO_GEN, STATE_MAGIC, Shared, State, Writer};
 use crate::{Dir, Entropy, Error, Journal, Result};
 
 /// Opens or creates the store `name` in `dir`.
@@ -39,7 +39,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
             data_gen: 0,
             prev_gen: NO_GEN,
             index_gen: 0,
-            index_bits: BITS_MIN,
+            index_level: LEVEL_MIN,
             _reserved: 0,
             covered_len: 0,
             entries: 0,
@@ -83,7 +83,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         && data.log.adopted_bytes() == 0
         && index_there;
     let trusted = if clean {
-        match Index::open(dir, name, s.index_gen, s.index_bits) {
+        match Index::open(dir, name, s.index_gen, s.index_level) {
             Ok(i) => Some(i),
             Err(Error::Corrupted { .. } | Error::Incompatible { .. }) => None,
             Err(e) => return Err(e),
@@ -97,7 +97,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         None => {
             let number = s.index_gen + 1;
             dir.remove(&index_name(name, number))?;
-            Index::open(dir, name, number, s.index_bits)?
+            Index::open(dir, name, number, s.index_level)?
         }
     };
     for g in indexes {
@@ -153,14 +153,14 @@ fn check_state(path: &std::path::Path, s: &State) -> Result<()> {
     let gens_hold = s.data_gen != NO_GEN
         && s.data_gen != s.prev_gen
         && (s.prev_gen == NO_GEN || s.prev_gen & 1 != s.data_gen & 1);
-    if !gens_hold || !(BITS_MIN..=BITS_MAX).contains(&s.index_bits) || s.flags & !CLEAN != 0 {
+    if !gens_hold || !(LEVEL_MIN..=LEVEL_MAX).contains(&s.index_level) || s.flags & !CLEAN != 0 {
         return Err(Error::corrupted(
             path,
             0,
             format!(
                 "impossible hash store state: data generation {}, previous {}, index of \
-                 2^{} slots, flags {:#x}",
-                s.data_gen, s.prev_gen, s.index_bits, s.flags
+                 level {}, flags {:#x}",
+                s.data_gen, s.prev_gen, s.index_level, s.flags
             ),
         ));
     }
@@ -185,7 +185,7 @@ fn replay(inner: &Inner) -> Result<()> {
             let key = rec.header.key(rec.bytes);
             match rec.header.kind {
                 Kind::Clear => {
-                    inner.replace_index(&mut g.w, BITS_MIN, false)?;
+                    inner.replace_index(&mut g.w, LEVEL_MIN, false)?;
                     inner.entries.store(0, Ordering::Release);
                     inner.live_bytes.store(0, Ordering::Release);
                 }

@@ -6,20 +6,22 @@ use crate::limits::{HASH_KEY_LEN_BYTES_MAX, HASH_VALUE_LEN_BYTES_MAX};
 
 // A record, all integers little-endian:
 //
-//   0      1      2          4            8            16
+//   0      1      2          4            8            12
 //   | kind | zero | key_len  | value_len  | checksum   | key ... | value ... |
-//     u8     u8     u16        u32          u64
+//     u8     u8     u16        u32          u32
 //
-// `checksum` is XXH3-64 of the key and value bytes, seeded with the record's first eight
-// bytes (kind, lengths), so it covers the whole record. The data log's own frames tie each
+// `checksum` is the low half of XXH3-64 of the key and value bytes, seeded with the
+// record's first eight bytes (kind, lengths), so it covers the whole record. Twelve bytes,
+// so that a 16-byte key and a 100-byte value make 128 bytes, behind the log's 16-byte
+// frame: 144 bytes a record, nothing lost to padding. The data log's own frames tie each
 // record to its position and its log; this checksum also catches damage to a record below
 // the log's recorded length, which an open does not walk.
 /// Bytes of a record's header.
-pub(super) const HEADER_BYTES: usize = 16;
+pub(super) const HEADER_BYTES: usize = 12;
 const KEY_LEN_AT: usize = 2;
 const VALUE_LEN_AT: usize = KEY_LEN_AT + 2;
 const CHECKSUM_AT: usize = VALUE_LEN_AT + 4;
-const _: () = assert!(CHECKSUM_AT + 8 == HEADER_BYTES);
+const _: () = assert!(CHECKSUM_AT + 4 == HEADER_BYTES);
 const _: () = assert!(HASH_KEY_LEN_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(HASH_VALUE_LEN_BYTES_MAX <= u32::MAX as usize);
 
@@ -67,10 +69,10 @@ pub(super) fn encode(dest: &mut [u8], kind: Kind, key: &[u8], value: &[u8]) {
     dest[CHECKSUM_AT..HEADER_BYTES].copy_from_slice(&sum.to_le_bytes());
 }
 
-fn checksum(head: &[u8], body: &[u8]) -> u64 {
+fn checksum(head: &[u8], body: &[u8]) -> u32 {
     let mut seed = [0u8; 8];
     seed.copy_from_slice(&head[..8]);
-    xxhash_rust::xxh3::xxh3_64_with_seed(body, u64::from_le_bytes(seed))
+    xxhash_rust::xxh3::xxh3_64_with_seed(body, u64::from_le_bytes(seed)) as u32
 }
 
 /// A record's header, read from its first [`HEADER_BYTES`] bytes.
@@ -79,7 +81,7 @@ pub(super) struct Header {
     pub kind: Kind,
     pub key_len: usize,
     pub value_len: usize,
-    sum: u64,
+    sum: u32,
 }
 
 impl Header {
@@ -94,7 +96,7 @@ impl Header {
         }
         let key_len = usize::from(u16::from_le_bytes([head[2], head[3]]));
         let value_len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
-        let sum = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+        let sum = u32::from_le_bytes(head[CHECKSUM_AT..].try_into().expect("4 bytes"));
         if value_len > HASH_VALUE_LEN_BYTES_MAX {
             return Err("value length past its limit");
         }
@@ -172,8 +174,8 @@ mod tests {
         let mut bad = record(Kind::Delete, b"k", b"");
         bad[VALUE_LEN_AT] = 1;
         assert!(Header::parse(&bad).is_err());
-        assert!(Header::parse(&[0u8; 15]).is_err());
-        assert!(Header::parse(&[9u8; 16]).is_err());
+        assert!(Header::parse(&[0u8; HEADER_BYTES - 1]).is_err());
+        assert!(Header::parse(&[9u8; HEADER_BYTES]).is_err());
         let clear = record(Kind::Clear, b"", b"");
         assert!(Header::parse(&clear).unwrap().holds(&clear));
     }

@@ -15,7 +15,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockUpgradableReadGuard};
 
 use super::HashOptions;
 use super::data::{DataGen, HashValue, footprint};
-use super::index::{self, BITS_MIN, Index, OFFSET_MAX};
+use super::index::{self, Index, LEVEL_MAX, LEVEL_MIN, OFFSET_MAX};
 use super::record::{Header, Kind};
 use crate::limits::{HASH_KEY_LEN_BYTES_MAX, HASH_VALUE_LEN_BYTES_MAX};
 use crate::{Dir, Entropy, Error, Journal, Result};
@@ -29,8 +29,6 @@ pub(super) const FORMAT: u32 = 1;
 pub(super) const CLEAN: u32 = 1;
 /// `State::prev_gen` when no optimisation is under way.
 pub(super) const NO_GEN: u64 = u64::MAX;
-/// Most index bits a state may name (see `HASH_INDEX_SLOTS_MAX`).
-pub(super) const BITS_MAX: u32 = 40;
 
 /// The store's state, in its Journal.
 #[repr(C)]
@@ -44,7 +42,7 @@ pub(super) struct State {
     /// The generation an optimisation is moving records out of, or [`NO_GEN`].
     pub prev_gen: u64,
     pub index_gen: u64,
-    pub index_bits: u32,
+    pub index_level: u32,
     pub _reserved: u32,
     /// Clean: the data log's length the index covers.
     pub covered_len: u64,
@@ -315,39 +313,43 @@ impl Inner {
         self.make_dirty(w)?;
         let data = Arc::clone(&self.shared.read().data);
         data.append(Kind::Clear, &[], &[])?;
-        self.replace_index(w, BITS_MIN, false)?;
+        self.replace_index(w, LEVEL_MIN, false)?;
         self.entries.store(0, Ordering::Release);
         self.live_bytes.store(0, Ordering::Release);
         Ok(())
     }
 
-    /// Grows the index above 90% full, shrinks it below 35%.
+    /// Grows the index above 90% full, shrinks it below 35% (to a level where it is
+    /// at most 70% full, so that it does not grow back at once).
     pub fn fit_index(&self, w: &mut Writer) -> Result<()> {
         let entries = self.entries.load(Ordering::Acquire);
-        let bits = self.shared.read().index.bits;
-        let slots = 1u64 << bits;
+        let level = self.shared.read().index.level;
+        let slots = index::capacity(level);
         if entries * 10 > slots * 9 {
-            if bits >= BITS_MAX {
+            if level >= LEVEL_MAX {
                 return Ok(());
             }
-            self.replace_index(w, bits + 1, true)
-        } else if bits > BITS_MIN && entries * 100 < slots * 35 {
-            self.replace_index(w, bits - 1, true)
+            self.replace_index(w, level + 1, true)
+        } else if level > LEVEL_MIN
+            && entries * 100 < slots * 35
+            && entries * 10 <= index::capacity(level - 1) * 7
+        {
+            self.replace_index(w, level - 1, true)
         } else {
             Ok(())
         }
     }
 
-    /// Builds a new index generation of 2^`bits` slots (holding every entry of the
+    /// Builds a new index generation of level `level` (holding every entry of the
     /// current one if `copy`), then switches to it through the state. Readers use the old
     /// one until the switch; it is removed after.
-    pub fn replace_index(&self, w: &mut Writer, bits: u32, copy: bool) -> Result<()> {
+    pub fn replace_index(&self, w: &mut Writer, level: u32, copy: bool) -> Result<()> {
         self.make_dirty(w)?;
         let s = self.shared.upgradable_read();
         let number = s.index.number + 1;
         // Files a failed resize of this session may have left.
         self.dir.remove(&index::index_name(&self.name, number))?;
-        let new = Index::open(&self.dir, &self.name, number, bits)?;
+        let new = Index::open(&self.dir, &self.name, number, level)?;
         if copy {
             for e in s.index.entries() {
                 let (_, tag, pos) = e?;
@@ -356,7 +358,7 @@ impl Inner {
         }
         self.state.update(|st| {
             st.index_gen = number;
-            st.index_bits = bits;
+            st.index_level = level;
         })?;
         self.state.sync()?;
         let mut s = RwLockUpgradableReadGuard::upgrade(s);
@@ -389,14 +391,14 @@ impl Inner {
         s.data.log.sync_recorded()?;
         s.index.sync()?;
         let covered_len = s.data.log.len();
-        let (index_gen, index_bits) = (s.index.number, s.index.bits);
+        let (index_gen, index_level) = (s.index.number, s.index.level);
         let entries = self.entries.load(Ordering::Acquire);
         let live_bytes = self.live_bytes.load(Ordering::Acquire);
         self.state.update(|st| {
             st.flags |= CLEAN;
             st.covered_len = covered_len;
             st.index_gen = index_gen;
-            st.index_bits = index_bits;
+            st.index_level = index_level;
             st.entries = entries;
             st.live_bytes = live_bytes;
         })?;
