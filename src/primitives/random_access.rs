@@ -221,6 +221,22 @@ impl<T: Pod> RandomAccess<T> {
         Ok(value)
     }
 
+    /// Copies elements `start..start + out.len()` into `out` (elements never written, or
+    /// past the end, read as zeros): a bulk [`read`](Self::read), for scans and
+    /// checksums. No element is torn, but the copy as a whole is not a snapshot: hold
+    /// off writers for that.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); `LimitExceeded` past the largest index.
+    pub fn read_many(&self, start: u64, out: &mut [T]) -> Result<()> {
+        let end = start.saturating_add(out.len() as u64);
+        let written = self.len().clamp(start, end);
+        let (inside, past) = out.split_at_mut((written - start) as usize);
+        past.fill(T::zeroed());
+        self.cells
+            .load_many(start, bytemuck::cast_slice_mut(inside))
+    }
+
     /// Hints the processor to start loading element `index`, so that the cache misses of
     /// several reads issued next can overlap. Only a hint: it never fails or blocks.
     pub fn prefetch(&self, index: u64) {
@@ -334,6 +350,28 @@ impl<T: Pod> RandomAccess<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_many_matches_read_across_lanes_and_past_the_end() {
+        let dir = Dir::temporary().unwrap();
+        let words = RandomAccess::<u16>::open(&dir, "w").unwrap();
+        let wide = RandomAccess::<[u32; 3]>::open(&dir, "v").unwrap();
+        let base = RANDOM_ACCESS_LANE_BASE_ELEMENTS;
+        for i in (0..3 * base).step_by(7) {
+            words.set(i, (i % 65_521) as u16 + 1).unwrap();
+            wide.set(i, [i as u32, 1, 2]).unwrap();
+        }
+        for (start, n) in [(0, 10), (base - 3, 9), (5, 3 * base + 100), (4 * base, 5)] {
+            let mut got = vec![0u16; n as usize];
+            words.read_many(start, &mut got).unwrap();
+            let want: Vec<u16> = (start..start + n).map(|i| words.read(i).unwrap()).collect();
+            assert_eq!(got, want, "u16 from {start}, {n}");
+            let mut got = vec![[0u32; 3]; n as usize];
+            wide.read_many(start, &mut got).unwrap();
+            let want: Vec<_> = (start..start + n).map(|i| wide.read(i).unwrap()).collect();
+            assert_eq!(got, want, "[u32; 3] from {start}, {n}");
+        }
+    }
 
     #[test]
     fn grows_and_survives_reopen() {

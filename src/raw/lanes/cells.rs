@@ -178,6 +178,44 @@ impl Cells {
         Ok(true)
     }
 
+    /// Copies cells `start..start + out.len() / cell_bytes` into `out`, lane by lane;
+    /// cells of a lane never created read as zeros. Each cell is read as [`load`] reads
+    /// it (single-word cells without a lock, wider ones under their stripe), so no cell
+    /// is torn; the copy as a whole is not a snapshot.
+    ///
+    /// [`load`]: Self::load
+    pub(crate) fn load_many(&self, start: u64, out: &mut [u8]) -> Result<()> {
+        assert_eq!(
+            out.len() % self.cell_bytes,
+            0,
+            "load_many needs whole cells"
+        );
+        let mut at = start;
+        let mut rest = out;
+        while !rest.is_empty() {
+            let (lane, within) = self.locate(at)?;
+            let cells =
+                (self.lanes.lane_units(lane) - within).min((rest.len() / self.cell_bytes) as u64);
+            let (here, later) = rest.split_at_mut(cells as usize * self.cell_bytes);
+            if !self.lanes.exists(lane)? {
+                here.fill(0);
+            } else if self.is_single_word() {
+                let ptr = self.lanes.data_ptr(lane, within, cells)?;
+                // `ptr..ptr + cells` is live and word-aligned (lane data is page aligned
+                // and cells are one word apart).
+                // SAFETY: live aligned cells whose every concurrent access is atomic.
+                unsafe { copy_out(ptr, here, self.word_bytes) };
+            } else {
+                for (k, cell) in here.chunks_exact_mut(self.cell_bytes).enumerate() {
+                    self.load(at + k as u64, cell)?;
+                }
+            }
+            at += cells;
+            rest = later;
+        }
+        Ok(())
+    }
+
     /// Hints the processor to start loading cell `index` into its cache, so that several
     /// cache misses can overlap. No effect if the cell's lane is not mapped, or off x86_64.
     #[inline]

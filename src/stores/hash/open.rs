@@ -44,6 +44,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
             covered_len: 0,
             entries: 0,
             live_bytes: 0,
+            index_sum: 0,
         };
         state.set(s)?;
         state.sync()?;
@@ -84,8 +85,18 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         && index_there;
     let trusted = if clean {
         match Index::open(dir, name, s.index_gen, s.index_level) {
-            Ok(i) => Some(i),
-            Err(Error::Corrupted { .. } | Error::Incompatible { .. }) => None,
+            // A new store's state holds no sum: its index must be empty.
+            Ok(i)
+                if i.digest()?
+                    == if newborn {
+                        Index::empty_digest(s.index_level)
+                    } else {
+                        s.index_sum
+                    } =>
+            {
+                Some(i)
+            }
+            Ok(_) | Err(Error::Corrupted { .. } | Error::Incompatible { .. }) => None,
             Err(e) => return Err(e),
         }
     } else {

@@ -49,6 +49,8 @@ pub(super) struct State {
     /// Clean: entries, and log bytes their records take (frames included).
     pub entries: u64,
     pub live_bytes: u64,
+    /// Clean: the index's [`digest`](super::index::Index::digest).
+    pub index_sum: u64,
 }
 
 /// The index and the data generations: what readers read.
@@ -390,6 +392,7 @@ impl Inner {
         }
         s.data.log.sync_recorded()?;
         s.index.sync()?;
+        let index_sum = s.index.digest()?;
         let covered_len = s.data.log.len();
         let (index_gen, index_level) = (s.index.number, s.index.level);
         let entries = self.entries.load(Ordering::Acquire);
@@ -401,6 +404,7 @@ impl Inner {
             st.index_level = index_level;
             st.entries = entries;
             st.live_bytes = live_bytes;
+            st.index_sum = index_sum;
         })?;
         self.state.sync()?;
         g.w.dirty = false;
