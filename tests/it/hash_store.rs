@@ -630,3 +630,120 @@ fn hash_corruption_sweep_over_every_file() {
         "{cases} flips, {refused} refused"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// `tests/fixtures/v1-hash`: a HashStore of format 1, checked in. Rewritten (only on
+// purpose: it hides a format change from the test below) with
+// `ACCRETION_WRITE_FIXTURES=1 cargo test --test it -- hash_store::write_hash_fixture`.
+
+const FIXTURE_HASH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-hash");
+
+/// The fixture's writes: sets, a clear, more sets, overwrites, deletes, updates, an
+/// optimisation (data generation 1), and writes after it; the store is then closed
+/// cleanly. Applies them to `store` if given; returns the model.
+fn fixture_workload(store: Option<&HashStore>) -> HashMap<Vec<u8>, Vec<u8>> {
+    let mut model = HashMap::new();
+    if let Some(s) = store {
+        for i in 0..50 {
+            s.set(&key(i), &value(i, 0)).unwrap();
+        }
+        s.clear().unwrap();
+    }
+    let mut set = |k: Vec<u8>, v: Vec<u8>| {
+        if let Some(s) = store {
+            s.set(&k, &v).unwrap();
+        }
+        model.insert(k, v);
+    };
+    for i in 0..600 {
+        set(key(i), value(i, 1));
+    }
+    for i in (0..600).step_by(2) {
+        set(key(i), value(i, 2));
+    }
+    set(Vec::new(), b"the empty key".to_vec());
+    set(b"empty value".to_vec(), Vec::new());
+    for i in (0..600).step_by(5) {
+        if let Some(s) = store {
+            s.delete(&key(i)).unwrap();
+        }
+        model.remove(&key(i));
+    }
+    if let Some(s) = store {
+        s.update(&key(1), |old| old.map(|v| [v, b"+1"].concat()))
+            .unwrap();
+        s.optimize(OptimizeMode::Aggressive).unwrap();
+    }
+    let v = [value(1, 1), b"+1".to_vec()].concat();
+    model.insert(key(1), v);
+    for i in 600..700 {
+        if let Some(s) = store {
+            s.set(&key(i), &value(i, 3)).unwrap();
+        }
+        model.insert(key(i), value(i, 3));
+    }
+    model
+}
+
+#[test]
+fn write_hash_fixture() {
+    if std::env::var("ACCRETION_WRITE_FIXTURES").as_deref() != Ok("1") {
+        return;
+    }
+    let target = std::path::Path::new(FIXTURE_HASH);
+    let tmp = tempfile::tempdir_in(target.parent().unwrap()).unwrap();
+    let fresh = tmp.path().join("fresh");
+    {
+        let dir = Dir::open(&fresh).unwrap();
+        let store = HashStore::open(
+            &dir,
+            "kv",
+            HashOptions {
+                auto_optimize: false,
+                ..HashOptions::default()
+            },
+        )
+        .unwrap();
+        fixture_workload(Some(&store));
+        store.close().unwrap();
+    }
+    std::fs::remove_file(fresh.join("accretion.lock")).unwrap();
+    if target.exists() {
+        std::fs::remove_dir_all(target).unwrap();
+    }
+    std::fs::rename(&fresh, target).unwrap();
+}
+
+/// A copy of the fixture opens cleanly (trusting its index), reads back exactly what was
+/// written, verifies, and takes new writes; with its index removed, it opens by a
+/// rebuild to the same contents.
+#[test]
+fn fixture_v1_hash_reads_back_through_the_api() {
+    let model = fixture_workload(None);
+    for drop_index in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("v1-hash");
+        crate::fixtures::copy_dir(std::path::Path::new(FIXTURE_HASH), &path);
+        if drop_index {
+            for e in std::fs::read_dir(path.join("kv")).unwrap() {
+                let p = e.unwrap().path();
+                if p.file_name().unwrap().to_string_lossy().starts_with('i') {
+                    std::fs::remove_dir_all(p).unwrap();
+                }
+            }
+        }
+        {
+            let dir = Dir::open(&path).unwrap();
+            let store = open(&dir);
+            assert_eq!(store.rebuilt_at_open(), drop_index);
+            assert_eq!(store.stats().unwrap().data_generation, 1);
+            check_all(
+                &store,
+                &model,
+                &format!("fixture, index dropped: {drop_index}"),
+            );
+            store.set(b"new", b"write").unwrap();
+        }
+        assert_eq!(read_all(&path).unwrap().len(), model.len() + 1);
+    }
+}
