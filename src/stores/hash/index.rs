@@ -13,6 +13,8 @@
 //! behind a lock that writers take exclusively for each change, so a probe never sees a
 //! half-shifted run.
 
+use std::cell::Cell;
+
 use super::data::Remover;
 use crate::limits::{HASH_INDEX_SLOTS_MAX, RANDOM_ACCESS_LANE_BASE_ELEMENTS};
 use crate::{Dir, Error, RandomAccess, Result};
@@ -78,14 +80,104 @@ pub(super) fn index_name(store: &str, n: u64) -> String {
     format!("{store}/i{n}")
 }
 
-/// One index generation.
-pub(super) struct Index {
+/// Where an index's slot words and tags live: in files (an index generation), or in
+/// memory (the scratch index a rebuild builds before writing it out at once).
+pub(super) trait Table {
+    /// Word `i` (slot `i / 2`'s word `i % 2`).
+    fn word(&self, i: u64) -> Result<u64>;
+    fn set_word(&self, i: u64, word: u64) -> Result<()>;
+    fn tag(&self, slot: u64) -> Result<u16>;
+    fn set_tag(&self, slot: u64, tag: u16) -> Result<()>;
+}
+
+/// An index generation's arrays.
+pub(super) struct Files {
     words: RandomAccess<u64>,
     tags: RandomAccess<u16>,
-    pub number: u64,
+}
+
+impl Table for Files {
+    fn word(&self, i: u64) -> Result<u64> {
+        self.words.read(i)
+    }
+
+    fn set_word(&self, i: u64, word: u64) -> Result<()> {
+        self.words.set(i, word)
+    }
+
+    fn tag(&self, slot: u64) -> Result<u16> {
+        self.tags.read(slot)
+    }
+
+    fn set_tag(&self, slot: u64, tag: u16) -> Result<()> {
+        self.tags.set(slot, tag)
+    }
+}
+
+/// A scratch index's arrays, in memory.
+pub(super) struct Memory {
+    words: Vec<Cell<u64>>,
+    tags: Vec<Cell<u16>>,
+}
+
+impl Table for Memory {
+    fn word(&self, i: u64) -> Result<u64> {
+        Ok(self.words[i as usize].get())
+    }
+
+    fn set_word(&self, i: u64, word: u64) -> Result<()> {
+        self.words[i as usize].set(word);
+        Ok(())
+    }
+
+    fn tag(&self, slot: u64) -> Result<u16> {
+        Ok(self.tags[slot as usize].get())
+    }
+
+    fn set_tag(&self, slot: u64, tag: u16) -> Result<()> {
+        self.tags[slot as usize].set(tag);
+        Ok(())
+    }
+}
+
+/// Robin Hood probing over a table of `capacity(level)` slots.
+pub(super) struct Probing<T> {
+    table: T,
     pub level: u32,
     slots: u64,
+}
+
+/// A rebuild's index, in memory.
+pub(super) type Scratch = Probing<Memory>;
+
+impl Scratch {
+    /// An empty scratch index of level `level`.
+    pub fn new(level: u32) -> Scratch {
+        let slots = capacity(level);
+        Probing {
+            table: Memory {
+                words: (0..2 * slots).map(|_| Cell::new(0)).collect(),
+                tags: (0..slots).map(|_| Cell::new(0)).collect(),
+            },
+            level,
+            slots,
+        }
+    }
+}
+
+/// One index generation.
+pub(super) struct Index {
+    probing: Probing<Files>,
+    pub number: u64,
     remover: Remover,
+}
+
+impl std::ops::Deref for Index {
+    type Target = Probing<Files>;
+
+    fn deref(&self) -> &Probing<Files> {
+        &self.probing
+    }
 }
 
 /// What [`Index::check`] found.
@@ -121,11 +213,12 @@ impl Index {
         words.extend_len(2 * slots)?;
         tags.extend_len(slots)?;
         Ok(Index {
-            words,
-            tags,
+            probing: Probing {
+                table: Files { words, tags },
+                level,
+                slots,
+            },
             number,
-            level,
-            slots,
             remover: Remover::new(dir, name),
         })
     }
@@ -135,6 +228,50 @@ impl Index {
         self.remover.retire();
     }
 
+    /// Writes the occupied slots of `scratch`, an index of the same level, into this one,
+    /// which is empty: in slot order, so that the files' pages are written one after the
+    /// other.
+    pub fn fill_from(&self, scratch: &Scratch) -> Result<()> {
+        assert_eq!(
+            scratch.slots, self.slots,
+            "a scratch index of another level"
+        );
+        for i in 0..self.slots {
+            let tag = scratch.table.tag(i)?;
+            if tag != 0 {
+                let t = &self.probing.table;
+                t.set_word(2 * i, scratch.table.word(2 * i)?)?;
+                t.set_word(2 * i + 1, scratch.table.word(2 * i + 1)?)?;
+                t.set_tag(i, tag)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A checksum of every slot and tag: written into the state at a clean shutdown and
+    /// checked by the open that trusts the index, so that an index damaged at rest is
+    /// rebuilt rather than trusted. Reads the arrays in bulk (about 10 ms a million keys).
+    pub fn digest(&self) -> Result<u64> {
+        let t = &self.probing.table;
+        digest_of(self.slots, |at, words, tags| {
+            t.words.read_many(2 * at, words)?;
+            t.tags.read_many(at, tags)
+        })
+    }
+
+    /// The [`digest`](Self::digest) of an empty index of level `level`.
+    pub fn empty_digest(level: u32) -> u64 {
+        digest_of(capacity(level), |_, _, _| Ok(())).expect("zeros cannot fail")
+    }
+
+    /// Makes the index durable (a clean shutdown's).
+    pub fn sync(&self) -> Result<()> {
+        self.probing.table.words.sync()?;
+        self.probing.table.tags.sync()
+    }
+}
+
+impl<T: Table> Probing<T> {
     /// Slots of the index.
     pub fn capacity(&self) -> u64 {
         self.slots
@@ -162,19 +299,19 @@ impl Index {
 
     /// Slot `i`: (tag, position); a tag of 0 is an empty slot.
     pub fn slot(&self, i: u64) -> Result<(u64, u64)> {
-        Ok((self.words.read(2 * i)?, self.words.read(2 * i + 1)?))
+        Ok((self.table.word(2 * i)?, self.table.word(2 * i + 1)?))
     }
 
     fn put(&self, i: u64, tag: u64, pos: u64) -> Result<()> {
-        self.words.set(2 * i, tag)?;
-        self.words.set(2 * i + 1, pos)?;
+        self.table.set_word(2 * i, tag)?;
+        self.table.set_word(2 * i + 1, pos)?;
         let short = if tag == 0 {
             0
         } else {
             let distance = self.distance(i, tag).min(DISTANCE_CAPPED);
             (distance as u16 + 1) << 8 | fingerprint(tag)
         };
-        self.tags.set(i, short)
+        self.table.set_tag(i, short)
     }
 
     /// The probe distance of slot `i` from its tag `short` (reading the slot's hash only
@@ -183,7 +320,7 @@ impl Index {
         match short >> 8 {
             0 => Ok(None),
             d if u64::from(d) <= DISTANCE_CAPPED => Ok(Some(u64::from(d) - 1)),
-            _ => Ok(Some(self.distance(i, self.words.read(2 * i)?))),
+            _ => Ok(Some(self.distance(i, self.table.word(2 * i)?))),
         }
     }
 
@@ -197,14 +334,14 @@ impl Index {
         let mut i = self.home(tag);
         let fp = fingerprint(tag);
         for d in 0..self.slots {
-            let short = self.tags.read(i)?;
+            let short = self.table.tag(i)?;
             match self.tag_distance(i, short)? {
                 None => return Ok(None),
                 Some(theirs) if theirs < d => return Ok(None),
                 Some(_) => {}
             }
-            if short & 0xff == fp && self.words.read(2 * i)? == tag {
-                let pos = self.words.read(2 * i + 1)?;
+            if short & 0xff == fp && self.table.word(2 * i)? == tag {
+                let pos = self.table.word(2 * i + 1)?;
                 if is_it(pos)? {
                     return Ok(Some((i, pos)));
                 }
@@ -216,7 +353,7 @@ impl Index {
 
     /// Points slot `i` at `pos` (an overwrite of its key).
     pub fn replace(&self, i: u64, pos: u64) -> Result<()> {
-        self.words.set(2 * i + 1, pos)
+        self.table.set_word(2 * i + 1, pos)
     }
 
     /// Inserts a key known to be absent. The caller keeps the index below full.
@@ -274,7 +411,7 @@ impl Index {
         for i in 0..self.capacity() {
             let (t, _) = self.slot(i)?;
             if t == 0 {
-                if self.tags.read(i)? != 0 {
+                if self.table.tag(i)? != 0 {
                     return Ok(Err((i, "an empty slot has a tag".into())));
                 }
                 before = None;
@@ -284,7 +421,7 @@ impl Index {
                 return Ok(Err((i, "a slot's hash lacks its low bit".into())));
             }
             let d = self.distance(i, t);
-            let short = self.tags.read(i)?;
+            let short = self.table.tag(i)?;
             if self.tag_distance(i, short)? != Some(d) || short & 0xff != fingerprint(t) {
                 return Ok(Err((
                     i,
@@ -305,27 +442,6 @@ impl Index {
         }
         Ok(Ok(shape))
     }
-
-    /// A checksum of every slot and tag: written into the state at a clean shutdown and
-    /// checked by the open that trusts the index, so that an index damaged at rest is
-    /// rebuilt rather than trusted. Reads the arrays in bulk (about 10 ms a million keys).
-    pub fn digest(&self) -> Result<u64> {
-        digest_of(self.slots, |at, words, tags| {
-            self.words.read_many(2 * at, words)?;
-            self.tags.read_many(at, tags)
-        })
-    }
-
-    /// The [`digest`](Self::digest) of an empty index of level `level`.
-    pub fn empty_digest(level: u32) -> u64 {
-        digest_of(capacity(level), |_, _, _| Ok(())).expect("zeros cannot fail")
-    }
-
-    /// Makes the index durable (a clean shutdown's).
-    pub fn sync(&self) -> Result<()> {
-        self.words.sync()?;
-        self.tags.sync()
-    }
 }
 
 /// The index checksum over `slots` slots whose words and tags `fill` copies out, a
@@ -344,10 +460,16 @@ fn digest_of(
         let n = CHUNK.min(slots - at);
         let (words, tags) = (&mut words[..2 * n as usize], &mut tags[..n as usize]);
         fill(at, words, tags)?;
-        // Little-endian bytes, so that the sum is the same on any host.
+        // Little-endian bytes, so that the sum is the same on any host: on a
+        // little-endian one, the arrays' own bytes.
         bytes.clear();
-        bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
-        bytes.extend(tags.iter().flat_map(|t| t.to_le_bytes()));
+        if cfg!(target_endian = "little") {
+            bytes.extend_from_slice(bytemuck::cast_slice(words));
+            bytes.extend_from_slice(bytemuck::cast_slice(tags));
+        } else {
+            bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+            bytes.extend(tags.iter().flat_map(|t| t.to_le_bytes()));
+        }
         sum = xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, sum);
         at += n;
     }

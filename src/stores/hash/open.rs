@@ -7,13 +7,13 @@
 //! open made them durable before anything here acts on them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use parking_lot::{Mutex, RwLock};
 
 use super::HashOptions;
 use super::data::{DataGen, data_name, footprint};
-use super::index::{self, Index, LEVEL_MAX, LEVEL_MIN, index_name};
+use super::index::{self, Index, LEVEL_MAX, LEVEL_MIN, Scratch, index_name};
 use super::record::Kind;
 use super::store::{CLEAN, FORMAT, Inner, NO_GEN, STATE_MAGIC, Shared, State, Writer};
 use crate::{Dir, Entropy, Error, Journal, Result};
@@ -68,8 +68,13 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
             remove_stale(dir, &data_name(name, g))?;
         }
     }
-    // A lost entropy file means new hashes: the index is rebuilt with them.
+    // A lost entropy file means new hashes: the index is rebuilt with them. The state
+    // says so durably before the new file exists, so that a crash in between cannot
+    // leave a clean state, a new entropy and an index hashed with the old one.
     let entropy_known = Entropy::exists(dir, &format!("{name}/entropy"))?;
+    if !entropy_known && !newborn {
+        unclean(&state, &mut s)?;
+    }
     let entropy = Entropy::open(dir, &format!("{name}/entropy"))?;
     let prev = match s.prev_gen {
         NO_GEN => None,
@@ -103,12 +108,18 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         None
     };
     let rebuild = trusted.is_none();
-    let index = match trusted {
-        Some(i) => i,
+    let (index, entries, live_bytes) = match trusted {
+        Some(i) => (i, s.entries, s.live_bytes),
         None => {
+            // Not clean from here on (durably, before any index file changes): a crash
+            // in the rebuild rebuilds again.
+            unclean(&state, &mut s)?;
+            let (scratch, entries, live) = replay(&entropy, prev.as_ref(), &data, s.index_level)?;
             let number = s.index_gen + 1;
             dir.remove(&index_name(name, number))?;
-            Index::open(dir, name, number, s.index_level)?
+            let index = Index::open(dir, name, number, scratch.level)?;
+            index.fill_from(&scratch)?;
+            (index, entries, live)
         }
     };
     for g in indexes {
@@ -123,16 +134,15 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         entropy,
         state,
         shared: RwLock::new(Shared { index, data, prev }),
-        writer: Mutex::new(Writer::default()),
+        writer: Mutex::new(Writer { dirty: rebuild }),
         writer_thread: AtomicUsize::new(0),
         poisoned: AtomicBool::new(false),
         optimizing: AtomicBool::new(false),
-        entries: AtomicU64::new(if rebuild { 0 } else { s.entries }),
-        live_bytes: AtomicU64::new(if rebuild { 0 } else { s.live_bytes }),
+        entries: AtomicU64::new(entries),
+        live_bytes: AtomicU64::new(live_bytes),
         rebuilt: rebuild,
     };
     if rebuild {
-        replay(&inner)?;
         // Durable as a clean state, so that another crash before any write does not
         // rebuild again; an optimisation the crash cut short is finished first.
         inner.move_prev()?;
@@ -178,64 +188,97 @@ fn check_state(path: &std::path::Path, s: &State) -> Result<()> {
     Ok(())
 }
 
-/// Rebuilds the index from the records: the previous generation's (if an optimisation
-/// was under way), then the current one's, each in log order.
-fn replay(inner: &Inner) -> Result<()> {
-    let mut g = inner.lock_writer("HashStore::open")?;
-    // Durably not clean before the index generations change: a crash in the middle
-    // must not leave a clean state naming a half-built index.
-    inner.make_dirty(&mut g.w)?;
-    let (prev, data) = {
-        let s = inner.shared.read();
-        (s.prev.clone(), Arc::clone(&s.data))
-    };
-    for dg in prev.iter().chain(std::iter::once(&data)) {
+/// Says durably that the index is not to be trusted (before anything changes it).
+fn unclean(state: &Journal<State>, s: &mut State) -> Result<()> {
+    if s.flags & CLEAN != 0 {
+        s.flags &= !CLEAN;
+        state.set(*s)?;
+        state.sync()?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the index from the records, in memory: the previous generation's (if an
+/// optimisation was under way), then the current one's, each in log order. Returns the
+/// index (at the level the rules for growing and shrinking give, starting from `level`),
+/// its entries, and the log bytes their records take.
+fn replay(
+    entropy: &Entropy,
+    prev: Option<&Arc<DataGen>>,
+    data: &Arc<DataGen>,
+    level: u32,
+) -> Result<(Scratch, u64, u64)> {
+    let mut index = Scratch::new(level);
+    let (mut entries, mut live) = (0u64, 0u64);
+    let gens = [prev, Some(data)];
+    let live_gen = |parity: u64| gens.iter().flatten().find(|g| g.number & 1 == parity);
+    for dg in gens.iter().flatten() {
         for span in dg.log.records(0) {
             let offset = span?.offset();
             let rec = dg.read(offset)?;
+            if rec.header.kind == Kind::Clear {
+                index = Scratch::new(LEVEL_MIN);
+                (entries, live) = (0, 0);
+                continue;
+            }
             let key = rec.header.key(rec.bytes);
-            match rec.header.kind {
-                Kind::Clear => {
-                    inner.replace_index(&mut g.w, LEVEL_MIN, false)?;
-                    inner.entries.store(0, Ordering::Release);
-                    inner.live_bytes.store(0, Ordering::Release);
+            let tag = index::tag(entropy.hash(key));
+            let mut old_bytes = 0;
+            let found = index.find(tag, |pos| {
+                let (parity, at) = index::locate(pos);
+                let Some(g) = live_gen(parity) else {
+                    return Ok(false);
+                };
+                let other = g.read(at)?;
+                old_bytes = footprint(other.header.record_len() as u64);
+                Ok(other.header.key(other.bytes) == key)
+            })?;
+            match (found, rec.header.kind) {
+                (Some((slot, _)), Kind::Put) => {
+                    index.replace(slot, index::position(dg.number, offset))?;
+                    live -= old_bytes;
                 }
-                Kind::Put | Kind::Delete => {
-                    let tag = inner.tag(key);
-                    let found = inner.lookup(&inner.shared.read(), key, tag)?;
-                    let s = inner.shared.read();
-                    match (found, rec.header.kind) {
-                        (Some(hit), Kind::Put) => {
-                            s.index
-                                .replace(hit.slot, index::position(dg.number, offset))?;
-                            inner
-                                .live_bytes
-                                .fetch_sub(hit.footprint(), Ordering::AcqRel);
-                        }
-                        (None, Kind::Put) => {
-                            s.index.insert(tag, index::position(dg.number, offset))?;
-                            inner.entries.fetch_add(1, Ordering::AcqRel);
-                        }
-                        (Some(hit), _) => {
-                            s.index.remove(hit.slot)?;
-                            inner
-                                .live_bytes
-                                .fetch_sub(hit.footprint(), Ordering::AcqRel);
-                            inner.entries.fetch_sub(1, Ordering::AcqRel);
-                        }
-                        (None, _) => {}
-                    }
-                    if rec.header.kind == Kind::Put {
-                        let bytes = footprint(rec.header.record_len() as u64);
-                        inner.live_bytes.fetch_add(bytes, Ordering::AcqRel);
-                    }
-                    drop(s);
-                    inner.fit_index(&mut g.w)?;
+                (None, Kind::Put) => {
+                    index.insert(tag, index::position(dg.number, offset))?;
+                    entries += 1;
+                }
+                (Some((slot, _)), _) => {
+                    index.remove(slot)?;
+                    live -= old_bytes;
+                    entries -= 1;
+                }
+                (None, _) => {}
+            }
+            if rec.header.kind == Kind::Put {
+                live += footprint(rec.header.record_len() as u64);
+                if entries * 10 > index.capacity() * 9 && index.level < LEVEL_MAX {
+                    index = refit(&index, index.level + 1)?;
                 }
             }
         }
     }
-    Ok(())
+    // As the writes would have left it: shrunk while under 35% full.
+    let mut level = index.level;
+    while level > LEVEL_MIN
+        && entries * 100 < index::capacity(level) * 35
+        && entries * 10 <= index::capacity(level - 1) * 7
+    {
+        level -= 1;
+    }
+    if level != index.level {
+        index = refit(&index, level)?;
+    }
+    Ok((index, entries, live))
+}
+
+/// The entries of `index` in a new scratch index of level `level`.
+fn refit(index: &Scratch, level: u32) -> Result<Scratch> {
+    let bigger = Scratch::new(level);
+    for e in index.entries() {
+        let (_, tag, pos) = e?;
+        bigger.insert(tag, pos)?;
+    }
+    Ok(bigger)
 }
 
 /// Numbers of the data and index generations present under the store.
