@@ -3,18 +3,23 @@
 //! The children are this test binary run again with `--exact process::child_main`; the
 //! environment variable `ACCRETION_CHILD` says what the child does (with its argument, as
 //! in `log_writer 3`) and `ACCRETION_CHILD_DIR` where. Children report on stdout, each report after the `@@ `
-//! marker (libtest may print its own text on the same line).
+//! marker (libtest may print its own text on the same line). The HashStore child, whose
+//! operations are many and short, reports only every 32nd and writes the exact count of
+//! those that returned to a progress file beside the store instead.
 //!
 //! A SIGKILL loses nothing a process wrote to a mapping or a file (the kernel holds it),
 //! and format 2 adopts at open every record whose frame holds: so after a kill,
 //! everything a child acknowledged (synced or not) is there with the right bytes, nothing
 //! it did not write is, and the reopen itself succeeds wherever the kill landed (in an
 //! append, a sync, a lane creation, or the open). For the LogStore the kill may also land
-//! in a segment roll, a hint file, or a background compaction.
+//! in a segment roll, a hint file, or a background compaction; for the HashStore in an
+//! index rebuild, an index resize, an automatic optimisation, a sync, or a clean
+//! shutdown.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,10 +27,11 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use accretion::{
-    AppendOnly, BTreeOptions, BTreeStore, Dir, Error, LogOptions, LogStore, OnceMap, Span,
-    WriteBatch,
+    AppendOnly, BTreeOptions, BTreeStore, Dir, Error, HashOptions, HashStore, LogOptions, LogStore,
+    OnceMap, Span, WriteBatch,
 };
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::common::Seeded;
 
@@ -55,10 +61,15 @@ fn child_main() {
         "log_putter unsynced" => child_log_putter(&dir, false),
         "btree_putter durable" => child_btree_putter(&dir, true),
         "btree_putter unsynced" => child_btree_putter(&dir, false),
-        other => match other.strip_prefix("log_writer ") {
-            Some(round) => child_log_writer(&dir, round.parse().expect("round number")),
-            None => panic!("unknown child role {other:?}"),
-        },
+        other => {
+            if let Some(round) = other.strip_prefix("log_writer ") {
+                child_log_writer(&dir, round.parse().expect("round number"));
+            } else if let Some(args) = other.strip_prefix("hash_writer ") {
+                child_hash_writer(&dir, args);
+            } else {
+                panic!("unknown child role {other:?}");
+            }
+        }
     }
 }
 
@@ -1068,4 +1079,582 @@ fn killed_unsynced_btree_keeps_every_returned_commit() {
         "btree_putter unsynced",
         verify_btree_exact,
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// HashStore: a seeded workload of sets, deletes, updates and rare clears (with syncs in
+// some rounds, small automatic optimisations in others), killed again and again on one
+// store, checked exactly against a model after every kill.
+
+/// Keys the workload draws from: few enough that most sets and deletes find their key.
+const HASH_KEYS: u64 = 600;
+/// Longest value the workload writes (a set's values are 0..=this long).
+const HASH_VALUE_LEN_MAX: usize = 300;
+/// Operations between two reports of a HashStore child: the exact count of returned
+/// operations goes to a progress file instead, which costs no pipe traffic.
+const HASH_REPORT_EVERY: u64 = 32;
+/// Operations a HashStore child runs before it stops (the parent kills it long before).
+const HASH_OPS_MAX: u64 = 1_000_000;
+/// Kills of the HashStore test: at least `HASH_KILLS_MIN`, more while `HASH_TIME_BUDGET`
+/// lasts, at most `HASH_KILLS_MAX`.
+const HASH_KILLS_MIN: usize = 100;
+const HASH_KILLS_MAX: usize = 300;
+const HASH_TIME_BUDGET: Duration = Duration::from_secs(10);
+
+type HashModel = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// How a round's child runs the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HashMode {
+    /// Default options: an automatic optimisation only once the log passes 1 MiB.
+    Plain,
+    /// A 16 KiB floor for automatic optimisations, so that they come every few hundred
+    /// operations and kills land in them.
+    Optimizing,
+    /// As `Optimizing`, and one operation in 32 is a `sync`.
+    Syncing,
+}
+
+impl HashMode {
+    fn name(self) -> &'static str {
+        match self {
+            HashMode::Plain => "plain",
+            HashMode::Optimizing => "optimizing",
+            HashMode::Syncing => "syncing",
+        }
+    }
+
+    fn parse(name: &str) -> HashMode {
+        match name {
+            "plain" => HashMode::Plain,
+            "optimizing" => HashMode::Optimizing,
+            "syncing" => HashMode::Syncing,
+            other => panic!("unknown hash mode {other:?}"),
+        }
+    }
+
+    fn options(self) -> HashOptions {
+        match self {
+            HashMode::Plain => HashOptions::default(),
+            HashMode::Optimizing | HashMode::Syncing => HashOptions {
+                auto_optimize_min_bytes: 16 << 10,
+                ..HashOptions::default()
+            },
+        }
+    }
+}
+
+/// One operation of the workload.
+#[derive(Clone)]
+enum HashOp {
+    Set(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    /// `update` with `hash_updated(old, salt)`.
+    Update(Vec<u8>, u64),
+    Clear,
+    Sync,
+    /// Drop the store (a clean shutdown) and open it again.
+    Reopen,
+}
+
+impl std::fmt::Debug for HashOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self {
+            HashOp::Set(k, v) => write!(f, "set {} to {} bytes", text(k), v.len()),
+            HashOp::Delete(k) => write!(f, "delete {}", text(k)),
+            HashOp::Update(k, salt) => write!(f, "update {} with salt {salt:#x}", text(k)),
+            HashOp::Clear => write!(f, "clear"),
+            HashOp::Sync => write!(f, "sync"),
+            HashOp::Reopen => write!(f, "reopen"),
+        }
+    }
+}
+
+/// The operations of a round, a function of its seed alone (the model is rebuilt from the
+/// seed and the count of operations that returned).
+struct HashOps {
+    rng: StdRng,
+    mode: HashMode,
+    /// Operations made so far: it tags each value.
+    made: u64,
+    tag: u64,
+}
+
+fn hash_ops(seed: u64, mode: HashMode) -> HashOps {
+    HashOps {
+        rng: StdRng::seed_from_u64(seed),
+        mode,
+        made: 0,
+        tag: seed & 0xffff,
+    }
+}
+
+impl Iterator for HashOps {
+    type Item = HashOp;
+
+    fn next(&mut self) -> Option<HashOp> {
+        let n = self.made;
+        self.made += 1;
+        if self.mode == HashMode::Syncing && self.rng.random_ratio(1, 32) {
+            return Some(HashOp::Sync);
+        }
+        if self.rng.random_ratio(1, 5_000) {
+            return Some(HashOp::Clear);
+        }
+        if self.rng.random_ratio(1, 800) {
+            return Some(HashOp::Reopen);
+        }
+        let key = hash_key(self.rng.random_range(0..HASH_KEYS));
+        Some(match self.rng.random_range(0..100) {
+            0..50 => {
+                let len = self.rng.random_range(0..=HASH_VALUE_LEN_MAX);
+                HashOp::Set(key, hash_value(&format!("{:x}.{n}|", self.tag), len))
+            }
+            50..70 => HashOp::Delete(key),
+            _ => HashOp::Update(key, self.rng.random()),
+        })
+    }
+}
+
+/// Key `j`: `key-<j>` and 0..=40 dots, so that keys are of varied lengths.
+fn hash_key(j: u64) -> Vec<u8> {
+    let mut key = format!("key-{j}").into_bytes();
+    key.resize(key.len() + (j as usize * 7) % 41, b'.');
+    key
+}
+
+/// `len` bytes of `tag` repeated.
+fn hash_value(tag: &str, len: usize) -> Vec<u8> {
+    tag.bytes().cycle().take(len).collect()
+}
+
+/// What an `Update(_, salt)` makes of `old`: an absent key gets a value half of the time;
+/// a present one is deleted one time in five (or when it would grow past
+/// `HASH_VALUE_LEN_MAX`), else grows by 1..=24 bytes.
+fn hash_updated(old: Option<&[u8]>, salt: u64) -> Option<Vec<u8>> {
+    let tag = format!("u{salt:x}|");
+    match old {
+        None => salt
+            .is_multiple_of(2)
+            .then(|| hash_value(&tag, (salt >> 8) as usize % (HASH_VALUE_LEN_MAX + 1))),
+        Some(old) => {
+            let grow = 1 + (salt >> 8) as usize % 24;
+            if salt.is_multiple_of(5) || old.len() + grow > HASH_VALUE_LEN_MAX {
+                return None;
+            }
+            let mut new = old.to_vec();
+            new.extend(tag.bytes().cycle().take(grow));
+            Some(new)
+        }
+    }
+}
+
+/// Applies `op` to `model`; returns whether the store writes a record for it (and so
+/// stops being clean), and the value the key had before.
+fn apply_hash_op(model: &mut HashModel, op: &HashOp) -> (bool, Option<Vec<u8>>) {
+    match op {
+        HashOp::Set(k, v) => (true, model.insert(k.clone(), v.clone())),
+        HashOp::Delete(k) => {
+            let old = model.remove(k);
+            (old.is_some(), old)
+        }
+        HashOp::Update(k, salt) => {
+            let old = model.get(k).cloned();
+            let new = hash_updated(old.as_deref(), *salt);
+            let writes = old.is_some() || new.is_some();
+            match new {
+                Some(v) => model.insert(k.clone(), v),
+                None => model.remove(k),
+            };
+            (writes, old)
+        }
+        HashOp::Clear => {
+            model.clear();
+            (true, None)
+        }
+        HashOp::Sync | HashOp::Reopen => (false, None),
+    }
+}
+
+/// A digest of `model`, the same in every process of this binary (`DefaultHasher::new`
+/// has fixed keys).
+fn hash_fingerprint(model: &HashModel) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    model.hash(&mut h);
+    h.finish()
+}
+
+/// Where a HashStore child at `store` writes the count of operations that returned.
+fn hash_progress_path(store: &Path) -> PathBuf {
+    store.with_extension("progress")
+}
+
+/// The count a HashStore child left in its progress file (0 if it wrote none).
+fn read_hash_progress(store: &Path) -> u64 {
+    let bytes = std::fs::read(hash_progress_path(store)).unwrap();
+    bytes
+        .get(..8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+}
+
+/// Runs the seeded HashStore workload `args` (`<round> <seed> <mode>`) on the store `kv`:
+/// reports `opening` before the open, `ready <fingerprint> <microseconds> <rebuilt>` after
+/// it (of the contents it found, how long the open took, 1 if it rebuilt the index), then after each operation
+/// returned writes the count of returned operations at the start of the progress file
+/// (a page-cache write, which a SIGKILL keeps), and reports `ops <count>` every
+/// `HASH_REPORT_EVERY` operations. Checks each returned old value against its own model,
+/// started from what the store held at the open.
+fn child_hash_writer(path: &Path, args: &str) {
+    let words: Vec<&str> = args.split(' ').collect();
+    let [_round, seed, mode] = words[..] else {
+        panic!("hash_writer arguments {args:?}");
+    };
+    let (seed, mode): (u64, HashMode) = (seed.parse().unwrap(), HashMode::parse(mode));
+    let progress = OpenOptions::new()
+        .write(true)
+        .open(hash_progress_path(path))
+        .unwrap();
+    let dir = Dir::open(path).unwrap();
+    report("opening");
+    let opening = Instant::now();
+    let mut store = HashStore::open(&dir, "kv", mode.options()).unwrap();
+    let open_micros = opening.elapsed().as_micros();
+    let mut model: HashModel = store
+        .iter()
+        .unwrap()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(
+        model.len() as u64,
+        store.len(),
+        "child: iter and len disagree"
+    );
+    let rebuilt = u8::from(store.rebuilt_at_open());
+    report(&format!(
+        "ready {:x} {open_micros} {rebuilt}",
+        hash_fingerprint(&model)
+    ));
+    for (op, done) in hash_ops(seed, mode).zip(1..=HASH_OPS_MAX) {
+        let old = match &op {
+            HashOp::Set(k, v) => store.set(k, v).unwrap(),
+            HashOp::Delete(k) => store.delete(k).unwrap(),
+            HashOp::Update(k, salt) => store.update(k, |old| hash_updated(old, *salt)).unwrap(),
+            HashOp::Clear => {
+                store.clear().unwrap();
+                None
+            }
+            HashOp::Sync => {
+                store.sync().unwrap();
+                None
+            }
+            HashOp::Reopen => {
+                drop(store);
+                store = HashStore::open(&dir, "kv", mode.options()).unwrap();
+                assert!(
+                    !store.rebuilt_at_open(),
+                    "child: operation {done}: the open after a clean shutdown rebuilt"
+                );
+                assert_eq!(store.len(), model.len() as u64, "child: operation {done}");
+                None
+            }
+        };
+        let (_, want) = apply_hash_op(&mut model, &op);
+        assert_eq!(
+            old.as_deref(),
+            want.as_deref(),
+            "child: operation {done} ({op:?}) returned a wrong old value"
+        );
+        progress.write_at(&done.to_le_bytes(), 0).unwrap();
+        if done.is_multiple_of(HASH_REPORT_EVERY) {
+            report(&format!("ops {done}"));
+        }
+    }
+    report("done");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Copies the store directory `from` to a fresh `to` (its lock file aside): what the
+/// killed child left, for a reopen that leaves the store itself as the kill left it.
+fn copy_store(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_store(&e.path(), &target);
+        } else if e.file_name() != "accretion.lock" {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Data generations (`kv/d<N>`) present under the store.
+fn hash_data_generations(store: &Path) -> usize {
+    std::fs::read_dir(store.join("kv")).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with('d'))
+            })
+            .count()
+    })
+}
+
+/// The store's contents, through `iter`, checked against `get` and `len`.
+fn hash_contents(store: &HashStore, round: usize) -> HashModel {
+    let mut got = HashModel::new();
+    let mut walked = 0;
+    for e in store.iter().unwrap() {
+        let (k, v) = e.unwrap_or_else(|e| panic!("round {round}: iter: {e}"));
+        got.insert(k.to_vec(), v.to_vec());
+        walked += 1;
+    }
+    assert_eq!(walked, got.len(), "round {round}: iter repeats a key");
+    assert_eq!(
+        store.len(),
+        got.len() as u64,
+        "round {round}: len and iter disagree"
+    );
+    for j in 0..HASH_KEYS {
+        let k = hash_key(j);
+        assert_eq!(
+            store.get(&k).unwrap().as_deref(),
+            got.get(&k).map(Vec::as_slice),
+            "round {round}: get and iter disagree on key {j}"
+        );
+    }
+    got
+}
+
+/// What a round's check found.
+struct HashRound {
+    /// The store's contents after the kill.
+    model: HashModel,
+    /// Whether the operation in flight had landed (and changed something).
+    landed: bool,
+    /// Whether the reopen rebuilt the index.
+    rebuilt: bool,
+    data_generation: u64,
+}
+
+/// Reopens the store at `at` after a kill and checks it: it holds exactly `before` with
+/// the round's first `returned` operations applied, or with one more (the operation in
+/// flight); `verify` passes; and the open rebuilt the index if a returned operation
+/// wrote a record after the child's last clean shutdown.
+fn verify_hash_after_kill(
+    at: &Path,
+    before: &HashModel,
+    (seed, mode): (u64, HashMode),
+    returned: u64,
+    round: usize,
+) -> HashRound {
+    let ops: Vec<HashOp> = hash_ops(seed, mode).take(returned as usize + 1).collect();
+    let mut want = before.clone();
+    let mut wrote = false;
+    for op in &ops[..returned as usize] {
+        let writes = apply_hash_op(&mut want, op).0;
+        // A reopen is a clean shutdown: what came before it needs no rebuild.
+        wrote = !matches!(op, HashOp::Reopen) && (wrote || writes);
+    }
+    let mut or = want.clone();
+    let in_flight = &ops[returned as usize];
+    let in_flight_writes = apply_hash_op(&mut or, in_flight).0;
+
+    let dir = Dir::open(at).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
+    let options = HashOptions {
+        auto_optimize: false,
+        ..HashOptions::default()
+    };
+    let store = HashStore::open(&dir, "kv", options)
+        .unwrap_or_else(|e| panic!("round {round}: HashStore reopen: {e}"));
+    let rebuilt = store.rebuilt_at_open();
+    let report = store
+        .verify()
+        .unwrap_or_else(|e| panic!("round {round}: verify: {e}"));
+    assert_eq!(report.entries, store.len(), "round {round}: verify's count");
+    let got = hash_contents(&store, round);
+    let landed = if got == want {
+        false
+    } else if got == or {
+        true
+    } else {
+        panic!(
+            "round {round}: {returned} operations returned, but the store holds neither \
+             their result nor that plus the operation in flight ({:?}): {}; {}",
+            in_flight,
+            describe_log_diff(&got, &want),
+            hash_prefix_match(&got, before, &ops, seed, mode, returned)
+        );
+    };
+    // (A reopen in flight may have shut the store down cleanly.)
+    assert!(
+        rebuilt || matches!(in_flight, HashOp::Reopen) || !(wrote || landed && in_flight_writes),
+        "round {round}: the open trusted the index of a store killed after writing"
+    );
+    let data_generation = store.stats().unwrap().data_generation;
+    HashRound {
+        model: got,
+        landed,
+        rebuilt,
+        data_generation,
+    }
+}
+
+/// For a failure message: which prefix of the round's operations (up to a few hundred
+/// past the returned ones) the store's contents match, if any.
+fn hash_prefix_match(
+    got: &HashModel,
+    before: &HashModel,
+    ops: &[HashOp],
+    seed: u64,
+    mode: HashMode,
+    returned: u64,
+) -> String {
+    let mut m = before.clone();
+    let mut matches = Vec::new();
+    let more = hash_ops(seed, mode).skip(ops.len()).take(512);
+    for (i, op) in ops.iter().cloned().chain(more).enumerate() {
+        if m == *got {
+            matches.push(i);
+        }
+        apply_hash_op(&mut m, &op);
+    }
+    format!(
+        "{} keys held; the contents match the first {matches:?} operations ({returned} \
+         returned)",
+        got.len()
+    )
+}
+
+/// Kills a HashStore child (a seeded mix of sets, deletes, updates and rare clears; in
+/// some rounds small automatic optimisations, in some also syncs) at random moments,
+/// again and again on one store, and checks after every kill that the reopen holds
+/// exactly the operations that returned, and perhaps the one in flight. Half of the
+/// rounds check a copy of the store, so that the next child opens the store as the kill
+/// left it and rebuilds the index itself (and may be killed in that rebuild, or in the
+/// end of an optimisation the open finishes); the other half reopen the store itself,
+/// which the next child then finds clean.
+#[test]
+fn killed_hash_store_writers_lose_nothing_returned() {
+    let start = Instant::now();
+    let mut seeded = Seeded::new("process::killed_hash_store_writers_lose_nothing_returned");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let image = tmp.path().join("image");
+    let mut model = HashModel::new();
+    // How long the last child took to open a clean store (trusting its index) and a
+    // store that a kill left (rebuilding the index): kills meant for an open aim within it.
+    let mut open_time = [Duration::from_millis(1), Duration::from_millis(10)];
+    // Whether the last round checked a copy, leaving the store as the kill left it.
+    let mut left_killed = false;
+    let (mut mid_open, mut two_gens, mut landed, mut rebuilt, mut returned_total) = (0, 0, 0, 0, 0);
+    let mut data_generation = 0;
+    let mut round = 0;
+    while round < HASH_KILLS_MIN || (round < HASH_KILLS_MAX && start.elapsed() < HASH_TIME_BUDGET) {
+        let mode = match seeded.rng.random_range(0..5) {
+            0 | 1 => HashMode::Plain,
+            2 | 3 => HashMode::Optimizing,
+            _ => HashMode::Syncing,
+        };
+        let seed: u64 = seeded.rng.random();
+        // Kills in the open aim mostly at the rebuild that follows a kill.
+        let in_open = seeded.rng.random_ratio(1, if left_killed { 3 } else { 10 });
+        let wait_reports = seeded.rng.random_range(1..=60u64);
+        let in_place = seeded.rng.random_bool(0.5);
+        File::create(hash_progress_path(&store)).unwrap();
+        let role = format!("hash_writer {round} {seed} {}", mode.name());
+        let mut child = ChildProc::spawn(&role, &store, tmp.path().join("stderr"));
+        let mut reports = vec![child.next()];
+        assert_eq!(reports[0], "opening", "round {round}");
+        let delay = if in_open {
+            let limit = open_time[usize::from(left_killed)].as_micros() as u64 * 3 / 2 + 1;
+            Duration::from_micros(seeded.rng.random_range(0..limit))
+        } else {
+            loop {
+                let r = child.next();
+                assert_ne!(r, "done", "round {round}: the child ran out of operations");
+                reports.push(r);
+                if reports.len() as u64 >= wait_reports + 2 {
+                    break;
+                }
+            }
+            Duration::from_micros(seeded.rng.random_range(0..2_000))
+        };
+        std::thread::sleep(delay);
+        reports.extend(child.kill());
+        let returned = read_hash_progress(&store);
+        let (mut ready, mut reported) = (false, 0);
+        for r in &reports[1..] {
+            let words: Vec<&str> = r.split(' ').collect();
+            match words[..] {
+                ["ready", fingerprint, micros, rebuilt] => {
+                    let rebuilt: usize = rebuilt.parse().unwrap();
+                    open_time[rebuilt] = Duration::from_micros(micros.parse().unwrap());
+                    assert_eq!(
+                        fingerprint,
+                        format!("{:x}", hash_fingerprint(&model)),
+                        "round {round}: the child opened other contents than the check found"
+                    );
+                    ready = true;
+                }
+                ["ops", n] => {
+                    let n: u64 = n.parse().unwrap();
+                    assert_eq!(
+                        n,
+                        reported + HASH_REPORT_EVERY,
+                        "round {round}: report order"
+                    );
+                    reported = n;
+                }
+                _ => panic!("round {round}: unexpected report {r:?}"),
+            }
+        }
+        assert!(
+            (reported..=reported + HASH_REPORT_EVERY).contains(&returned),
+            "round {round}: progress {returned} against reports up to {reported}"
+        );
+        assert!(ready || returned == 0, "round {round}: ops before ready");
+        mid_open += usize::from(!ready);
+        two_gens += usize::from(hash_data_generations(&store) >= 2);
+        left_killed = !in_place;
+        let at = if in_place {
+            &store
+        } else {
+            copy_store(&store, &image);
+            &image
+        };
+        let checked = verify_hash_after_kill(at, &model, (seed, mode), returned, round);
+        if in_place {
+            // The check's drop was a clean shutdown: the next open trusts the index.
+            let dir = Dir::open(&store).unwrap();
+            let again = HashStore::open(&dir, "kv", HashOptions::default()).unwrap();
+            assert!(
+                !again.rebuilt_at_open(),
+                "round {round}: a clean shutdown was not trusted"
+            );
+            assert_eq!(again.len(), checked.model.len() as u64, "round {round}");
+        }
+        model = checked.model;
+        landed += usize::from(checked.landed);
+        rebuilt += usize::from(checked.rebuilt);
+        data_generation = checked.data_generation;
+        returned_total += returned;
+        round += 1;
+    }
+    println!(
+        "{round} kills in {:?}: {returned_total} operations returned, {landed} in flight \
+         landed, {mid_open} kills before the child was ready, {two_gens} with two data \
+         generations on disk, {rebuilt} rebuilds; data generation {data_generation}, {} \
+         keys at the end",
+        start.elapsed(),
+        model.len()
+    );
+    assert!(returned_total > 0, "no child ever returned an operation");
 }
