@@ -367,3 +367,60 @@ fn append_only_fills_the_disk_in_the_middle_of_a_lane() {
         assert!(log.get(*span).unwrap() == &record[..]);
     }
 }
+
+/// A HashStore fills the disk (its data log, or a new index generation as it grows):
+/// the write that found no space is a typed full-disk error and left nothing behind;
+/// every write before it reads back, syncs, and survives a reopen exactly.
+#[test]
+fn hash_store_fills_the_disk_and_keeps_what_was_written() {
+    use accretion::{HashOptions, HashStore};
+    let Some(disk) = small_disk("hash_store") else {
+        return;
+    };
+    let store = disk.path().join("store");
+    let entry = |i: usize| (format!("key {i}").into_bytes(), record(i)[..100].to_vec());
+    let mut set = 0;
+    {
+        let dir = Dir::open(&store).unwrap();
+        let kv = HashStore::open(&dir, "kv", HashOptions::default()).unwrap();
+        let err = loop {
+            assert!(set < 100_000, "4 MiB never filled");
+            let (k, v) = entry(set);
+            match kv.set(&k, &v) {
+                Ok(old) => {
+                    assert!(old.is_none());
+                    set += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_storage_full(&err, disk.path());
+        println!("HashStore: {set} entries before the disk filled");
+        assert_eq!(kv.len(), set as u64);
+        let (k, _) = entry(set);
+        assert!(
+            kv.get(&k).unwrap().is_none(),
+            "the failed set left no entry"
+        );
+        for i in 0..set {
+            let (k, v) = entry(i);
+            assert_eq!(kv.get(&k).unwrap().as_deref(), Some(&v[..]), "entry {i}");
+        }
+        kv.verify().unwrap();
+        kv.sync().unwrap();
+    }
+    assert_no_tmp_files(&store);
+    let dir = Dir::open(&store).unwrap();
+    let kv = HashStore::open(&dir, "kv", HashOptions::default()).unwrap();
+    assert_eq!(kv.len(), set as u64);
+    for i in 0..set {
+        let (k, v) = entry(i);
+        assert_eq!(
+            kv.get(&k).unwrap().as_deref(),
+            Some(&v[..]),
+            "entry {i} after reopen"
+        );
+    }
+    kv.verify().unwrap();
+    assert!(set > 1000);
+}

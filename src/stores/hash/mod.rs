@@ -465,7 +465,16 @@ impl Iterator for Iter {
         let dg = if self.data.number & 1 == parity {
             &self.data
         } else {
-            self.prev.as_ref()?
+            match &self.prev {
+                Some(prev) => prev,
+                // Only a damaged index names a generation that is not live.
+                None => {
+                    return Some(Err(self.data.corrupted(
+                        0,
+                        format!("an index slot names a data generation of parity {parity}, which is not live"),
+                    )));
+                }
+            }
         };
         Some(dg.read(offset).map(|rec| {
             let hit = store::Hit {

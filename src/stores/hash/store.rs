@@ -271,6 +271,11 @@ impl Inner {
         value: Option<&[u8]>,
     ) -> Result<Option<HashValue>> {
         self.make_dirty(w)?;
+        if found.is_none() && value.is_some() {
+            // Grown before the record is written: a failed growth (a full disk) refuses
+            // the write with nothing changed, and the index never fills up.
+            self.fit_index(w, 1)?;
+        }
         let s = self.shared.upgradable_read();
         let data = Arc::clone(&s.data);
         let old = found.as_ref().map(Hit::value);
@@ -292,10 +297,6 @@ impl Inner {
                     }
                 }
                 self.live_bytes.fetch_add(bytes, Ordering::AcqRel);
-                drop(s);
-                if found.is_none() {
-                    self.fit_index(w)?;
-                }
             }
             (Some(hit), None) => {
                 data.append(Kind::Delete, key, &[])?;
@@ -304,7 +305,9 @@ impl Inner {
                 drop(s);
                 self.live_bytes.fetch_sub(hit.footprint(), Ordering::AcqRel);
                 self.entries.fetch_sub(1, Ordering::AcqRel);
-                self.fit_index(w)?;
+                // The delete is done: a shrink that fails (a full disk) leaves the index
+                // as it is, larger than it need be, and is tried again by the next one.
+                let _ = self.fit_index(w, 0);
             }
         }
         Ok(old)
@@ -321,14 +324,28 @@ impl Inner {
         Ok(())
     }
 
-    /// Grows the index above 90% full, shrinks it below 35% (to a level where it is
-    /// at most 70% full, so that it does not grow back at once).
-    pub fn fit_index(&self, w: &mut Writer) -> Result<()> {
-        let entries = self.entries.load(Ordering::Acquire);
+    /// Grows the index if `coming` more entries would make it over 90% full; shrinks it
+    /// below 35% (to a level where it is at most 70% full, so that it does not grow back
+    /// at once).
+    ///
+    /// # Errors
+    /// `LimitExceeded` if the index is at its largest level and full; as
+    /// [`replace_index`](Self::replace_index).
+    pub fn fit_index(&self, w: &mut Writer, coming: u64) -> Result<()> {
+        let entries = self.entries.load(Ordering::Acquire) + coming;
         let level = self.shared.read().index.level;
         let slots = index::capacity(level);
         if entries * 10 > slots * 9 {
             if level >= LEVEL_MAX {
+                // The last level is let fill to 97%: past it, writes of new keys are
+                // refused (probes would grow without bound).
+                if entries * 100 > slots * 97 {
+                    return Err(Error::limit(
+                        "HASH_INDEX_SLOTS_MAX (entries at 97% of the largest index)",
+                        entries,
+                        slots * 97 / 100,
+                    ));
+                }
                 return Ok(());
             }
             self.replace_index(w, level + 1, true)
