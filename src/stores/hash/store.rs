@@ -314,11 +314,17 @@ impl Inner {
     }
 
     /// Removes every key: a clear record, then a new, empty index.
+    ///
+    /// The empty index is made before the record is written, so that a failure to make
+    /// it (a full disk) leaves the store as it was. Once the record is written the clear
+    /// has happened: a failure to switch to the new index poisons the store, and the
+    /// reopen's rebuild applies the clear.
     pub fn clear_locked(&self, w: &mut Writer) -> Result<()> {
         self.make_dirty(w)?;
-        let data = Arc::clone(&self.shared.read().data);
-        data.append(Kind::Clear, &[], &[])?;
-        self.replace_index(w, LEVEL_MIN, false)?;
+        let s = self.shared.upgradable_read();
+        let empty = self.new_index(&s, LEVEL_MIN)?;
+        s.data.append(Kind::Clear, &[], &[])?;
+        self.switch_index(s, empty).map_err(|e| self.poison(e))?;
         self.entries.store(0, Ordering::Release);
         self.live_bytes.store(0, Ordering::Release);
         Ok(())
@@ -365,16 +371,28 @@ impl Inner {
     pub fn replace_index(&self, w: &mut Writer, level: u32, copy: bool) -> Result<()> {
         self.make_dirty(w)?;
         let s = self.shared.upgradable_read();
-        let number = s.index.number + 1;
-        // Files a failed resize of this session may have left.
-        self.dir.remove(&index::index_name(&self.name, number))?;
-        let new = Index::open(&self.dir, &self.name, number, level)?;
+        let new = self.new_index(&s, level)?;
         if copy {
             for e in s.index.entries() {
                 let (_, tag, pos) = e?;
                 new.insert(tag, pos)?;
             }
         }
+        self.switch_index(s, new)
+    }
+
+    /// An empty index generation of level `level`, numbered after the current one.
+    fn new_index(&self, s: &Shared, level: u32) -> Result<Index> {
+        let number = s.index.number + 1;
+        // Files a failed resize or clear of this session may have left.
+        self.dir.remove(&index::index_name(&self.name, number))?;
+        Index::open(&self.dir, &self.name, number, level)
+    }
+
+    /// Names `new` in the state (durably), then makes it the index readers use; the old
+    /// one is removed.
+    fn switch_index(&self, s: RwLockUpgradableReadGuard<'_, Shared>, new: Index) -> Result<()> {
+        let (number, level) = (new.number, new.level);
         self.state.update(|st| {
             st.index_gen = number;
             st.index_level = level;
