@@ -747,3 +747,22 @@ fn fixture_v1_hash_reads_back_through_the_api() {
         assert_eq!(read_all(&path).unwrap().len(), model.len() + 1);
     }
 }
+
+/// A data log of another store (or another generation) put in place of this store's is
+/// refused at open, not served as this store's: every data log's first record names its
+/// store and generation.
+#[test]
+fn a_data_log_put_in_the_wrong_place_is_refused() {
+    let dir = Dir::temporary().unwrap();
+    for (name, value) in [("kv", b"ours"), ("other", b"them")] {
+        let s = HashStore::open(&dir, name, HashOptions::default()).unwrap();
+        s.set(b"k", value).unwrap();
+    }
+    for e in std::fs::read_dir(dir.path().join("other/d0")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join("kv/d0").join(e.file_name())).unwrap();
+    }
+    let e = HashStore::open(&dir, "kv", HashOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+    assert!(e.to_string().contains("kv/d0"), "{e}");
+}

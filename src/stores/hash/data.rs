@@ -49,6 +49,10 @@ pub(super) fn data_name(store: &str, n: u64) -> String {
     format!("{store}/d{n}")
 }
 
+/// Where a data log's first record (its identity) ends: a log this long holds nothing
+/// else.
+pub(super) const IDENTITY_END: u64 = AppendOnly::FRAME_BYTES + record::HEADER_BYTES as u64 + 16;
+
 /// One data generation: a log of records.
 pub(super) struct DataGen {
     pub log: AppendOnly,
@@ -63,8 +67,14 @@ pub(super) struct Read<'a> {
 }
 
 impl DataGen {
-    /// Opens (or creates) data generation `number` of `store`.
-    pub fn open(dir: &Dir, store: &str, number: u64) -> Result<DataGen> {
+    /// Opens (or creates) data generation `number` of the store `store` whose id is
+    /// `id`. A new log gets its first record, naming the store and the generation; an
+    /// existing one must start with that record.
+    ///
+    /// # Errors
+    /// `Incompatible` for a log of another store or generation, or not framed; as
+    /// opening an [`AppendOnly`] and reading a record.
+    pub fn open(dir: &Dir, store: &str, number: u64, id: u64) -> Result<DataGen> {
         let name = data_name(store, number);
         let log = AppendOnly::open(dir, &name)?;
         if log.format() < 2 {
@@ -73,11 +83,33 @@ impl DataGen {
                 "a hash store's data log must be framed (AppendOnly format 2)",
             ));
         }
-        Ok(DataGen {
+        let dg = DataGen {
             log,
             number,
             remover: Remover::new(dir, name),
-        })
+        };
+        let mut identity = [0u8; 16];
+        identity[..8].copy_from_slice(&id.to_le_bytes());
+        identity[8..].copy_from_slice(&number.to_le_bytes());
+        match dg.log.records(0).next() {
+            None => {
+                dg.append(Kind::Generation, &identity, &[])?;
+            }
+            Some(span) => {
+                let offset = span?.offset();
+                let rec = dg.read(offset)?;
+                if rec.header.kind != Kind::Generation || rec.header.key(rec.bytes) != identity {
+                    return Err(Error::incompatible(
+                        &dir.path().join(&dg.remover.name),
+                        format!(
+                            "this data log is not generation {number} of the hash store \
+                             {store:?} (its first record names another store or generation)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(dg)
     }
 
     /// Marks the generation for removal once the last handle to it is dropped.

@@ -189,8 +189,19 @@ pub(super) struct Shape {
 }
 
 impl Index {
-    /// Opens (or creates) index generation `number` of `store`, of level `level`.
+    /// Opens (or creates) index generation `number` of `store`, of level `level`: the
+    /// files hold its every slot (zeros in a new one).
     pub fn open(dir: &Dir, store: &str, number: u64, level: u32) -> Result<Index> {
+        let index = Self::open_as_is(dir, store, number, level)?;
+        let t = &index.probing.table;
+        t.words.extend_len(2 * index.slots)?;
+        t.tags.extend_len(index.slots)?;
+        Ok(index)
+    }
+
+    /// Opens index generation `number` as its files are, allocating nothing: for the
+    /// open that decides whether to trust it (see [`whole`](Self::whole)).
+    pub fn open_as_is(dir: &Dir, store: &str, number: u64, level: u32) -> Result<Index> {
         assert!(
             (LEVEL_MIN..=LEVEL_MAX).contains(&level),
             "index level {level}"
@@ -210,8 +221,6 @@ impl Index {
                 ),
             ));
         }
-        words.extend_len(2 * slots)?;
-        tags.extend_len(slots)?;
         Ok(Index {
             probing: Probing {
                 table: Files { words, tags },
@@ -262,6 +271,31 @@ impl Index {
     /// The [`digest`](Self::digest) of an empty index of level `level`.
     pub fn empty_digest(level: u32) -> u64 {
         digest_of(capacity(level), |_, _, _| Ok(())).expect("zeros cannot fail")
+    }
+
+    /// Whether the files hold exactly the slots of this index's level, as a clean
+    /// shutdown leaves them (every slot written out): an index of another size is not
+    /// trusted, whatever its state says.
+    pub fn whole(&self) -> bool {
+        let t = &self.probing.table;
+        t.words.len() == 2 * self.slots && t.tags.len() == self.slots
+    }
+
+    /// Occupied slots, counted from the tags.
+    pub fn count(&self) -> Result<u64> {
+        let mut tags = vec![0u16; 1 << 16];
+        let mut n = 0;
+        let mut at = 0;
+        while at < self.slots {
+            let k = (self.slots - at).min(1 << 16);
+            self.probing
+                .table
+                .tags
+                .read_many(at, &mut tags[..k as usize])?;
+            n += tags[..k as usize].iter().filter(|t| **t != 0).count() as u64;
+            at += k;
+        }
+        Ok(n)
     }
 
     /// Makes the index durable (a clean shutdown's).
@@ -356,8 +390,30 @@ impl<T: Table> Probing<T> {
         self.table.set_word(2 * i + 1, pos)
     }
 
-    /// Inserts a key known to be absent. The caller keeps the index below full.
+    /// Inserts a key known to be absent. The caller keeps the index below full; if it
+    /// is full all the same (its entry count was wrong: a damaged state), the insert is
+    /// refused before any slot changes.
+    ///
+    /// # Errors
+    /// `LimitExceeded` if no slot is empty; as reading and writing the table.
     pub fn insert(&self, mut tag: u64, mut pos: u64) -> Result<()> {
+        let mut i = self.home(tag);
+        // The run ends at an empty slot, which Robin Hood moves reach and never pass.
+        let mut room = false;
+        for _ in 0..self.slots {
+            if self.table.tag(i)? == 0 {
+                room = true;
+                break;
+            }
+            i = self.next(i);
+        }
+        if !room {
+            return Err(Error::limit(
+                "hash index slots (the index is full: its entry count was wrong)",
+                self.slots + 1,
+                self.slots,
+            ));
+        }
         let mut i = self.home(tag);
         let mut d = 0;
         for _ in 0..self.slots {

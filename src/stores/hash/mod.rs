@@ -142,12 +142,29 @@ impl HashStore {
     /// # Errors
     /// `Corrupted` if the state is damaged, names a data log that is missing, or a
     /// record fails its checksum during a rebuild; `UnsupportedVersion` for a newer
-    /// format; `Incompatible` for another structure's files; `NameInUse` while handles of
-    /// an earlier open of the store are alive; `Io`.
+    /// format; `Incompatible` for another structure's files; `NameInUse` (naming the
+    /// store) if it is open already; `HandlesAlive` while value handles of an earlier open
+    /// still hold its current data generation; `Io`.
     pub fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<HashStore> {
-        Ok(HashStore {
-            inner: open::open(dir, name, options)?,
-        })
+        let inner = open::open(dir, name, options).map_err(|e| match e {
+            // The state journal is claimed first, and only while the store is open.
+            crate::Error::NameInUse { name: part } if part == format!("{name}/state") => {
+                crate::Error::NameInUse {
+                    name: name.to_owned(),
+                }
+            }
+            // The state was free, so the store is closed: what holds one of its data
+            // generations is a handle that outlived it.
+            crate::Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
+                crate::Error::HandlesAlive {
+                    name: name.to_owned(),
+                    part,
+                    holders: "a HashValue or an unfinished HashIter",
+                }
+            }
+            e => e,
+        })?;
+        Ok(HashStore { inner })
     }
 
     /// The value of `key`, if any.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use parking_lot::{Mutex, RwLock};
 
 use super::HashOptions;
-use super::data::{DataGen, data_name, footprint};
+use super::data::{DataGen, IDENTITY_END, data_name, footprint};
 use super::index::{self, Index, LEVEL_MAX, LEVEL_MIN, Scratch, index_name};
 use super::record::Kind;
 use super::store::{CLEAN, FORMAT, Inner, NO_GEN, STATE_MAGIC, Shared, State, Writer};
@@ -45,6 +45,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
             entries: 0,
             live_bytes: 0,
             index_sum: 0,
+            store_id: rand::random(),
         };
         state.set(s)?;
         state.sync()?;
@@ -78,29 +79,31 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
     let entropy = Entropy::open(dir, &format!("{name}/entropy"))?;
     let prev = match s.prev_gen {
         NO_GEN => None,
-        g => Some(Arc::new(DataGen::open(dir, name, g)?)),
+        g => Some(Arc::new(DataGen::open(dir, name, g, s.store_id)?)),
     };
-    let data = Arc::new(DataGen::open(dir, name, s.data_gen)?);
+    let data = Arc::new(DataGen::open(dir, name, s.data_gen, s.store_id)?);
     let index_there = indexes.contains(&s.index_gen) || (newborn && indexes.is_empty());
     let clean = s.flags & CLEAN != 0
+        && s.live_bytes <= data.log.len().next_multiple_of(16)
         && prev.is_none()
         && (entropy_known || newborn)
-        && data.log.len() == s.covered_len
+        && (data.log.len() == s.covered_len || newborn && data.log.len() == IDENTITY_END)
         && data.log.adopted_bytes() == 0
         && index_there;
     let trusted = if clean {
-        match Index::open(dir, name, s.index_gen, s.index_level) {
-            // A new store's state holds no sum: its index must be empty.
-            Ok(i)
-                if i.digest()?
-                    == if newborn {
-                        Index::empty_digest(s.index_level)
-                    } else {
-                        s.index_sum
-                    } =>
-            {
-                Some(i)
-            }
+        // A new store's state holds no sum: its index must be empty.
+        let sum = if newborn {
+            Index::empty_digest(s.index_level)
+        } else {
+            s.index_sum
+        };
+        let opened = if newborn {
+            Index::open(dir, name, s.index_gen, s.index_level)
+        } else {
+            Index::open_as_is(dir, name, s.index_gen, s.index_level)
+        };
+        match opened {
+            Ok(i) if i.whole() && i.digest()? == sum && i.count()? == s.entries => Some(i),
             Ok(_) | Err(Error::Corrupted { .. } | Error::Incompatible { .. }) => None,
             Err(e) => return Err(e),
         }
@@ -114,7 +117,14 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
             // Not clean from here on (durably, before any index file changes): a crash
             // in the rebuild rebuilds again.
             unclean(&state, &mut s)?;
-            let (scratch, entries, live) = replay(&entropy, prev.as_ref(), &data, s.index_level)?;
+            // The state's level, but never more than the records could fill (a damaged
+            // state must not size a huge allocation): a record takes at least 32 bytes.
+            let records_max = data.log.len() / 32 + prev.as_ref().map_or(0, |p| p.log.len() / 32);
+            let mut level = LEVEL_MIN;
+            while level < s.index_level && index::capacity(level) * 9 / 10 < records_max {
+                level += 1;
+            }
+            let (scratch, entries, live) = replay(&entropy, prev.as_ref(), &data, level)?;
             let number = s.index_gen + 1;
             dir.remove(&index_name(name, number))?;
             let index = Index::open(dir, name, number, scratch.level)?;
@@ -140,6 +150,8 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         optimizing: AtomicBool::new(false),
         entries: AtomicU64::new(entries),
         live_bytes: AtomicU64::new(live_bytes),
+        store_id: s.store_id,
+        dead_floor: AtomicU64::new(0),
         rebuilt: rebuild,
     };
     if rebuild {
@@ -216,10 +228,14 @@ fn replay(
         for span in dg.log.records(0) {
             let offset = span?.offset();
             let rec = dg.read(offset)?;
-            if rec.header.kind == Kind::Clear {
-                index = Scratch::new(LEVEL_MIN);
-                (entries, live) = (0, 0);
-                continue;
+            match rec.header.kind {
+                Kind::Clear => {
+                    index = Scratch::new(LEVEL_MIN);
+                    (entries, live) = (0, 0);
+                    continue;
+                }
+                Kind::Generation => continue,
+                Kind::Put | Kind::Delete => {}
             }
             let key = rec.header.key(rec.bytes);
             let tag = index::tag(entropy.hash(key));
@@ -236,7 +252,7 @@ fn replay(
             match (found, rec.header.kind) {
                 (Some((slot, _)), Kind::Put) => {
                     index.replace(slot, index::position(dg.number, offset))?;
-                    live -= old_bytes;
+                    live = live.saturating_sub(old_bytes);
                 }
                 (None, Kind::Put) => {
                     index.insert(tag, index::position(dg.number, offset))?;
@@ -244,7 +260,7 @@ fn replay(
                 }
                 (Some((slot, _)), _) => {
                     index.remove(slot)?;
-                    live -= old_bytes;
+                    live = live.saturating_sub(old_bytes);
                     entries -= 1;
                 }
                 (None, _) => {}
@@ -303,8 +319,10 @@ fn generations(dir: &Dir, name: &str) -> Result<(Vec<u64>, Vec<u64>)> {
         } else {
             continue;
         };
+        // A directory holding a state is a store of its own named below this one.
         if let Ok(n) = number.parse::<u64>()
             && entry.path().is_dir()
+            && !entry.path().join("state").exists()
         {
             list.push(n);
         }

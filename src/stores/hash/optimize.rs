@@ -33,10 +33,12 @@ impl Drop for Running<'_> {
 }
 
 impl Inner {
-    /// Whether dead bytes are more than half of the data log.
+    /// Whether dead bytes are more than half of the data log, not counting the dead
+    /// bytes the last optimisation left (padding it cannot free).
     pub fn wasteful(&self) -> bool {
         let data_bytes = self.shared.read().data_bytes();
-        self.live_bytes.load(Ordering::Acquire) * 2 < data_bytes
+        let floor = self.dead_floor.load(Ordering::Acquire);
+        self.live_bytes.load(Ordering::Acquire).saturating_mul(2) < data_bytes.saturating_sub(floor)
     }
 
     /// Runs an optimisation if `mode` calls for one; returns whether it ran. An
@@ -57,7 +59,8 @@ impl Inner {
             let number = current.number + 1;
             // Files an optimisation cut short in this session may have left.
             self.dir.remove(&data_name(&self.name, number))?;
-            let next = Arc::new(DataGen::open(&self.dir, &self.name, number)?);
+            let next = Arc::new(DataGen::open(&self.dir, &self.name, number, self.store_id)?);
+            current.log.sync()?; // TEMPORARY-CRASH-TEST-FIX
             self.state.update(|st| {
                 st.prev_gen = current.number;
                 st.data_gen = number;
@@ -118,6 +121,11 @@ impl Inner {
         if let Some(old) = old {
             old.retire();
         }
+        let dead = data
+            .log
+            .len()
+            .saturating_sub(self.live_bytes.load(Ordering::Acquire));
+        self.dead_floor.store(dead, Ordering::Release);
         Ok(())
     }
 }

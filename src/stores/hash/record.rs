@@ -34,6 +34,10 @@ pub(super) enum Kind {
     Delete = 2,
     /// Removes every key (no key, no value).
     Clear = 3,
+    /// The first record of every data log: its "key" is the store's id and the
+    /// generation's number (two u64, little-endian), so that a log put in the wrong place
+    /// is refused.
+    Generation = 4,
 }
 
 impl Kind {
@@ -42,6 +46,7 @@ impl Kind {
             1 => Some(Kind::Put),
             2 => Some(Kind::Delete),
             3 => Some(Kind::Clear),
+            4 => Some(Kind::Generation),
             _ => None,
         }
     }
@@ -104,6 +109,7 @@ impl Header {
             Kind::Put => true,
             Kind::Delete => value_len == 0,
             Kind::Clear => value_len == 0 && key_len == 0,
+            Kind::Generation => value_len == 0 && key_len == 16,
         };
         if !shape_holds {
             return Err("a delete or clear record carries bytes it cannot have");

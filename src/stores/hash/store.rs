@@ -51,6 +51,8 @@ pub(super) struct State {
     pub live_bytes: u64,
     /// Clean: the index's [`digest`](super::index::Index::digest).
     pub index_sum: u64,
+    /// Random at creation: the first record of every data log names it.
+    pub store_id: u64,
 }
 
 /// The index and the data generations: what readers read.
@@ -129,6 +131,12 @@ pub(super) struct Inner {
     pub optimizing: AtomicBool,
     pub entries: AtomicU64,
     pub live_bytes: AtomicU64,
+    /// The state's `store_id`.
+    pub store_id: u64,
+    /// Dead bytes right after the last optimisation of this session: padding no copy
+    /// frees (where a large record skipped to the next lane), left out of the measure of
+    /// waste so that it does not make every write optimise again.
+    pub dead_floor: AtomicU64,
     /// This open rebuilt the index from the records.
     pub rebuilt: bool,
 }
@@ -324,10 +332,11 @@ impl Inner {
         let s = self.shared.upgradable_read();
         let empty = self.new_index(&s, LEVEL_MIN)?;
         s.data.append(Kind::Clear, &[], &[])?;
-        self.switch_index(s, empty).map_err(|e| self.poison(e))?;
+        // Readers see the clear whatever the state's write does: it is in the log.
+        let named = self.switch_index(s, empty, true);
         self.entries.store(0, Ordering::Release);
         self.live_bytes.store(0, Ordering::Release);
-        Ok(())
+        named.map_err(|e| self.poison(e))
     }
 
     /// Grows the index if `coming` more entries would make it over 90% full; shrinks it
@@ -378,7 +387,7 @@ impl Inner {
                 new.insert(tag, pos)?;
             }
         }
-        self.switch_index(s, new)
+        self.switch_index(s, new, false)
     }
 
     /// An empty index generation of level `level`, numbered after the current one.
@@ -391,18 +400,33 @@ impl Inner {
 
     /// Names `new` in the state (durably), then makes it the index readers use; the old
     /// one is removed.
-    fn switch_index(&self, s: RwLockUpgradableReadGuard<'_, Shared>, new: Index) -> Result<()> {
+    ///
+    /// If the state cannot be written, a resize keeps the old index (it holds the same
+    /// entries), while a clear (`always`) switches all the same, its record being in the
+    /// log; either way the error is returned. The state is not clean, so the next open
+    /// rebuilds, whatever index it names.
+    fn switch_index(
+        &self,
+        s: RwLockUpgradableReadGuard<'_, Shared>,
+        new: Index,
+        always: bool,
+    ) -> Result<()> {
         let (number, level) = (new.number, new.level);
-        self.state.update(|st| {
-            st.index_gen = number;
-            st.index_level = level;
-        })?;
-        self.state.sync()?;
+        let named = self
+            .state
+            .update(|st| {
+                st.index_gen = number;
+                st.index_level = level;
+            })
+            .and_then(|()| self.state.sync());
+        if named.is_err() && !always {
+            return named;
+        }
         let mut s = RwLockUpgradableReadGuard::upgrade(s);
         let old = std::mem::replace(&mut s.index, new);
         drop(s);
         old.retire();
-        Ok(())
+        named
     }
 
     /// Makes every change made before the call durable: the data logs' flush.
@@ -420,9 +444,13 @@ impl Inner {
     /// A clean shutdown: makes the data and the index durable and says so in the state,
     /// so that the next open trusts the index and reads no record.
     pub fn close(&self) -> Result<()> {
+        // An optimisation cut short (it failed) is finished first, or its error returned.
+        if self.shared.read().prev.is_some() {
+            self.move_prev()?;
+        }
         let mut g = self.lock_writer("HashStore::close")?;
         let s = self.shared.read();
-        if !g.w.dirty || s.prev.is_some() {
+        if !g.w.dirty {
             return Ok(());
         }
         s.data.log.sync_recorded()?;
