@@ -621,6 +621,18 @@ impl History {
         self.push(self.syncs() + 1, true)
     }
 
+    /// Records `snapshot`, taken by a fault-injection hook at a flush made inside some
+    /// action (a register's, whose new bytes are written by then), as the point right
+    /// after a sync returned; returns the point.
+    pub fn synced_with(&mut self, snapshot: Snapshot) -> usize {
+        self.points.push(Point {
+            snapshot,
+            syncs: self.syncs() + 1,
+            after_sync: true,
+        });
+        self.points.len() - 1
+    }
+
     /// Records the directory in the middle of work (no sync since the last recorded one).
     pub fn mid(&mut self) -> usize {
         self.push(self.syncs(), false)

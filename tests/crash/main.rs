@@ -31,6 +31,7 @@ mod btree;
 mod disk;
 mod frames;
 mod harness;
+mod hash_store;
 mod log_store;
 mod second_process;
 

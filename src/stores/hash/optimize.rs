@@ -3,8 +3,9 @@
 //! the start), a batch at a time under the writer lock; then the state stops naming the
 //! old generation, which is removed when its last value handle is dropped.
 //!
-//! Crash safety: the state names both generations (old as `prev_gen`) from before the
-//! first copy until the new one is durable. A rebuild replays the old generation, then the
+//! Crash safety: the old generation is synced first (no copy becomes durable before
+//! the writes that preceded it); the state names both generations (old as `prev_gen`)
+//! from before the first copy until the new one is durable. A rebuild replays the old generation, then the
 //! new one, so every copy (a record whose key had no later write when it was copied) and
 //! every later write land in the order they were made.
 
@@ -60,7 +61,12 @@ impl Inner {
             // Files an optimisation cut short in this session may have left.
             self.dir.remove(&data_name(&self.name, number))?;
             let next = Arc::new(DataGen::open(&self.dir, &self.name, number, self.store_id)?);
-            current.log.sync()?; // TEMPORARY-CRASH-TEST-FIX
+            // Every write so far made durable before any copy can be: a copy is of the
+            // newest write of its key, and the copies' flush must not make it durable
+            // while an older, unsynced write of another key (a delete, say) could still
+            // be lost, which would recover a state no prefix of the writes had (found by
+            // the crash images).
+            current.log.sync()?;
             self.state.update(|st| {
                 st.prev_gen = current.number;
                 st.data_gen = number;
