@@ -25,5 +25,6 @@ mod model;
 mod process;
 mod review;
 mod review15;
+mod review_hash;
 mod soundness;
 mod sync_cost;

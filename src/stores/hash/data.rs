@@ -44,6 +44,25 @@ impl Drop for Remover {
     }
 }
 
+/// Whether the structure `name` is a data log of the store whose id is `id` (its first
+/// record names the store): only such a directory is removed as a stale generation.
+pub(super) fn is_ours(dir: &Dir, name: &str, id: u64) -> bool {
+    let Ok(log) = AppendOnly::open(dir, name) else {
+        return false;
+    };
+    let Some(Ok(span)) = log.records(0).next() else {
+        return false;
+    };
+    let Ok(bytes) = log.get(span) else {
+        return false;
+    };
+    Header::parse(bytes).is_ok_and(|h| {
+        h.kind == Kind::Generation
+            && h.holds(bytes)
+            && h.key(bytes).get(..8) == Some(&id.to_le_bytes()[..])
+    })
+}
+
 /// The name of data generation `n` of store `store`.
 pub(super) fn data_name(store: &str, n: u64) -> String {
     format!("{store}/d{n}")
@@ -71,10 +90,21 @@ impl DataGen {
     /// `id`. A new log gets its first record, naming the store and the generation; an
     /// existing one must start with that record.
     ///
+    /// A log the store made and made durable always holds its first record, so an
+    /// empty one is lost files, `Corrupted`, unless `may_be_empty` (a new generation, or
+    /// the first of a store none of whose writes was ever recorded durably).
+    ///
     /// # Errors
-    /// `Incompatible` for a log of another store or generation, or not framed; as
-    /// opening an [`AppendOnly`] and reading a record.
-    pub fn open(dir: &Dir, store: &str, number: u64, id: u64) -> Result<DataGen> {
+    /// `Incompatible` for a log of another store or generation, or not framed;
+    /// `Corrupted` for an empty one (above); as opening an [`AppendOnly`] and reading a
+    /// record.
+    pub fn open(
+        dir: &Dir,
+        store: &str,
+        number: u64,
+        id: u64,
+        may_be_empty: bool,
+    ) -> Result<DataGen> {
         let name = data_name(store, number);
         let log = AppendOnly::open(dir, &name)?;
         if log.format() < 2 {
@@ -92,8 +122,18 @@ impl DataGen {
         identity[..8].copy_from_slice(&id.to_le_bytes());
         identity[8..].copy_from_slice(&number.to_le_bytes());
         match dg.log.records(0).next() {
-            None => {
+            None if may_be_empty => {
                 dg.append(Kind::Generation, &identity, &[])?;
+            }
+            None => {
+                return Err(Error::corrupted(
+                    &dir.path().join(&dg.remover.name),
+                    0,
+                    format!(
+                        "data generation {number} of the hash store {store:?} is empty: \
+                         its files were lost"
+                    ),
+                ));
             }
             Some(span) => {
                 let offset = span?.offset();

@@ -70,10 +70,15 @@ pub(super) fn position(number: u64, offset: u64) -> u64 {
     (offset / OFFSET_GRAIN) | if number & 1 == 1 { PARITY_BIT } else { 0 }
 }
 
-/// The parity of the generation and the log offset of a position word.
+/// The parity of the generation and the log offset of a position word. Bits 48 to 62
+/// are never set by the store; a damaged word's are ignored (the offset they would make
+/// is no record's, which the read then finds).
 pub(super) fn locate(pos: u64) -> (u64, u64) {
-    (pos >> 63, (pos & !PARITY_BIT) * OFFSET_GRAIN)
+    (pos >> 63, (pos & OFFSET_UNITS_MASK) * OFFSET_GRAIN)
 }
+
+/// The bits of a position word that hold the offset, in units of [`OFFSET_GRAIN`].
+const OFFSET_UNITS_MASK: u64 = (1 << 48) - 1;
 
 /// The name of index generation `n` of store `store`.
 pub(super) fn index_name(store: &str, n: u64) -> String {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use parking_lot::{Mutex, RwLock};
 
 use super::HashOptions;
-use super::data::{DataGen, IDENTITY_END, data_name, footprint};
+use super::data::{DataGen, IDENTITY_END, data_name, footprint, is_ours};
 use super::index::{self, Index, LEVEL_MAX, LEVEL_MIN, Scratch, index_name};
 use super::record::Kind;
 use super::store::{CLEAN, FORMAT, Inner, NO_GEN, STATE_MAGIC, Shared, State, Writer};
@@ -46,6 +46,8 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
             live_bytes: 0,
             index_sum: 0,
             store_id: rand::random(),
+            entropy_check: 0,
+            dead_floor: 0,
         };
         state.set(s)?;
         state.sync()?;
@@ -65,7 +67,9 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         }
     }
     for g in datas {
-        if g != s.data_gen && g != s.prev_gen {
+        // Only logs that name this store: a structure a user put under the store's name
+        // is left alone.
+        if g != s.data_gen && g != s.prev_gen && is_ours(dir, &data_name(name, g), s.store_id) {
             remove_stale(dir, &data_name(name, g))?;
         }
     }
@@ -77,16 +81,26 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         unclean(&state, &mut s)?;
     }
     let entropy = Entropy::open(dir, &format!("{name}/entropy"))?;
+    // An optimisation's previous generation was the current one, so it is never empty;
+    // the current one may be only if no write to it was ever recorded durably (a new
+    // store; or its first generation, never closed cleanly, at a power loss).
+    let first_life = s.data_gen == 0 && s.prev_gen == NO_GEN && s.covered_len == 0;
     let prev = match s.prev_gen {
         NO_GEN => None,
-        g => Some(Arc::new(DataGen::open(dir, name, g, s.store_id)?)),
+        g => Some(Arc::new(DataGen::open(dir, name, g, s.store_id, false)?)),
     };
-    let data = Arc::new(DataGen::open(dir, name, s.data_gen, s.store_id)?);
+    let data = Arc::new(DataGen::open(
+        dir, name, s.data_gen, s.store_id, first_life,
+    )?);
+    // An entropy file of another store (or a new one) hashes differently: the index is
+    // rebuilt with it.
+    let entropy_matches = newborn || entropy.hash(&s.store_id.to_le_bytes()) == s.entropy_check;
     let index_there = indexes.contains(&s.index_gen) || (newborn && indexes.is_empty());
     let clean = s.flags & CLEAN != 0
         && s.live_bytes <= data.log.len().next_multiple_of(16)
         && prev.is_none()
         && (entropy_known || newborn)
+        && entropy_matches
         && (data.log.len() == s.covered_len || newborn && data.log.len() == IDENTITY_END)
         && data.log.adopted_bytes() == 0
         && index_there;
@@ -151,7 +165,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         entries: AtomicU64::new(entries),
         live_bytes: AtomicU64::new(live_bytes),
         store_id: s.store_id,
-        dead_floor: AtomicU64::new(0),
+        dead_floor: AtomicU64::new(if rebuild { 0 } else { s.dead_floor }),
         rebuilt: rebuild,
     };
     if rebuild {

@@ -19,7 +19,7 @@ use super::data::{DataGen, data_name};
 use super::index;
 use super::record::Kind;
 use super::store::{Inner, NO_GEN};
-use crate::Result;
+use crate::{AppendOnly, Result};
 
 /// Records examined per hold of the writer lock.
 const BATCH_RECORDS: usize = 512;
@@ -60,7 +60,16 @@ impl Inner {
             let number = current.number + 1;
             // Files an optimisation cut short in this session may have left.
             self.dir.remove(&data_name(&self.name, number))?;
-            let next = Arc::new(DataGen::open(&self.dir, &self.name, number, self.store_id)?);
+            let next = Arc::new(DataGen::open(
+                &self.dir,
+                &self.name,
+                number,
+                self.store_id,
+                true,
+            )?);
+            // Its first record durable before the state names it: a generation the state
+            // names is never empty, unless its files were lost.
+            next.log.sync()?;
             // Every write so far made durable before any copy can be: a copy is of the
             // newest write of its key, and the copies' flush must not make it durable
             // while an older, unsynced write of another key (a delete, say) could still
@@ -130,6 +139,7 @@ impl Inner {
         let dead = data
             .log
             .len()
+            .next_multiple_of(AppendOnly::FRAME_BYTES)
             .saturating_sub(self.live_bytes.load(Ordering::Acquire));
         self.dead_floor.store(dead, Ordering::Release);
         Ok(())

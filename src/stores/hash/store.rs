@@ -53,6 +53,11 @@ pub(super) struct State {
     pub index_sum: u64,
     /// Random at creation: the first record of every data log names it.
     pub store_id: u64,
+    /// The entropy's keyed hash of `store_id`: an entropy file of another store (or a
+    /// new one) is told apart, and the index rebuilt with its hashes.
+    pub entropy_check: u64,
+    /// Clean: the dead bytes the last optimisation left (padding it cannot free).
+    pub dead_floor: u64,
 }
 
 /// The index and the data generations: what readers read.
@@ -460,6 +465,8 @@ impl Inner {
         let (index_gen, index_level) = (s.index.number, s.index.level);
         let entries = self.entries.load(Ordering::Acquire);
         let live_bytes = self.live_bytes.load(Ordering::Acquire);
+        let dead_floor = self.dead_floor.load(Ordering::Acquire);
+        let entropy_check = self.entropy.hash(&self.store_id.to_le_bytes());
         self.state.update(|st| {
             st.flags |= CLEAN;
             st.covered_len = covered_len;
@@ -468,6 +475,8 @@ impl Inner {
             st.entries = entries;
             st.live_bytes = live_bytes;
             st.index_sum = index_sum;
+            st.dead_floor = dead_floor;
+            st.entropy_check = entropy_check;
         })?;
         self.state.sync()?;
         g.w.dirty = false;
