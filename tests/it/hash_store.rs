@@ -16,6 +16,15 @@ fn open(dir: &Dir) -> HashStore {
     HashStore::open(dir, "kv", HashOptions::default()).unwrap()
 }
 
+/// The store with automatic optimisation off: optimisations happen only when called.
+fn open_manual(dir: &Dir) -> HashStore {
+    let options = HashOptions {
+        auto_optimize: false,
+        ..HashOptions::default()
+    };
+    HashStore::open(dir, "kv", options).unwrap()
+}
+
 /// A copy of `dir`'s files as they are now, open: what a process killed at this instant
 /// leaves (the page cache keeps every write; nothing was shut down cleanly).
 fn killed_image(dir: &Dir) -> Dir {
@@ -409,15 +418,7 @@ fn eight_threads_match_their_models() {
 #[test]
 fn writes_continue_during_optimisation() {
     let dir = Dir::temporary().unwrap();
-    let store = HashStore::open(
-        &dir,
-        "kv",
-        HashOptions {
-            auto_optimize: false,
-            ..HashOptions::default()
-        },
-    )
-    .unwrap();
+    let store = open_manual(&dir);
     let n = 30_000;
     for i in 0..n {
         store.set(&key(i), &value(i, 0)).unwrap();
@@ -695,15 +696,7 @@ fn write_hash_fixture() {
     let fresh = tmp.path().join("fresh");
     {
         let dir = Dir::open(&fresh).unwrap();
-        let store = HashStore::open(
-            &dir,
-            "kv",
-            HashOptions {
-                auto_optimize: false,
-                ..HashOptions::default()
-            },
-        )
-        .unwrap();
+        let store = open_manual(&dir);
         fixture_workload(Some(&store));
         store.close().unwrap();
     }
