@@ -311,8 +311,8 @@ impl HashStore {
         let mut removed = 0;
         {
             let mut g = inner.lock_writer("HashStore::retain")?;
-            let positions = self.positions();
-            for pos in positions? {
+            let positions = Self::positions(&inner.shared.read())?;
+            for pos in positions {
                 let hit = inner.hit_at(pos)?;
                 if keep(&hit.key(), &hit.value()) {
                     continue;
@@ -329,8 +329,7 @@ impl HashStore {
     }
 
     /// The position words of every entry, in slot order.
-    fn positions(&self) -> Result<Vec<u64>> {
-        let s = self.inner.shared.read();
+    fn positions(s: &store::Shared) -> Result<Vec<u64>> {
         s.index
             .entries()
             .map(|e| e.map(|(_, _, pos)| pos))
@@ -345,11 +344,7 @@ impl HashStore {
     /// `Io` from the index; each item may be `Corrupted` if its record is damaged.
     pub fn iter(&self) -> Result<Iter> {
         let s = self.inner.shared.read();
-        let positions: Result<Vec<u64>> = s
-            .index
-            .entries()
-            .map(|e| e.map(|(_, _, pos)| pos))
-            .collect();
+        let positions = Self::positions(&s);
         Ok(Iter {
             data: std::sync::Arc::clone(&s.data),
             prev: s.prev.clone(),
