@@ -15,14 +15,15 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
-use super::Lanes;
+use super::{ALLOC_STEP_BYTES, Lanes};
 use crate::error::{Error, Result};
 use crate::limits::LANES_MAX;
 use crate::raw::frame::{self, FRAME_ALIGN, FRAME_BYTES, Head, Kind};
 
 /// The append cursor asks for the next stretch of this many bytes to be faulted in each
-/// time it enters a new one.
-const PREFAULT_BYTES: u64 = 4 << 20;
+/// time it enters a new one: one allocation step, so that the space allocated ahead of
+/// the cursor stays within two steps.
+const PREFAULT_BYTES: u64 = ALLOC_STEP_BYTES;
 /// From this lane on, entering a lane also asks the helper to create the next one (small
 /// buffers, such as hint files, never start a helper).
 const HELPER_FIRST_LANE: usize = 3;
@@ -82,11 +83,23 @@ pub(crate) enum Step {
     End,
 }
 
+/// What the helper is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    /// Allocate and fault in the stretch starting at this position (creating its lane
+    /// first if need be).
+    Stretch(u64),
+    /// Create this lane (and any before it), allocating nothing but its header page: the
+    /// cursor has only entered the lane before, and a stretch job will allocate the new
+    /// lane's first step once the cursor comes near it.
+    Lane(usize),
+}
+
 /// The thread that works ahead of the append cursor: it creates the lane the cursor is
 /// about to need and faults in the pages it is about to write.
 #[derive(Debug)]
 struct Helper {
-    jobs: Mutex<Sender<u64>>,
+    jobs: Mutex<Sender<Job>>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
@@ -231,11 +244,11 @@ impl Arena {
             return Ok(start);
         }
         let end = start + len;
-        // Each new 4 MiB stretch, and each new lane from the fourth on (512 KiB into an
+        // Each new stretch, and each new lane from the fourth on (512 KiB into an
         // AppendOnly), asks the helper to work ahead.
         let entered_lane =
             lane >= HELPER_FIRST_LANE && self.lanes.locate(cur).is_some_and(|(l, _)| l < lane);
-        if end / PREFAULT_BYTES != cur / PREFAULT_BYTES || entered_lane {
+        if self.stretch_of(end) != self.stretch_of(cur) || entered_lane {
             self.prefault_ahead(end);
         }
         // `start..start+len` was reserved by the CAS above for this call alone (`len > 0`,
@@ -300,7 +313,7 @@ impl Arena {
         self.write_markers(framing, epoch, cur, payload - FRAME_BYTES)?;
         let entered_lane =
             lane >= HELPER_FIRST_LANE && self.lanes.locate(cur).is_some_and(|(l, _)| l < lane);
-        if end / PREFAULT_BYTES != cur / PREFAULT_BYTES || entered_lane {
+        if self.stretch_of(end) != self.stretch_of(cur) || entered_lane {
             self.prefault_ahead(end);
         }
         let frame_at = payload - FRAME_BYTES;
@@ -503,6 +516,32 @@ impl Arena {
         )
     }
 
+    /// The start of the stretch holding `pos`. Stretches are the lanes'
+    /// [`PREFAULT_BYTES`] pieces, counted from each lane's start (a lane smaller than that
+    /// is one stretch), so that a stretch is exactly one allocation step of its lane and
+    /// preparing it allocates no more than that.
+    fn stretch_of(&self, pos: u64) -> u64 {
+        match self.lanes.locate(pos) {
+            Some((lane, within)) => {
+                self.lanes.lane_start(lane) + within / PREFAULT_BYTES * PREFAULT_BYTES
+            }
+            None => pos,
+        }
+    }
+
+    /// The first stretch start at or after `pos`.
+    fn stretch_from(&self, pos: u64) -> u64 {
+        let Some((lane, within)) = self.lanes.locate(pos) else {
+            return pos;
+        };
+        let next = within.next_multiple_of(PREFAULT_BYTES);
+        if next < self.lanes.lane_units(lane) {
+            self.lanes.lane_start(lane) + next
+        } else {
+            self.lanes.lane_start(lane + 1)
+        }
+    }
+
     /// Asks the helper thread to prepare the two stretches after the one holding `at`:
     /// to create their lane if it does not exist yet (creating a lane fsyncs two files,
     /// about a millisecond), and to fault in their pages, so that appends find their pages
@@ -510,11 +549,11 @@ impl Arena {
     /// other core can take it). The nearer stretch was usually asked for already; doing it
     /// again costs little.
     fn prefault_ahead(&self, at: u64) {
-        let next = at.next_multiple_of(PREFAULT_BYTES);
+        let next = self.stretch_from(at);
         let reach = self.reach.load(Ordering::Relaxed);
-        for ahead in [next, next + PREFAULT_BYTES] {
+        for ahead in [next, self.stretch_from(next + 1)] {
             if ahead < reach {
-                self.send_ahead(ahead);
+                self.send_ahead(Job::Stretch(ahead));
             }
         }
         // The lane after the one `at` is in, asked for as soon as the cursor enters a lane:
@@ -527,7 +566,7 @@ impl Arena {
         {
             let start = self.lanes.lane_start(lane + 1);
             if start < reach {
-                self.send_ahead(start);
+                self.send_ahead(Job::Lane(lane + 1));
             }
         }
     }
@@ -542,20 +581,20 @@ impl Arena {
             .ensure_below(len.min(self.reach.load(Ordering::Relaxed)))
     }
 
-    fn send_ahead(&self, at: u64) {
+    fn send_ahead(&self, job: Job) {
         let helper = self.helper.get_or_init(|| {
-            let (tx, rx) = channel::<u64>();
+            let (tx, rx) = channel::<Job>();
             let stop = Arc::new(AtomicBool::new(false));
             let lanes = Arc::clone(&self.lanes);
             let stopped = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("accretion-ahead".into())
                 .spawn(move || {
-                    for at in rx {
+                    for job in rx {
                         if stopped.load(Ordering::Relaxed) {
                             break;
                         }
-                        prepare(&lanes, at);
+                        prepare(&lanes, job);
                     }
                 })
                 .ok()
@@ -568,7 +607,7 @@ impl Arena {
         if let Some(helper) = helper {
             // The thread only ends once the sender is gone, so this cannot fail; if it
             // did, the appender would just create lanes and take page faults itself.
-            let _ = helper.jobs.lock().send(at);
+            let _ = helper.jobs.lock().send(job);
         }
     }
 
@@ -736,17 +775,24 @@ impl Drop for Arena {
     }
 }
 
-/// The helper thread's job for position `at`: create its lane (and any before it) if
-/// needed, then fault in the stretch from `at`. Best effort: an error here (a full disk,
-/// say) is left for the appender to meet and report when it gets there.
-fn prepare(lanes: &Lanes, at: u64) {
-    let Some((lane, within)) = lanes.locate(at) else {
-        return;
+/// Does one of the helper thread's jobs: creates the lane (and any before it) if needed,
+/// then, for a stretch, allocates it and faults it in. Best effort: an error here (a full
+/// disk, say) is left for the appender to meet and report when it gets there.
+fn prepare(lanes: &Lanes, job: Job) {
+    let (lane, within) = match job {
+        Job::Stretch(at) => match lanes.locate(at) {
+            Some(found) => found,
+            None => return,
+        },
+        Job::Lane(lane) => (lane, 0),
     };
-    for l in 0..=lane {
+    for l in 0..=lane.min(LANES_MAX - 1) {
         if !lanes.is_mapped(l) && lanes.ensure(l).is_err() {
             return;
         }
+    }
+    if matches!(job, Job::Lane(_)) {
+        return;
     }
     // Disk space before the pages are touched: a page faulted in for writing where no
     // space is allocated would take it from a full disk, or fail.
@@ -958,5 +1004,73 @@ fn wait_until_published(published: &AtomicU64, at: u64) {
         } else {
             std::thread::yield_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::raw::lanes::LANE_DATA_OFFSET;
+
+    fn allocated(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// The look-ahead allocates one step of a lane a stretch, and a lane made ahead of the
+    /// cursor holds its header page only, so that the space allocated ahead of an
+    /// appender stays within two steps. Before, stretches were counted from position 0,
+    /// not from each lane's start, so one could straddle two steps and allocate both, and
+    /// every new lane took its first step at once: a HashStore of 1M keys carried 19 MiB
+    /// allocated ahead of its log's cursor instead of at most 12.
+    #[test]
+    fn stretches_are_single_steps_of_their_lane_and_new_lanes_hold_only_a_header() {
+        let tmp = tempfile::tempdir().unwrap();
+        let arena = Arena::new(Lanes::new(tmp.path(), "data", 1, 64 << 10), 0);
+        let lanes = &*arena.lanes;
+        // Lane 9 holds 32 MiB from 64 KiB × 511: not a multiple of the stretch.
+        let lane = 9;
+        let start = lanes.lane_start(lane);
+        assert_ne!(start % PREFAULT_BYTES, 0);
+        for l in 0..=lane {
+            lanes.ensure(l).unwrap();
+        }
+        let path = lanes.lane_path(lane);
+        assert!(
+            allocated(&path) <= LANE_DATA_OFFSET,
+            "a new lane holds {} bytes",
+            allocated(&path)
+        );
+        assert_eq!(arena.stretch_of(start + (5 << 20)), start + (4 << 20));
+        let mut at = start + 100;
+        for k in 1..=3 {
+            let next = arena.stretch_from(at);
+            assert_eq!(next, start + k * PREFAULT_BYTES);
+            prepare(lanes, Job::Stretch(next));
+            let bytes = allocated(&path) - LANE_DATA_OFFSET;
+            let want = k * ALLOC_STEP_BYTES;
+            // Extent blocks may count too: allow a little over, never a step more.
+            assert!(
+                (want..want + (256 << 10)).contains(&bytes),
+                "after {k} stretches the lane holds {bytes} bytes, not {want}"
+            );
+            at = next + 1;
+        }
+        // The lane after, made ahead as the cursor enters this one, holds its header only.
+        prepare(lanes, Job::Lane(lane + 1));
+        let made = lanes.lane_path(lane + 1);
+        assert!(
+            allocated(&made) <= LANE_DATA_OFFSET,
+            "a lane made ahead holds {} bytes",
+            allocated(&made)
+        );
+        // The last stretch of a lane is followed by the next lane's start.
+        let last = start + lanes.lane_units(lane) - 1;
+        assert_eq!(arena.stretch_from(last), lanes.lane_start(lane + 1));
+        assert_eq!(
+            arena.stretch_of(last),
+            start + lanes.lane_units(lane) - PREFAULT_BYTES
+        );
     }
 }

@@ -426,13 +426,13 @@ impl Lanes {
             file.write_all_at(&header.encode(), 0)
                 .map_err(|e| Error::io(&tmp, "write lane header", e))?;
             // The file takes its full size at once (so reads anywhere in it are safe);
-            // disk space, for the header page and the first step only: the rest is
-            // allocated as writes reach it (`allocate`).
+            // disk space, for the header page only: data steps are allocated as writes
+            // (or an arena's helper, just ahead of them) reach them (`allocate`), so a
+            // lane made ahead of the cursor holds no space it may never use.
             let data = self.data_bytes(lane);
             file.set_len(LANE_DATA_OFFSET + data)
                 .map_err(|e| Error::io(&tmp, "size new lane", e))?;
             files::allocate_written(&file, &tmp, 0, LANE_DATA_OFFSET)?;
-            files::allocate_zeroed(&file, &tmp, LANE_DATA_OFFSET, data.min(ALLOC_STEP_BYTES))?;
             sync::file_all(&file, &tmp, "fsync new lane")?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename lane", e))?;
             files::sync_dir(&self.dir)
@@ -443,9 +443,7 @@ impl Lanes {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        let lane = self.map(file, path, true)?;
-        lane.allocated[0].fetch_or(1, Ordering::AcqRel);
-        Ok(lane)
+        self.map(file, path, true)
     }
 
     fn map(&self, file: File, path: PathBuf, fresh: bool) -> Result<Lane> {
