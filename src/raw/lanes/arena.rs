@@ -24,8 +24,8 @@ use crate::raw::frame::{self, FRAME_ALIGN, FRAME_BYTES, Head, Kind};
 /// time it enters a new one: one allocation step, so that the space allocated ahead of
 /// the cursor stays within two steps.
 const PREFAULT_BYTES: u64 = ALLOC_STEP_BYTES;
-/// From this lane on, entering a lane also asks the helper to create the next one (small
-/// buffers, such as hint files, never start a helper).
+/// From this lane on, appends ask the helper to work ahead (small buffers, such as hint
+/// files, never start a helper).
 const HELPER_FIRST_LANE: usize = 3;
 
 /// Append-only bytes over unit-size-1 lanes.
@@ -244,11 +244,10 @@ impl Arena {
             return Ok(start);
         }
         let end = start + len;
-        // Each new stretch, and each new lane from the fourth on (512 KiB into an
-        // AppendOnly), asks the helper to work ahead.
-        let entered_lane =
-            lane >= HELPER_FIRST_LANE && self.lanes.locate(cur).is_some_and(|(l, _)| l < lane);
-        if self.stretch_of(end) != self.stretch_of(cur) || entered_lane {
+        // Each new stretch from the fourth lane on (512 KiB into an AppendOnly) asks the
+        // helper to work ahead; a stretch of a lane under 4 MiB is the whole lane. Small
+        // buffers, such as hint files, never start a helper.
+        if lane >= HELPER_FIRST_LANE && self.stretch_of(end) != self.stretch_of(cur) {
             self.prefault_ahead(end);
         }
         // `start..start+len` was reserved by the CAS above for this call alone (`len > 0`,
@@ -311,9 +310,8 @@ impl Arena {
             end,
         };
         self.write_markers(framing, epoch, cur, payload - FRAME_BYTES)?;
-        let entered_lane =
-            lane >= HELPER_FIRST_LANE && self.lanes.locate(cur).is_some_and(|(l, _)| l < lane);
-        if self.stretch_of(end) != self.stretch_of(cur) || entered_lane {
+        // (A stretch of a lane under 4 MiB is the whole lane: entering one is a new stretch.)
+        if lane >= HELPER_FIRST_LANE && self.stretch_of(end) != self.stretch_of(cur) {
             self.prefault_ahead(end);
         }
         let frame_at = payload - FRAME_BYTES;
@@ -1016,6 +1014,33 @@ mod tests {
 
     fn allocated(path: &std::path::Path) -> u64 {
         std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// A buffer that stays in its first three lanes (under 448 KiB) never starts a helper
+    /// thread. Found by `review_hash::killed_at_every_flush_of_resizes_optimisations_and_clears`:
+    /// when stretches were first counted per lane, entering any lane was a new stretch, so
+    /// every small buffer started one (and the helper's lane fsyncs fired the test's flush
+    /// hook on another thread, mid-write).
+    #[test]
+    fn small_buffers_start_no_helper() {
+        let tmp = tempfile::tempdir().unwrap();
+        let arena = Arena::new(Lanes::new(tmp.path(), "data", 1, 64 << 10), 0);
+        let record = [7u8; 1000];
+        while arena.reserved.load(Ordering::Relaxed) < 440 << 10 {
+            arena
+                .append_with(record.len() as u64, 1, |_, d| d.copy_from_slice(&record))
+                .unwrap();
+        }
+        assert!(arena.helper.get().is_none(), "a helper was started");
+        while arena.reserved.load(Ordering::Relaxed) < 600 << 10 {
+            arena
+                .append_with(record.len() as u64, 1, |_, d| d.copy_from_slice(&record))
+                .unwrap();
+        }
+        assert!(
+            arena.helper.get().is_some(),
+            "no helper past the third lane"
+        );
     }
 
     /// The look-ahead allocates one step of a lane a stretch, and a lane made ahead of the
