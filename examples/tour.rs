@@ -285,6 +285,52 @@ fn main() -> accretion::Result<()> {
     );
     drop(held);
     drop(hs);
+
+    // ShardedStore
+    let options = accretion::ShardedOptions::default();
+    let ss = accretion::ShardedStore::open(&dir, "sharded", options.clone())?;
+    let start = Instant::now();
+    for i in 0..n {
+        ss.set(&i.to_be_bytes(), &record)?;
+    }
+    let sets = rate(n, start);
+    let start = Instant::now();
+    for i in 0..n {
+        assert!(ss.get(&i.to_be_bytes())?.is_some());
+    }
+    let gets = rate(n, start);
+    let start = Instant::now();
+    for i in n..2 * n {
+        assert!(ss.get(&i.to_be_bytes())?.is_none());
+    }
+    let absent = rate(n, start);
+    let start = Instant::now();
+    let mut swapped = 0u64;
+    for i in 0..n {
+        let key = i.to_be_bytes();
+        if let accretion::Replace::Replaced(_) = ss.replace(&key, &key, &record)? {
+            swapped += 1;
+        }
+    }
+    let cas = rate(n, start);
+    let iterated = ss.iter().count();
+    let stats = ss.stats();
+    drop(ss);
+    let start = Instant::now();
+    let ss = accretion::ShardedStore::open(&dir, "sharded", options)?;
+    let reopen = start.elapsed();
+    println!(
+        "ShardedStore {n} sets: {sets}; {n} gets: {gets}; {n} absent gets: {absent}; \
+         {n} compare-and-swaps: {cas} ({swapped} swapped); {iterated} entries iterated in \
+         {} shards ({} splits, {:.0}% of their slots used); clean reopen in {:.1?} \
+         ({} shards rebuilt)",
+        stats.shards,
+        stats.splits,
+        stats.fill * 100.0,
+        reopen,
+        ss.stats().rebuilt_at_open,
+    );
+    drop(ss);
     println!("\ndone; the temporary store is removed on exit");
     Ok(())
 }

@@ -50,6 +50,11 @@ pub use stores::hash::{
     HashOptions, HashReport, HashStats, HashStore, HashValue, Iter as HashIter, OptimizeMode,
 };
 pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
+pub use stores::sharded::row as signature_row;
+pub use stores::sharded::{
+    Entry as ShardedEntry, GetOrCreate, Replace, ShardedIter, ShardedOptions, ShardedStats,
+    ShardedStore, ShardedValue,
+};
 
 /// Test hooks on every flush (feature `fault-injection`, off by default): watch which
 /// file and range is about to be made durable, and make the call fail as a dying process

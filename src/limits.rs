@@ -61,3 +61,12 @@ pub const HASH_VALUE_LEN_BYTES_MAX: usize = 256 << 20;
 /// Most slots of a [`HashStore`](crate::HashStore)'s index (2^40): an index never grows
 /// past it, so a store holds at most 90% of it in entries.
 pub const HASH_INDEX_SLOTS_MAX: u64 = 1 << 40;
+
+/// Longest key of a [`ShardedStore`](crate::ShardedStore) (a 16-bit field).
+pub const SHARDED_KEY_LEN_BYTES_MAX: usize = u16::MAX as usize;
+/// Largest value of a [`ShardedStore`](crate::ShardedStore).
+pub const SHARDED_VALUE_LEN_BYTES_MAX: usize = 256 << 20;
+/// Most shards of a [`ShardedStore`](crate::ShardedStore): its shard map is one Journal
+/// value of 8 bytes a shard. With 64 rows of 512 entries a shard, that is at most 2^27
+/// entries (about 70M at the half fill splits leave).
+pub const SHARDED_SHARDS_MAX: usize = 4096;

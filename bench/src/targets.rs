@@ -154,11 +154,50 @@ const HASH_TARGETS: [Target; 5] = [
     },
 ];
 
+/// The engine the ShardedStore targets are about.
+pub const SHARDED: &str = "shardedstore";
+
+/// ShardedStore's targets (issue 13): against CandyStore, whose design it rebuilds, and
+/// its own one-thread gets.
+const SHARDED_TARGETS: [Target; 5] = [
+    Target {
+        what: "insert (1 op/commit, no fsync)",
+        phase: Phase::Insert,
+        base: Base::Peer("candystore"),
+        at_least: 1.5,
+    },
+    Target {
+        what: "random get, values checked",
+        phase: Phase::GetPresent,
+        base: Base::Peer("candystore"),
+        at_least: 1.5,
+    },
+    Target {
+        what: "absent-key get",
+        phase: Phase::GetAbsent,
+        base: Base::Peer("candystore"),
+        at_least: 1.5,
+    },
+    Target {
+        what: "remove",
+        phase: Phase::Remove,
+        base: Base::Peer("candystore"),
+        at_least: 1.5,
+    },
+    Target {
+        what: "get, 2 threads ÷ 1 thread",
+        phase: Phase::GetPresent2,
+        base: Base::Own(Phase::GetPresent),
+        at_least: 1.8,
+    },
+];
+
 /// Each store's targets: its engine, its section title, its targets.
-const SETS: [(&str, &str, &[Target]); 3] = [
+const SETS: [(&str, &str, &[Target]); 4] = [
     (ENGINE, "LogStore targets", &TARGETS),
     (BTREE, "BTreeStore targets", &BTREE_TARGETS),
     (HASH, "HashStore targets", &HASH_TARGETS),
+    (SHARDED, "ShardedStore targets", &SHARDED_TARGETS),
 ];
 
 /// A target measured.

@@ -21,6 +21,8 @@ use crate::raw::register::Register;
 
 const LENGTH_FILE: &str = "length.acc";
 const LANE_PREFIX: &str = "cells";
+/// Largest first lane [`RandomAccess::open_with_first_lane`] accepts, in bytes.
+const FIRST_LANE_BYTES_MAX: u64 = 1 << 28;
 
 /// An unbounded array of `T`, shared by any number of threads.
 ///
@@ -114,12 +116,46 @@ impl<T: Pod> RandomAccess<T> {
     /// another size; `Corrupted` (also if `length.acc` is missing while data files
     /// exist); `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<Self> {
+        Self::open_with_first_lane(dir, name, RANDOM_ACCESS_LANE_BASE_ELEMENTS)
+    }
+
+    /// Opens or creates the array at `name` in `dir` with a first lane of
+    /// `first_lane_elements` elements (a power of two; each lane after holds twice the one
+    /// before). [`open`](Self::open) uses [`RANDOM_ACCESS_LANE_BASE_ELEMENTS`]; a small
+    /// array of wide elements whose size is known (a table of a few rows, say) fits its
+    /// first lane exactly, so that it takes no disk space beyond its elements.
+    ///
+    /// The size is recorded in every lane file: the array must always be opened with the
+    /// same one.
+    ///
+    /// ```
+    /// let dir = accretion::Dir::temporary()?;
+    /// let rows = accretion::RandomAccess::<[u32; 512]>::open_with_first_lane(&dir, "rows", 64)?;
+    /// rows.with_mut(63, |row| row[7] = 1)?;
+    /// assert_eq!(rows.read(63)?[7], 1);
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`open`](Self::open); `LimitExceeded` if `first_lane_elements` is not a power of
+    /// two, or its lane would be larger than 256 MiB; `Incompatible` if the files were
+    /// made with another first-lane size.
+    pub fn open_with_first_lane(dir: &Dir, name: &str, first_lane_elements: u64) -> Result<Self> {
         let size = size_of::<T>();
         if size == 0 || size > ELEMENT_SIZE_BYTES_MAX {
             return Err(Error::limit(
                 "ELEMENT_SIZE_BYTES_MAX",
                 size as u64,
                 ELEMENT_SIZE_BYTES_MAX as u64,
+            ));
+        }
+        if !first_lane_elements.is_power_of_two()
+            || first_lane_elements.saturating_mul(size as u64) > FIRST_LANE_BYTES_MAX
+        {
+            return Err(Error::limit(
+                "first lane elements (a power of two, at most 256 MiB)",
+                first_lane_elements,
+                FIRST_LANE_BYTES_MAX / (size.max(1) as u64),
             ));
         }
         if align_of::<T>() > 4096 {
@@ -130,12 +166,7 @@ impl<T: Pod> RandomAccess<T> {
             ));
         }
         let claim = dir.claim(name)?;
-        let lanes = Lanes::new(
-            claim.path(),
-            LANE_PREFIX,
-            size as u64,
-            RANDOM_ACCESS_LANE_BASE_ELEMENTS,
-        );
+        let lanes = Lanes::new(claim.path(), LANE_PREFIX, size as u64, first_lane_elements);
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
         let len = length.read(|b| read_u64(b, 0));
@@ -371,6 +402,40 @@ mod tests {
             let want: Vec<_> = (start..start + n).map(|i| wide.read(i).unwrap()).collect();
             assert_eq!(got, want, "[u32; 3] from {start}, {n}");
         }
+    }
+
+    /// A first lane sized to the data takes no disk space past it, must be reopened with
+    /// the same size, and must be a power of two.
+    #[test]
+    fn a_chosen_first_lane_fits_the_data_and_is_checked_at_reopen() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = Dir::temporary().unwrap();
+        let rows = RandomAccess::<[u32; 512]>::open_with_first_lane(&dir, "rows", 64).unwrap();
+        for i in 0..64 {
+            rows.with_mut(i, |r| r[511] = i as u32 + 1).unwrap();
+        }
+        rows.sync().unwrap();
+        drop(rows);
+        let mut allocated = 0;
+        for e in std::fs::read_dir(dir.path().join("rows")).unwrap() {
+            allocated += e.unwrap().metadata().unwrap().blocks() * 512;
+        }
+        // 128 KiB of rows, a header page and the length register.
+        assert!(allocated <= (128 << 10) + (64 << 10), "{allocated} bytes");
+        assert!(matches!(
+            RandomAccess::<[u32; 512]>::open(&dir, "rows"),
+            Err(Error::Incompatible { .. })
+        ));
+        let rows = RandomAccess::<[u32; 512]>::open_with_first_lane(&dir, "rows", 64).unwrap();
+        assert_eq!(rows.read(63).unwrap()[511], 64);
+        assert!(matches!(
+            RandomAccess::<u64>::open_with_first_lane(&dir, "odd", 48),
+            Err(Error::LimitExceeded { .. })
+        ));
+        assert!(matches!(
+            RandomAccess::<u64>::open_with_first_lane(&dir, "huge", 1 << 40),
+            Err(Error::LimitExceeded { .. })
+        ));
     }
 
     #[test]

@@ -5,3 +5,4 @@
 pub(crate) mod btree;
 pub(crate) mod hash;
 pub(crate) mod log;
+pub(crate) mod sharded;

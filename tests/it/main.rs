@@ -26,5 +26,6 @@ mod process;
 mod review;
 mod review15;
 mod review_hash;
+mod sharded_store;
 mod soundness;
 mod sync_cost;

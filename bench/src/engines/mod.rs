@@ -11,6 +11,7 @@ mod candystore;
 mod content;
 mod fjall;
 mod hash_store;
+mod sharded;
 mod lmdb;
 mod log_store;
 mod once_map;
@@ -178,6 +179,7 @@ pub const ENGINES: &[EngineInfo] = &[
     log_store::INFO,
     btree::INFO,
     hash_store::INFO,
+    sharded::INFO,
     redb::INFO,
     lmdb::INFO,
     fjall::INFO,

@@ -1,0 +1,423 @@
+//! The sharded store's shared state and its writes: routing a key to its shard, the
+//! writer loop that splits or compacts a shard that has no room, the commit that swaps
+//! shards in the map, merges, clear, sync and the clean shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::ShardedOptions;
+use super::map::{self, CLEAN, FRESH, INCARNATION_MAX, Spec, State};
+use super::record;
+use super::shard::{Found, Hashed, Opening, Shard, ShardedValue, footprint};
+use crate::limits::{SHARDED_KEY_LEN_BYTES_MAX, SHARDED_SHARDS_MAX, SHARDED_VALUE_LEN_BYTES_MAX};
+use crate::{Dir, Entropy, Error, Journal, Result};
+
+/// The shards in force, and for each selector the index of its shard.
+pub(super) struct Map {
+    pub shards: Vec<Arc<Shard>>,
+    route: Box<[u16]>,
+}
+
+impl Map {
+    pub fn new(shards: Vec<Arc<Shard>>) -> Map {
+        let specs: Vec<Spec> = shards.iter().map(|s| s.spec).collect();
+        Map {
+            route: map::route(&specs),
+            shards,
+        }
+    }
+
+    fn shard_of(&self, h: Hashed) -> &Arc<Shard> {
+        &self.shards[usize::from(self.route[h.selector() as usize])]
+    }
+}
+
+/// What a write does once it has seen the key's current value.
+pub(super) enum Action<'v> {
+    Keep,
+    Put(&'v [u8]),
+    Delete,
+}
+
+/// What [`Inner::write`] did: the value before, and the new value's handle if it put one.
+pub(super) struct Written {
+    pub old: Option<ShardedValue>,
+    pub new: Option<ShardedValue>,
+}
+
+/// Counters of the maintenance done since open.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub splits: AtomicU64,
+    pub compactions: AtomicU64,
+    pub merges: AtomicU64,
+}
+
+pub(super) struct Inner {
+    pub dir: Dir,
+    pub name: String,
+    pub options: ShardedOptions,
+    pub state: Journal<State>,
+    pub entropy: Entropy,
+    pub store_id: u64,
+    pub map: RwLock<Arc<Map>>,
+    /// Serializes changes of the map (and of the state) and their commits.
+    pub map_lock: Mutex<()>,
+    /// Set once the state says durably that the store is not clean.
+    pub dirty: AtomicBool,
+    /// Set when a commit failed: the store refuses writes until reopened.
+    pub poisoned: AtomicBool,
+    pub rebuilt: u64,
+    pub counters: Counters,
+}
+
+pub(super) fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > SHARDED_KEY_LEN_BYTES_MAX {
+        return Err(Error::limit(
+            "SHARDED_KEY_LEN_BYTES_MAX",
+            key.len() as u64,
+            SHARDED_KEY_LEN_BYTES_MAX as u64,
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > SHARDED_VALUE_LEN_BYTES_MAX {
+        return Err(Error::limit(
+            "SHARDED_VALUE_LEN_BYTES_MAX",
+            value.len() as u64,
+            SHARDED_VALUE_LEN_BYTES_MAX as u64,
+        ));
+    }
+    Ok(())
+}
+
+impl Inner {
+    pub fn hash(&self, key: &[u8]) -> Hashed {
+        Hashed(self.entropy.hash(key))
+    }
+
+    pub fn shard_of(&self, h: Hashed) -> Arc<Shard> {
+        Arc::clone(self.map.read().shard_of(h))
+    }
+
+    pub fn current(&self) -> Arc<Map> {
+        Arc::clone(&self.map.read())
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Result<Option<ShardedValue>> {
+        let h = self.hash(key);
+        let map = self.map.read();
+        let shard = map.shard_of(h);
+        Ok(shard
+            .find(key, h)?
+            .map(|found| ShardedValue::value(shard, &found)))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned {
+                path: self.state.path().to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Says durably, before the first write of a session, that the store is not clean.
+    fn make_dirty(&self) -> Result<()> {
+        if self.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _map = self.map_lock.lock();
+        if !self.dirty.load(Ordering::Acquire) {
+            let mut s = self.state.get();
+            if s.flags & (CLEAN | FRESH) != 0 {
+                s.flags &= !(CLEAN | FRESH);
+                self.commit_state(s)?;
+            }
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Writes and syncs the state; a failure poisons the store.
+    fn commit_state(&self, s: State) -> Result<()> {
+        let result = self.state.set(s).and_then(|()| self.state.sync());
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Applies `decide` to `key`'s current value atomically: the shard's writer lock is
+    /// held from the lookup to the write. `decide` may be called again if the shard had
+    /// to split or be compacted first.
+    pub fn write<'v>(
+        &self,
+        key: &[u8],
+        mut decide: impl FnMut(Option<&ShardedValue>) -> Action<'v>,
+    ) -> Result<Written> {
+        check_key(key)?;
+        self.check_writable()?;
+        self.make_dirty()?;
+        let h = self.hash(key);
+        loop {
+            let shard = self.shard_of(h);
+            let _writer = shard.writer.lock();
+            if self.is_replaced(&shard) {
+                continue;
+            }
+            let found = shard.find(key, h)?;
+            let old = found.as_ref().map(|f| ShardedValue::value(&shard, f));
+            match decide(old.as_ref()) {
+                Action::Keep => return Ok(Written { old, new: None }),
+                Action::Delete => {
+                    if let Some(f) = found {
+                        shard.delete(key, h, f)?;
+                    }
+                    return Ok(Written { old, new: None });
+                }
+                Action::Put(value) => {
+                    check_value(value)?;
+                    let slot = match found {
+                        Some(f) => f.slot,
+                        None => match shard.free_slot(h)? {
+                            Some(slot) => slot,
+                            None => {
+                                self.relieve(&shard, true)?;
+                                continue;
+                            }
+                        },
+                    };
+                    let fp = footprint(record::len(key, value) as u64);
+                    if shard.data.len() + fp > self.options.shard_bytes_max
+                        && self.relieve(&shard, false)?
+                    {
+                        continue;
+                    }
+                    let offset = shard.put(key, value, h, found, slot)?;
+                    let new = Found {
+                        slot,
+                        offset,
+                        header: shard.read(offset)?.header,
+                    };
+                    return Ok(Written {
+                        old,
+                        new: Some(ShardedValue::value(&shard, &new)),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether `shard` has left the map (a split, merge, compaction or clear replaced
+    /// it): a writer that locked it goes back to the map.
+    fn is_replaced(&self, shard: &Arc<Shard>) -> bool {
+        let map = self.map.read();
+        !Arc::ptr_eq(
+            map.shard_of(Hashed(u64::from(shard.spec.start) << 48)),
+            shard,
+        )
+    }
+
+    /// Makes room in `shard`, whose writer lock the caller holds: a split if its row is
+    /// full (`row_full`) or its live data is over half the shard size, a compaction if
+    /// dead records take at least half its log. Returns whether it did either (the
+    /// shard is then replaced).
+    fn relieve(&self, shard: &Arc<Shard>, row_full: bool) -> Result<bool> {
+        let live = shard.live_bytes();
+        let dead = shard.dead_bytes();
+        // Only a compaction that frees a good part of the shard: right after one, the
+        // next write over the size must not start another.
+        if !row_full && dead >= live && dead > self.options.shard_bytes_max / 4 {
+            self.rewrite(&[shard], &[shard.spec])?;
+            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        // A split for size needs two entries to part; one huge value stays where it is.
+        let too_big = live * 2 > self.options.shard_bytes_max && shard.entries() >= 2;
+        if shard.spec.can_split() && (row_full || too_big) {
+            if self.current().shards.len() >= SHARDED_SHARDS_MAX {
+                return Err(Error::limit(
+                    "SHARDED_SHARDS_MAX",
+                    SHARDED_SHARDS_MAX as u64 + 1,
+                    SHARDED_SHARDS_MAX as u64,
+                ));
+            }
+            self.rewrite(&[shard], &shard.spec.halves(0, 0))?;
+            self.counters.splits.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        if row_full {
+            return Err(Error::limit(
+                "SHARDED row entries (a shard of one selector cannot split)",
+                super::row::ROW_WIDTH as u64 + 1,
+                super::row::ROW_WIDTH as u64,
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Reserves `n` incarnations, durably, before their files are made.
+    fn reserve(&self, n: u64) -> Result<u64> {
+        let _map = self.map_lock.lock();
+        let mut s = self.state.get();
+        let first = s.next_incarnation;
+        if first + n > INCARNATION_MAX {
+            return Err(Error::limit(
+                "shard incarnations",
+                first + n,
+                INCARNATION_MAX,
+            ));
+        }
+        s.next_incarnation = first + n;
+        self.commit_state(s)?;
+        Ok(first)
+    }
+
+    /// Replaces `old` (shards whose writer locks the caller holds, adjacent, in map
+    /// order) by new shards covering `targets` (their ranges; the incarnations are
+    /// assigned here): makes them, copies every live record into them, makes them
+    /// durable, and commits the map. On failure the new shards' files are removed and
+    /// the old ones stay in force.
+    pub fn rewrite(&self, old: &[&Arc<Shard>], targets: &[Spec]) -> Result<()> {
+        self.replace(old, targets, true)
+    }
+
+    /// Replaces `old` by new, empty shards covering `targets` (a clear).
+    fn rewrite_empty(&self, old: &[&Arc<Shard>], targets: &[Spec]) -> Result<()> {
+        self.replace(old, targets, false)
+    }
+
+    fn replace(&self, old: &[&Arc<Shard>], targets: &[Spec], copy: bool) -> Result<()> {
+        self.check_writable()?;
+        let first = self.reserve(targets.len() as u64)?;
+        let mut made = Vec::with_capacity(targets.len());
+        let result = (|| {
+            for (i, t) in targets.iter().enumerate() {
+                let spec = Spec {
+                    incarnation: first + i as u64,
+                    ..*t
+                };
+                made.push(Arc::new(Shard::open(
+                    &self.dir,
+                    &self.name,
+                    spec,
+                    self.store_id,
+                    Opening::New,
+                )?));
+            }
+            if copy {
+                let sources: Vec<&Shard> = old.iter().map(|s| &***s).collect();
+                let targets: Vec<&Shard> = made.iter().map(|s| &**s).collect();
+                Shard::copy_all(&self.entropy, &sources, &targets)?;
+            }
+            for shard in &made {
+                shard.data.sync()?;
+            }
+            self.swap(old, &made)
+        })();
+        match result {
+            Ok(()) => {
+                for shard in old {
+                    shard.retire();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for shard in &made {
+                    shard.retire();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits a map in which `made` stand where `old` stood.
+    fn swap(&self, old: &[&Arc<Shard>], made: &[Arc<Shard>]) -> Result<()> {
+        let _map = self.map_lock.lock();
+        let current = self.current();
+        let mut shards: Vec<Arc<Shard>> = current
+            .shards
+            .iter()
+            .filter(|s| !old.iter().any(|o| Arc::ptr_eq(o, s)))
+            .cloned()
+            .collect();
+        debug_assert_eq!(shards.len() + old.len(), current.shards.len());
+        shards.extend(made.iter().cloned());
+        shards.sort_by_key(|s| s.spec.start);
+        let specs: Vec<Spec> = shards.iter().map(|s| s.spec).collect();
+        let mut s = self.state.get();
+        map::set_specs(&mut s, &specs);
+        self.commit_state(s)?;
+        *self.map.write() = Arc::new(Map::new(shards));
+        Ok(())
+    }
+
+    /// Runs `f` with every shard's writer lock held (taken in map order, the order
+    /// every path that holds two takes them in) and a map no one can change meanwhile.
+    pub fn with_all_locked<R>(&self, f: impl FnOnce(&Map) -> Result<R>) -> Result<R> {
+        loop {
+            let map = self.current();
+            let guards: Vec<_> = map.shards.iter().map(|s| s.writer.lock()).collect();
+            // A change of the map needs the writer lock of a shard it replaces: once all
+            // are held, the map is the one they were taken from, or it changed before.
+            if Arc::ptr_eq(&map, &self.current()) {
+                let out = f(&map);
+                drop(guards);
+                return out;
+            }
+        }
+    }
+
+    /// Removes every key: one empty shard (or the number `expected_keys` asks for)
+    /// takes the place of all.
+    pub fn clear(&self) -> Result<()> {
+        self.check_writable()?;
+        self.make_dirty()?;
+        self.with_all_locked(|map| {
+            let old: Vec<&Arc<Shard>> = map.shards.iter().collect();
+            let targets = map::even(initial_shards(self.options.expected_keys), 0);
+            self.rewrite_empty(&old, &targets)
+        })
+    }
+
+    /// Makes every write before it durable: one flush of each shard's log.
+    pub fn sync(&self) -> Result<()> {
+        for shard in &self.current().shards {
+            shard.data.sync()?;
+        }
+        Ok(())
+    }
+
+    /// A clean shutdown: every shard durable with a check of its rows, then the state
+    /// clean.
+    pub fn close(&self) -> Result<()> {
+        self.check_writable()?;
+        self.with_all_locked(|map| {
+            for shard in &map.shards {
+                shard.close()?;
+            }
+            let _map = self.map_lock.lock();
+            let mut s = self.state.get();
+            if s.flags & CLEAN == 0 {
+                s.flags |= CLEAN;
+                self.commit_state(s)?;
+            }
+            self.dirty.store(false, Ordering::Release);
+            Ok(())
+        })
+    }
+}
+
+/// Shards a new (or cleared) store starts with for `expected_keys` keys: enough for each
+/// to be about half full, a power of two.
+pub(super) fn initial_shards(expected_keys: u64) -> u32 {
+    let per_shard = super::shard::SLOTS as u64 / 2;
+    let n = expected_keys.div_ceil(per_shard).max(1).next_power_of_two();
+    n.min(SHARDED_SHARDS_MAX as u64) as u32
+}
