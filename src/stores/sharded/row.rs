@@ -3,7 +3,7 @@
 //! signature against the whole row at once and reads only the records whose signature
 //! matches. The compare is written in chunks of 16 lanes that build a bit mask, a shape
 //! the compiler turns into SIMD compares on stable Rust (SSE2 on x86-64, NEON on
-//! aarch64), with no `unsafe` and no nightly feature. This file owns the row's shape and
+//! aarch64), in safe code on stable Rust, with no intrinsics. This file owns the row's shape and
 //! the compare, nothing else. It is public (as `accretion::signature_row`) for the
 //! benchmark that compares it with a plain loop, and for anyone building rows of their own.
 //!
