@@ -26,6 +26,7 @@ mod process;
 mod review;
 mod review15;
 mod review_hash;
+mod review_sharded;
 mod sharded_store;
 mod soundness;
 mod sync_cost;

@@ -122,6 +122,8 @@ pub struct ShardedStats {
 /// ```
 pub struct ShardedStore {
     inner: Inner,
+    /// Set by [`close`](Self::close), which did the clean shutdown the drop would do.
+    closed: bool,
 }
 
 impl std::fmt::Debug for ShardedStore {
@@ -160,7 +162,10 @@ impl ShardedStore {
             }
             e => e,
         })?;
-        Ok(ShardedStore { inner })
+        Ok(ShardedStore {
+            inner,
+            closed: false,
+        })
     }
 
     /// The value of `key`, if any.
@@ -371,10 +376,10 @@ impl ShardedStore {
     ///
     /// # Errors
     /// As [`sync`](Self::sync); after a failure the next open rebuilds the rows.
-    pub fn close(self) -> Result<()> {
-        let result = self.inner.close();
-        std::mem::forget(self);
-        result
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
+        self.inner.close()
+        // The store drops here, releasing its files.
     }
 
     /// Figures of the store.
@@ -401,7 +406,9 @@ impl ShardedStore {
 impl Drop for ShardedStore {
     fn drop(&mut self) {
         // A failure leaves the state not clean: the next open rebuilds the rows.
-        let _ = self.inner.close();
+        if !self.closed {
+            let _ = self.inner.close();
+        }
     }
 }
 

@@ -84,14 +84,6 @@ pub(super) fn open(dir: &Dir, name: &str, options: ShardedOptions) -> Result<Inn
              cannot be found with it",
         ));
     }
-    // Leftovers: incarnations below the next one that the map does not name. Anything
-    // at or past it is not ours (incarnations are reserved durably before their files
-    // are made) and is left alone.
-    for n in found {
-        if n < s.next_incarnation && !specs.iter().any(|spec| spec.incarnation == n) {
-            dir.remove(&super::shard::shard_name(name, n))?;
-        }
-    }
     let how = if fresh {
         Opening::Fresh
     } else {
@@ -100,6 +92,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: ShardedOptions) -> Result<Inn
     let clean = s.flags & CLEAN != 0;
     let mut shards = Vec::with_capacity(specs.len());
     let mut rebuilt = 0;
+    let named: Vec<u64> = specs.iter().map(|spec| spec.incarnation).collect();
     for spec in specs {
         let shard = Shard::open(dir, name, spec, s.store_id, how)?;
         // A store never written has empty rows and nothing to rebuild them from.
@@ -109,6 +102,16 @@ pub(super) fn open(dir: &Dir, name: &str, options: ShardedOptions) -> Result<Inn
             rebuilt += 1;
         }
         shards.push(Arc::new(shard));
+    }
+    // Leftovers: incarnations below the next one that the map does not name. Anything
+    // at or past it is not ours (incarnations are reserved durably before their files
+    // are made) and is left alone. Only once every shard the map names has opened and
+    // held: a state that is not the last one written (a damaged journal's older value)
+    // names shards that are gone, and must not cost the ones that are in force.
+    for n in found {
+        if n < s.next_incarnation && !named.contains(&n) {
+            dir.remove(&super::shard::shard_name(name, n))?;
+        }
     }
     Ok(Inner {
         dir: dir.clone(),

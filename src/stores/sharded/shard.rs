@@ -56,6 +56,9 @@ pub(super) struct Meta {
     pub incarnation: u64,
     pub entries: u64,
     pub live_bytes: u64,
+    /// Log bytes of every record but the identity, live or not (`record_bytes -
+    /// live_bytes` is what a compaction frees; padding is not counted).
+    pub record_bytes: u64,
     /// The data log's length the rows cover.
     pub data_len: u64,
     /// XXH3-64 of the rows' and pointers' bytes.
@@ -122,6 +125,8 @@ pub(super) struct Shard {
     pub writer: Mutex<()>,
     entries: AtomicU64,
     live_bytes: AtomicU64,
+    /// See [`Meta::record_bytes`].
+    record_bytes: AtomicU64,
     remover: Remover,
 }
 
@@ -163,6 +168,7 @@ impl Shard {
             writer: Mutex::new(()),
             entries: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
+            record_bytes: AtomicU64::new(0),
             remover: Remover {
                 dir: dir.clone(),
                 name,
@@ -229,9 +235,13 @@ impl Shard {
         self.live_bytes.load(Ordering::Relaxed)
     }
 
-    /// Log bytes no live entry needs (the identity record included).
+    /// Log bytes of records no live entry needs: what a compaction would free. Padding
+    /// (at a lane's end, which a copy has too) and the identity record are not counted,
+    /// so that a shard just compacted has none, whatever its records' sizes.
     pub fn dead_bytes(&self) -> u64 {
-        self.data.len().saturating_sub(self.live_bytes())
+        self.record_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.live_bytes())
     }
 
     /// The error for damage at log offset `offset`, naming the file and position.
@@ -346,13 +356,15 @@ impl Shard {
             }
         }
         self.live_bytes.fetch_add(footprint, Ordering::Relaxed);
+        self.record_bytes.fetch_add(footprint, Ordering::Relaxed);
         Ok(offset)
     }
 
     /// Removes `key`'s entry `old`: a delete record, then its signature and pointer. The
     /// caller holds the writer lock.
     pub fn delete(&self, key: &[u8], h: Hashed, old: Found) -> Result<()> {
-        self.append(Kind::Delete, key, &[])?;
+        let (_, footprint) = self.append(Kind::Delete, key, &[])?;
+        self.record_bytes.fetch_add(footprint, Ordering::Relaxed);
         self.sigs.with_mut(h.row() as u64, |sigs| {
             sigs[old.slot % ROW_WIDTH] = FREE;
         })?;
@@ -407,11 +419,13 @@ impl Shard {
             && m.data_len == self.data.len()
             && self.data.adopted_bytes() == 0
             && m.entries <= SLOTS as u64
-            && m.live_bytes <= m.data_len
+            && m.live_bytes <= m.record_bytes
+            && m.record_bytes <= m.data_len
             && self.digest()? == m.digest;
         if holds {
             self.entries.store(m.entries, Ordering::Relaxed);
             self.live_bytes.store(m.live_bytes, Ordering::Relaxed);
+            self.record_bytes.store(m.record_bytes, Ordering::Relaxed);
         }
         Ok(holds)
     }
@@ -438,6 +452,7 @@ impl Shard {
                 ));
             }
             let old = rows.find(self, key, h)?;
+            rows.record_bytes += footprint(rec.header.record_len() as u64);
             match rec.header.kind {
                 Kind::Identity => {
                     return Err(self.corrupted(offset, "a second identity record in a log"));
@@ -480,6 +495,7 @@ impl Shard {
                     return Err(source.corrupted(offset, "a live key outside the shard's range"));
                 };
                 let span = targets[t].data.append(rec.bytes)?;
+                rows[t].record_bytes += footprint(span.len());
                 if !rows[t].place(h, None, span.offset(), footprint(span.len())) {
                     return Err(source.corrupted(offset, "more live keys in one row than it holds"));
                 }
@@ -501,6 +517,7 @@ impl Shard {
             incarnation: self.spec.incarnation,
             entries: self.entries(),
             live_bytes: self.live_bytes(),
+            record_bytes: self.record_bytes.load(Ordering::Relaxed),
             data_len: self.data.len(),
             digest: self.digest()?,
         })?;
@@ -529,6 +546,7 @@ struct Rows {
     ptrs: Vec<u64>,
     entries: u64,
     live_bytes: u64,
+    record_bytes: u64,
 }
 
 impl Rows {
@@ -538,6 +556,7 @@ impl Rows {
             ptrs: vec![0; SLOTS],
             entries: 0,
             live_bytes: 0,
+            record_bytes: 0,
         }
     }
 
@@ -605,6 +624,9 @@ impl Rows {
         shard.ptrs.extend_len(SLOTS as u64)?;
         shard.entries.store(self.entries, Ordering::Relaxed);
         shard.live_bytes.store(self.live_bytes, Ordering::Relaxed);
+        shard
+            .record_bytes
+            .store(self.record_bytes, Ordering::Relaxed);
         Ok(())
     }
 }
