@@ -52,8 +52,8 @@ pub use stores::hash::{
 pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 pub use stores::sharded::row as signature_row;
 pub use stores::sharded::{
-    Entry as ShardedEntry, GetOrCreate, Replace, ShardedIter, ShardedOptions, ShardedStats,
-    ShardedStore, ShardedValue,
+    Entry as ShardedEntry, GetOrCreate, ListItem, ListIter, QueueItem, QueueIter, Replace,
+    ShardedIter, ShardedOptions, ShardedStats, ShardedStore, ShardedValue,
 };
 
 /// Test hooks on every flush (feature `fault-injection`, off by default): watch which

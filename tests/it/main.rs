@@ -27,6 +27,7 @@ mod review;
 mod review15;
 mod review_hash;
 mod review_sharded;
+mod sharded_lists;
 mod sharded_store;
 mod soundness;
 mod sync_cost;

@@ -11,6 +11,7 @@
 //! rebuild, copies; value handles), `store.rs` (routing, the writer loop, splits,
 //! compactions, commits), `open.rs` (open, trust or rebuild, leftovers).
 
+mod lists;
 mod map;
 mod open;
 mod record;
@@ -22,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+pub use lists::{ListItem, ListIter, QueueItem, QueueIter};
 pub use shard::ShardedValue;
 
 use shard::{Found, Hashed, SLOTS, Shard};
@@ -74,11 +76,12 @@ pub enum GetOrCreate {
 /// What [`ShardedStore::stats`] reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShardedStats {
-    /// Keys stored.
+    /// Keys of the key-value map.
     pub entries: u64,
     /// Shards in the map.
     pub shards: u64,
-    /// `entries / (shards × 32,768)`: the fill of the shards' entry slots.
+    /// Entry slots in use (the key-value map's, and lists' and queues': a list item
+    /// takes two, a queue entry one, each list or queue one more) / (shards × 32,768).
     pub fill: f64,
     /// Bytes of every shard's log (frames and padding included).
     pub data_bytes: u64,
@@ -190,7 +193,7 @@ impl ShardedStore {
             .current()
             .shards
             .iter()
-            .map(|s| s.entries())
+            .map(|s| s.kv_entries())
             .sum()
     }
 
@@ -206,7 +209,7 @@ impl ShardedStore {
     /// after a failed commit; `StorageFull`; `Io`.
     pub fn set(&self, key: &[u8], value: &[u8]) -> Result<Option<ShardedValue>> {
         store::check_value(value)?;
-        Ok(self.inner.write(key, |_| Action::Put(value))?.old)
+        Ok(self.inner.write(key, false, |_| Action::Put(value))?.old)
     }
 
     /// Removes `key`; returns its value, if it was there.
@@ -214,7 +217,7 @@ impl ShardedStore {
     /// # Errors
     /// As [`set`](Self::set).
     pub fn remove(&self, key: &[u8]) -> Result<Option<ShardedValue>> {
-        Ok(self.inner.write(key, |_| Action::Delete)?.old)
+        Ok(self.inner.write(key, false, |_| Action::Delete)?.old)
     }
 
     /// Compare-and-swap: sets `key` to `value` only if it holds `expected`.
@@ -224,7 +227,7 @@ impl ShardedStore {
     pub fn replace(&self, key: &[u8], value: &[u8], expected: &[u8]) -> Result<Replace> {
         store::check_value(value)?;
         let mut matched = false;
-        let w = self.inner.write(key, |old| {
+        let w = self.inner.write(key, false, |old| {
             matched = old.is_some_and(|v| v.as_bytes() == expected);
             if matched {
                 Action::Put(value)
@@ -246,7 +249,7 @@ impl ShardedStore {
     /// As [`set`](Self::set).
     pub fn get_or_create(&self, key: &[u8], value: &[u8]) -> Result<GetOrCreate> {
         store::check_value(value)?;
-        let w = self.inner.write(key, |old| match old {
+        let w = self.inner.write(key, true, |old| match old {
             Some(_) => Action::Keep,
             None => Action::Put(value),
         })?;
@@ -385,14 +388,15 @@ impl ShardedStore {
     /// Figures of the store.
     pub fn stats(&self) -> ShardedStats {
         let map = self.inner.current();
-        let entries: u64 = map.shards.iter().map(|s| s.entries()).sum();
+        let entries: u64 = map.shards.iter().map(|s| s.kv_entries()).sum();
+        let slots_used: u64 = map.shards.iter().map(|s| s.entries()).sum();
         let data_bytes = map.shards.iter().map(|s| s.data.len()).sum();
         let dead_bytes = map.shards.iter().map(|s| s.dead_bytes()).sum();
         let c = &self.inner.counters;
         ShardedStats {
             entries,
             shards: map.shards.len() as u64,
-            fill: entries as f64 / (map.shards.len() * SLOTS) as f64,
+            fill: slots_used as f64 / (map.shards.len() * SLOTS) as f64,
             data_bytes,
             dead_bytes,
             splits: c.splits.load(Ordering::Relaxed),
@@ -451,7 +455,7 @@ impl ShardedIter<'_> {
         let mut found = Vec::new();
         for offset in shard.live_offsets()? {
             let rec = shard.read(offset)?;
-            if rec.header.kind != record::Kind::Put {
+            if rec.header.kind != record::Kind::Put || rec.header.space != 0 {
                 continue;
             }
             let key = rec.header.key(rec.bytes);

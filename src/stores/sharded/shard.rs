@@ -15,7 +15,7 @@ use bytemuck::{Pod, Zeroable};
 use parking_lot::Mutex;
 
 use super::map::Spec;
-use super::record::{self, Header, IDENTITY_BYTES, Kind};
+use super::record::{self, Header, IDENTITY_BYTES, Kind, Op};
 use super::row::{self, FREE, ROW_WIDTH, ROWS, Sigs};
 use crate::{AppendOnly, Dir, Entropy, Error, Journal, RandomAccess, Result, Span};
 
@@ -49,15 +49,41 @@ impl Hashed {
     }
 }
 
+/// The hash that places the entry of `key` in key space `space`: the key's keyed hash
+/// for the key-value map's keys (space 0); for a list's or queue's entries, whose keys
+/// start with their group's key (a u16 length, then the bytes), the group's hash picks
+/// the shard (its top 16 bits), so that every entry of a group lives in one shard and one
+/// batch record can change several atomically. `None` for a key without that prefix.
+pub(super) fn entry_hash(entropy: &Entropy, space: u8, key: &[u8]) -> Option<Hashed> {
+    const LOW: u64 = (1 << 48) - 1;
+    if space == 0 {
+        return Some(Hashed(entropy.hash(key)));
+    }
+    let group = group_of(key)?;
+    Some(Hashed(
+        (entropy.hash(group) & !LOW) | (entropy.hash(key) & LOW),
+    ))
+}
+
+/// The group key a list's or queue's entry key starts with.
+pub(super) fn group_of(key: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_le_bytes(key.get(..2)?.try_into().ok()?));
+    key.get(2..2 + len)
+}
+
 /// A shard's check of its rows, written at a clean shutdown.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub(super) struct Meta {
     pub incarnation: u64,
     pub entries: u64,
+    /// Of `entries`, the key-value map's (the rest are lists' and queues').
+    pub kv_entries: u64,
     pub live_bytes: u64,
     /// Log bytes of every record but the identity, live or not (`record_bytes -
-    /// live_bytes` is what a compaction frees; padding is not counted).
+    /// live_bytes` is what a compaction frees; padding is not counted). Each record counts
+    /// as it would stand alone, as a compaction copies it: one inside a batch counts a
+    /// frame it does not have.
     pub record_bytes: u64,
     /// The data log's length the rows cover.
     pub data_len: u64,
@@ -124,6 +150,7 @@ pub(super) struct Shard {
     /// Held by the shard's writers, and by a split, merge or compaction of it.
     pub writer: Mutex<()>,
     entries: AtomicU64,
+    kv_entries: AtomicU64,
     live_bytes: AtomicU64,
     /// See [`Meta::record_bytes`].
     record_bytes: AtomicU64,
@@ -167,6 +194,7 @@ impl Shard {
             data: AppendOnly::open(dir, &format!("{name}/data"))?,
             writer: Mutex::new(()),
             entries: AtomicU64::new(0),
+            kv_entries: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             record_bytes: AtomicU64::new(0),
             remover: Remover {
@@ -185,7 +213,7 @@ impl Shard {
         let identity = identity(id, spec.incarnation);
         match shard.data.records(0).next() {
             None if how != Opening::Existing => {
-                shard.append(Kind::Identity, &identity, &[])?;
+                shard.append(Kind::Identity, 0, &identity, &[])?;
             }
             None => {
                 return Err(Error::corrupted(
@@ -226,8 +254,14 @@ impl Shard {
         self.remover.retired.store(true, Ordering::Release);
     }
 
+    /// Entries of every key space: the slots in use.
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Entries of the key-value map.
+    pub fn kv_entries(&self) -> u64 {
+        self.kv_entries.load(Ordering::Relaxed)
     }
 
     /// Log bytes the live entries' records take.
@@ -279,11 +313,11 @@ impl Shard {
     }
 
     /// Appends a record; returns its offset and footprint.
-    pub fn append(&self, kind: Kind, key: &[u8], value: &[u8]) -> Result<(u64, u64)> {
+    pub fn append(&self, kind: Kind, space: u8, key: &[u8], value: &[u8]) -> Result<(u64, u64)> {
         let span = self
             .data
             .append_with(record::len(key, value), 1, |_, dest| {
-                record::encode(dest, kind, key, value)
+                record::encode(dest, kind, space, key, value)
             })?;
         Ok((span.offset(), footprint(span.len())))
     }
@@ -292,7 +326,7 @@ impl Shard {
     ///
     /// # Errors
     /// `Corrupted` if a pointer leads to a damaged record.
-    pub fn find(&self, key: &[u8], h: Hashed) -> Result<Option<Found>> {
+    pub fn find(&self, space: u8, key: &[u8], h: Hashed) -> Result<Option<Found>> {
         let row = h.row();
         let Some(sigs) = self.sigs.get(row as u64)? else {
             return Ok(None);
@@ -305,7 +339,10 @@ impl Shard {
             }
             let offset = (word & OFFSET_MASK) * GRAIN;
             let rec = self.read(offset)?;
-            if rec.header.kind == Kind::Put && rec.header.key(rec.bytes) == key {
+            if rec.header.kind == Kind::Put
+                && rec.header.space == space
+                && rec.header.key(rec.bytes) == key
+            {
                 return Ok(Some(Found {
                     slot,
                     offset,
@@ -333,16 +370,32 @@ impl Shard {
     /// Returns the record's offset.
     pub fn put(
         &self,
+        space: u8,
         key: &[u8],
         value: &[u8],
         h: Hashed,
         old: Option<Found>,
         slot: usize,
     ) -> Result<u64> {
-        let (offset, footprint) = self.append(Kind::Put, key, value)?;
-        let word = pointer(offset);
+        let (offset, footprint) = self.append(Kind::Put, space, key, value)?;
+        self.record_bytes.fetch_add(footprint, Ordering::Relaxed);
+        self.point(space, h, old, slot, offset, footprint)?;
+        Ok(offset)
+    }
+
+    /// Points slot `slot` (the entry `old`'s, or a free one of `h`'s row) at the record
+    /// at `offset`.
+    fn point(
+        &self,
+        space: u8,
+        h: Hashed,
+        old: Option<Found>,
+        slot: usize,
+        offset: u64,
+        footprint: u64,
+    ) -> Result<()> {
         // The pointer before the signature: a reader that sees the signature finds it.
-        self.ptrs.set(slot as u64, word)?;
+        self.ptrs.set(slot as u64, pointer(offset))?;
         match old {
             Some(old) => {
                 self.live_bytes
@@ -353,25 +406,86 @@ impl Shard {
                     sigs[slot % ROW_WIDTH] = h.sig();
                 })?;
                 self.entries.fetch_add(1, Ordering::Relaxed);
+                if space == 0 {
+                    self.kv_entries.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         self.live_bytes.fetch_add(footprint, Ordering::Relaxed);
-        self.record_bytes.fetch_add(footprint, Ordering::Relaxed);
-        Ok(offset)
+        Ok(())
     }
 
     /// Removes `key`'s entry `old`: a delete record, then its signature and pointer. The
     /// caller holds the writer lock.
-    pub fn delete(&self, key: &[u8], h: Hashed, old: Found) -> Result<()> {
-        let (_, footprint) = self.append(Kind::Delete, key, &[])?;
+    pub fn delete(&self, space: u8, key: &[u8], h: Hashed, old: Found) -> Result<()> {
+        let (_, footprint) = self.append(Kind::Delete, space, key, &[])?;
         self.record_bytes.fetch_add(footprint, Ordering::Relaxed);
+        self.unpoint(space, h, old)
+    }
+
+    /// Frees the slot of the entry `old`.
+    fn unpoint(&self, space: u8, h: Hashed, old: Found) -> Result<()> {
         self.sigs.with_mut(h.row() as u64, |sigs| {
             sigs[old.slot % ROW_WIDTH] = FREE;
         })?;
         self.ptrs.set(old.slot as u64, 0)?;
         self.entries.fetch_sub(1, Ordering::Relaxed);
+        if space == 0 {
+            self.kv_entries.fetch_sub(1, Ordering::Relaxed);
+        }
         self.live_bytes
             .fetch_sub(old.footprint(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the rows have a free slot for every entry of `new` (the hashes of entries
+    /// to create).
+    pub fn has_room(&self, new: &[Hashed]) -> Result<bool> {
+        let mut need = std::collections::HashMap::<usize, usize>::new();
+        for h in new {
+            *need.entry(h.row()).or_default() += 1;
+        }
+        for (row, n) in need {
+            let free = match self.sigs.get(row as u64)? {
+                None => ROW_WIDTH,
+                Some(sigs) => sigs.iter().filter(|&&s| s == FREE).count(),
+            };
+            if free < n {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes `ops` as one batch record, then each op's entry: `targets[i]` is op `i`'s
+    /// key's hash and current entry. The caller holds the writer lock, checked
+    /// [`has_room`](Self::has_room) for the new entries, and names each key once.
+    pub fn write_batch(&self, ops: &[Op<'_>], targets: &[(Hashed, Option<Found>)]) -> Result<()> {
+        debug_assert_eq!(ops.len(), targets.len());
+        let mut starts = Vec::new();
+        let span = self
+            .data
+            .append_with(record::batch_len(ops), 1, |_, dest| {
+                starts = record::encode_batch(dest, ops);
+            })?;
+        for ((op, &(h, old)), at) in ops.iter().zip(targets).zip(starts) {
+            let offset = span.offset() + at as u64;
+            let fp = footprint(record::len(op.key, op.value) as u64);
+            self.record_bytes.fetch_add(fp, Ordering::Relaxed);
+            match (op.kind, old) {
+                (Kind::Put, _) => {
+                    let slot = match old {
+                        Some(f) => f.slot,
+                        None => self.free_slot(h)?.ok_or_else(|| {
+                            self.corrupted(offset, "a batch found no free slot it was promised")
+                        })?,
+                    };
+                    self.point(op.space, h, old, slot, offset, fp)?;
+                }
+                (Kind::Delete, Some(old)) => self.unpoint(op.space, h, old)?,
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -419,11 +533,12 @@ impl Shard {
             && m.data_len == self.data.len()
             && self.data.adopted_bytes() == 0
             && m.entries <= SLOTS as u64
+            && m.kv_entries <= m.entries
             && m.live_bytes <= m.record_bytes
-            && m.record_bytes <= m.data_len
             && self.digest()? == m.digest;
         if holds {
             self.entries.store(m.entries, Ordering::Relaxed);
+            self.kv_entries.store(m.kv_entries, Ordering::Relaxed);
             self.live_bytes.store(m.live_bytes, Ordering::Relaxed);
             self.record_bytes.store(m.record_bytes, Ordering::Relaxed);
         }
@@ -443,36 +558,61 @@ impl Shard {
             if i == 0 {
                 continue; // The identity, checked at open.
             }
-            let key = rec.header.key(rec.bytes);
-            let h = Hashed(entropy.hash(key));
-            if !(self.spec.start..self.spec.end()).contains(&h.selector()) {
-                return Err(self.corrupted(
-                    offset,
-                    "a record of a key outside the shard's range of selectors",
-                ));
-            }
-            let old = rows.find(self, key, h)?;
-            rows.record_bytes += footprint(rec.header.record_len() as u64);
             match rec.header.kind {
                 Kind::Identity => {
                     return Err(self.corrupted(offset, "a second identity record in a log"));
                 }
-                Kind::Put => {
-                    let fp = footprint(rec.header.record_len() as u64);
-                    if !rows.place(h, old, offset, fp) {
-                        return Err(
-                            self.corrupted(offset, "more live keys in one row than it holds")
-                        );
+                Kind::Batch => {
+                    let starts = record::batch_starts(rec.bytes).map_err(|what| {
+                        self.corrupted(offset, format!("the batch at log offset {offset}: {what}"))
+                    })?;
+                    for at in starts {
+                        self.replay(entropy, &mut rows, offset + at as u64)?;
                     }
                 }
-                Kind::Delete => {
-                    if let Some((slot, fp)) = old {
-                        rows.remove(slot, fp);
-                    }
-                }
+                Kind::Put | Kind::Delete => self.replay(entropy, &mut rows, offset)?,
             }
         }
         rows.write_to(self)
+    }
+
+    /// Applies the put or delete record at `offset` to `rows`.
+    fn replay(&self, entropy: &Entropy, rows: &mut Rows, offset: u64) -> Result<()> {
+        let rec = self.read(offset)?;
+        let (space, key) = (rec.header.space, rec.header.key(rec.bytes));
+        let h = self.placed(entropy, space, key, offset)?;
+        let old = rows.find(self, space, key, h)?;
+        let fp = footprint(rec.header.record_len() as u64);
+        rows.record_bytes += fp;
+        match rec.header.kind {
+            Kind::Put => {
+                if !rows.place(space, h, old, offset, fp) {
+                    return Err(self.corrupted(offset, "more live keys in one row than it holds"));
+                }
+            }
+            Kind::Delete => {
+                if let Some((slot, fp)) = old {
+                    rows.remove(space, slot, fp);
+                }
+            }
+            Kind::Identity | Kind::Batch => {
+                return Err(self.corrupted(offset, "an identity or batch inside a batch"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hash of the record at `offset` (key `key` of `space`), checked to belong here.
+    fn placed(&self, entropy: &Entropy, space: u8, key: &[u8], offset: u64) -> Result<Hashed> {
+        let h = entry_hash(entropy, space, key)
+            .ok_or_else(|| self.corrupted(offset, "a list's or queue's key without its group"))?;
+        if !(self.spec.start..self.spec.end()).contains(&h.selector()) {
+            return Err(self.corrupted(
+                offset,
+                "a record of a key outside the shard's range of selectors",
+            ));
+        }
+        Ok(h)
     }
 
     /// Copies the live records of `sources` into `targets` (new shards covering their
@@ -487,7 +627,10 @@ impl Shard {
         for source in sources {
             for offset in source.live_offsets()? {
                 let rec = source.read(offset)?;
-                let h = Hashed(entropy.hash(rec.header.key(rec.bytes)));
+                let (space, key) = (rec.header.space, rec.header.key(rec.bytes));
+                let h = entry_hash(entropy, space, key).ok_or_else(|| {
+                    source.corrupted(offset, "a list's or queue's key without its group")
+                })?;
                 let Some(t) = targets
                     .iter()
                     .position(|t| (t.spec.start..t.spec.end()).contains(&h.selector()))
@@ -496,7 +639,7 @@ impl Shard {
                 };
                 let span = targets[t].data.append(rec.bytes)?;
                 rows[t].record_bytes += footprint(span.len());
-                if !rows[t].place(h, None, span.offset(), footprint(span.len())) {
+                if !rows[t].place(space, h, None, span.offset(), footprint(span.len())) {
                     return Err(source.corrupted(offset, "more live keys in one row than it holds"));
                 }
             }
@@ -516,6 +659,7 @@ impl Shard {
         self.meta.set(Meta {
             incarnation: self.spec.incarnation,
             entries: self.entries(),
+            kv_entries: self.kv_entries(),
             live_bytes: self.live_bytes(),
             record_bytes: self.record_bytes.load(Ordering::Relaxed),
             data_len: self.data.len(),
@@ -545,6 +689,7 @@ struct Rows {
     sigs: Vec<Sigs>,
     ptrs: Vec<u64>,
     entries: u64,
+    kv_entries: u64,
     live_bytes: u64,
     record_bytes: u64,
 }
@@ -555,18 +700,25 @@ impl Rows {
             sigs: vec![[FREE; ROW_WIDTH]; ROWS],
             ptrs: vec![0; SLOTS],
             entries: 0,
+            kv_entries: 0,
             live_bytes: 0,
             record_bytes: 0,
         }
     }
 
     /// The slot and footprint of `key`'s entry so far, reading records from `shard`.
-    fn find(&self, shard: &Shard, key: &[u8], h: Hashed) -> Result<Option<(usize, u64)>> {
+    fn find(
+        &self,
+        shard: &Shard,
+        space: u8,
+        key: &[u8],
+        h: Hashed,
+    ) -> Result<Option<(usize, u64)>> {
         let row = h.row();
         for i in row::matches(&self.sigs[row], h.sig()) {
             let slot = row * ROW_WIDTH + i;
             let rec = shard.read((self.ptrs[slot] & OFFSET_MASK) * GRAIN)?;
-            if rec.header.key(rec.bytes) == key {
+            if rec.header.space == space && rec.header.key(rec.bytes) == key {
                 return Ok(Some((slot, footprint(rec.header.record_len() as u64))));
             }
         }
@@ -575,7 +727,14 @@ impl Rows {
 
     /// Points `h`'s entry at the record at `offset` (replacing `old`, or in a free slot
     /// of its row); `false` if the row is full.
-    fn place(&mut self, h: Hashed, old: Option<(usize, u64)>, offset: u64, fp: u64) -> bool {
+    fn place(
+        &mut self,
+        space: u8,
+        h: Hashed,
+        old: Option<(usize, u64)>,
+        offset: u64,
+        fp: u64,
+    ) -> bool {
         let slot = match old {
             Some((slot, old_fp)) => {
                 self.live_bytes -= old_fp;
@@ -588,6 +747,7 @@ impl Rows {
                 };
                 self.sigs[row][i] = h.sig();
                 self.entries += 1;
+                self.kv_entries += u64::from(space == 0);
                 row * ROW_WIDTH + i
             }
         };
@@ -596,10 +756,11 @@ impl Rows {
         true
     }
 
-    fn remove(&mut self, slot: usize, fp: u64) {
+    fn remove(&mut self, space: u8, slot: usize, fp: u64) {
         self.sigs[slot / ROW_WIDTH][slot % ROW_WIDTH] = FREE;
         self.ptrs[slot] = 0;
         self.entries -= 1;
+        self.kv_entries -= u64::from(space == 0);
         self.live_bytes -= fp;
     }
 
@@ -623,6 +784,7 @@ impl Rows {
         shard.sigs.extend_len(ROWS as u64)?;
         shard.ptrs.extend_len(SLOTS as u64)?;
         shard.entries.store(self.entries, Ordering::Relaxed);
+        shard.kv_entries.store(self.kv_entries, Ordering::Relaxed);
         shard.live_bytes.store(self.live_bytes, Ordering::Relaxed);
         shard
             .record_bytes
@@ -647,10 +809,19 @@ pub struct ShardedValue {
 impl ShardedValue {
     /// The value of the entry `found` of `shard`.
     pub(super) fn value(shard: &Arc<Shard>, found: &Found) -> Self {
-        let at = found.header.value_at();
+        Self::value_after(shard, found, 0)
+    }
+
+    /// The value of the entry `found` of `shard` past its first `skip` bytes (at most
+    /// its length).
+    pub(super) fn value_after(shard: &Arc<Shard>, found: &Found, skip: usize) -> Self {
+        let at = found.header.value_at() + skip;
         ShardedValue {
             shard: Arc::clone(shard),
-            span: Span::new(found.offset + at as u64, found.header.value_len as u64),
+            span: Span::new(
+                found.offset + at as u64,
+                (found.header.value_len - skip) as u64,
+            ),
         }
     }
 

@@ -9,8 +9,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::ShardedOptions;
 use super::map::{self, CLEAN, FRESH, INCARNATION_MAX, Spec, State};
-use super::record;
-use super::shard::{Found, Hashed, Opening, Shard, ShardedValue, footprint};
+use super::record::{self, Kind, Op};
+use super::shard::{Found, Hashed, Opening, Shard, ShardedValue, entry_hash, footprint};
 use crate::limits::{SHARDED_KEY_LEN_BYTES_MAX, SHARDED_SHARDS_MAX, SHARDED_VALUE_LEN_BYTES_MAX};
 use crate::{Dir, Entropy, Error, Journal, Result};
 
@@ -114,7 +114,7 @@ impl Inner {
         let map = self.map.read();
         let shard = map.shard_of(h);
         Ok(shard
-            .find(key, h)?
+            .find(0, key, h)?
             .map(|found| ShardedValue::value(shard, &found)))
     }
 
@@ -155,10 +155,11 @@ impl Inner {
 
     /// Applies `decide` to `key`'s current value atomically: the shard's writer lock is
     /// held from the lookup to the write. `decide` may be called again if the shard had
-    /// to split or be compacted first.
+    /// to split or be compacted first. The new value's handle is made only if `want_new`.
     pub fn write<'v>(
         &self,
         key: &[u8],
+        want_new: bool,
         mut decide: impl FnMut(Option<&ShardedValue>) -> Action<'v>,
     ) -> Result<Written> {
         check_key(key)?;
@@ -171,13 +172,13 @@ impl Inner {
             if self.is_replaced(&shard) {
                 continue;
             }
-            let found = shard.find(key, h)?;
+            let found = shard.find(0, key, h)?;
             let old = found.as_ref().map(|f| ShardedValue::value(&shard, f));
             match decide(old.as_ref()) {
                 Action::Keep => return Ok(Written { old, new: None }),
                 Action::Delete => {
                     if let Some(f) = found {
-                        shard.delete(key, h, f)?;
+                        shard.delete(0, key, h, f)?;
                     }
                     return Ok(Written { old, new: None });
                 }
@@ -199,18 +200,94 @@ impl Inner {
                     {
                         continue;
                     }
-                    let offset = shard.put(key, value, h, found, slot)?;
-                    let new = Found {
-                        slot,
-                        offset,
-                        header: shard.read(offset)?.header,
+                    let offset = shard.put(0, key, value, h, found, slot)?;
+                    let new = match want_new {
+                        true => {
+                            let header = shard.read(offset)?.header;
+                            let found = Found {
+                                slot,
+                                offset,
+                                header,
+                            };
+                            Some(ShardedValue::value(&shard, &found))
+                        }
+                        false => None,
                     };
-                    return Ok(Written {
-                        old,
-                        new: Some(ShardedValue::value(&shard, &new)),
-                    });
+                    return Ok(Written { old, new });
                 }
             }
+        }
+    }
+
+    /// Runs `f` on the entries of group `group` (a list or queue: every entry of a
+    /// group lives in the shard of the group's hash) with the shard's writer lock held,
+    /// then writes the changes it returns as one batch record: all of them or, after a
+    /// crash, none. `f` may be called again if the shard had to split or be compacted
+    /// first.
+    pub fn atomically<R>(
+        &self,
+        group: &[u8],
+        mut f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
+    ) -> Result<R> {
+        let h = self.hash(group);
+        loop {
+            let shard = self.shard_of(h);
+            let _writer = shard.writer.lock();
+            if self.is_replaced(&shard) {
+                continue;
+            }
+            let g = Group {
+                shard: &shard,
+                entropy: &self.entropy,
+            };
+            let (changes, out) = f(&g)?;
+            if changes.is_empty() {
+                return Ok(out);
+            }
+            self.check_writable()?;
+            self.make_dirty()?;
+            let mut targets = Vec::with_capacity(changes.len());
+            let mut new = Vec::new();
+            for c in &changes {
+                let h = g.hash(c.space, &c.key)?;
+                let old = shard.find(c.space, &c.key, h)?;
+                if old.is_none() && c.value.is_some() {
+                    new.push(h);
+                }
+                targets.push((h, old));
+            }
+            if !shard.has_room(&new)? {
+                self.relieve(&shard, true)?;
+                continue;
+            }
+            let ops: Vec<Op<'_>> = changes
+                .iter()
+                .map(|c| Op {
+                    kind: if c.value.is_some() {
+                        Kind::Put
+                    } else {
+                        Kind::Delete
+                    },
+                    space: c.space,
+                    key: &c.key,
+                    value: c.value.as_deref().unwrap_or_default(),
+                })
+                .collect();
+            let len = record::batch_len(&ops);
+            if len > SHARDED_VALUE_LEN_BYTES_MAX {
+                return Err(Error::limit(
+                    "SHARDED_VALUE_LEN_BYTES_MAX (the bytes one list or queue operation writes)",
+                    len as u64,
+                    SHARDED_VALUE_LEN_BYTES_MAX as u64,
+                ));
+            }
+            if shard.data.len() + footprint(len as u64) > self.options.shard_bytes_max
+                && self.relieve(&shard, false)?
+            {
+                continue;
+            }
+            shard.write_batch(&ops, &targets)?;
+            return Ok(out);
         }
     }
 
@@ -412,6 +489,43 @@ impl Inner {
             Ok(())
         })
     }
+}
+
+/// A group's entries, seen under its shard's writer lock (see [`Inner::atomically`]).
+pub(super) struct Group<'a> {
+    pub shard: &'a Arc<Shard>,
+    entropy: &'a Entropy,
+}
+
+impl Group<'_> {
+    fn hash(&self, space: u8, key: &[u8]) -> Result<Hashed> {
+        entry_hash(self.entropy, space, key).ok_or_else(|| {
+            self.shard
+                .corrupted(0, "a list's or queue's key without its group")
+        })
+    }
+
+    /// The live entry of `key` in `space`.
+    pub fn find(&self, space: u8, key: &[u8]) -> Result<Option<Found>> {
+        self.shard.find(space, key, self.hash(space, key)?)
+    }
+
+    /// The value of the entry `found`, past its first `skip` bytes.
+    pub fn value(&self, found: &Found, skip: usize) -> ShardedValue {
+        ShardedValue::value_after(self.shard, found, skip)
+    }
+
+    /// The error for an entry whose value has the wrong shape.
+    pub fn malformed(&self, found: &Found, what: &str) -> Error {
+        self.shard.corrupted(found.offset, what)
+    }
+}
+
+/// A put (`value` given) or delete of one entry of a group.
+pub(super) struct Change {
+    pub space: u8,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
 }
 
 /// Shards a new (or cleared) store starts with for `expected_keys` keys: enough for each
