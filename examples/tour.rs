@@ -330,6 +330,27 @@ fn main() -> accretion::Result<()> {
         reopen,
         ss.stats().rebuilt_at_open,
     );
+    // Its lists (an LRU order here) and queues: each operation one atomic batch.
+    let items = (n / 10).min(10_000);
+    let start = Instant::now();
+    for i in 0..items {
+        ss.set_in_list_promoting(b"lru", &(i % 1000).to_be_bytes(), &record)?;
+    }
+    let promotes = rate(items, start);
+    let start = Instant::now();
+    for i in 0..items {
+        ss.push_to_queue_tail(b"jobs", &i.to_be_bytes())?;
+    }
+    let pushes = rate(items, start);
+    let start = Instant::now();
+    while ss.pop_queue_head(b"jobs")?.is_some() {}
+    let pops = rate(items, start);
+    let oldest = ss.pop_list_head(b"lru")?.map(|item| item.key.to_vec());
+    println!(
+        "ShardedStore lists and queues: {items} promoting list sets: {promotes} ({} items, \
+         oldest popped: {oldest:?}); {items} queue pushes: {pushes}; {items} pops: {pops}",
+        ss.list_len(b"lru")? + 1,
+    );
     drop(ss);
     println!("\ndone; the temporary store is removed on exit");
     Ok(())

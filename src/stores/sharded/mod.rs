@@ -9,7 +9,8 @@
 //! `data`, `meta`). Code map: `row.rs` (the signature compare), `record.rs` (the record
 //! layout), `map.rs` (the state and the map), `shard.rs` (one shard: lookups, writes,
 //! rebuild, copies; value handles), `store.rs` (routing, the writer loop, splits,
-//! compactions, commits), `open.rs` (open, trust or rebuild, leftovers).
+//! compactions, commits), `open.rs` (open, trust or rebuild, leftovers), `lists.rs`
+//! (lists and queues, each operation one batch record in its collection's shard).
 
 mod lists;
 mod map;
@@ -104,7 +105,9 @@ pub struct ShardedStats {
 /// Every write lands in its shard's log (a checksummed record) and rows at once, and
 /// survives the death of the process. [`sync`](Self::sync) makes every write before it
 /// durable (one flush of each shard's log). A crash at any instant leaves each key with
-/// its last synced value or a later written one, and nothing else; a split, merge,
+/// its last synced value or a later written one, and nothing else; each list and queue
+/// operation is one record, so a crash leaves a collection as it was after one of its
+/// operations (the last synced one or a later one), never half changed; a split, merge,
 /// compaction or clear is all or nothing (its new shards are made durable before one
 /// Journal write swaps them into the map). Dropping the store (or
 /// [`close`](Self::close)) is a clean shutdown: the next open trusts the rows after

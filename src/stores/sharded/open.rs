@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use bytemuck::Zeroable;
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use super::ShardedOptions;
 use super::map::{self, CLEAN, FORMAT, FRESH, STATE_MAGIC, State};
@@ -120,7 +121,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: ShardedOptions) -> Result<Inn
         state,
         entropy,
         store_id: s.store_id,
-        map: RwLock::new(Arc::new(Map::new(shards))),
+        map: ArcSwap::from_pointee(Map::new(shards)),
         map_lock: Mutex::new(()),
         dirty: AtomicBool::new(false),
         poisoned: AtomicBool::new(false),

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use super::ShardedOptions;
 use super::map::{self, CLEAN, FRESH, INCARNATION_MAX, Spec, State};
@@ -62,7 +63,9 @@ pub(super) struct Inner {
     pub state: Journal<State>,
     pub entropy: Entropy,
     pub store_id: u64,
-    pub map: RwLock<Arc<Map>>,
+    /// The map in force: loaded without a lock by every lookup (a shared lock's counter
+    /// would bounce between the cores of concurrent readers), replaced whole by a commit.
+    pub map: ArcSwap<Map>,
     /// Serializes changes of the map (and of the state) and their commits.
     pub map_lock: Mutex<()>,
     /// Set once the state says durably that the store is not clean.
@@ -101,17 +104,17 @@ impl Inner {
     }
 
     pub fn shard_of(&self, h: Hashed) -> Arc<Shard> {
-        Arc::clone(self.map.read().shard_of(h))
+        Arc::clone(self.map.load().shard_of(h))
     }
 
     pub fn current(&self) -> Arc<Map> {
-        Arc::clone(&self.map.read())
+        self.map.load_full()
     }
 
     /// The value of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Result<Option<ShardedValue>> {
         let h = self.hash(key);
-        let map = self.map.read();
+        let map = self.map.load();
         let shard = map.shard_of(h);
         Ok(shard
             .find(0, key, h)?
@@ -294,7 +297,7 @@ impl Inner {
     /// Whether `shard` has left the map (a split, merge, compaction or clear replaced
     /// it): a writer that locked it goes back to the map.
     fn is_replaced(&self, shard: &Arc<Shard>) -> bool {
-        let map = self.map.read();
+        let map = self.map.load();
         !Arc::ptr_eq(
             map.shard_of(Hashed(u64::from(shard.spec.start) << 48)),
             shard,
@@ -431,7 +434,7 @@ impl Inner {
         let mut s = self.state.get();
         map::set_specs(&mut s, &specs);
         self.commit_state(s)?;
-        *self.map.write() = Arc::new(Map::new(shards));
+        self.map.store(Arc::new(Map::new(shards)));
         Ok(())
     }
 
