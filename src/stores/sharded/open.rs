@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use bytemuck::Zeroable;
 use arc_swap::ArcSwap;
+use bytemuck::Zeroable;
 use parking_lot::Mutex;
 
 use super::ShardedOptions;
