@@ -164,6 +164,29 @@ impl Error {
         }
     }
 
+    /// The error of a durable write whose record is applied but whose sync failed: an
+    /// I/O error says so in its operation (stores with a write-and-sync mode use it).
+    pub(crate) fn applied_but_not_synced(self) -> Self {
+        const OP: &str = "sync a durable write (the write is applied and visible in this \
+                          process; whether a crash keeps it is unknown; the store refuses \
+                          writes until reopened)";
+        match self {
+            Error::Io { path, source, .. } => Error::Io {
+                path,
+                op: OP,
+                source,
+            },
+            // Another writer's sync failed first (a group sync this write waited on): the
+            // same state, said the same way.
+            Error::Poisoned { path } => Error::Io {
+                path,
+                op: OP,
+                source: io::Error::other("an earlier sync of this store failed"),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn limit(limit: &'static str, requested: u64, max: u64) -> Self {
         Error::LimitExceeded {
             limit,

@@ -4,6 +4,10 @@
 //! per-thread models.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use accretion::faults::{self, Flush, HookGuard};
 
 use accretion::limits::{SHARDED_KEY_LEN_BYTES_MAX, SHARDED_VALUE_LEN_BYTES_MAX};
 use accretion::{Dir, Error, GetOrCreate, Replace, ShardedOptions, ShardedStore};
@@ -489,4 +493,157 @@ fn expected_keys_pre_split() {
     }
     assert_eq!(store.stats().splits, 0);
     assert_eq!(store.stats().shards, shards);
+}
+
+/// Flushes of shard logs under `root`, as the fault hooks see them.
+fn watch_log_flushes(root: &std::path::Path, fail: Arc<AtomicBool>) -> (HookGuard, Arc<AtomicU64>) {
+    let root = root.to_path_buf();
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&count);
+    let guard = faults::install(move |flush| {
+        let path = flush.path();
+        let log = path.starts_with(&root)
+            && path.components().any(|c| c.as_os_str() == "data")
+            && matches!(flush, Flush::Range { .. });
+        if !log {
+            return None;
+        }
+        seen.fetch_add(1, Ordering::SeqCst);
+        fail.load(Ordering::SeqCst)
+            .then(|| std::io::Error::from_raw_os_error(5))
+    });
+    (guard, count)
+}
+
+type StoreOp = Box<dyn Fn(&ShardedStore)>;
+
+/// With `sync_each_write`, every write and every list and queue operation flushes its
+/// shard's log before it returns; without it, none does.
+#[test]
+fn durable_writes_flush_their_record_before_returning() {
+    for durable in [false, true] {
+        let dir = Dir::temporary().unwrap();
+        let options = ShardedOptions {
+            sync_each_write: durable,
+            ..ShardedOptions::default()
+        };
+        let store = open(&dir, &options);
+        store.set(b"warm", b"up").unwrap();
+        let (_hook, flushes) = watch_log_flushes(dir.path(), Arc::new(AtomicBool::new(false)));
+        let ops: Vec<StoreOp> = vec![
+            Box::new(|s| drop(s.set(b"k", b"v").unwrap())),
+            Box::new(|s| drop(s.set(b"k", b"w").unwrap())),
+            Box::new(|s| drop(s.replace(b"k", b"x", b"w").unwrap())),
+            Box::new(|s| drop(s.get_or_create(b"new", b"1").unwrap())),
+            Box::new(|s| drop(s.remove(b"k").unwrap())),
+            Box::new(|s| drop(s.set_in_list(b"l", b"a", b"1").unwrap())),
+            Box::new(|s| drop(s.pop_list_head(b"l").unwrap())),
+            Box::new(|s| {
+                s.push_to_queue_tail(b"q", b"1").unwrap();
+            }),
+            Box::new(|s| drop(s.pop_queue_tail(b"q").unwrap())),
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let before = flushes.load(Ordering::SeqCst);
+            op(&store);
+            let made = flushes.load(Ordering::SeqCst) - before;
+            if durable {
+                assert!(
+                    made >= 1,
+                    "durable op {i} returned before a flush of its log"
+                );
+            } else {
+                assert_eq!(made, 0, "op {i} flushed without sync_each_write");
+            }
+        }
+        // Reads and writes that change nothing flush nothing.
+        let before = flushes.load(Ordering::SeqCst);
+        store.get(b"new").unwrap();
+        store.remove(b"absent").unwrap();
+        store.get_or_create(b"new", b"2").unwrap();
+        store.list_len(b"l").unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), before);
+        assert_eq!(store.stats().flushes > 0, durable);
+    }
+}
+
+/// Durable writers on several threads share flushes (each waits for at most one that
+/// covers its record), and every write is there after a reopen.
+#[test]
+fn concurrent_durable_writers_hold_every_write() {
+    let dir = Dir::temporary().unwrap();
+    let options = ShardedOptions {
+        sync_each_write: true,
+        ..ShardedOptions::default()
+    };
+    let store = open(&dir, &options);
+    const THREADS: u64 = 4;
+    const EACH: u64 = 200;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    store
+                        .set(format!("{t}-{i}").as_bytes(), &i.to_le_bytes())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let flushes = store.stats().flushes;
+    assert!(
+        (1..=THREADS * EACH).contains(&flushes),
+        "{flushes} flushes for {} writes",
+        THREADS * EACH
+    );
+    println!(
+        "{} durable writes on {THREADS} threads: {flushes} flushes",
+        THREADS * EACH
+    );
+    drop(store);
+    let store = open(&dir, &options);
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            assert_eq!(
+                store.get(format!("{t}-{i}").as_bytes()).unwrap().as_deref(),
+                Some(&i.to_le_bytes()[..])
+            );
+        }
+    }
+}
+
+/// A durable write whose flush fails says it is applied, is visible, and leaves the store
+/// refusing writes; reopened, the store holds it or not, and everything before it.
+#[test]
+fn a_durable_write_whose_flush_fails_is_applied_and_refuses_later_writes() {
+    let dir = Dir::temporary().unwrap();
+    let options = ShardedOptions {
+        sync_each_write: true,
+        ..ShardedOptions::default()
+    };
+    {
+        let store = open(&dir, &options);
+        store.set(b"a", b"1").unwrap();
+        let fail = Arc::new(AtomicBool::new(true));
+        let (_hook, _) = watch_log_flushes(dir.path(), Arc::clone(&fail));
+        let err = store.set(b"b", b"2").unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { op, .. } if op.contains("applied")),
+            "{err}"
+        );
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(store.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+        assert!(matches!(store.set(b"c", b"3"), Err(Error::Poisoned { .. })));
+        assert!(matches!(
+            store.push_to_queue_tail(b"q", b"3"),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(store.get(b"c").unwrap().is_none());
+    }
+    let store = open(&dir, &options);
+    assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    let b = store.get(b"b").unwrap();
+    assert!(b.as_deref().is_none_or(|v| v == b"2"), "{b:?}");
+    store.set(b"d", b"4").unwrap();
 }

@@ -1055,7 +1055,7 @@ impl LogStore {
         if self.inner.opts.sync_each_write {
             self.inner
                 .poison_on_error(done.seg.sync_to(done.end, &self.inner.writers))
-                .map_err(applied_but_not_synced)?;
+                .map_err(Error::applied_but_not_synced)?;
         }
         if done.maintain {
             maintain_keys(&self.inner);
@@ -1139,29 +1139,6 @@ struct CountDown<'a>(&'a AtomicU64);
 impl Drop for CountDown<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The error of a durable write whose record is applied but whose sync failed: an I/O
-/// error says so in its operation.
-fn applied_but_not_synced(e: Error) -> Error {
-    const OP: &str = "sync a durable write (the write is applied and visible in this \
-                      process; whether a crash keeps it is unknown; the store refuses \
-                      writes until reopened)";
-    match e {
-        Error::Io { path, source, .. } => Error::Io {
-            path,
-            op: OP,
-            source,
-        },
-        // Another writer's sync failed first (a group sync this write waited on): the
-        // same state, said the same way.
-        Error::Poisoned { path } => Error::Io {
-            path,
-            op: OP,
-            source: std::io::Error::other("an earlier sync of this store failed"),
-        },
-        other => other,
     }
 }
 

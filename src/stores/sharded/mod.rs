@@ -43,6 +43,13 @@ pub struct ShardedOptions {
     /// further first compacts the shard (if dead records take at least half of it) or
     /// splits it (if its live records take over half of this). Default 64 MiB.
     pub shard_bytes_max: u64,
+    /// Make every write (and every list and queue operation) durable before it returns:
+    /// one flush of its shard's log, shared by every concurrent writer whose record it
+    /// covers (group commit). Default false: writes survive the death of the process,
+    /// and [`ShardedStore::sync`] makes them durable against power loss. A durable write
+    /// whose flush fails returns an `Io` error saying it is applied (visible in this
+    /// process; a crash may keep it or not), and the store refuses writes until reopened.
+    pub sync_each_write: bool,
 }
 
 impl Default for ShardedOptions {
@@ -50,6 +57,7 @@ impl Default for ShardedOptions {
         ShardedOptions {
             expected_keys: 0,
             shard_bytes_max: 64 << 20,
+            sync_each_write: false,
         }
     }
 }
@@ -96,6 +104,9 @@ pub struct ShardedStats {
     pub merges: u64,
     /// Shards whose rows the open rebuilt from their records.
     pub rebuilt_at_open: u64,
+    /// Flushes made by durable writes ([`ShardedOptions::sync_each_write`]) since open:
+    /// fewer than the writes when concurrent writers share them.
+    pub flushes: u64,
 }
 
 /// A key-value store of shards of signature rows (VickyStore's design, CandyStore's
@@ -406,6 +417,7 @@ impl ShardedStore {
             compactions: c.compactions.load(Ordering::Relaxed),
             merges: c.merges.load(Ordering::Relaxed),
             rebuilt_at_open: self.inner.rebuilt,
+            flushes: c.flushes.load(Ordering::Relaxed),
         }
     }
 }

@@ -149,6 +149,9 @@ pub(super) struct Shard {
     pub data: AppendOnly,
     /// Held by the shard's writers, and by a split, merge or compaction of it.
     pub writer: Mutex<()>,
+    /// Held by the one durable writer flushing the log for every writer waiting (see
+    /// [`sync_to`](Self::sync_to)).
+    group: Mutex<()>,
     entries: AtomicU64,
     kv_entries: AtomicU64,
     live_bytes: AtomicU64,
@@ -193,6 +196,7 @@ impl Shard {
             meta: Journal::open(dir, &format!("{name}/meta"))?,
             data: AppendOnly::open(dir, &format!("{name}/data"))?,
             writer: Mutex::new(()),
+            group: Mutex::new(()),
             entries: AtomicU64::new(0),
             kv_entries: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
@@ -247,6 +251,21 @@ impl Shard {
             }
         }
         Ok(shard)
+    }
+
+    /// Makes the log durable up to `end` at least; returns whether this call flushed (a
+    /// flush made meanwhile by another writer may have covered `end` already: writers
+    /// waiting here while one flushes find their records covered, and return).
+    pub fn sync_to(&self, end: u64) -> Result<bool> {
+        if self.data.durable_len() >= end {
+            return Ok(false);
+        }
+        let _group = self.group.lock();
+        if self.data.durable_len() >= end {
+            return Ok(false);
+        }
+        self.data.sync()?;
+        Ok(true)
     }
 
     /// Marks the shard's files for removal once the last handle to it is dropped.

@@ -48,12 +48,18 @@ pub(super) struct Written {
     pub new: Option<ShardedValue>,
 }
 
+/// The shard a write wrote to, and its log's end after the write's record.
+type Wrote = (Arc<Shard>, u64);
+
 /// Counters of the maintenance done since open.
 #[derive(Default)]
 pub(super) struct Counters {
     pub splits: AtomicU64,
     pub compactions: AtomicU64,
     pub merges: AtomicU64,
+    /// Flushes of durable writes (`sync_each_write`): fewer than the writes when
+    /// concurrent writers share them.
+    pub flushes: AtomicU64,
 }
 
 pub(super) struct Inner {
@@ -163,11 +169,48 @@ impl Inner {
         &self,
         key: &[u8],
         want_new: bool,
-        mut decide: impl FnMut(Option<&ShardedValue>) -> Action<'v>,
+        decide: impl FnMut(Option<&ShardedValue>) -> Action<'v>,
     ) -> Result<Written> {
         check_key(key)?;
         self.check_writable()?;
         self.make_dirty()?;
+        let (written, wrote) = self.write_locked(key, want_new, decide)?;
+        if let Some((shard, end)) = wrote {
+            self.make_durable(&shard, end)?;
+        }
+        Ok(written)
+    }
+
+    /// With [`ShardedOptions::sync_each_write`], makes `shard`'s log durable up to `end`
+    /// (the end of a write's record), sharing the flush with every writer whose record it
+    /// covers (group commit: one flush of the log's new bytes, however many wait).
+    fn make_durable(&self, shard: &Shard, end: u64) -> Result<()> {
+        if !self.options.sync_each_write {
+            return Ok(());
+        }
+        match shard.sync_to(end) {
+            Ok(flushed) => {
+                self.counters
+                    .flushes
+                    .fetch_add(u64::from(flushed), Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // The log is poisoned; the store refuses writes until reopened.
+                self.poisoned.store(true, Ordering::Release);
+                Err(e.applied_but_not_synced())
+            }
+        }
+    }
+
+    /// [`write`](Self::write) under the shard's writer lock; returns what it did and, if
+    /// it wrote, the shard and its log's end after the record.
+    fn write_locked<'v>(
+        &self,
+        key: &[u8],
+        want_new: bool,
+        mut decide: impl FnMut(Option<&ShardedValue>) -> Action<'v>,
+    ) -> Result<(Written, Option<Wrote>)> {
         let h = self.hash(key);
         loop {
             let shard = self.shard_of(h);
@@ -178,12 +221,14 @@ impl Inner {
             let found = shard.find(0, key, h)?;
             let old = found.as_ref().map(|f| ShardedValue::value(&shard, f));
             match decide(old.as_ref()) {
-                Action::Keep => return Ok(Written { old, new: None }),
+                Action::Keep => return Ok((Written { old, new: None }, None)),
                 Action::Delete => {
-                    if let Some(f) = found {
-                        shard.delete(0, key, h, f)?;
-                    }
-                    return Ok(Written { old, new: None });
+                    let Some(f) = found else {
+                        return Ok((Written { old, new: None }, None));
+                    };
+                    shard.delete(0, key, h, f)?;
+                    let end = shard.data.len();
+                    return Ok((Written { old, new: None }, Some((Arc::clone(&shard), end))));
                 }
                 Action::Put(value) => {
                     check_value(value)?;
@@ -216,7 +261,8 @@ impl Inner {
                         }
                         false => None,
                     };
-                    return Ok(Written { old, new });
+                    let end = shard.data.len();
+                    return Ok((Written { old, new }, Some((Arc::clone(&shard), end))));
                 }
             }
         }
@@ -230,8 +276,20 @@ impl Inner {
     pub fn atomically<R>(
         &self,
         group: &[u8],
-        mut f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
+        f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
     ) -> Result<R> {
+        let (out, wrote) = self.atomically_locked(group, f)?;
+        if let Some((shard, end)) = wrote {
+            self.make_durable(&shard, end)?;
+        }
+        Ok(out)
+    }
+
+    fn atomically_locked<R>(
+        &self,
+        group: &[u8],
+        mut f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
+    ) -> Result<(R, Option<Wrote>)> {
         let h = self.hash(group);
         loop {
             let shard = self.shard_of(h);
@@ -245,7 +303,7 @@ impl Inner {
             };
             let (changes, out) = f(&g)?;
             if changes.is_empty() {
-                return Ok(out);
+                return Ok((out, None));
             }
             self.check_writable()?;
             self.make_dirty()?;
@@ -290,7 +348,8 @@ impl Inner {
                 continue;
             }
             shard.write_batch(&ops, &targets)?;
-            return Ok(out);
+            let end = shard.data.len();
+            return Ok((out, Some((Arc::clone(&shard), end))));
         }
     }
 
