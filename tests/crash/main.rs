@@ -34,6 +34,7 @@ mod harness;
 mod hash_store;
 mod log_store;
 mod second_process;
+mod sharded_store;
 
 use std::collections::HashSet;
 use std::path::Path;

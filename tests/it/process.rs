@@ -66,6 +66,8 @@ fn child_main() {
                 child_log_writer(&dir, round.parse().expect("round number"));
             } else if let Some(args) = other.strip_prefix("hash_writer ") {
                 child_hash_writer(&dir, args);
+            } else if let Some(args) = other.strip_prefix("sharded_worker ") {
+                crate::process_sharded::child_sharded_worker(&dir, args);
             } else {
                 panic!("unknown child role {other:?}");
             }
@@ -73,7 +75,7 @@ fn child_main() {
     }
 }
 
-fn report(what: &str) {
+pub(crate) fn report(what: &str) {
     println!("{MARK}{what}");
 }
 
@@ -202,14 +204,14 @@ fn spans_up_to_len(len: u64) -> Option<Vec<Span>> {
 // The parent side.
 
 /// A running child, its reports arriving on a channel, its stderr in a file.
-struct ChildProc {
+pub(crate) struct ChildProc {
     child: Child,
     reports: Receiver<String>,
     stderr: PathBuf,
 }
 
 impl ChildProc {
-    fn spawn(role: &str, dir: &Path, stderr: PathBuf) -> ChildProc {
+    pub(crate) fn spawn(role: &str, dir: &Path, stderr: PathBuf) -> ChildProc {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -248,7 +250,7 @@ impl ChildProc {
     }
 
     /// The next report; panics (showing the child's stderr) if none comes in time.
-    fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> String {
         match self.reports.recv_timeout(REPORT_TIMEOUT) {
             Ok(report) => report,
             Err(e) => {
@@ -264,7 +266,7 @@ impl ChildProc {
 
     /// SIGKILLs the child, checks that the kill is what ended it, and returns the reports
     /// it sent before dying.
-    fn kill(&mut self) -> Vec<String> {
+    pub(crate) fn kill(&mut self) -> Vec<String> {
         self.child.kill().unwrap();
         let status = self.child.wait().unwrap();
         assert_eq!(
@@ -498,7 +500,7 @@ fn log_kill_options() -> LogOptions {
 /// A key, with its value or `None` for a delete.
 type Effect = (Vec<u8>, Option<Vec<u8>>);
 
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     // splitmix64's finalizer.
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -1379,7 +1381,7 @@ fn child_hash_writer(path: &Path, args: &str) {
 
 /// Copies the store directory `from` to a fresh `to` (its lock file aside): what the
 /// killed child left, for a reopen that leaves the store itself as the kill left it.
-fn copy_store(from: &Path, to: &Path) {
+pub(crate) fn copy_store(from: &Path, to: &Path) {
     if to.exists() {
         std::fs::remove_dir_all(to).unwrap();
     }

@@ -2,16 +2,21 @@
 //! entries, each operation one batch record in the shard of the collection's key, so that
 //! a crash leaves it whole, before or after, never half done.
 //!
-//! Both are sequences: a meta entry (head, tail, length) and entries at indices in
-//! `head..tail` (holes where items were removed; `head` and `tail - 1` are always live
-//! while the sequence is not empty). Indices start at 2^63, so that a queue can grow at
-//! both ends. A list's item is keyed: its index entry holds the item's key, and the
+//! Both are sequences: a meta entry (the bounds: head, tail, length, and the lowest and
+//! next indices given out) and entries at indices in `head..tail` (holes where items
+//! were removed; `head` and `tail - 1` are always live while the sequence is not empty).
+//! Indices start at 2^63, so that a queue can grow at both ends, and are never given out
+//! twice while the collection exists (its bounds stay when it empties; only a discard
+//! removes them). A list's item is keyed: its index entry holds the item's key, and the
 //! item's entry (keyed by list and item key) holds its index and its value. A queue's
 //! entry at an index holds its value. Entry keys start with the collection's key (a u16
 //! length, then the bytes), which places every entry of a collection in one shard.
 //!
 //! Key spaces: 1 list meta, 2 list item, 3 list index, 4 queue meta, 5 queue entry.
 
+use std::collections::VecDeque;
+
+use super::shard::{Found, SLOTS};
 use super::store::{Change, Group, check_key, check_value};
 use super::{Replace, ShardedStore, ShardedValue};
 use crate::limits::SHARDED_KEY_LEN_BYTES_MAX;
@@ -25,7 +30,10 @@ const QUEUE_ENTRY: u8 = 5;
 
 /// The first index of a new sequence: room on both sides.
 const START: u64 = 1 << 63;
-const META_BYTES: usize = 24;
+const META_BYTES: usize = 40;
+/// Bytes of values one step of [`ShardedStore::compact_list`] rewrites at most (or one
+/// item's, if larger).
+const COMPACT_STEP_BYTES: usize = 64 << 20;
 const INDEX_BYTES: usize = 8;
 
 /// One of a list's items.
@@ -65,26 +73,61 @@ fn entry_key(group: &[u8], rest: &[u8]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// A sequence's bounds and length.
+/// A sequence's bounds: its live entries lie in `head..tail`; indices given out lie in
+/// `low..high` (the next at the head is `low - 1`, at the tail `high`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bounds {
     head: u64,
     tail: u64,
     len: u64,
+    low: u64,
+    high: u64,
 }
 
 impl Bounds {
-    const EMPTY: Bounds = Bounds {
+    const NEW: Bounds = Bounds {
         head: START,
         tail: START,
         len: 0,
+        low: START,
+        high: START,
     };
 
     fn encode(self) -> Vec<u8> {
-        [self.head, self.tail, self.len]
+        [self.head, self.tail, self.len, self.low, self.high]
             .iter()
             .flat_map(|n| n.to_le_bytes())
             .collect()
+    }
+
+    fn holds(&self) -> bool {
+        self.low <= self.head
+            && self.head <= self.tail
+            && self.tail <= self.high
+            && self.len <= self.tail - self.head
+            && (self.len == 0) == (self.head == self.tail)
+            && self.len <= SLOTS as u64
+    }
+
+    /// The bounds once index `i` (just given out at the tail or the head) is live.
+    fn with(self, i: u64) -> Bounds {
+        let (head, tail) = if self.len == 0 {
+            (i, i + 1)
+        } else {
+            (self.head.min(i), self.tail.max(i + 1))
+        };
+        Bounds {
+            head,
+            tail,
+            len: self.len + 1,
+            low: self.low.min(i),
+            high: self.high.max(i + 1),
+        }
+    }
+
+    /// The index the next push at the tail takes.
+    fn next_tail(&self) -> u64 {
+        self.high
     }
 }
 
@@ -121,10 +164,10 @@ impl Seq<'_> {
         entry_key(self.group, &i.to_be_bytes())
     }
 
-    /// The bounds (empty if the sequence does not exist).
+    /// The bounds (new ones if the sequence does not exist).
     fn bounds(&self, g: &Group<'_>) -> Result<Bounds> {
         let Some(found) = g.find(self.meta, &self.meta_key()?)? else {
-            return Ok(Bounds::EMPTY);
+            return Ok(Bounds::NEW);
         };
         let v = g.value(&found, 0);
         let n = |i: usize| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
@@ -132,21 +175,17 @@ impl Seq<'_> {
             head: n(0),
             tail: n(1),
             len: n(2),
+            low: n(3),
+            high: n(4),
         });
         match b {
-            Some(b)
-                if b.head <= b.tail
-                    && b.len <= b.tail - b.head
-                    && (b.len == 0) == (b.head == b.tail) =>
-            {
-                Ok(b)
-            }
+            Some(b) if b.holds() => Ok(b),
             _ => Err(g.malformed(&found, "a list's or queue's bounds do not hold")),
         }
     }
 
     /// The entry at index `i`.
-    fn at(&self, g: &Group<'_>, i: u64) -> Result<Option<super::shard::Found>> {
+    fn at(&self, g: &Group<'_>, i: u64) -> Result<Option<Found>> {
         g.find(self.at, &self.at_key(i)?)
     }
 
@@ -170,12 +209,22 @@ impl Seq<'_> {
         Ok(None)
     }
 
-    /// The change of the meta entry to `b` (its removal once empty).
+    /// The change of the meta entry to `b` (kept when empty: indices are not given out
+    /// twice).
     fn set_bounds(&self, b: Bounds) -> Result<Change> {
         Ok(Change {
             space: self.meta,
             key: self.meta_key()?,
-            value: (b.len > 0).then(|| b.encode()),
+            value: Some(b.encode()),
+        })
+    }
+
+    /// The removal of the meta entry (a discard).
+    fn drop_bounds(&self) -> Result<Change> {
+        Ok(Change {
+            space: self.meta,
+            key: self.meta_key()?,
+            value: None,
         })
     }
 
@@ -184,7 +233,12 @@ impl Seq<'_> {
     fn without(&self, g: &Group<'_>, b: Bounds, i: u64) -> Result<Bounds> {
         let len = b.len - 1;
         if len == 0 {
-            return Ok(Bounds::EMPTY);
+            return Ok(Bounds {
+                head: b.high,
+                tail: b.high,
+                len,
+                ..b
+            });
         }
         let head = if i == b.head {
             self.next_live(g, i + 1, b.tail)?.unwrap_or(b.tail)
@@ -196,7 +250,12 @@ impl Seq<'_> {
         } else {
             b.tail
         };
-        Ok(Bounds { head, tail, len })
+        Ok(Bounds {
+            head,
+            tail,
+            len,
+            ..b
+        })
     }
 
     fn delete_at(&self, i: u64) -> Result<Change> {
@@ -217,6 +276,7 @@ impl Seq<'_> {
 
     /// The live indices in `b`, in order.
     fn live(&self, g: &Group<'_>, b: Bounds) -> Result<Vec<u64>> {
+        // `len` is checked against the slots a shard has.
         let mut out = Vec::with_capacity(b.len as usize);
         for i in b.head..b.tail {
             if self.at(g, i)?.is_some() {
@@ -235,7 +295,7 @@ enum End {
 }
 
 /// A list item's entry: its index and value.
-fn item_index(g: &Group<'_>, found: &super::shard::Found) -> Result<u64> {
+fn item_index(g: &Group<'_>, found: &Found) -> Result<u64> {
     let v = g.value(found, 0);
     v.get(..INDEX_BYTES)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -309,7 +369,7 @@ impl ShardedStore {
         self.inner.atomically(list, |g| {
             let b = seq.bounds(g)?;
             let Some(found) = g.find(LIST_ITEM, &item_key)? else {
-                let i = b.tail;
+                let i = b.next_tail();
                 let changes = vec![
                     seq.put_at(i, key)?,
                     Change {
@@ -317,11 +377,7 @@ impl ShardedStore {
                         key: item_key.clone(),
                         value: Some(item_value(i, value)),
                     },
-                    seq.set_bounds(Bounds {
-                        head: if b.len == 0 { i } else { b.head },
-                        tail: i + 1,
-                        len: b.len + 1,
-                    })?,
+                    seq.set_bounds(b.with(i))?,
                 ];
                 return Ok((changes, None));
             };
@@ -336,12 +392,8 @@ impl ShardedStore {
                 return Ok((vec![change], old));
             }
             // Moved to the tail: its old index becomes a hole.
-            let new = b.tail;
-            let head = if i == b.head {
-                seq.next_live(g, i + 1, b.tail)?.unwrap_or(new)
-            } else {
-                b.head
-            };
+            let new = b.next_tail();
+            let bounds = seq.without(g, b, i)?.with(new);
             let changes = vec![
                 seq.delete_at(i)?,
                 seq.put_at(new, key)?,
@@ -350,11 +402,7 @@ impl ShardedStore {
                     key: item_key.clone(),
                     value: Some(item_value(new, value)),
                 },
-                seq.set_bounds(Bounds {
-                    head,
-                    tail: new + 1,
-                    len: b.len,
-                })?,
+                seq.set_bounds(bounds)?,
             ];
             Ok((changes, old))
         })
@@ -502,7 +550,8 @@ impl ShardedStore {
         })
     }
 
-    /// Removes list `list` and every item in it, at once. Returns whether it existed.
+    /// Removes list `list` and every item in it, at once (and its bounds: a list made
+    /// again under its name starts over). Returns whether it held any item.
     ///
     /// # Errors
     /// As [`set_in_list`](Self::set_in_list); `LimitExceeded` for a list whose removal
@@ -511,7 +560,7 @@ impl ShardedStore {
         let seq = Seq::list(list);
         self.inner.atomically(list, |g| {
             let b = seq.bounds(g)?;
-            if b.len == 0 {
+            if b == Bounds::NEW {
                 return Ok((Vec::new(), false));
             }
             let mut changes = Vec::with_capacity(2 * b.len as usize + 1);
@@ -524,60 +573,93 @@ impl ShardedStore {
                 });
                 changes.push(seq.delete_at(i)?);
             }
-            changes.push(seq.set_bounds(Bounds::EMPTY)?);
-            Ok((changes, true))
+            changes.push(seq.drop_bounds()?);
+            Ok((changes, b.len > 0))
         })
     }
 
-    /// Closes the holes removals left in list `list` (its items take consecutive
-    /// indices again, in the same order), at once. Returns the holes closed.
+    /// Closes the holes removals left in list `list`: its items take consecutive
+    /// indices again, in the same order. Returns the holes closed. Done in steps that
+    /// each rewrite at most 64 MiB of values (or one item), each one atomic batch, so
+    /// that a crash between them leaves the list in order, partly compacted.
     ///
     /// # Errors
-    /// As [`discard_list`](Self::discard_list).
+    /// As [`set_in_list`](Self::set_in_list).
     pub fn compact_list(&self, list: &[u8]) -> Result<u64> {
         let seq = Seq::list(list);
-        self.inner.atomically(list, |g| {
-            let b = seq.bounds(g)?;
-            let holes = b.tail - b.head - b.len;
-            if holes == 0 {
-                return Ok((Vec::new(), 0));
-            }
-            let live = seq.live(g, b)?;
-            let mut changes = Vec::new();
-            for (n, &i) in live.iter().enumerate() {
-                let j = b.head + n as u64;
-                if i == j {
-                    continue;
+        let mut closed = None;
+        loop {
+            let done = self.inner.atomically(list, |g| {
+                let b = seq.bounds(g)?;
+                let holes = b.tail - b.head - b.len;
+                closed.get_or_insert(holes);
+                if holes == 0 {
+                    return Ok((Vec::new(), true));
                 }
-                let (item, item_key) = list_item_at(g, &seq, i)?;
-                changes.push(seq.put_at(j, &item.key)?);
-                changes.push(Change {
-                    space: LIST_ITEM,
-                    key: item_key,
-                    value: Some(item_value(j, &item.value)),
-                });
+                let live = seq.live(g, b)?;
+                // Items before the first hole are in place; move the next ones down, each
+                // to `head + rank`, below every item not moved yet: order holds after
+                // every step.
+                let Some(first) = (0..live.len()).find(|&n| live[n] != b.head + n as u64) else {
+                    return Err(g
+                        .shard
+                        .corrupted(0, "a list's bounds count holes its entries do not have"));
+                };
+                let mut changes = Vec::new();
+                let mut moved = Vec::new();
+                let mut bytes = 0;
+                for (n, &i) in live.iter().enumerate().skip(first) {
+                    if bytes >= COMPACT_STEP_BYTES {
+                        break;
+                    }
+                    let j = b.head + n as u64;
+                    let (item, item_key) = list_item_at(g, &seq, i)?;
+                    bytes += item.value.len() + item.key.len();
+                    changes.push(seq.put_at(j, &item.key)?);
+                    changes.push(Change {
+                        space: LIST_ITEM,
+                        key: item_key,
+                        value: Some(item_value(j, &item.value)),
+                    });
+                    moved.push((i, j));
+                }
+                let last = first + moved.len() == live.len();
+                let new_positions = b.head + first as u64..b.head + (first + moved.len()) as u64;
+                for &(i, _) in &moved {
+                    if !new_positions.contains(&i) {
+                        changes.push(seq.delete_at(i)?);
+                    }
+                }
+                let tail = if last {
+                    b.head + live.len() as u64
+                } else {
+                    b.tail
+                };
+                changes.push(seq.set_bounds(Bounds { tail, ..b })?);
+                Ok((changes, last))
+            })?;
+            if done {
+                return Ok(closed.unwrap_or(0));
             }
-            // Indices past the new tail held moved items (or holes): gone.
-            let new_tail = b.head + live.len() as u64;
-            for &i in live.iter().filter(|&&i| i >= new_tail) {
-                changes.push(seq.delete_at(i)?);
-            }
-            changes.push(seq.set_bounds(Bounds {
-                head: b.head,
-                tail: new_tail,
-                len: b.len,
-            })?);
-            Ok((changes, holes))
-        })
+        }
     }
 
     /// The items of list `list` from head to tail (reversible with
-    /// [`DoubleEndedIterator::rev`]). Each step reads the list as it is then: items
-    /// added after the iteration began are not returned, items removed meanwhile are
-    /// skipped.
-    pub fn iter_list<'a>(&'a self, list: &[u8]) -> ListIter<'a> {
+    /// [`DoubleEndedIterator::rev`]), as they were when this call took them: one
+    /// consistent view, each item once, whatever changes the list meanwhile (the values
+    /// are handles into the records, which never change).
+    pub fn iter_list(&self, list: &[u8]) -> ListIter {
+        let seq = Seq::list(list);
+        let items = self.inner.atomically(list, |g| {
+            let b = seq.bounds(g)?;
+            let mut items = VecDeque::with_capacity(b.len as usize);
+            for i in seq.live(g, b)? {
+                items.push_back(list_item_at(g, &seq, i)?.0);
+            }
+            Ok((Vec::new(), items))
+        });
         ListIter {
-            cursor: Cursor::new(self, list, false),
+            items: Snapshot::new(items),
         }
     }
 
@@ -605,39 +687,19 @@ impl ShardedStore {
         let seq = Seq::queue(queue);
         self.inner.atomically(queue, |g| {
             let b = seq.bounds(g)?;
-            let (i, bounds) = match end {
-                _ if b.len == 0 => (
-                    START,
-                    Bounds {
-                        head: START,
-                        tail: START + 1,
-                        len: 1,
-                    },
-                ),
-                End::Tail => (
-                    b.tail,
-                    Bounds {
-                        tail: b.tail + 1,
-                        len: b.len + 1,
-                        ..b
-                    },
-                ),
-                End::Head => {
-                    let i = b
-                        .head
-                        .checked_sub(1)
-                        .ok_or_else(|| Error::limit("queue indices below the head", 0, 0))?;
-                    (
-                        i,
-                        Bounds {
-                            head: i,
-                            len: b.len + 1,
-                            ..b
-                        },
+            let i = match end {
+                // The first index of a collection is the same at either end.
+                _ if b.low == b.high => b.high,
+                End::Tail => b.next_tail(),
+                End::Head => b.low.checked_sub(1).ok_or_else(|| {
+                    Error::limit(
+                        "queue indices given out at the head (2^63)",
+                        1 << 63,
+                        1 << 63,
                     )
-                }
+                })?,
             };
-            Ok((vec![seq.put_at(i, value)?, seq.set_bounds(bounds)?], i))
+            Ok((vec![seq.put_at(i, value)?, seq.set_bounds(b.with(i))?], i))
         })
     }
 
@@ -726,7 +788,9 @@ impl ShardedStore {
             .atomically(queue, |g| Ok((Vec::new(), seq.bounds(g)?.len)))
     }
 
-    /// Removes queue `queue` and every entry in it, at once. Returns whether it existed.
+    /// Removes queue `queue` and every entry in it, at once (and its bounds: indices start
+    /// over, and an index kept from before may name an entry pushed after). Returns
+    /// whether it held any entry.
     ///
     /// # Errors
     /// As [`discard_list`](Self::discard_list).
@@ -734,23 +798,33 @@ impl ShardedStore {
         let seq = Seq::queue(queue);
         self.inner.atomically(queue, |g| {
             let b = seq.bounds(g)?;
-            if b.len == 0 {
+            if b == Bounds::NEW {
                 return Ok((Vec::new(), false));
             }
             let mut changes = Vec::with_capacity(b.len as usize + 1);
             for i in seq.live(g, b)? {
                 changes.push(seq.delete_at(i)?);
             }
-            changes.push(seq.set_bounds(Bounds::EMPTY)?);
-            Ok((changes, true))
+            changes.push(seq.drop_bounds()?);
+            Ok((changes, b.len > 0))
         })
     }
 
-    /// The entries of queue `queue` from head to tail (reversible), as
-    /// [`iter_list`](Self::iter_list).
-    pub fn iter_queue<'a>(&'a self, queue: &[u8]) -> QueueIter<'a> {
+    /// The entries of queue `queue` from head to tail (reversible), as they were when
+    /// this call took them, as [`iter_list`](Self::iter_list).
+    pub fn iter_queue(&self, queue: &[u8]) -> QueueIter {
+        let seq = Seq::queue(queue);
+        let items = self.inner.atomically(queue, |g| {
+            let b = seq.bounds(g)?;
+            let mut items = VecDeque::with_capacity(b.len as usize);
+            for index in seq.live(g, b)? {
+                let value = queue_value_at(g, &seq, index)?;
+                items.push_back(QueueItem { index, value });
+            }
+            Ok((Vec::new(), items))
+        });
         QueueIter {
-            cursor: Cursor::new(self, queue, true),
+            items: Snapshot::new(items),
         }
     }
 }
@@ -781,137 +855,73 @@ fn queue_value_at(g: &Group<'_>, seq: &Seq<'_>, i: u64) -> Result<ShardedValue> 
     Ok(g.value(&at, 0))
 }
 
-/// A double-ended walk over a sequence's live indices, one locked step at a time.
-struct Cursor<'a> {
-    store: &'a ShardedStore,
-    group: Vec<u8>,
-    queue: bool,
-    /// `front..back` is left to walk; `None` before the first step.
-    range: Option<(u64, u64)>,
+/// The items an iteration took, or the error that stopped it (returned once).
+#[derive(Debug)]
+struct Snapshot<T> {
+    items: VecDeque<T>,
+    error: Option<Error>,
 }
 
-impl<'a> Cursor<'a> {
-    fn new(store: &'a ShardedStore, group: &[u8], queue: bool) -> Cursor<'a> {
-        Cursor {
-            store,
-            group: group.to_vec(),
-            queue,
-            range: None,
+impl<T> Snapshot<T> {
+    fn new(taken: Result<VecDeque<T>>) -> Snapshot<T> {
+        match taken {
+            Ok(items) => Snapshot { items, error: None },
+            Err(e) => Snapshot {
+                items: VecDeque::new(),
+                error: Some(e),
+            },
         }
     }
 
-    fn seq(&self) -> Seq<'_> {
-        if self.queue {
-            Seq::queue(&self.group)
+    fn next(&mut self, back: bool) -> Option<Result<T>> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        let item = if back {
+            self.items.pop_back()
         } else {
-            Seq::list(&self.group)
-        }
-    }
-
-    /// The next live index from `end` and what `f` reads there.
-    fn step<T>(
-        &mut self,
-        end: End,
-        f: impl Fn(&Group<'_>, &Seq<'_>, u64) -> Result<T>,
-    ) -> Option<Result<T>> {
-        let seq = self.seq();
-        let range = self.range;
-        let out = self.store.inner.atomically(&self.group, |g| {
-            let (front, back) = match range {
-                Some(r) => r,
-                None => {
-                    let b = seq.bounds(g)?;
-                    (b.head, b.tail)
-                }
-            };
-            let live = match end {
-                End::Head => seq.next_live(g, front, back)?,
-                End::Tail => seq.prev_live(g, front, back)?,
-            };
-            let Some(i) = live else {
-                return Ok((Vec::new(), (back, back, None)));
-            };
-            let (front, back) = match end {
-                End::Head => (i + 1, back),
-                End::Tail => (front, i),
-            };
-            Ok((Vec::new(), (front, back, Some(f(g, &seq, i)?))))
-        });
-        match out {
-            Ok((front, back, item)) => {
-                self.range = Some((front, back));
-                item.map(Ok)
-            }
-            Err(e) => {
-                self.range = Some((0, 0));
-                Some(Err(e))
-            }
-        }
+            self.items.pop_front()
+        };
+        item.map(Ok)
     }
 }
 
 /// The items of a list: see [`ShardedStore::iter_list`].
-pub struct ListIter<'a> {
-    cursor: Cursor<'a>,
+#[derive(Debug)]
+pub struct ListIter {
+    items: Snapshot<ListItem>,
 }
 
-impl std::fmt::Debug for ListIter<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListIter")
-            .field("range", &self.cursor.range)
-            .finish()
-    }
-}
-
-impl Iterator for ListIter<'_> {
+impl Iterator for ListIter {
     type Item = Result<ListItem>;
 
     fn next(&mut self) -> Option<Result<ListItem>> {
-        self.cursor
-            .step(End::Head, |g, seq, i| Ok(list_item_at(g, seq, i)?.0))
+        self.items.next(false)
     }
 }
 
-impl DoubleEndedIterator for ListIter<'_> {
+impl DoubleEndedIterator for ListIter {
     fn next_back(&mut self) -> Option<Result<ListItem>> {
-        self.cursor
-            .step(End::Tail, |g, seq, i| Ok(list_item_at(g, seq, i)?.0))
+        self.items.next(true)
     }
 }
 
 /// The entries of a queue: see [`ShardedStore::iter_queue`].
-pub struct QueueIter<'a> {
-    cursor: Cursor<'a>,
+#[derive(Debug)]
+pub struct QueueIter {
+    items: Snapshot<QueueItem>,
 }
 
-impl std::fmt::Debug for QueueIter<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueIter")
-            .field("range", &self.cursor.range)
-            .finish()
-    }
-}
-
-impl Iterator for QueueIter<'_> {
+impl Iterator for QueueIter {
     type Item = Result<QueueItem>;
 
     fn next(&mut self) -> Option<Result<QueueItem>> {
-        self.cursor.step(End::Head, |g, seq, index| {
-            Ok(QueueItem {
-                index,
-                value: queue_value_at(g, seq, index)?,
-            })
-        })
+        self.items.next(false)
     }
 }
 
-impl DoubleEndedIterator for QueueIter<'_> {
+impl DoubleEndedIterator for QueueIter {
     fn next_back(&mut self) -> Option<Result<QueueItem>> {
-        self.cursor.step(End::Tail, |g, seq, index| {
-            Ok(QueueItem {
-                index,
-                value: queue_value_at(g, seq, index)?,
-            })
-        })
+        self.items.next(true)
     }
 }

@@ -122,8 +122,9 @@ pub struct ShardedStats {
 /// compaction or clear is all or nothing (its new shards are made durable before one
 /// Journal write swaps them into the map). Dropping the store (or
 /// [`close`](Self::close)) is a clean shutdown: the next open trusts the rows after
-/// checking them, and reads no record. After anything else, each shard's rows are
-/// rebuilt from its records.
+/// checking them, and reads no record. After anything else, each shard whose check does
+/// not hold (every shard written since the last clean shutdown) has its rows rebuilt
+/// from its records.
 ///
 /// ```
 /// use accretion::{Dir, ShardedOptions, ShardedStore};

@@ -49,6 +49,10 @@ pub(super) enum Kind {
 pub(super) const SPACE_MAX: u8 = 5;
 /// Bytes of a batch record's key: its records start 16 bytes into it.
 pub(super) const BATCH_KEY_BYTES: usize = 4;
+/// Bytes of a batch record's value at most: room for one list or queue operation on a
+/// value at its limit (the value, three entries' keys and headers, the bounds).
+pub(super) const BATCH_BYTES_MAX: usize = SHARDED_VALUE_LEN_BYTES_MAX + (1 << 20);
+const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
 /// Records inside a batch start at multiples of this.
 pub(super) const BATCH_ALIGN: usize = 16;
 const _: () = assert!(HEADER_BYTES + BATCH_KEY_BYTES == BATCH_ALIGN);
@@ -178,7 +182,11 @@ impl Header {
         let key_len = usize::from(u16::from_le_bytes([head[2], head[3]]));
         let value_len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
         let sum = u32::from_le_bytes(head[CHECKSUM_AT..].try_into().expect("4 bytes"));
-        if value_len > SHARDED_VALUE_LEN_BYTES_MAX {
+        let value_max = match kind {
+            Kind::Batch => BATCH_BYTES_MAX,
+            _ => SHARDED_VALUE_LEN_BYTES_MAX,
+        };
+        if value_len > value_max {
             return Err("value length past its limit");
         }
         let shape_holds = match kind {

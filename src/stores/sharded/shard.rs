@@ -458,13 +458,20 @@ impl Shard {
     }
 
     /// Whether the rows have a free slot for every entry of `new` (the hashes of entries
-    /// to create).
-    pub fn has_room(&self, new: &[Hashed]) -> Result<bool> {
-        let mut need = std::collections::HashMap::<usize, usize>::new();
+    /// to create), once the entries of `freed` (in the same batch, applied in order: a
+    /// slot freed may be taken by a later entry) are gone.
+    pub fn has_room(&self, new: &[Hashed], freed: &[Hashed]) -> Result<bool> {
+        let mut need = std::collections::HashMap::<usize, isize>::new();
         for h in new {
             *need.entry(h.row()).or_default() += 1;
         }
+        for h in freed {
+            *need.entry(h.row()).or_default() -= 1;
+        }
         for (row, n) in need {
+            let Ok(n) = usize::try_from(n) else {
+                continue;
+            };
             let free = match self.sigs.get(row as u64)? {
                 None => ROW_WIDTH,
                 Some(sigs) => sigs.iter().filter(|&&s| s == FREE).count(),
@@ -785,6 +792,12 @@ impl Rows {
 
     /// Writes the rows and pointers into `shard`'s arrays, and its counts.
     fn write_to(self, shard: &Shard) -> Result<()> {
+        // Both arrays always hold every element, so that `read_many` and the digest see
+        // the same bytes whatever was written. First: past an array's recorded length a
+        // read gives zeros while the file may hold a crashed session's rows, which a
+        // compare with those zeros would leave in place (found by review).
+        shard.sigs.extend_len(ROWS as u64)?;
+        shard.ptrs.extend_len(SLOTS as u64)?;
         for (r, sigs) in self.sigs.iter().enumerate() {
             let r = r as u64;
             if *sigs != shard.sigs.read(r)? {
@@ -798,10 +811,6 @@ impl Rows {
                 shard.ptrs.set(slot as u64, want)?;
             }
         }
-        // Both arrays always hold every element, so that `read_many` and the digest see
-        // the same bytes whatever was written.
-        shard.sigs.extend_len(ROWS as u64)?;
-        shard.ptrs.extend_len(SLOTS as u64)?;
         shard.entries.store(self.entries, Ordering::Relaxed);
         shard.kv_entries.store(self.kv_entries, Ordering::Relaxed);
         shard.live_bytes.store(self.live_bytes, Ordering::Relaxed);

@@ -301,23 +301,30 @@ impl Inner {
                 shard: &shard,
                 entropy: &self.entropy,
             };
-            let (changes, out) = f(&g)?;
+            let (mut changes, out) = f(&g)?;
             if changes.is_empty() {
                 return Ok((out, None));
             }
+            // Deletes first (each key is named once, so the order of different keys'
+            // changes is free): a slot a delete frees can then take a put of the same
+            // batch, here and when a rebuild replays the batch.
+            changes.sort_by_key(|c| c.value.is_some());
             self.check_writable()?;
             self.make_dirty()?;
             let mut targets = Vec::with_capacity(changes.len());
             let mut new = Vec::new();
+            let mut freed = Vec::new();
             for c in &changes {
                 let h = g.hash(c.space, &c.key)?;
                 let old = shard.find(c.space, &c.key, h)?;
-                if old.is_none() && c.value.is_some() {
-                    new.push(h);
+                match (&old, &c.value) {
+                    (None, Some(_)) => new.push(h),
+                    (Some(_), None) => freed.push(h),
+                    _ => {}
                 }
                 targets.push((h, old));
             }
-            if !shard.has_room(&new)? {
+            if !shard.has_room(&new, &freed)? {
                 self.relieve(&shard, true)?;
                 continue;
             }
@@ -335,11 +342,12 @@ impl Inner {
                 })
                 .collect();
             let len = record::batch_len(&ops);
-            if len > SHARDED_VALUE_LEN_BYTES_MAX {
+            if len > record::HEADER_BYTES + record::BATCH_BYTES_MAX {
                 return Err(Error::limit(
-                    "SHARDED_VALUE_LEN_BYTES_MAX (the bytes one list or queue operation writes)",
+                    "SHARDED batch bytes (what one list or queue operation writes: \
+                     SHARDED_VALUE_LEN_BYTES_MAX + 1 MiB)",
                     len as u64,
-                    SHARDED_VALUE_LEN_BYTES_MAX as u64,
+                    (record::HEADER_BYTES + record::BATCH_BYTES_MAX) as u64,
                 ));
             }
             if shard.data.len() + footprint(len as u64) > self.options.shard_bytes_max
