@@ -346,11 +346,16 @@ impl Shard {
     /// # Errors
     /// `Corrupted` if a pointer leads to a damaged record.
     pub fn find(&self, space: u8, key: &[u8], h: Hashed) -> Result<Option<Found>> {
+        match self.sigs.get(h.row() as u64)? {
+            None => Ok(None),
+            Some(sigs) => self.find_in(&sigs, space, key, h),
+        }
+    }
+
+    /// The live entry of `key` among the matches of `h`'s signature in `sigs`, its row.
+    fn find_in(&self, sigs: &Sigs, space: u8, key: &[u8], h: Hashed) -> Result<Option<Found>> {
         let row = h.row();
-        let Some(sigs) = self.sigs.get(row as u64)? else {
-            return Ok(None);
-        };
-        for i in row::matches(&sigs, h.sig()) {
+        for i in row::matches(sigs, h.sig()) {
             let slot = row * ROW_WIDTH + i;
             let word = self.ptrs.read(slot as u64)?;
             if word & USED == 0 {
@@ -370,6 +375,24 @@ impl Shard {
             }
         }
         Ok(None)
+    }
+
+    /// The live entry of `key` (as [`find`](Self::find)) or, if there is none, the first
+    /// free slot of its row (`None` if the row is full): one read of the row for a write.
+    pub fn find_or_free(
+        &self,
+        space: u8,
+        key: &[u8],
+        h: Hashed,
+    ) -> Result<std::result::Result<Found, Option<usize>>> {
+        let row = h.row();
+        let Some(sigs) = self.sigs.get(row as u64)? else {
+            return Ok(Err(Some(row * ROW_WIDTH)));
+        };
+        if let Some(found) = self.find_in(&sigs, space, key, h)? {
+            return Ok(Ok(found));
+        }
+        Ok(Err(row::first(&sigs, FREE).map(|i| row * ROW_WIDTH + i)))
     }
 
     /// The first free slot of `h`'s row, if the row is not full.

@@ -218,7 +218,10 @@ impl Inner {
             if self.is_replaced(&shard) {
                 continue;
             }
-            let found = shard.find(0, key, h)?;
+            let (found, free) = match shard.find_or_free(0, key, h)? {
+                Ok(found) => (Some(found), None),
+                Err(free) => (None, free),
+            };
             let old = found.as_ref().map(|f| ShardedValue::value(&shard, f));
             match decide(old.as_ref()) {
                 Action::Keep => return Ok((Written { old, new: None }, None)),
@@ -232,15 +235,13 @@ impl Inner {
                 }
                 Action::Put(value) => {
                     check_value(value)?;
-                    let slot = match found {
-                        Some(f) => f.slot,
-                        None => match shard.free_slot(h)? {
-                            Some(slot) => slot,
-                            None => {
-                                self.relieve(&shard, true)?;
-                                continue;
-                            }
-                        },
+                    let slot = match (found, free) {
+                        (Some(f), _) => f.slot,
+                        (None, Some(slot)) => slot,
+                        (None, None) => {
+                            self.relieve(&shard, true)?;
+                            continue;
+                        }
                     };
                     let fp = footprint(record::len(key, value) as u64);
                     if shard.data.len() + fp > self.options.shard_bytes_max
