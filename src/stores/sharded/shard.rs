@@ -24,6 +24,11 @@ pub(super) const SLOTS: usize = ROWS * ROW_WIDTH;
 /// A pointer word's mark of a used slot; the low 48 bits are the record's offset / 16.
 const USED: u64 = 1 << 63;
 const OFFSET_MASK: u64 = (1 << 48) - 1;
+/// How far past its end a shard's log has space made ahead of its appends (by the
+/// AppendOnly's helper thread), at most. A store holds many shards of a few MiB each, and
+/// the AppendOnly's own look-ahead (up to two lanes, each as large as all before it)
+/// would triple their disk.
+const AHEAD_BYTES: u64 = 1 << 20;
 /// Records (their frames) start at multiples of this in the log.
 const GRAIN: u64 = AppendOnly::FRAME_BYTES;
 
@@ -157,6 +162,8 @@ pub(super) struct Shard {
     live_bytes: AtomicU64,
     /// See [`Meta::record_bytes`].
     record_bytes: AtomicU64,
+    /// The log's look-ahead limit last set (see [`AHEAD_BYTES`]).
+    ahead: AtomicU64,
     remover: Remover,
 }
 
@@ -201,12 +208,14 @@ impl Shard {
             kv_entries: AtomicU64::new(0),
             live_bytes: AtomicU64::new(0),
             record_bytes: AtomicU64::new(0),
+            ahead: AtomicU64::new(AHEAD_BYTES),
             remover: Remover {
                 dir: dir.clone(),
                 name,
                 retired: AtomicBool::new(false),
             },
         };
+        shard.data.limit_ahead(AHEAD_BYTES);
         let path = || dir.path().join(&shard.remover.name);
         if shard.data.format() < 2 {
             return Err(Error::incompatible(
@@ -338,7 +347,16 @@ impl Shard {
             .append_with(record::len(key, value), 1, |_, dest| {
                 record::encode(dest, kind, space, key, value)
             })?;
+        self.look_ahead(span.end());
         Ok((span.offset(), footprint(span.len())))
+    }
+
+    /// Moves the log's look-ahead limit along once its end `end` nears it.
+    fn look_ahead(&self, end: u64) {
+        if end + AHEAD_BYTES / 2 > self.ahead.load(Ordering::Relaxed) {
+            self.ahead.store(end + AHEAD_BYTES, Ordering::Relaxed);
+            self.data.limit_ahead(end + AHEAD_BYTES);
+        }
     }
 
     /// The live entry of `key`, if any.
@@ -517,6 +535,7 @@ impl Shard {
             .append_with(record::batch_len(ops), 1, |_, dest| {
                 starts = record::encode_batch(dest, ops);
             })?;
+        self.look_ahead(span.end());
         for ((op, &(h, old)), at) in ops.iter().zip(targets).zip(starts) {
             let offset = span.offset() + at as u64;
             let fp = footprint(record::len(op.key, op.value) as u64);
@@ -687,6 +706,7 @@ impl Shard {
                     return Err(source.corrupted(offset, "a live key outside the shard's range"));
                 };
                 let span = targets[t].data.append(rec.bytes)?;
+                targets[t].look_ahead(span.end());
                 rows[t].record_bytes += footprint(span.len());
                 if !rows[t].place(space, h, None, span.offset(), footprint(span.len())) {
                     return Err(source.corrupted(offset, "more live keys in one row than it holds"));
