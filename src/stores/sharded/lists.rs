@@ -645,7 +645,7 @@ impl ShardedStore {
     }
 
     /// The items of list `list` from head to tail (reversible with
-    /// [`DoubleEndedIterator::rev`]), as they were when this call took them: one
+    /// [`Iterator::rev`]), as they were when this call took them: one
     /// consistent view, each item once, whatever changes the list meanwhile (the values
     /// are handles into the records, which never change).
     pub fn iter_list(&self, list: &[u8]) -> ListIter {
