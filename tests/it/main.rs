@@ -28,6 +28,7 @@ mod review;
 mod review15;
 mod review_hash;
 mod review_sharded;
+mod review_sharded_durable;
 mod review_sharded_lists;
 mod sharded_lists;
 mod sharded_store;

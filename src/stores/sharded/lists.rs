@@ -445,7 +445,7 @@ impl ShardedStore {
     /// `Corrupted` if the entries it reads are damaged; `Io`.
     pub fn get_from_list(&self, list: &[u8], key: &[u8]) -> Result<Option<ShardedValue>> {
         let item_key = entry_key(list, key)?;
-        self.inner.atomically(list, |g| {
+        self.inner.read_group(list, |g| {
             let value = g
                 .find(LIST_ITEM, &item_key)?
                 .map(|found| g.value(&found, INDEX_BYTES));
@@ -486,7 +486,7 @@ impl ShardedStore {
     pub fn list_len(&self, list: &[u8]) -> Result<u64> {
         let seq = Seq::list(list);
         self.inner
-            .atomically(list, |g| Ok((Vec::new(), seq.bounds(g)?.len)))
+            .read_group(list, |g| Ok((Vec::new(), seq.bounds(g)?.len)))
     }
 
     /// The item at the head (the oldest) of list `list`, if any.
@@ -523,7 +523,7 @@ impl ShardedStore {
 
     fn list_end(&self, list: &[u8], end: End, pop: bool) -> Result<Option<ListItem>> {
         let seq = Seq::list(list);
-        self.inner.atomically(list, |g| {
+        self.inner.on_group(list, pop, |g| {
             let b = seq.bounds(g)?;
             if b.len == 0 {
                 return Ok((Vec::new(), None));
@@ -650,7 +650,7 @@ impl ShardedStore {
     /// are handles into the records, which never change).
     pub fn iter_list(&self, list: &[u8]) -> ListIter {
         let seq = Seq::list(list);
-        let items = self.inner.atomically(list, |g| {
+        let items = self.inner.read_group(list, |g| {
             let b = seq.bounds(g)?;
             let mut items = VecDeque::with_capacity(b.len as usize);
             for i in seq.live(g, b)? {
@@ -737,7 +737,7 @@ impl ShardedStore {
 
     fn queue_end(&self, queue: &[u8], end: End, pop: bool) -> Result<Option<QueueItem>> {
         let seq = Seq::queue(queue);
-        self.inner.atomically(queue, |g| {
+        self.inner.on_group(queue, pop, |g| {
             let b = seq.bounds(g)?;
             if b.len == 0 {
                 return Ok((Vec::new(), None));
@@ -785,7 +785,7 @@ impl ShardedStore {
     pub fn queue_len(&self, queue: &[u8]) -> Result<u64> {
         let seq = Seq::queue(queue);
         self.inner
-            .atomically(queue, |g| Ok((Vec::new(), seq.bounds(g)?.len)))
+            .read_group(queue, |g| Ok((Vec::new(), seq.bounds(g)?.len)))
     }
 
     /// Removes queue `queue` and every entry in it, at once (and its bounds: indices start
@@ -814,7 +814,7 @@ impl ShardedStore {
     /// this call took them, as [`iter_list`](Self::iter_list).
     pub fn iter_queue(&self, queue: &[u8]) -> QueueIter {
         let seq = Seq::queue(queue);
-        let items = self.inner.atomically(queue, |g| {
+        let items = self.inner.read_group(queue, |g| {
             let b = seq.bounds(g)?;
             let mut items = VecDeque::with_capacity(b.len as usize);
             for index in seq.live(g, b)? {

@@ -45,7 +45,10 @@ pub struct ShardedOptions {
     pub shard_bytes_max: u64,
     /// Make every write (and every list and queue operation) durable before it returns:
     /// one flush of its shard's log, shared by every concurrent writer whose record it
-    /// covers (group commit). Default false: writes survive the death of the process,
+    /// covers (group commit). A write that changes nothing (a `get_or_create` of a key
+    /// that exists, a `remove` of an absent one, a pop of an empty queue) waits too, for
+    /// the flush of the writes it answered from. Reads (`get`, the list and queue reads)
+    /// see every write at once and wait for nothing. Default false: writes survive the death of the process,
     /// and [`ShardedStore::sync`] makes them durable against power loss. A durable write
     /// whose flush fails returns an `Io` error saying it is applied (visible in this
     /// process; a crash may keep it or not), and the store refuses writes until reopened.

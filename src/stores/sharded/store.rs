@@ -182,8 +182,9 @@ impl Inner {
     }
 
     /// With [`ShardedOptions::sync_each_write`], makes `shard`'s log durable up to `end`
-    /// (the end of a write's record), sharing the flush with every writer whose record it
-    /// covers (group commit: one flush of the log's new bytes, however many wait).
+    /// (the end of a write's record, or of the log a write that changed nothing saw),
+    /// sharing the flush with every writer whose record it covers (group commit: one
+    /// flush of the log's new bytes, however many wait). Nothing to flush: no flush.
     fn make_durable(&self, shard: &Shard, end: u64) -> Result<()> {
         if !self.options.sync_each_write {
             return Ok(());
@@ -223,11 +224,14 @@ impl Inner {
                 Err(free) => (None, free),
             };
             let old = found.as_ref().map(|f| ShardedValue::value(&shard, f));
+            // A write that changes nothing still answers from what it saw, which a
+            // durable writer's flush may not cover yet: it waits for the log up to here.
+            let seen = || Some((Arc::clone(&shard), shard.data.len()));
             match decide(old.as_ref()) {
-                Action::Keep => return Ok((Written { old, new: None }, None)),
+                Action::Keep => return Ok((Written { old, new: None }, seen())),
                 Action::Delete => {
                     let Some(f) = found else {
-                        return Ok((Written { old, new: None }, None));
+                        return Ok((Written { old, new: None }, seen()));
                     };
                     shard.delete(0, key, h, f)?;
                     let end = shard.data.len();
@@ -279,8 +283,28 @@ impl Inner {
         group: &[u8],
         f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
     ) -> Result<R> {
+        self.on_group(group, true, f)
+    }
+
+    /// As [`atomically`](Self::atomically) for a read, which returns no changes: it sees
+    /// writes at once, as [`get`](Self::get) does, and waits for no flush.
+    pub fn read_group<R>(
+        &self,
+        group: &[u8],
+        f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
+    ) -> Result<R> {
+        self.on_group(group, false, f)
+    }
+
+    /// [`atomically`](Self::atomically) (`write`) or [`read_group`](Self::read_group).
+    pub fn on_group<R>(
+        &self,
+        group: &[u8],
+        write: bool,
+        f: impl FnMut(&Group<'_>) -> Result<(Vec<Change>, R)>,
+    ) -> Result<R> {
         let (out, wrote) = self.atomically_locked(group, f)?;
-        if let Some((shard, end)) = wrote {
+        if let Some((shard, end)) = wrote.filter(|_| write) {
             self.make_durable(&shard, end)?;
         }
         Ok(out)
@@ -304,7 +328,8 @@ impl Inner {
             };
             let (mut changes, out) = f(&g)?;
             if changes.is_empty() {
-                return Ok((out, None));
+                // As a write that changes nothing (see `write_locked`).
+                return Ok((out, Some((Arc::clone(&shard), shard.data.len()))));
             }
             // Deletes first (each key is named once, so the order of different keys'
             // changes is free): a slot a delete frees can then take a put of the same
