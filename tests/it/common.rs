@@ -78,3 +78,15 @@ pub fn btree_contents(
     assert_eq!(t.len().unwrap(), m.len() as u64, "tree {name:?}: len");
     Some(m)
 }
+
+/// A copy of `dir`'s files as they are now, in a new temporary directory: what a process
+/// killed at this instant leaves (nothing was shut down cleanly).
+pub fn killed_image(dir: &accretion::Dir) -> accretion::Dir {
+    let image = accretion::Dir::temporary().unwrap();
+    for (rel, bytes) in snapshot(dir.path()) {
+        let to = image.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, bytes).unwrap();
+    }
+    image
+}

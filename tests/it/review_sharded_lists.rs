@@ -10,7 +10,7 @@ use accretion::{Dir, Error, Replace, ShardedOptions, ShardedStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::snapshot;
+use crate::common::killed_image;
 
 const START: u64 = 1 << 63;
 
@@ -27,16 +27,6 @@ fn open_with(dir: &Dir, o: &ShardedOptions) -> ShardedStore {
 
 fn open(dir: &Dir) -> ShardedStore {
     open_with(dir, &opts(20 << 10))
-}
-
-fn killed_image(dir: &Dir) -> Dir {
-    let image = Dir::temporary().unwrap();
-    for (rel, bytes) in snapshot(dir.path()) {
-        let to = image.path().join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(to, bytes).unwrap();
-    }
-    image
 }
 
 type QueueEntries = Vec<(u64, Vec<u8>)>;

@@ -10,7 +10,7 @@ use accretion::{Dir, Error, Replace, ShardedOptions, ShardedStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::snapshot;
+use crate::common::{killed_image, snapshot};
 
 fn tiny() -> ShardedOptions {
     ShardedOptions {
@@ -21,16 +21,6 @@ fn tiny() -> ShardedOptions {
 
 fn open(dir: &Dir) -> ShardedStore {
     ShardedStore::open(dir, "kv", tiny()).unwrap()
-}
-
-fn killed_image(dir: &Dir) -> Dir {
-    let image = Dir::temporary().unwrap();
-    for (rel, bytes) in snapshot(dir.path()) {
-        let to = image.path().join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(to, bytes).unwrap();
-    }
-    image
 }
 
 type List = VecDeque<(Vec<u8>, Vec<u8>)>;

@@ -14,7 +14,7 @@ use accretion::{Dir, Error, GetOrCreate, Replace, ShardedOptions, ShardedStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{Seeded, snapshot};
+use crate::common::{Seeded, killed_image};
 
 /// Shards of 20 KiB: a few hundred small records fill one.
 fn tiny() -> ShardedOptions {
@@ -26,18 +26,6 @@ fn tiny() -> ShardedOptions {
 
 fn open(dir: &Dir, options: &ShardedOptions) -> ShardedStore {
     ShardedStore::open(dir, "kv", options.clone()).unwrap()
-}
-
-/// A copy of `dir`'s files as they are now: what a process killed at this instant
-/// leaves (nothing was shut down cleanly).
-fn killed_image(dir: &Dir) -> Dir {
-    let image = Dir::temporary().unwrap();
-    for (rel, bytes) in snapshot(dir.path()) {
-        let to = image.path().join(rel);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(to, bytes).unwrap();
-    }
-    image
 }
 
 fn check_all(store: &ShardedStore, model: &HashMap<Vec<u8>, Vec<u8>>, what: &str) {
