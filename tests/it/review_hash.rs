@@ -1283,7 +1283,14 @@ fn killed_at_every_flush_of_resizes_optimisations_and_clears() {
         let seen = Mutex::new(std::collections::HashSet::new());
         faults::install(move |flush| {
             if flush.path().starts_with(&root) {
+                // A flush on another thread (a log's look-ahead helper) may snapshot
+                // while the workload moves on: an image read across two operations
+                // belongs to neither, and is not kept.
+                let from = step.load(Ordering::SeqCst);
                 let files = loose_snapshot(&root);
+                if step.load(Ordering::SeqCst) != from {
+                    return None;
+                }
                 // Many flushes (of directories) change no byte: one image each.
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 for (p, b) in &files {
@@ -1292,7 +1299,7 @@ fn killed_at_every_flush_of_resizes_optimisations_and_clears() {
                     h.update(b);
                 }
                 if seen.lock().unwrap().insert(h.digest128()) {
-                    let at = step.load(Ordering::SeqCst);
+                    let at = from;
                     images.lock().unwrap().push((at, files));
                 }
             }

@@ -125,6 +125,11 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         None
     };
     let rebuild = trusted.is_none();
+    // A new store's first open made its identity record, which no state covers yet:
+    // it is recorded below, or the next open would find it past the recorded length and
+    // rebuild. (`dirty` is what the state says: not clean, from `unclean` above, or so
+    // treated until the close below records it.)
+    let dirty = rebuild || data.log.len() != s.covered_len;
     let (index, entries, live_bytes) = match trusted {
         Some(i) => (i, s.entries, s.live_bytes),
         None => {
@@ -158,7 +163,7 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         entropy,
         state,
         shared: RwLock::new(Shared { index, data, prev }),
-        writer: Mutex::new(Writer { dirty: rebuild }),
+        writer: Mutex::new(Writer { dirty }),
         writer_thread: AtomicUsize::new(0),
         poisoned: AtomicBool::new(false),
         optimizing: AtomicBool::new(false),
@@ -172,6 +177,8 @@ pub(super) fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<Inner>
         // Durable as a clean state, so that another crash before any write does not
         // rebuild again; an optimisation the crash cut short is finished first.
         inner.move_prev()?;
+    }
+    if dirty {
         inner.close()?;
     }
     Ok(inner)
