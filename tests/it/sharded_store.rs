@@ -466,6 +466,67 @@ fn eight_threads_match_their_models() {
 
 /// A store created with `expected_keys` starts with enough shards and does not split
 /// while it is loaded with them.
+/// Keys present throughout are found by every concurrent read while other keys of their
+/// rows come and go, each row's filter being rebuilt many times (every 64 removals from
+/// it); removed keys read as absent, and the removals leave no false claims behind that a
+/// get could act on.
+#[test]
+fn reads_never_miss_a_key_while_its_rows_churn() {
+    let dir = Dir::temporary().unwrap();
+    let store = open(&dir, &ShardedOptions::default());
+    const STABLE: u64 = 3_000;
+    const CHURN: u64 = 3_000;
+    const CYCLES: u64 = 10;
+    for i in 0..STABLE {
+        store.set(&key(i), &value(i, 0)).unwrap();
+    }
+    let done = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (store, done, reads) = (&store, &done, &reads);
+            s.spawn(move || {
+                let mut i = t;
+                while !done.load(Ordering::Acquire) {
+                    let k = i % STABLE;
+                    let got = store.get(&key(k)).unwrap();
+                    assert_eq!(got.as_deref(), Some(&value(k, 0)[..]), "stable key {k}");
+                    let c = STABLE + i % CHURN;
+                    if let Some(v) = store.get(&key(c)).unwrap() {
+                        assert!(
+                            v.starts_with(format!("value-{c}-").as_bytes()),
+                            "churn key {c}"
+                        );
+                    }
+                    i += 7;
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for round in 1..=CYCLES {
+            for i in STABLE..STABLE + CHURN {
+                store.set(&key(i), &value(i, round)).unwrap();
+            }
+            for i in STABLE..STABLE + CHURN {
+                assert!(store.remove(&key(i)).unwrap().is_some());
+            }
+        }
+        done.store(true, Ordering::Release);
+    });
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    for i in 0..STABLE {
+        assert_eq!(
+            store.get(&key(i)).unwrap().as_deref(),
+            Some(&value(i, 0)[..])
+        );
+    }
+    for i in STABLE..STABLE + CHURN {
+        assert!(store.get(&key(i)).unwrap().is_none(), "removed key {i}");
+        assert!(!store.contains(&key(i)).unwrap(), "removed key {i}");
+    }
+    assert_eq!(store.len(), STABLE);
+}
+
 #[test]
 fn expected_keys_pre_split() {
     let dir = Dir::temporary().unwrap();

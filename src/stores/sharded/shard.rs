@@ -9,14 +9,14 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 use parking_lot::Mutex;
 
 use super::map::Spec;
 use super::record::{self, Header, IDENTITY_BYTES, Kind, Op};
-use super::row::{self, FREE, ROW_WIDTH, ROWS, Sigs};
+use super::row::{self, FREE, Filters, ROW_WIDTH, ROWS, Sigs};
 use crate::{AppendOnly, Dir, Entropy, Error, Journal, RandomAccess, Result, Span};
 
 /// Entry slots of a shard.
@@ -29,6 +29,9 @@ const OFFSET_MASK: u64 = (1 << 48) - 1;
 /// the AppendOnly's own look-ahead (up to two lanes, each as large as all before it)
 /// would triple their disk.
 const AHEAD_BYTES: u64 = 1 << 20;
+/// Removals from a row after which its filter is rebuilt (they leave their bits set,
+/// which makes the filter claim more keys than the row holds).
+const STALE_MAX: u32 = (ROW_WIDTH / 8) as u32;
 /// Records (their frames) start at multiples of this in the log.
 const GRAIN: u64 = AppendOnly::FRAME_BYTES;
 
@@ -149,6 +152,10 @@ impl Drop for Remover {
 pub(super) struct Shard {
     pub spec: Spec,
     sigs: RandomAccess<Sigs>,
+    /// The rows' filters, in memory: built from the rows at open and kept with them.
+    filters: Filters,
+    /// Per row, removals since its filter was last rebuilt (see [`STALE_MAX`]).
+    stale: Box<[AtomicU32]>,
     ptrs: RandomAccess<u64>,
     meta: Journal<Meta>,
     pub data: AppendOnly,
@@ -199,6 +206,8 @@ impl Shard {
         let shard = Shard {
             spec,
             sigs: RandomAccess::open_with_first_lane(dir, &format!("{name}/sigs"), ROWS as u64)?,
+            filters: Filters::new(ROWS),
+            stale: (0..ROWS).map(|_| AtomicU32::new(0)).collect(),
             ptrs: RandomAccess::open_with_first_lane(dir, &format!("{name}/ptrs"), SLOTS as u64)?,
             meta: Journal::open(dir, &format!("{name}/meta"))?,
             data: AppendOnly::open(dir, &format!("{name}/data"))?,
@@ -216,6 +225,7 @@ impl Shard {
             },
         };
         shard.data.limit_ahead(AHEAD_BYTES);
+        shard.refresh_filters()?;
         let path = || dir.path().join(&shard.remover.name);
         if shard.data.format() < 2 {
             return Err(Error::incompatible(
@@ -260,6 +270,17 @@ impl Shard {
             }
         }
         Ok(shard)
+    }
+
+    /// Builds every row's filter from the row as it is.
+    fn refresh_filters(&self) -> Result<()> {
+        let mut sigs = vec![[FREE; ROW_WIDTH]; ROWS];
+        self.sigs.read_many(0, &mut sigs)?;
+        for (r, row) in sigs.iter().enumerate() {
+            self.filters.rebuild_row(r, row);
+            self.stale[r].store(0, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Makes the log durable up to `end` at least; returns whether this call flushed (a
@@ -364,6 +385,9 @@ impl Shard {
     /// # Errors
     /// `Corrupted` if a pointer leads to a damaged record.
     pub fn find(&self, space: u8, key: &[u8], h: Hashed) -> Result<Option<Found>> {
+        if !self.filters.may_hold(h.row(), h.sig()) {
+            return Ok(None);
+        }
         match self.sigs.get(h.row() as u64)? {
             None => Ok(None),
             Some(sigs) => self.find_in(&sigs, space, key, h),
@@ -407,7 +431,9 @@ impl Shard {
         let Some(sigs) = self.sigs.get(row as u64)? else {
             return Ok(Err(Some(row * ROW_WIDTH)));
         };
-        if let Some(found) = self.find_in(&sigs, space, key, h)? {
+        if self.filters.may_hold(row, h.sig())
+            && let Some(found) = self.find_in(&sigs, space, key, h)?
+        {
             return Ok(Ok(found));
         }
         Ok(Err(row::first(&sigs, FREE).map(|i| row * ROW_WIDTH + i)))
@@ -462,6 +488,9 @@ impl Shard {
                     .fetch_sub(old.footprint(), Ordering::Relaxed);
             }
             None => {
+                // The filter before the row: a reader that finds the signature in the
+                // row finds it in the filter first.
+                self.filters.insert(h.row(), h.sig());
                 self.sigs.with_mut(h.row() as u64, |sigs| {
                     sigs[slot % ROW_WIDTH] = h.sig();
                 })?;
@@ -485,9 +514,16 @@ impl Shard {
 
     /// Frees the slot of the entry `old`.
     fn unpoint(&self, space: u8, h: Hashed, old: Found) -> Result<()> {
-        self.sigs.with_mut(h.row() as u64, |sigs| {
+        let row = h.row();
+        self.sigs.with_mut(row as u64, |sigs| {
             sigs[old.slot % ROW_WIDTH] = FREE;
         })?;
+        if self.stale[row].fetch_add(1, Ordering::Relaxed) + 1 >= STALE_MAX {
+            // Writers of this shard hold its writer lock: no signature enters the row
+            // between this read and the rebuild.
+            self.filters.rebuild_row(row, &self.sigs.read(row as u64)?);
+            self.stale[row].store(0, Ordering::Relaxed);
+        }
         self.ptrs.set(old.slot as u64, 0)?;
         self.entries.fetch_sub(1, Ordering::Relaxed);
         if space == 0 {
@@ -853,6 +889,10 @@ impl Rows {
             if want != have {
                 shard.ptrs.set(slot as u64, want)?;
             }
+        }
+        for (r, sigs) in self.sigs.iter().enumerate() {
+            shard.filters.rebuild_row(r, sigs);
+            shard.stale[r].store(0, Ordering::Relaxed);
         }
         shard.entries.store(self.entries, Ordering::Relaxed);
         shard.kv_entries.store(self.kv_entries, Ordering::Relaxed);
