@@ -25,6 +25,7 @@
 //! # Ok::<(), accretion::Error>(())
 //! ```
 
+pub mod catalog;
 mod dir;
 mod error;
 mod key_range;

@@ -126,7 +126,7 @@ impl Content {
     /// As [`OnceMap::open`].
     pub fn open(dir: &Dir, name: &str) -> Result<Content> {
         Ok(Content {
-            map: OnceMap::open(dir, name)?,
+            map: OnceMap::open_as(dir, name, crate::catalog::Kind::Content)?,
             path: dir.path().join(name),
         })
     }

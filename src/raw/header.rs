@@ -42,6 +42,8 @@ pub(crate) enum Kind {
     Register = 3,
     /// One lane of a byte space.
     Lane = 4,
+    /// A composite structure's record of its kind (`kind.acc`, see `catalog`).
+    Catalog = 5,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             2 => "entropy file",
             3 => "register (journal) file",
             4 => "lane file",
+            5 => "kind record",
             _ => "unknown kind",
         }
     }

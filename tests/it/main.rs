@@ -5,6 +5,7 @@ mod btree;
 mod btree_review;
 mod btree_review2;
 mod btree_review3;
+mod catalog;
 mod common;
 mod concurrency;
 mod corruption;

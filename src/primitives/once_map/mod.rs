@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::{Pod, Zeroable};
 use parking_lot::{Mutex, RwLock};
 
+use crate::catalog;
 use crate::dir::Dir;
 use crate::error::{Error, Result};
 use crate::limits::{KEY_LEN_BYTES_MAX, ONCE_MAP_LOG_BYTES_MAX, VALUE_LEN_BYTES_MAX};
@@ -220,6 +221,19 @@ impl OnceMap {
     /// holds: `get` does not check values, so lost bytes could not be told from data) or
     /// the entropy file is missing beside entries; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<OnceMap> {
+        Self::open_as(dir, name, catalog::Kind::OnceMap)
+    }
+
+    /// [`open`](Self::open), recording the map in the catalog as a `kind` (a Content
+    /// store is a OnceMap on disk).
+    pub(crate) fn open_as(dir: &Dir, name: &str, kind: catalog::Kind) -> Result<OnceMap> {
+        catalog::expect(dir, name, kind)?;
+        let map = Self::open_map(dir, name)?;
+        catalog::record(dir, name, kind, map.log.format())?;
+        Ok(map)
+    }
+
+    fn open_map(dir: &Dir, name: &str) -> Result<OnceMap> {
         let entropy_name = format!("{name}/entropy");
         let had_entropy = Entropy::exists(dir, &entropy_name)?;
         // A log data file found short or missing below the log's length is refused, not

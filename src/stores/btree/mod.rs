@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::limits::{BTREE_PAGE_BYTES_MAX, BTREE_PAGE_BYTES_MIN};
-use crate::{Dir, Error, Result};
+use crate::{Dir, Error, Result, catalog};
 use store::{Inner, thread_tag};
 
 pub use txn::{Range, ReadTxn, Tree, TreeMut, WriteTxn};
@@ -192,9 +192,10 @@ impl BTreeStore {
     /// `UnsupportedVersion` for a store of a newer format; `Incompatible` for another
     /// kind of structure under `name`; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<BTreeStore> {
-        Ok(BTreeStore {
-            inner: recovery::open(dir, name, options)?,
-        })
+        catalog::expect(dir, name, catalog::Kind::BTreeStore)?;
+        let inner = recovery::open(dir, name, options)?;
+        catalog::record(dir, name, catalog::Kind::BTreeStore, store::FORMAT)?;
+        Ok(BTreeStore { inner })
     }
 
     /// A snapshot of the last commit. Never waits for a writer's transaction (at most for

@@ -49,7 +49,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::limits::{
     LOG_KEY_LEN_BYTES_MAX, LOG_SEGMENT_BYTES_DEFAULT, LOG_VALUE_LEN_BYTES_MAX, RECORD_LEN_BYTES_MAX,
 };
-use crate::{AppendOnly, Dir, Error, Journal, KeyRange, Result, Span};
+use crate::{AppendOnly, Dir, Error, Journal, KeyRange, Result, Span, catalog};
 
 pub use iter::Iter;
 use key::Key;
@@ -543,6 +543,7 @@ impl LogStore {
         // A segment ends where a lane ends, so that its last bytes never take a lane of
         // their own (lanes double: 64 MiB would allocate 128 MiB for its last 64 KiB).
         opts.segment_bytes = AppendOnly::fitted_len(opts.segment_bytes);
+        catalog::expect(dir, name, catalog::Kind::LogStore)?;
         let inner = open::open(dir, name, opts).map_err(|e| match e {
             // The state journal is claimed first, and only while the store is open.
             Error::NameInUse { name: part } if part == format!("{name}/state") => {
@@ -561,6 +562,7 @@ impl LogStore {
             }
             e => e,
         })?;
+        catalog::record(dir, name, catalog::Kind::LogStore, STATE_VERSION as u32)?;
         Ok(LogStore {
             inner: Arc::new(inner),
         })

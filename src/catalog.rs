@@ -1,0 +1,423 @@
+//! The catalog: what kind of structure lives under each name of a store directory, so
+//! that a tool can list a directory and open each structure with the right type, and so
+//! that opening a structure as another kind is refused with both kinds named.
+//!
+//! A composite structure (OnceMap, Content and the four stores) records its kind and
+//! format version in `kind.acc` in its own directory, written atomically the first time
+//! an open of it succeeds (and again if the format it reports changes). A primitive's own
+//! files already say what it is (the common header's kind: an entropy file, a register,
+//! lanes), so it records nothing more. A structure made before the record existed (the
+//! format-1 fixtures) is recognised from its files: which files and sub-structures it
+//! holds.
+//!
+//! ```
+//! use accretion::catalog::{self, Kind};
+//! use accretion::{Dir, HashOptions, HashStore, ShardedOptions, ShardedStore};
+//!
+//! let dir = Dir::temporary()?;
+//! drop(HashStore::open(&dir, "users", HashOptions::default())?);
+//! let found = catalog::list(&dir)?;
+//! assert_eq!(found.len(), 1);
+//! assert_eq!((found[0].name.as_str(), found[0].kind), ("users", Kind::HashStore));
+//! // Opening it as another kind is refused, naming both.
+//! let e = ShardedStore::open(&dir, "users", ShardedOptions::default()).unwrap_err();
+//! assert!(e.to_string().contains("HashStore"), "{e}");
+//! # Ok::<(), accretion::Error>(())
+//! ```
+
+use std::fmt;
+use std::fs;
+use std::path::Path;
+
+use crate::dir::Dir;
+use crate::error::{Error, Result};
+use crate::raw::files;
+use crate::raw::header::{self, HEADER_BYTES, Header, PARAMS};
+
+/// The file a composite structure records its kind in.
+const FILE: &str = "kind.acc";
+
+/// What a structure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// An [`Entropy`](crate::Entropy).
+    Entropy,
+    /// A [`Journal`](crate::Journal).
+    Journal,
+    /// A [`RandomAccess`](crate::RandomAccess).
+    RandomAccess,
+    /// An [`AppendOnly`](crate::AppendOnly).
+    AppendOnly,
+    /// A [`OnceMap`](crate::OnceMap).
+    OnceMap,
+    /// A [`Content`](crate::Content) store.
+    Content,
+    /// A [`LogStore`](crate::LogStore).
+    LogStore,
+    /// A [`BTreeStore`](crate::BTreeStore).
+    BTreeStore,
+    /// A [`HashStore`](crate::HashStore).
+    HashStore,
+    /// A [`ShardedStore`](crate::ShardedStore).
+    ShardedStore,
+}
+
+impl Kind {
+    /// Every kind, in the order of their codes.
+    pub const ALL: [Kind; 10] = [
+        Kind::Entropy,
+        Kind::Journal,
+        Kind::RandomAccess,
+        Kind::AppendOnly,
+        Kind::OnceMap,
+        Kind::Content,
+        Kind::LogStore,
+        Kind::BTreeStore,
+        Kind::HashStore,
+        Kind::ShardedStore,
+    ];
+
+    /// The type's name, as the crate spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Entropy => "Entropy",
+            Kind::Journal => "Journal",
+            Kind::RandomAccess => "RandomAccess",
+            Kind::AppendOnly => "AppendOnly",
+            Kind::OnceMap => "OnceMap",
+            Kind::Content => "Content",
+            Kind::LogStore => "LogStore",
+            Kind::BTreeStore => "BTreeStore",
+            Kind::HashStore => "HashStore",
+            Kind::ShardedStore => "ShardedStore",
+        }
+    }
+
+    /// Whether this is a key-value store (layer 2).
+    pub fn is_store(self) -> bool {
+        matches!(
+            self,
+            Kind::LogStore | Kind::BTreeStore | Kind::HashStore | Kind::ShardedStore
+        )
+    }
+
+    /// The kind's code in `kind.acc` (1-based, in [`ALL`](Self::ALL)'s order).
+    fn code(self) -> u64 {
+        Kind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .map_or(0, |i| i as u64 + 1)
+    }
+
+    fn from_code(code: u64) -> Option<Kind> {
+        let i = usize::try_from(code.checked_sub(1)?).ok()?;
+        Kind::ALL.get(i).copied()
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A structure found in a store directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Structure {
+    /// Its name in the directory (`users/index`).
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Its format version, if known: the one its `kind.acc` records, or a primitive's
+    /// file header's; `None` for a composite recognised only from its files.
+    pub format: Option<u32>,
+    /// Whether its kind was recorded (`kind.acc`, or a primitive's header), rather than
+    /// recognised from the names of its files.
+    pub recorded: bool,
+}
+
+/// Records that `name` in `dir` is a `kind` of format `format`, unless that is already
+/// recorded: called by a composite structure's open once it has succeeded. The record is
+/// written atomically (temporary file, fsync, rename, fsync of the directory).
+///
+/// # Errors
+/// `Incompatible` if `name` is recorded as another kind; `InvalidName`; `Io`.
+pub fn record(dir: &Dir, name: &str, kind: Kind, format: u32) -> Result<()> {
+    let path = dir.structure_path(name)?;
+    if let Some((found, found_format)) = read_record(&path)? {
+        if found != kind {
+            return Err(wrong_kind(&path, found, kind));
+        }
+        if found_format == format {
+            return Ok(());
+        }
+    }
+    let params = [kind.code(), u64::from(format), 0, 0, 0];
+    let bytes = Header::new(header::Kind::Catalog, params).encode();
+    files::write_atomically(&path, FILE, &bytes)
+}
+
+/// Checks that `name` in `dir` is not another kind than `kind`: by its record, or, with
+/// none, by its files. A name that holds nothing yet passes. Called by a composite
+/// structure's open before it touches any file.
+///
+/// # Errors
+/// `Incompatible` naming both kinds; `Corrupted` for a damaged record; `InvalidName`;
+/// `Io`.
+pub fn expect(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
+    let path = dir.structure_path(name)?;
+    match identify_at(&path)? {
+        // Unrecorded, a Content store's files are a OnceMap's: either may open them.
+        Some((Kind::OnceMap, _, false)) if kind == Kind::Content => Ok(()),
+        Some((found, _, _)) if found != kind => Err(wrong_kind(&path, found, kind)),
+        _ => Ok(()),
+    }
+}
+
+/// What `name` in `dir` is, if anything: its record, or what its files say.
+///
+/// # Errors
+/// `Corrupted` for a damaged record; `InvalidName`; `Io`.
+pub fn identify(dir: &Dir, name: &str) -> Result<Option<Structure>> {
+    let path = dir.structure_path(name)?;
+    Ok(
+        identify_at(&path)?.map(|(kind, format, recorded)| Structure {
+            name: name.to_owned(),
+            kind,
+            format,
+            recorded,
+        }),
+    )
+}
+
+/// Every structure in `dir`, by name (a structure's own sub-structures, such as a store's
+/// journal, are not listed apart from it).
+///
+/// # Errors
+/// `Corrupted` for a damaged record; `Io`.
+pub fn list(dir: &Dir) -> Result<Vec<Structure>> {
+    let mut out = Vec::new();
+    walk(dir.path(), "", &mut out)?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn walk(root: &Path, prefix: &str, out: &mut Vec<Structure>) -> Result<()> {
+    let at = if prefix.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(prefix)
+    };
+    for child in children(&at)? {
+        let name = if prefix.is_empty() {
+            child
+        } else {
+            format!("{prefix}/{child}")
+        };
+        match identify_at(&root.join(&name))? {
+            Some((kind, format, recorded)) => out.push(Structure {
+                name,
+                kind,
+                format,
+                recorded,
+            }),
+            None => walk(root, &name, out)?,
+        }
+    }
+    Ok(())
+}
+
+/// The sub-directories of `at` that can be structure names (no dot: files and set-aside
+/// removals have one), sorted.
+fn children(at: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = match fs::read_dir(at) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(Error::io(at, "list directory", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(at, "list directory", e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| Error::io(entry.path(), "look up", e))?
+            .is_dir();
+        if is_dir
+            && !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn wrong_kind(path: &Path, found: Kind, wanted: Kind) -> Error {
+    Error::incompatible(path, format!("this structure is a {found}, not a {wanted}"))
+}
+
+/// The kind and format `kind.acc` in `path` records, if it exists.
+fn read_record(path: &Path) -> Result<Option<(Kind, u32)>> {
+    let file = path.join(FILE);
+    let Some(bytes) = files::read_if_exists(&file)? else {
+        return Ok(None);
+    };
+    let h = Header::decode(&bytes, &file, header::Kind::Catalog)?;
+    if bytes.len() != HEADER_BYTES {
+        return Err(Error::corrupted(
+            &file,
+            HEADER_BYTES.min(bytes.len()) as u64,
+            format!(
+                "a kind record is {HEADER_BYTES} bytes, this one {}",
+                bytes.len()
+            ),
+        ));
+    }
+    let kind = Kind::from_code(h.params[0]).ok_or_else(|| {
+        Error::incompatible(
+            &file,
+            format!(
+                "records structure kind {}, which this build does not know",
+                h.params[0]
+            ),
+        )
+    })?;
+    let format = u32::try_from(h.params[1])
+        .map_err(|_| Error::corrupted(&file, 24, "a format version past u32"))?;
+    debug_assert_eq!(PARAMS, 5);
+    Ok(Some((kind, format)))
+}
+
+/// What the directory `path` holds: (kind, format, recorded), or `None` if it holds no
+/// structure (nothing, or only other structures' directories).
+fn identify_at(path: &Path) -> Result<Option<(Kind, Option<u32>, bool)>> {
+    if let Some((kind, format)) = read_record(path)? {
+        return Ok(Some((kind, Some(format), true)));
+    }
+    let has_file = |name: &str| path.join(name).is_file();
+    // A primitive: its files' headers say what it is.
+    if has_file("entropy.acc") {
+        return Ok(Some((Kind::Entropy, Some(1), true)));
+    }
+    if has_file("journal.acc") {
+        return Ok(Some((Kind::Journal, Some(1), true)));
+    }
+    if has_file("length.acc") || has_file("data-00.acc") || has_file("cells-00.acc") {
+        // Both keep their lanes beside a length register: the lanes' names tell them
+        // apart, or, before the first lane, the register's value size (a format-2
+        // AppendOnly's holds 32 bytes, a RandomAccess's 8; so did a format-1
+        // AppendOnly's, which with no lane yet holds nothing and is listed as a
+        // RandomAccess).
+        let kind = if has_file("cells-00.acc") {
+            Kind::RandomAccess
+        } else if has_file("data-00.acc") {
+            Kind::AppendOnly
+        } else {
+            let file = path.join("length.acc");
+            let bytes = files::read_if_exists(&file)?.unwrap_or_default();
+            let h = Header::decode(&bytes, &file, header::Kind::Register)?;
+            if h.params[0] == 8 {
+                Kind::RandomAccess
+            } else {
+                Kind::AppendOnly
+            }
+        };
+        return Ok(Some((kind, None, true)));
+    }
+    // A composite made before kinds were recorded: its sub-structures' names.
+    let subs = children(path)?;
+    let has = |name: &str| subs.iter().any(|s| s == name);
+    let any = |prefix: &str| {
+        subs.iter().any(|s| {
+            s.strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let kind = if has("state") && subs.iter().any(|s| s.starts_with("log-")) {
+        Some(Kind::LogStore)
+    } else if has("state") && has("entropy") && any("s") {
+        Some(Kind::ShardedStore)
+    } else if has("state") && has("entropy") && (any("d") || any("i")) {
+        Some(Kind::HashStore)
+    } else if has("state") && any("g") {
+        Some(Kind::BTreeStore)
+    } else if has("log") && has("index") && has("meta") {
+        // A Content store is a OnceMap on disk; only its record tells them apart.
+        Some(Kind::OnceMap)
+    } else {
+        None
+    };
+    Ok(kind.map(|k| (k, None, false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(Kind::from_code(0), None);
+        assert_eq!(Kind::from_code(11), None);
+    }
+
+    #[test]
+    fn a_record_is_kept_and_refuses_another_kind() {
+        let dir = Dir::temporary().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        assert_eq!(identify(&dir, "a/b").unwrap(), None);
+        expect(&dir, "a/b", Kind::HashStore).unwrap();
+        record(&dir, "a/b", Kind::HashStore, 1).unwrap();
+        record(&dir, "a/b", Kind::HashStore, 1).unwrap();
+        let s = identify(&dir, "a/b").unwrap().unwrap();
+        assert_eq!(
+            (s.kind, s.format, s.recorded),
+            (Kind::HashStore, Some(1), true)
+        );
+        let e = expect(&dir, "a/b", Kind::LogStore).unwrap_err();
+        assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("HashStore") && text.contains("LogStore"),
+            "{text}"
+        );
+        assert!(record(&dir, "a/b", Kind::LogStore, 2).is_err());
+        // A new format is recorded over the old.
+        record(&dir, "a/b", Kind::HashStore, 2).unwrap();
+        assert_eq!(identify(&dir, "a/b").unwrap().unwrap().format, Some(2));
+        assert_eq!(list(&dir).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn damaged_or_foreign_records_are_errors() {
+        let dir = Dir::temporary().unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        record(&dir, "x", Kind::OnceMap, 2).unwrap();
+        let file = dir.path().join("x").join(FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        assert!(matches!(
+            identify(&dir, "x").unwrap_err(),
+            Error::Corrupted { .. }
+        ));
+        let unknown = Header::new(header::Kind::Catalog, [99, 1, 0, 0, 0]).encode();
+        std::fs::write(&file, unknown).unwrap();
+        let e = identify(&dir, "x").unwrap_err();
+        assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+        std::fs::write(&file, &unknown[..10]).unwrap();
+        assert!(matches!(
+            identify(&dir, "x").unwrap_err(),
+            Error::Corrupted { .. }
+        ));
+    }
+}
