@@ -315,21 +315,27 @@ fn identify_at(path: &Path) -> Result<Option<(Kind, Option<u32>, bool)>> {
         // AppendOnly's holds 32 bytes, a RandomAccess's 8; so did a format-1
         // AppendOnly's, which with no lane yet holds nothing and is listed as a
         // RandomAccess).
-        let kind = if has_file("cells-00.acc") {
-            Kind::RandomAccess
-        } else if has_file("data-00.acc") {
-            Kind::AppendOnly
-        } else {
+        let register = || -> Result<Option<u64>> {
             let file = path.join("length.acc");
-            let bytes = files::read_if_exists(&file)?.unwrap_or_default();
-            let h = Header::decode(&bytes, &file, header::Kind::Register)?;
-            if h.params[0] == 8 {
-                Kind::RandomAccess
+            Ok(match files::read_if_exists(&file)? {
+                Some(bytes) => {
+                    Some(Header::decode(&bytes, &file, header::Kind::Register)?.params[0])
+                }
+                None => None,
+            })
+        };
+        let (kind, format) = if has_file("cells-00.acc") {
+            (Kind::RandomAccess, Some(1))
+        } else {
+            let value_bytes = register()?;
+            let format = value_bytes.map(|b| if b == 8 { 1 } else { 2 });
+            if has_file("data-00.acc") || value_bytes != Some(8) {
+                (Kind::AppendOnly, format)
             } else {
-                Kind::AppendOnly
+                (Kind::RandomAccess, Some(1))
             }
         };
-        return Ok(Some((kind, None, true)));
+        return Ok(Some((kind, format, true)));
     }
     // A composite made before kinds were recorded: its sub-structures' names.
     let subs = children(path)?;

@@ -28,6 +28,7 @@
 pub mod catalog;
 mod dir;
 mod error;
+pub mod face;
 mod key_range;
 pub mod limits;
 mod primitives;

@@ -72,9 +72,7 @@ fn every_kind_is_listed_by_name_and_nested_names_too() {
     assert_eq!(kinds(&dir), want);
     for s in catalog::list(&dir).unwrap() {
         assert_eq!(catalog::identify(&dir, &s.name).unwrap(), Some(s.clone()));
-        if !matches!(s.kind, Kind::RandomAccess | Kind::AppendOnly) {
-            assert!(s.format.is_some(), "{s:?}");
-        }
+        assert!(s.format.is_some(), "{s:?}");
     }
     assert_eq!(catalog::identify(&dir, "group").unwrap(), None);
     assert_eq!(catalog::identify(&dir, "nothing").unwrap(), None);

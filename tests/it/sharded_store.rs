@@ -464,8 +464,6 @@ fn eight_threads_match_their_models() {
     check_all(&open(&dir, &tiny()), &all, "reopened");
 }
 
-/// A store created with `expected_keys` starts with enough shards and does not split
-/// while it is loaded with them.
 /// Keys present throughout are found by every concurrent read while other keys of their
 /// rows come and go, each row's filter being rebuilt many times (every 64 removals from
 /// it); removed keys read as absent, and the removals leave no false claims behind that a
@@ -527,6 +525,8 @@ fn reads_never_miss_a_key_while_its_rows_churn() {
     assert_eq!(store.len(), STABLE);
 }
 
+/// A store created with `expected_keys` starts with enough shards and does not split
+/// while it is loaded with them.
 #[test]
 fn expected_keys_pre_split() {
     let dir = Dir::temporary().unwrap();

@@ -247,6 +247,11 @@ impl BTreeStore {
         r.default_tree()?.contains(key)
     }
 
+    /// Where the store's files are: its directory inside the store directory.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.inner.dir.path().join(&self.inner.name)
+    }
+
     /// Keys in the default tree.
     ///
     /// # Errors

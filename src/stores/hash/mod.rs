@@ -193,6 +193,11 @@ impl HashStore {
         self.inner.rebuilt
     }
 
+    /// Where the store's files are: its directory inside the store directory.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.inner.dir.path().join(&self.inner.name)
+    }
+
     /// Keys stored.
     pub fn len(&self) -> u64 {
         self.inner.entries.load(Ordering::Acquire)

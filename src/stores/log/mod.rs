@@ -642,6 +642,11 @@ impl LogStore {
         keys.get(key).is_some_and(|loc| !loc.expired(now_ms))
     }
 
+    /// Where the store's files are: its directory inside the store directory.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.inner.dir.path().join(&self.inner.name)
+    }
+
     /// Number of keys with a value. Constant time unless some keys have a time to live,
     /// when it counts the ones not yet expired.
     pub fn len(&self) -> u64 {

@@ -207,6 +207,11 @@ impl ShardedStore {
         Ok(self.get(key)?.is_some())
     }
 
+    /// Where the store's files are: its directory inside the store directory.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.inner.dir.path().join(&self.inner.name)
+    }
+
     /// Keys stored.
     pub fn len(&self) -> u64 {
         self.inner
