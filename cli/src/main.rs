@@ -1,0 +1,644 @@
+//! `accretion`: open a store directory and see and change what is inside it, the way
+//! `sqlite3` does for a database file. Every verb that works on one structure takes the
+//! directory and the structure's name first; keys and values are UTF-8 text, hex
+//! (`x:00cafe` or `X64'00cafe'`) or a file's bytes (`@path`). Reads print printable bytes
+//! as text and escape the rest, or, with `--json`, one JSON object per line.
+//!
+//! Exit status: 0 on success, 1 on any error (one line naming the file and the problem)
+//! or damage found by `verify`, 2 when the directory is locked by another process.
+
+mod bytes;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use accretion::catalog::{self, Kind, Structure};
+use accretion::face::{Figure, OrderedStore, Store};
+use accretion::{BTreeStore, Dir, Error, HashStore, LogStore, ShardedStore};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use bytes::{parse, show, to_json};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "accretion",
+    version,
+    about = "Open, inspect, query, verify and compact accretion store directories"
+)]
+struct Cli {
+    /// Print reads as one JSON object per line (keys and values as text where they are
+    /// UTF-8, else as `key_hex` / `value_hex`).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// The kinds of store `create` makes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StoreKind {
+    /// A LogStore (ordered keys, log segments).
+    Log,
+    /// A BTreeStore (copy-on-write B+tree).
+    Btree,
+    /// A HashStore (Robin Hood hashing).
+    Hash,
+    /// A ShardedStore (shards of signature rows).
+    Sharded,
+}
+
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Every structure in DIR: kind, format, keys, live and dead bytes, disk bytes,
+    /// generation.
+    Ls { dir: PathBuf },
+    /// Creates the store NAME in DIR (and DIR itself if needed).
+    Create {
+        dir: PathBuf,
+        name: String,
+        /// What kind of store.
+        #[arg(long, value_enum)]
+        kind: StoreKind,
+    },
+    /// Prints the value of KEY.
+    Get {
+        dir: PathBuf,
+        name: String,
+        key: String,
+    },
+    /// Sets KEY to VALUE (made durable before the tool exits).
+    Put {
+        dir: PathBuf,
+        name: String,
+        key: String,
+        value: String,
+    },
+    /// Removes KEY (made durable before the tool exits).
+    Delete {
+        dir: PathBuf,
+        name: String,
+        key: String,
+    },
+    /// Prints entries: in key order for ordered stores (log, btree), in the store's
+    /// order otherwise.
+    Scan {
+        dir: PathBuf,
+        name: String,
+        /// The first key (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// The key to stop before (excluded).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only keys starting with these bytes.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// From the last key down (ordered stores).
+        #[arg(long)]
+        reverse: bool,
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Prints the smallest key and its value (ordered stores).
+    First { dir: PathBuf, name: String },
+    /// Prints the largest key and its value (ordered stores).
+    Last { dir: PathBuf, name: String },
+    /// Prints the smallest key greater than KEY, and its value (ordered stores).
+    Above {
+        dir: PathBuf,
+        name: String,
+        key: String,
+    },
+    /// Prints the largest key smaller than KEY, and its value (ordered stores).
+    Below {
+        dir: PathBuf,
+        name: String,
+        key: String,
+    },
+    /// Prints the number of keys.
+    Len { dir: PathBuf, name: String },
+    /// Walks every checksum and invariant of NAME (or of every store in DIR), prints
+    /// what it found, and exits non-zero on any damage.
+    Verify { dir: PathBuf, name: Option<String> },
+    /// Reclaims the space of overwritten and removed entries of NAME.
+    Compact { dir: PathBuf, name: String },
+}
+
+/// Why the tool failed.
+enum Failure {
+    /// An error of the library (it names the file and the problem).
+    Store(Error),
+    /// A request the tool cannot carry out.
+    Usage(String),
+    /// `verify` found damage (already printed).
+    Damaged,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+type Outcome<T = ()> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Store(e @ Error::Locked { .. })) => {
+            eprintln!("accretion: {e} (another process has the store open)");
+            ExitCode::from(2)
+        }
+        Err(Failure::Store(e)) => {
+            eprintln!("accretion: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Usage(what)) => {
+            eprintln!("accretion: {what}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Damaged) => ExitCode::FAILURE,
+    }
+}
+
+/// A key-value store of any kind.
+enum AnyStore {
+    Log(Box<LogStore>),
+    BTree(Box<BTreeStore>),
+    Hash(Box<HashStore>),
+    Sharded(Box<ShardedStore>),
+}
+
+/// Runs `$body` with `$s` bound to the store, whatever its kind.
+macro_rules! with_store {
+    ($any:expr, $s:ident => $body:expr) => {
+        match $any {
+            AnyStore::Log(b) => {
+                let $s = &**b;
+                $body
+            }
+            AnyStore::BTree(b) => {
+                let $s = &**b;
+                $body
+            }
+            AnyStore::Hash(b) => {
+                let $s = &**b;
+                $body
+            }
+            AnyStore::Sharded(b) => {
+                let $s = &**b;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$s` bound to the store if it keeps its keys in order.
+macro_rules! with_ordered {
+    ($any:expr, $verb:expr, $s:ident => $body:expr) => {
+        match $any {
+            AnyStore::Log(b) => {
+                let $s = &**b;
+                $body
+            }
+            AnyStore::BTree(b) => {
+                let $s = &**b;
+                $body
+            }
+            other => Err(Failure::Usage(format!(
+                "{} needs an ordered store (LogStore or BTreeStore); this one is a {}",
+                $verb,
+                other.kind()
+            ))),
+        }
+    };
+}
+
+impl AnyStore {
+    fn kind(&self) -> Kind {
+        with_store!(self, s => Store::kind(s))
+    }
+}
+
+/// Opens an existing store directory (never creates one).
+fn open_dir(path: &Path) -> Outcome<Dir> {
+    if !path.join("accretion.acc").is_file() {
+        return Err(Failure::Usage(format!(
+            "{}: no accretion store directory there",
+            path.display()
+        )));
+    }
+    Ok(Dir::open(path)?)
+}
+
+/// Opens structure `name` of `dir` as the store its catalog entry says it is.
+fn open_store(dir: &Dir, name: &str) -> Outcome<AnyStore> {
+    let Some(s) = catalog::identify(dir, name)? else {
+        return Err(Failure::Usage(format!(
+            "{}: no structure named {name:?}",
+            dir.path().display()
+        )));
+    };
+    open_as(dir, name, s.kind)
+}
+
+fn open_as(dir: &Dir, name: &str, kind: Kind) -> Outcome<AnyStore> {
+    Ok(match kind {
+        Kind::LogStore => AnyStore::Log(Box::new(LogStore::open(dir, name, Default::default())?)),
+        Kind::BTreeStore => {
+            AnyStore::BTree(Box::new(BTreeStore::open(dir, name, Default::default())?))
+        }
+        Kind::HashStore => {
+            AnyStore::Hash(Box::new(HashStore::open(dir, name, Default::default())?))
+        }
+        Kind::ShardedStore => {
+            AnyStore::Sharded(Box::new(ShardedStore::open(dir, name, Default::default())?))
+        }
+        other => {
+            return Err(Failure::Usage(format!(
+                "{name:?} is a {other}, not a key-value store"
+            )));
+        }
+    })
+}
+
+fn run(cli: &Cli) -> Outcome {
+    let json = cli.json;
+    match &cli.verb {
+        Verb::Ls { dir } => ls(&open_dir(dir)?, json),
+        Verb::Create { dir, name, kind } => {
+            let d = Dir::open(dir)?;
+            if let Some(s) = catalog::identify(&d, name)? {
+                return Err(Failure::Usage(format!(
+                    "{name:?} exists already (a {})",
+                    s.kind
+                )));
+            }
+            let kind = match kind {
+                StoreKind::Log => Kind::LogStore,
+                StoreKind::Btree => Kind::BTreeStore,
+                StoreKind::Hash => Kind::HashStore,
+                StoreKind::Sharded => Kind::ShardedStore,
+            };
+            let store = open_as(&d, name, kind)?;
+            with_store!(&store, s => Store::sync(s))?;
+            println!("created {name} ({kind})");
+            Ok(())
+        }
+        Verb::Get { dir, name, key } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let key = parse(key)?;
+            let value = with_store!(&store, s => Store::get(s, &key)?.map(|v| v.to_vec()));
+            match value {
+                Some(v) => print_entry(json, &key, &v),
+                None => {
+                    return Err(Failure::Usage(format!("{}: not found", show(&key))));
+                }
+            }
+            Ok(())
+        }
+        Verb::Put {
+            dir,
+            name,
+            key,
+            value,
+        } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let (key, value) = (parse(key)?, parse(value)?);
+            with_store!(&store, s => {
+                Store::put(s, &key, &value)?;
+                Store::sync(s)
+            })?;
+            Ok(())
+        }
+        Verb::Delete { dir, name, key } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let key = parse(key)?;
+            with_store!(&store, s => {
+                Store::delete(s, &key)?;
+                Store::sync(s)
+            })?;
+            Ok(())
+        }
+        Verb::Scan {
+            dir,
+            name,
+            from,
+            to,
+            prefix,
+            reverse,
+            limit,
+        } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let bounds = Bounds::new(from.as_deref(), to.as_deref(), prefix.as_deref())?;
+            let limit = limit.unwrap_or(u64::MAX);
+            if *reverse {
+                with_ordered!(&store, "scan --reverse", s => scan_ordered(s, &bounds, true, limit, json))
+            } else {
+                match &store {
+                    AnyStore::Log(s) => scan_ordered(&**s, &bounds, false, limit, json),
+                    AnyStore::BTree(s) => scan_ordered(&**s, &bounds, false, limit, json),
+                    AnyStore::Hash(s) => scan_all(&**s, &bounds, limit, json),
+                    AnyStore::Sharded(s) => scan_all(&**s, &bounds, limit, json),
+                }
+            }
+        }
+        Verb::First { dir, name } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            with_ordered!(&store, "first", s => print_found(json, OrderedStore::first(s)?))
+        }
+        Verb::Last { dir, name } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            with_ordered!(&store, "last", s => print_found(json, OrderedStore::last(s)?))
+        }
+        Verb::Above { dir, name, key } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let key = parse(key)?;
+            with_ordered!(&store, "above", s => print_found(json, OrderedStore::above(s, &key)?))
+        }
+        Verb::Below { dir, name, key } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let key = parse(key)?;
+            with_ordered!(&store, "below", s => print_found(json, OrderedStore::below(s, &key)?))
+        }
+        Verb::Len { dir, name } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let n = with_store!(&store, s => Store::len(s))?;
+            if json {
+                println!("{}", serde_json::json!({ "len": n }));
+            } else {
+                println!("{n}");
+            }
+            Ok(())
+        }
+        Verb::Verify { dir, name } => verify(&open_dir(dir)?, name.as_deref(), json),
+        Verb::Compact { dir, name } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let dead = |figures: &[(&'static str, Figure)]| match figure(figures, "dead_bytes") {
+                Some(Figure::Count(n)) => n,
+                _ => 0,
+            };
+            let (before, after) = with_store!(&store, s => {
+                let before = dead(&Store::stats(s)?);
+                Store::compact(s)?;
+                Store::sync(s)?;
+                (before, dead(&Store::stats(s)?))
+            });
+            println!(
+                "compacted {name}: dead bytes {before} -> {after} ({} reclaimed)",
+                before.saturating_sub(after)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn figure(figures: &[(&'static str, Figure)], name: &str) -> Option<Figure> {
+    figures.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+fn print_entry(json: bool, key: &[u8], value: &[u8]) {
+    if json {
+        let mut o = serde_json::Map::new();
+        to_json(&mut o, "key", key);
+        to_json(&mut o, "value", value);
+        println!("{}", serde_json::Value::Object(o));
+    } else {
+        println!("{}\t{}", show(key), show(value));
+    }
+}
+
+fn print_found<K: std::ops::Deref<Target = [u8]>, V: std::ops::Deref<Target = [u8]>>(
+    json: bool,
+    found: Option<(K, V)>,
+) -> Outcome {
+    match found {
+        Some((k, v)) => {
+            print_entry(json, &k, &v);
+            Ok(())
+        }
+        None => Err(Failure::Usage("no such key".to_owned())),
+    }
+}
+
+/// A scan's bounds: keys in `lo..hi` starting with `prefix`.
+struct Bounds {
+    lo: Vec<u8>,
+    hi: Option<Vec<u8>>,
+    prefix: Vec<u8>,
+}
+
+impl Bounds {
+    fn new(from: Option<&str>, to: Option<&str>, prefix: Option<&str>) -> Outcome<Bounds> {
+        let prefix = prefix.map(parse).transpose()?.unwrap_or_default();
+        let from = from.map(parse).transpose()?.unwrap_or_default();
+        let mut hi = to.map(parse).transpose()?;
+        // The smallest key past every key with the prefix, if any.
+        let mut end = prefix.clone();
+        while end.last() == Some(&u8::MAX) {
+            end.pop();
+        }
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+            if hi.as_ref().is_none_or(|h| end < *h) {
+                hi = Some(end);
+            }
+        }
+        Ok(Bounds {
+            lo: from.max(prefix.clone()),
+            hi,
+            prefix,
+        })
+    }
+
+    fn holds(&self, key: &[u8]) -> bool {
+        key >= &self.lo[..]
+            && self.hi.as_ref().is_none_or(|h| key < &h[..])
+            && key.starts_with(&self.prefix)
+    }
+}
+
+fn scan_ordered<S: OrderedStore>(
+    store: &S,
+    b: &Bounds,
+    reverse: bool,
+    limit: u64,
+    json: bool,
+) -> Outcome {
+    use std::ops::Bound;
+    if b.hi.as_ref().is_some_and(|h| *h <= b.lo) {
+        return Ok(());
+    }
+    let hi = match &b.hi {
+        Some(h) => Bound::Excluded(&h[..]),
+        None => Bound::Unbounded,
+    };
+    let range = OrderedStore::range(store, (Bound::Included(&b.lo[..]), hi))?;
+    let entries: Box<dyn Iterator<Item = _>> = if reverse {
+        Box::new(range.rev())
+    } else {
+        range
+    };
+    for entry in entries.take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+        let (k, v) = entry?;
+        print_entry(json, &k, &v);
+    }
+    Ok(())
+}
+
+fn scan_all<S: Store>(store: &S, b: &Bounds, limit: u64, json: bool) -> Outcome {
+    let mut shown = 0u64;
+    for entry in Store::entries(store)? {
+        if shown >= limit {
+            break;
+        }
+        let (k, v) = entry?;
+        if b.holds(&k) {
+            print_entry(json, &k, &v);
+            shown += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the files below `path` allocate on disk.
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn ls(dir: &Dir, json: bool) -> Outcome {
+    let structures = catalog::list(dir)?;
+    if !json {
+        println!(
+            "{:<24} {:<13} {:>6} {:>10} {:>12} {:>12} {:>12} {:>4}",
+            "NAME", "KIND", "FORMAT", "KEYS", "LIVE", "DEAD", "DISK", "GEN"
+        );
+    }
+    for s in structures {
+        let disk = disk_bytes(&dir.path().join(&s.name));
+        let figures = if s.kind.is_store() {
+            let store = open_as(dir, &s.name, s.kind)?;
+            with_store!(&store, st => Store::stats(st))?
+        } else {
+            Vec::new()
+        };
+        let count = |name: &str| match figure(&figures, name) {
+            Some(Figure::Count(n)) => Some(n),
+            _ => None,
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": s.name,
+                    "kind": s.kind.name(),
+                    "format": s.format,
+                    "keys": count("keys"),
+                    "live_bytes": count("live_bytes"),
+                    "dead_bytes": count("dead_bytes"),
+                    "disk_bytes": disk,
+                    "generation": count("generation"),
+                })
+            );
+        } else {
+            let dash = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+            println!(
+                "{:<24} {:<13} {:>6} {:>10} {:>12} {:>12} {:>12} {:>4}",
+                s.name,
+                s.kind.name(),
+                dash(s.format.map(u64::from)),
+                dash(count("keys")),
+                dash(count("live_bytes")),
+                dash(count("dead_bytes")),
+                disk,
+                dash(count("generation")),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
+    let targets: Vec<Structure> = match name {
+        Some(n) => vec![catalog::identify(dir, n)?.ok_or_else(|| {
+            Failure::Usage(format!(
+                "{}: no structure named {n:?}",
+                dir.path().display()
+            ))
+        })?],
+        None => catalog::list(dir)?,
+    };
+    let mut damaged = 0;
+    for s in targets {
+        if !s.kind.is_store() {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": s.name, "kind": s.kind.name(), "checked": false})
+                );
+            } else {
+                println!(
+                    "{:<24} {:<13} not checked (not a key-value store)",
+                    s.name, s.kind
+                );
+            }
+            continue;
+        }
+        let result = open_as(dir, &s.name, s.kind)
+            .and_then(|store| Ok(with_store!(&store, st => Store::verify(st))?));
+        match result {
+            Ok(figures) => {
+                if json {
+                    let mut o = serde_json::Map::new();
+                    o.insert("name".into(), s.name.clone().into());
+                    o.insert("kind".into(), s.kind.name().into());
+                    o.insert("ok".into(), true.into());
+                    for (n, f) in &figures {
+                        o.insert((*n).into(), f.to_string().into());
+                    }
+                    println!("{}", serde_json::Value::Object(o));
+                } else {
+                    let shown: Vec<String> =
+                        figures.iter().map(|(n, f)| format!("{n} {f}")).collect();
+                    println!("{:<24} {:<13} ok: {}", s.name, s.kind, shown.join(", "));
+                }
+            }
+            Err(Failure::Store(e @ Error::Locked { .. })) => return Err(Failure::Store(e)),
+            Err(Failure::Store(e)) => {
+                damaged += 1;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": s.name, "kind": s.kind.name(), "ok": false, "damage": e.to_string()})
+                    );
+                } else {
+                    println!("{:<24} {:<13} DAMAGED: {e}", s.name, s.kind);
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if damaged > 0 {
+        eprintln!("accretion: damage found in {damaged} structure(s)");
+        return Err(Failure::Damaged);
+    }
+    Ok(())
+}

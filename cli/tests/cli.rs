@@ -1,0 +1,244 @@
+//! The `accretion` binary end to end: every verb on every store kind, the JSON output
+//! parsed back, damage planted in a copy found by `verify`, a locked directory, bad
+//! arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use accretion::Dir;
+
+const KINDS: [&str; 4] = ["log", "btree", "hash", "sharded"];
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_accretion"))
+        .args(args)
+        .output()
+        .expect("run the binary")
+}
+
+/// Runs `args`, which must succeed; returns standard output.
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Runs `args`, which must fail with `code`; returns standard error.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8(out.stderr).expect("UTF-8 errors");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(!err.contains("backtrace"), "{args:?}: {err}");
+    err
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn fill(dir: &str, name: &str) {
+    for (k, v) in [("apple", "red"), ("pear", "green"), ("plum", "purple")] {
+        ok(&["put", dir, name, k, v]);
+    }
+    ok(&["put", dir, name, "x:00ff", "x:0102"]);
+}
+
+#[test]
+fn every_verb_on_every_store_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    for kind in KINDS {
+        let name = format!("kv-{kind}");
+        let n = name.as_str();
+        assert!(ok(&["create", d, n, "--kind", kind]).contains("created"));
+        fill(d, n);
+        assert_eq!(ok(&["get", d, n, "apple"]), "apple\tred\n");
+        // Options before or after the positional arguments.
+        let got = json_lines(&ok(&["--json", "get", d, n, "x:00ff"]));
+        assert_eq!(
+            got,
+            [serde_json::json!({"key_hex": "00ff", "value": "\u{1}\u{2}"})]
+        );
+        let got = json_lines(&ok(&["get", d, n, "X64'00FF'", "--json"]));
+        assert_eq!(got[0]["key_hex"], "00ff");
+        assert_eq!(ok(&["len", d, n]), "4\n");
+        assert_eq!(json_lines(&ok(&["len", d, n, "--json"]))[0]["len"], 4);
+        // Scans: by prefix, bounds and limit, in any store.
+        let mut prefixed: Vec<String> = json_lines(&ok(&["scan", d, n, "--prefix", "p", "--json"]))
+            .iter()
+            .map(|o| o["key"].as_str().unwrap().to_owned())
+            .collect();
+        prefixed.sort();
+        assert_eq!(prefixed, ["pear", "plum"], "{kind}");
+        let bounded = ok(&["scan", d, n, "--from", "b", "--to", "pl"]);
+        assert_eq!(bounded, "pear\tgreen\n", "{kind}");
+        assert_eq!(ok(&["scan", d, n, "--limit", "2"]).lines().count(), 2);
+        ok(&["delete", d, n, "plum"]);
+        fails(&["get", d, n, "plum"], 1);
+        assert_eq!(ok(&["len", d, n]), "3\n");
+        let verified = ok(&["verify", d, n]);
+        assert!(
+            verified.contains("ok") && verified.contains("keys 3"),
+            "{verified}"
+        );
+        assert!(ok(&["compact", d, n]).contains("reclaimed"));
+        assert_eq!(ok(&["get", d, n, "pear"]), "pear\tgreen\n");
+        let ordered = kind == "log" || kind == "btree";
+        if ordered {
+            let all = ok(&["scan", d, n]);
+            assert_eq!(all, "\\x00\\xff\t\\x01\\x02\napple\tred\npear\tgreen\n");
+            assert_eq!(
+                ok(&["scan", d, n, "--reverse", "--limit", "2"]),
+                "pear\tgreen\napple\tred\n"
+            );
+            assert_eq!(ok(&["first", d, n]), "\\x00\\xff\t\\x01\\x02\n");
+            assert_eq!(ok(&["last", d, n]), "pear\tgreen\n");
+            assert_eq!(ok(&["above", d, n, "apple"]), "pear\tgreen\n");
+            assert_eq!(ok(&["below", d, n, "apple"]), "\\x00\\xff\t\\x01\\x02\n");
+            fails(&["above", d, n, "pear"], 1);
+        } else {
+            for verb in [&["first", d, n][..], &["scan", d, n, "--reverse"]] {
+                let err = fails(verb, 1);
+                assert!(err.contains("ordered store"), "{err}");
+            }
+        }
+    }
+    // ls: every store with its kind and keys.
+    let listed = json_lines(&ok(&["ls", d, "--json"]));
+    assert_eq!(listed.len(), 4);
+    for (o, kind) in listed
+        .iter()
+        .zip(["BTreeStore", "HashStore", "LogStore", "ShardedStore"])
+    {
+        assert_eq!(o["kind"], kind);
+        assert_eq!(o["keys"], 3);
+        assert!(o["disk_bytes"].as_u64().unwrap() > 0);
+    }
+    let table = ok(&["ls", d]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert_eq!(table.lines().count(), 5);
+    let all = ok(&["verify", d]);
+    assert_eq!(
+        all.lines().filter(|l| l.contains(" ok: ")).count(),
+        4,
+        "{all}"
+    );
+    // Creating over an existing structure is refused.
+    let err = fails(&["create", d, "kv-hash", "--kind", "log"], 1);
+    assert!(err.contains("exists"), "{err}");
+}
+
+#[test]
+fn values_from_files_and_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    ok(&["create", d, "kv", "--kind", "hash"]);
+    let file = tmp.path().join("value.bin");
+    std::fs::write(&file, [0u8, 1, 2, 255]).unwrap();
+    let at = format!("@{}", s(&file));
+    ok(&["put", d, "kv", "blob", &at]);
+    assert_eq!(
+        ok(&["get", d, "kv", "blob"]),
+        "blob\t\\x00\\x01\\x02\\xff\n"
+    );
+    for args in [
+        &["get", d, "kv", "x:0"][..],
+        &["get", d, "kv", "x:zz"],
+        &["put", d, "kv", "k", "@/no/such/file"],
+        &["get", d, "nothing", "k"],
+        &["get", s(&tmp.path().join("absent")), "kv", "k"],
+    ] {
+        let err = fails(args, 1);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("accretion: "), "{err}");
+    }
+    // Unknown verbs and missing arguments: clap's usage error.
+    let out = run(&["frobnicate"]);
+    assert!(!out.status.success());
+    let out = run(&["get", d]);
+    assert!(!out.status.success());
+    assert!(!tmp.path().join("absent").exists(), "reads create nothing");
+}
+
+#[test]
+fn a_locked_directory_is_reported_with_status_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    ok(&["create", d, "kv", "--kind", "log"]);
+    let held = Dir::open(&dir).unwrap();
+    for args in [
+        &["get", d, "kv", "k"][..],
+        &["ls", d],
+        &["put", d, "kv", "k", "v"],
+    ] {
+        let err = fails(args, 2);
+        assert!(err.contains("locked") || err.contains("Locked"), "{err}");
+        assert!(err.contains(d), "names the path: {err}");
+    }
+    drop(held);
+    ok(&["put", d, "kv", "k", "v"]);
+}
+
+/// Damage planted in a copy of a store: `verify` lists it and exits non-zero; the
+/// original still verifies.
+#[test]
+fn verify_finds_damage_in_a_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    ok(&["create", d, "kv", "--kind", "hash"]);
+    for i in 0..200 {
+        ok(&["put", d, "kv", &format!("key-{i:03}"), &"v".repeat(40)]);
+    }
+    let copy = tmp.path().join("copy");
+    copy_dir(&dir, &copy);
+    // Flip a byte inside a record of the data log (past the lane's header).
+    let data = copy.join("kv/d0/data-00.acc");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let at = 4096 + 2000;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&data, bytes).unwrap();
+    let out = run(&["verify", s(&copy)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DAMAGED"), "{stdout}");
+    assert!(
+        stdout.contains("data-00.acc") || stdout.contains("kv"),
+        "{stdout}"
+    );
+    assert!(ok(&["verify", d]).contains("ok"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target: PathBuf = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_name() != "accretion.lock" {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
