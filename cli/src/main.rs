@@ -8,6 +8,7 @@
 //! or damage found by `verify`, 2 when the directory is locked by another process.
 
 mod bytes;
+mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,6 +124,43 @@ enum Verb {
     Verify { dir: PathBuf, name: Option<String> },
     /// Reclaims the space of overwritten and removed entries of NAME.
     Compact { dir: PathBuf, name: String },
+    /// Writes every entry of NAME as JSON lines (`key`/`key_hex`, `value`/`value_hex`),
+    /// streaming, with a progress bar on a terminal.
+    Export {
+        dir: PathBuf,
+        name: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Puts every entry of JSON lines (as `export` writes them) into NAME, streaming, then
+    /// syncs; reads standard input without FILE.
+    Import {
+        dir: PathBuf,
+        name: String,
+        file: Option<PathBuf>,
+    },
+    /// Content-addressed blobs (a Content store).
+    Content {
+        #[command(subcommand)]
+        op: ContentOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContentOp {
+    /// Stores FILE's bytes in the Content store NAME (made if missing); prints its id.
+    Put {
+        dir: PathBuf,
+        name: String,
+        file: PathBuf,
+    },
+    /// Writes the blob ID's bytes to standard output (verified against the id).
+    Get {
+        dir: PathBuf,
+        name: String,
+        id: String,
+    },
 }
 
 /// Why the tool failed.
@@ -374,6 +412,17 @@ fn run(cli: &Cli) -> Outcome {
             Ok(())
         }
         Verb::Verify { dir, name } => verify(&open_dir(dir)?, name.as_deref(), json),
+        Verb::Export { dir, name, out } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            with_store!(&store, s => transfer::export(s, out.as_deref()))
+        }
+        Verb::Import { dir, name, file } => {
+            let store = open_store(&open_dir(dir)?, name)?;
+            let n = with_store!(&store, s => transfer::import(s, file.as_deref()))?;
+            println!("imported {n} entries into {name}");
+            Ok(())
+        }
+        Verb::Content { op } => content(op, json),
         Verb::Compact { dir, name } => {
             let store = open_store(&open_dir(dir)?, name)?;
             let dead = |figures: &[(&'static str, Figure)]| match figure(figures, "dead_bytes") {
@@ -641,4 +690,52 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
         return Err(Failure::Damaged);
     }
     Ok(())
+}
+
+fn content(op: &ContentOp, json: bool) -> Outcome {
+    match op {
+        ContentOp::Put { dir, name, file } => {
+            let d = Dir::open(dir)?;
+            let blobs = accretion::Content::open(&d, name)?;
+            let reader = std::fs::File::open(file)
+                .map_err(|e| Failure::Usage(format!("{}: open: {e}", file.display())))?;
+            let id = blobs.insert_reader(std::io::BufReader::new(reader))?;
+            blobs.sync()?;
+            if json {
+                println!("{}", serde_json::json!({ "id": id.to_string() }));
+            } else {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        ContentOp::Get { dir, name, id } => {
+            let d = open_dir(dir)?;
+            let parsed: accretion::ContentId = id
+                .parse()
+                .map_err(|e| Failure::Usage(format!("{id:?}: {e}")))?;
+            if catalog::identify(&d, name)?.is_none() {
+                return Err(Failure::Usage(format!(
+                    "{}: no structure named {name:?}",
+                    d.path().display()
+                )));
+            }
+            let blobs = accretion::Content::open(&d, name)?;
+            let Some(bytes) = blobs.get(&parsed)? else {
+                return Err(Failure::Usage(format!("{id}: not found")));
+            };
+            if json {
+                let mut o = serde_json::Map::new();
+                o.insert("id".into(), id.clone().into());
+                o.insert("bytes".into(), bytes.len().into());
+                to_json(&mut o, "value", bytes);
+                println!("{}", serde_json::Value::Object(o));
+            } else {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(bytes)
+                    .map_err(|e| Failure::Usage(format!("standard output: {e}")))?;
+            }
+            Ok(())
+        }
+    }
 }

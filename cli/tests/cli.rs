@@ -242,3 +242,81 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Every store exported and imported into a store of every other kind: the same entries,
+/// binary keys and values included.
+#[test]
+fn export_and_import_round_trip_between_every_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    ok(&["create", d, "source", "--kind", "hash"]);
+    fill(d, "source");
+    for i in 0..300 {
+        ok_quiet(d, i);
+    }
+    let dump = tmp.path().join("dump.jsonl");
+    ok(&["export", d, "source", "--out", s(&dump)]);
+    let mut want: Vec<serde_json::Value> = json_lines(&std::fs::read_to_string(&dump).unwrap());
+    assert_eq!(want.len(), 304);
+    let key_of = |o: &serde_json::Value| {
+        o.get("key")
+            .or_else(|| o.get("key_hex"))
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    want.sort_by_key(key_of);
+    for kind in KINDS {
+        let name = format!("copy-{kind}");
+        ok(&["create", d, &name, "--kind", kind]);
+        let said = ok(&["import", d, &name, s(&dump)]);
+        assert!(said.contains("imported 304 entries"), "{said}");
+        // Export to standard output this time.
+        let mut got = json_lines(&ok(&["export", d, &name]));
+        got.sort_by_key(key_of);
+        assert_eq!(got, want, "{kind}");
+    }
+    // A bad line names its line number, and what came before it stays.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"key\":\"a\",\"value\":\"1\"}\n{\"key\":\"b\"}\n").unwrap();
+    ok(&["create", d, "partial", "--kind", "log"]);
+    let err = fails(&["import", d, "partial", s(&bad)], 1);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(ok(&["get", d, "partial", "a"]), "a\t1\n");
+}
+
+fn ok_quiet(d: &str, i: u32) {
+    let key = format!("bulk-{i:04}");
+    let value = format!("x:{:08x}00ff", i);
+    ok(&["put", d, "source", &key, &value]);
+}
+
+#[test]
+fn content_put_and_get() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    let file = tmp.path().join("blob.bin");
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(&file, &blob).unwrap();
+    let id = ok(&["content", "put", d, "blobs", s(&file)]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    // The same bytes, the same id.
+    assert_eq!(ok(&["content", "put", d, "blobs", s(&file)]).trim(), id);
+    let out = run(&["content", "get", d, "blobs", id]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, blob);
+    let json = json_lines(&ok(&["content", "get", d, "blobs", id, "--json"]));
+    assert_eq!(json[0]["bytes"], 100_000);
+    fails(&["content", "get", d, "blobs", &"0".repeat(64)], 1);
+    fails(&["content", "get", d, "blobs", "not-an-id"], 1);
+    fails(&["content", "get", d, "nothing", id], 1);
+    let listed = json_lines(&ok(&["ls", d, "--json"]));
+    assert_eq!(listed[0]["kind"], "Content");
+    // A key-value verb on a Content store is refused.
+    let err = fails(&["get", d, "blobs", "k"], 1);
+    assert!(err.contains("not a key-value store"), "{err}");
+}
