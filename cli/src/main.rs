@@ -8,6 +8,7 @@
 //! or damage found by `verify`, 2 when the directory is locked by another process.
 
 mod bytes;
+mod shell;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -140,6 +141,10 @@ enum Verb {
         name: String,
         file: Option<PathBuf>,
     },
+    /// An interactive shell on DIR: every verb above without the directory (and, with
+    /// NAME, without the name too); history, completion, `help`. Reads commands line by
+    /// line, with no prompt, when standard input is not a terminal.
+    Shell { dir: PathBuf, name: Option<String> },
     /// Content-addressed blobs (a Content store).
     Content {
         #[command(subcommand)]
@@ -169,8 +174,9 @@ enum Failure {
     Store(Error),
     /// A request the tool cannot carry out.
     Usage(String),
-    /// `verify` found damage (already printed).
-    Damaged,
+    /// Already reported to the user (damage `verify` listed, commands of a scripted
+    /// shell that failed).
+    Reported,
 }
 
 impl From<Error> for Failure {
@@ -183,21 +189,36 @@ type Outcome<T = ()> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let outcome = match &cli.verb {
+        Verb::Shell { dir, name } => shell::run(dir, name.as_deref()),
+        _ => run(&cli),
+    };
+    report(outcome)
+}
+
+/// Prints a failure (one line) and gives the exit status.
+fn report(outcome: Outcome) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Store(e @ Error::Locked { .. })) => {
+        Err(f) => {
+            print_failure(&f);
+            match f {
+                Failure::Store(Error::Locked { .. }) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Prints a failure as one line on standard error.
+fn print_failure(f: &Failure) {
+    match f {
+        Failure::Store(e @ Error::Locked { .. }) => {
             eprintln!("accretion: {e} (another process has the store open)");
-            ExitCode::from(2)
         }
-        Err(Failure::Store(e)) => {
-            eprintln!("accretion: {e}");
-            ExitCode::FAILURE
-        }
-        Err(Failure::Usage(what)) => {
-            eprintln!("accretion: {what}");
-            ExitCode::FAILURE
-        }
-        Err(Failure::Damaged) => ExitCode::FAILURE,
+        Failure::Store(e) => eprintln!("accretion: {e}"),
+        Failure::Usage(what) => eprintln!("accretion: {what}"),
+        Failure::Reported => {}
     }
 }
 
@@ -423,6 +444,9 @@ fn run(cli: &Cli) -> Outcome {
             Ok(())
         }
         Verb::Content { op } => content(op, json),
+        Verb::Shell { .. } => Err(Failure::Usage(
+            "a shell cannot be started from a shell".to_owned(),
+        )),
         Verb::Compact { dir, name } => {
             let store = open_store(&open_dir(dir)?, name)?;
             let dead = |figures: &[(&'static str, Figure)]| match figure(figures, "dead_bytes") {
@@ -687,7 +711,7 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
     }
     if damaged > 0 {
         eprintln!("accretion: damage found in {damaged} structure(s)");
-        return Err(Failure::Damaged);
+        return Err(Failure::Reported);
     }
     Ok(())
 }

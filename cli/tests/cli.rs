@@ -320,3 +320,93 @@ fn content_put_and_get() {
     let err = fails(&["get", d, "blobs", "k"], 1);
     assert!(err.contains("not a key-value store"), "{err}");
 }
+
+/// The shell through a real terminal (a pty): commands, an error in the middle that does
+/// not end it, history (the up arrow runs the last command again), completion of verbs
+/// and structure names, `help`, `quit`.
+#[test]
+fn the_shell_in_a_terminal() {
+    use expectrl::{Eof, Expect, Session};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    ok(&["create", d, "kv", "--kind", "btree"]);
+    ok(&["create", d, "other", "--kind", "hash"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_accretion"));
+    cmd.args(["shell", d, "kv"]);
+    let mut p = Session::spawn(cmd).expect("spawn the shell in a pty");
+    p.set_expect_timeout(Some(std::time::Duration::from_secs(20)));
+    let prompt = "accretion> ";
+    p.expect(prompt).unwrap();
+    p.send_line("put apple red").unwrap();
+    p.expect(prompt).unwrap();
+    p.send_line("get apple").unwrap();
+    p.expect("apple\tred").unwrap();
+    p.expect(prompt).unwrap();
+    // An error in the middle: reported, and the shell goes on.
+    p.send_line("get nothing-here").unwrap();
+    p.expect("not found").unwrap();
+    p.expect(prompt).unwrap();
+    p.send_line("frobnicate").unwrap();
+    p.expect("unrecognized subcommand").unwrap();
+    p.expect(prompt).unwrap();
+    // History: the up arrow once gives the unknown verb, twice the failed get, three
+    // times `get apple`, which runs again.
+    p.send("\x1b[A\x1b[A\x1b[A\r").unwrap();
+    p.expect("apple\tred").unwrap();
+    p.expect(prompt).unwrap();
+    // Completion: a verb, then a structure name.
+    p.send("le\t").unwrap();
+    p.send("oth\t").unwrap();
+    p.send("\r").unwrap();
+    p.expect("len other").unwrap();
+    p.expect("0\r\n").unwrap();
+    p.expect(prompt).unwrap();
+    p.send_line("help").unwrap();
+    p.expect("Commands are").unwrap();
+    p.expect(prompt).unwrap();
+    p.send_line("quit").unwrap();
+    p.expect(Eof).unwrap();
+    // What the shell wrote is there.
+    assert_eq!(ok(&["get", d, "kv", "apple"]), "apple\tred\n");
+}
+
+/// Scripted: commands piped in, no prompt; a failed command does not stop the rest, and
+/// the exit status says one failed.
+#[test]
+fn the_shell_reads_a_script_from_a_pipe() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    ok(&["create", d, "kv", "--kind", "sharded"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_accretion"))
+        .args(["shell", d])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"put kv a 1\nget kv missing\nput kv 'b c' \"d e\"\nscan kv --json\nlen kv\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("accretion>"), "no prompt: {stdout}");
+    assert!(stdout.ends_with("2\n"), "{stdout}");
+    let mut lines: Vec<&str> = stdout.lines().take(2).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"{"key":"a","value":"1"}"#,
+            r#"{"key":"b c","value":"d e"}"#
+        ]
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("missing: not found"), "{stderr}");
+}
