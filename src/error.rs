@@ -138,6 +138,14 @@ pub enum Error {
         /// The store's name.
         store: String,
     },
+    /// A typed face could not encode a key or value, or decode one read from the store
+    /// (bytes written as another type, or by no typed face).
+    Encoding {
+        /// The store's directory.
+        path: PathBuf,
+        /// What failed.
+        what: String,
+    },
 }
 
 impl Error {
@@ -276,6 +284,9 @@ impl fmt::Display for Error {
                 "store {name:?} cannot be opened yet: {holders} from an earlier open of it \
                  is still alive and holds {part:?} open; drop it first"
             ),
+            Error::Encoding { path, what } => {
+                write!(f, "{}: {what}", path.display())
+            }
             Error::InvalidOption { option, reason } => {
                 write!(f, "option {option} is invalid: it must be {reason}")
             }

@@ -26,6 +26,8 @@
 //! ```
 
 pub mod catalog;
+#[cfg(feature = "compress")]
+pub mod compressed;
 mod dir;
 mod error;
 pub mod face;
@@ -34,6 +36,8 @@ pub mod limits;
 mod primitives;
 mod raw;
 mod stores;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 pub use bytemuck;
 pub use dir::Dir;
