@@ -94,12 +94,31 @@ impl Kind {
         }
     }
 
+    /// The name with its indefinite article ("an AppendOnly", "a HashStore").
+    pub fn article(self) -> String {
+        let name = self.name();
+        if name.starts_with(['A', 'E', 'O']) {
+            format!("an {name}")
+        } else {
+            format!("a {name}")
+        }
+    }
+
     /// Whether this is a key-value store (layer 2).
     pub fn is_store(self) -> bool {
         matches!(
             self,
             Kind::LogStore | Kind::BTreeStore | Kind::HashStore | Kind::ShardedStore
         )
+    }
+
+    /// The format version this build writes for a new structure of this kind (an open
+    /// records the format it finds, for structures of older formats it serves).
+    fn format(self) -> u32 {
+        match self {
+            Kind::AppendOnly | Kind::OnceMap | Kind::Content | Kind::LogStore => 2,
+            _ => 1,
+        }
     }
 
     /// The kind's code in `kind.acc` (1-based, in [`ALL`](Self::ALL)'s order).
@@ -142,37 +161,78 @@ pub struct Structure {
 /// written atomically (temporary file, fsync, rename, fsync of the directory).
 ///
 /// # Errors
-/// `Incompatible` if `name` is recorded as another kind; `InvalidName`; `Io`.
+/// `Incompatible` if `name` is recorded or recognised as another kind (a primitive's
+/// files say what it is); `InvalidName`; `Io`.
 pub fn record(dir: &Dir, name: &str, kind: Kind, format: u32) -> Result<()> {
     let path = dir.structure_path(name)?;
-    if let Some((found, found_format)) = read_record(&path)? {
-        if found != kind {
-            return Err(wrong_kind(&path, found, kind));
-        }
-        if found_format == format {
-            return Ok(());
-        }
+    match identify_at(&path)? {
+        // Unrecorded, a Content store's files are a OnceMap's.
+        Some((Kind::OnceMap, _, false)) if kind == Kind::Content => {}
+        Some((found, _, _)) if found != kind => return Err(wrong_kind(&path, found, kind)),
+        Some((_, Some(f), true)) if f == format && path.join(FILE).is_file() => return Ok(()),
+        _ => {}
     }
-    let params = [kind.code(), u64::from(format), 0, 0, 0];
-    let bytes = Header::new(header::Kind::Catalog, params).encode();
-    files::write_atomically(&path, FILE, &bytes)
+    write_record(&path, kind, format)
 }
 
-/// Checks that `name` in `dir` is not another kind than `kind`: by its record, or, with
-/// none, by its files. A name that holds nothing yet passes. Called by a composite
-/// structure's open before it touches any file.
+fn write_record(path: &Path, kind: Kind, format: u32) -> Result<()> {
+    let params = [kind.code(), u64::from(format), 0, 0, 0];
+    let bytes = Header::new(header::Kind::Catalog, params).encode();
+    files::create_dirs(path)?;
+    files::write_atomically(path, FILE, &bytes)
+}
+
+/// Admits an open of `name` in `dir` as a `kind`, before it touches any file: refuses a
+/// name that is another kind (by its record, or with none by its files), that lies
+/// inside another structure (whose own files it could be taken for, and removed with),
+/// or whose directory holds other structures; and records the kind of a name that holds
+/// nothing yet, so that a crash while the structure makes its files leaves it
+/// recognisable. Called by every composite structure's open.
 ///
 /// # Errors
-/// `Incompatible` naming both kinds; `Corrupted` for a damaged record; `InvalidName`;
-/// `Io`.
-pub fn expect(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
+/// `Incompatible` naming both kinds, or the structure it lies in or holds;
+/// `Corrupted` for a damaged record; `InvalidName`; `Io`.
+pub fn admit(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
     let path = dir.structure_path(name)?;
-    match identify_at(&path)? {
-        // Unrecorded, a Content store's files are a OnceMap's: either may open them.
-        Some((Kind::OnceMap, _, false)) if kind == Kind::Content => Ok(()),
-        Some((found, _, _)) if found != kind => Err(wrong_kind(&path, found, kind)),
-        _ => Ok(()),
+    let parts: Vec<&str> = name.split('/').collect();
+    for depth in 1..parts.len() {
+        let above = parts[..depth].join("/");
+        if let Some((found, _, _)) = identify_at(&dir.path().join(&above))? {
+            return Err(Error::incompatible(
+                &path,
+                format!("this name lies inside the {found} {above:?}"),
+            ));
+        }
     }
+    let check = |found: Option<(Kind, Option<u32>, bool)>| match found {
+        // Unrecorded, a Content store's files are a OnceMap's: either may open them.
+        Some((Kind::OnceMap, _, false)) if kind == Kind::Content => Ok(true),
+        Some((found, _, _)) if found != kind => Err(wrong_kind(&path, found, kind)),
+        Some(_) => Ok(true),
+        None => Ok(false),
+    };
+    if check(identify_at(&path)?)? {
+        return Ok(());
+    }
+    let mut inside = Vec::new();
+    walk(&path, "", &mut inside)?;
+    if let Some(other) = inside.first() {
+        return Err(Error::incompatible(
+            &path,
+            format!(
+                "this directory holds other structures (the {} {:?})",
+                other.kind, other.name
+            ),
+        ));
+    }
+    // Held from here to the record: two first opens of one name (of two kinds) in this
+    // process are taken one after the other, and the second sees the first's record.
+    // (A structure claims only names below its own.)
+    let _claim = dir.claim(name)?;
+    if check(identify_at(&path)?)? {
+        return Ok(());
+    }
+    write_record(&path, kind, kind.format())
 }
 
 /// What `name` in `dir` is, if anything: its record, or what its files say.
@@ -260,7 +320,14 @@ fn children(at: &Path) -> Result<Vec<String>> {
 }
 
 fn wrong_kind(path: &Path, found: Kind, wanted: Kind) -> Error {
-    Error::incompatible(path, format!("this structure is a {found}, not a {wanted}"))
+    Error::incompatible(
+        path,
+        format!(
+            "this structure is {}, not {}",
+            found.article(),
+            wanted.article()
+        ),
+    )
 }
 
 /// The kind and format `kind.acc` in `path` records, if it exists.
@@ -381,7 +448,7 @@ mod tests {
         let dir = Dir::temporary().unwrap();
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
         assert_eq!(identify(&dir, "a/b").unwrap(), None);
-        expect(&dir, "a/b", Kind::HashStore).unwrap();
+        admit(&dir, "a/b", Kind::HashStore).unwrap();
         record(&dir, "a/b", Kind::HashStore, 1).unwrap();
         record(&dir, "a/b", Kind::HashStore, 1).unwrap();
         let s = identify(&dir, "a/b").unwrap().unwrap();
@@ -389,7 +456,7 @@ mod tests {
             (s.kind, s.format, s.recorded),
             (Kind::HashStore, Some(1), true)
         );
-        let e = expect(&dir, "a/b", Kind::LogStore).unwrap_err();
+        let e = admit(&dir, "a/b", Kind::LogStore).unwrap_err();
         assert!(matches!(e, Error::Incompatible { .. }), "{e}");
         let text = e.to_string();
         assert!(

@@ -551,7 +551,9 @@ impl OrderedStore for BTreeStore {
 /// Entries of a B-tree's default tree read in batches, each from a snapshot of its own
 /// (a snapshot borrows from the store, so one cannot live inside the iterator): every
 /// key present throughout comes out once, in order, from either end; a key written
-/// meanwhile may or may not.
+/// meanwhile may or may not. Batches start at one entry and double up to [`BATCH`], so
+/// `first` or `above` read one entry, and a scan soon reads many per snapshot. An error
+/// comes after the entries read before it, and ends the iteration.
 struct Batches<'a> {
     store: &'a BTreeStore,
     /// What is left to read: the ends move inwards as batches are read.
@@ -561,11 +563,18 @@ struct Batches<'a> {
     front: VecDeque<(Vec<u8>, Vec<u8>)>,
     /// Read from the back, in order, not handed out yet.
     back: VecDeque<(Vec<u8>, Vec<u8>)>,
-    /// Nothing is left between `lo` and `hi`.
+    /// Entries the next batch from each end reads.
+    size: [usize; 2],
+    /// An error met by a batch, handed out once the entries before it are.
+    error: Option<crate::Error>,
+    /// Nothing is left between `lo` and `hi` (or an error ended the iteration).
     drained: bool,
 }
 
-/// Entries read per snapshot.
+/// A key and its value, borrowed from a snapshot.
+type Pair<'s> = (&'s [u8], &'s [u8]);
+
+/// Most entries read per snapshot.
 const BATCH: usize = 256;
 
 impl<'a> Batches<'a> {
@@ -576,40 +585,56 @@ impl<'a> Batches<'a> {
             hi,
             front: VecDeque::new(),
             back: VecDeque::new(),
+            size: [1, 1],
+            error: None,
             drained: false,
         }
     }
 
     /// Reads the next batch from the front (or the back) of what is left.
-    fn fill(&mut self, from_front: bool) -> Result<()> {
-        let snapshot = self.store.begin_read();
-        let tree = snapshot.default_tree()?;
-        let range = tree.range((self.lo.clone(), self.hi.clone()))?;
-        let mut batch = Vec::with_capacity(BATCH);
-        if from_front {
-            for entry in range.take(BATCH) {
+    fn fill(&mut self, from_front: bool) {
+        let side = usize::from(!from_front);
+        let size = self.size[side];
+        self.size[side] = (size * 2).min(BATCH);
+        let mut batch = Vec::with_capacity(size);
+        let read = (|| -> Result<()> {
+            let snapshot = self.store.begin_read();
+            let tree = snapshot.default_tree()?;
+            let range = tree.range((self.lo.clone(), self.hi.clone()))?;
+            let entries: Box<dyn Iterator<Item = Result<Pair<'_>>>> = if from_front {
+                Box::new(range)
+            } else {
+                Box::new(range.rev())
+            };
+            for entry in entries.take(size) {
                 let (k, v) = entry?;
                 batch.push((k.to_vec(), v.to_vec()));
             }
-            match batch.last() {
-                Some((k, _)) => self.lo = Bound::Excluded(k.clone()),
-                None => self.drained = true,
+            Ok(())
+        })();
+        match read {
+            Err(e) => {
+                self.error = Some(e);
+                self.drained = true;
             }
+            Ok(()) if batch.len() < size => self.drained = true,
+            Ok(()) => {}
+        }
+        if let Some((k, _)) = batch.last() {
+            let past = Bound::Excluded(k.clone());
+            if from_front {
+                self.lo = past;
+            } else {
+                self.hi = past;
+            }
+        }
+        if from_front {
             self.front.extend(batch);
         } else {
-            for entry in range.rev().take(BATCH) {
-                let (k, v) = entry?;
-                batch.push((k.to_vec(), v.to_vec()));
-            }
-            match batch.last() {
-                Some((k, _)) => self.hi = Bound::Excluded(k.clone()),
-                None => self.drained = true,
-            }
             for e in batch {
                 self.back.push_front(e);
             }
         }
-        Ok(())
     }
 }
 
@@ -617,32 +642,32 @@ impl Iterator for Batches<'_> {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.front.is_empty()
-            && !self.drained
-            && let Err(e) = self.fill(true)
-        {
-            self.drained = true;
+        if self.front.is_empty() && !self.drained {
+            self.fill(true);
+        }
+        if let Some(e) = self.front.pop_front() {
+            return Some(Ok(e));
+        }
+        if let Some(e) = self.error.take() {
+            self.back.clear();
             return Some(Err(e));
         }
-        self.front
-            .pop_front()
-            .or_else(|| self.back.pop_front())
-            .map(Ok)
+        self.back.pop_front().map(Ok)
     }
 }
 
 impl DoubleEndedIterator for Batches<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if self.back.is_empty()
-            && !self.drained
-            && let Err(e) = self.fill(false)
-        {
-            self.drained = true;
+        if self.back.is_empty() && !self.drained {
+            self.fill(false);
+        }
+        if let Some(e) = self.back.pop_back() {
+            return Some(Ok(e));
+        }
+        if let Some(e) = self.error.take() {
+            self.front.clear();
             return Some(Err(e));
         }
-        self.back
-            .pop_back()
-            .or_else(|| self.front.pop_back())
-            .map(Ok)
+        self.front.pop_back().map(Ok)
     }
 }

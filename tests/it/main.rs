@@ -28,6 +28,7 @@ mod process;
 mod process_sharded;
 mod review;
 mod review15;
+mod review_catalog;
 mod review_filters;
 mod review_hash;
 mod review_sharded;

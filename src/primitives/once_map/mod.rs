@@ -227,7 +227,7 @@ impl OnceMap {
     /// [`open`](Self::open), recording the map in the catalog as a `kind` (a Content
     /// store is a OnceMap on disk).
     pub(crate) fn open_as(dir: &Dir, name: &str, kind: catalog::Kind) -> Result<OnceMap> {
-        catalog::expect(dir, name, kind)?;
+        catalog::admit(dir, name, kind)?;
         let map = Self::open_map(dir, name)?;
         catalog::record(dir, name, kind, map.log.format())?;
         Ok(map)

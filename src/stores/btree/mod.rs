@@ -192,7 +192,7 @@ impl BTreeStore {
     /// `UnsupportedVersion` for a store of a newer format; `Incompatible` for another
     /// kind of structure under `name`; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<BTreeStore> {
-        catalog::expect(dir, name, catalog::Kind::BTreeStore)?;
+        catalog::admit(dir, name, catalog::Kind::BTreeStore)?;
         let inner = recovery::open(dir, name, options)?;
         catalog::record(dir, name, catalog::Kind::BTreeStore, store::FORMAT)?;
         Ok(BTreeStore { inner })

@@ -146,7 +146,7 @@ impl HashStore {
     /// store) if it is open already; `HandlesAlive` while value handles of an earlier open
     /// still hold its current data generation; `Io`.
     pub fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<HashStore> {
-        crate::catalog::expect(dir, name, crate::catalog::Kind::HashStore)?;
+        crate::catalog::admit(dir, name, crate::catalog::Kind::HashStore)?;
         let inner = open::open(dir, name, options).map_err(|e| match e {
             // The state journal is claimed first, and only while the store is open.
             crate::Error::NameInUse { name: part } if part == format!("{name}/state") => {

@@ -543,7 +543,7 @@ impl LogStore {
         // A segment ends where a lane ends, so that its last bytes never take a lane of
         // their own (lanes double: 64 MiB would allocate 128 MiB for its last 64 KiB).
         opts.segment_bytes = AppendOnly::fitted_len(opts.segment_bytes);
-        catalog::expect(dir, name, catalog::Kind::LogStore)?;
+        catalog::admit(dir, name, catalog::Kind::LogStore)?;
         let inner = open::open(dir, name, opts).map_err(|e| match e {
             // The state journal is claimed first, and only while the store is open.
             Error::NameInUse { name: part } if part == format!("{name}/state") => {

@@ -167,7 +167,7 @@ impl ShardedStore {
     /// `HandlesAlive` while value handles of an earlier open still hold one of its
     /// shards; `Io`.
     pub fn open(dir: &Dir, name: &str, options: ShardedOptions) -> Result<ShardedStore> {
-        crate::catalog::expect(dir, name, crate::catalog::Kind::ShardedStore)?;
+        crate::catalog::admit(dir, name, crate::catalog::Kind::ShardedStore)?;
         let inner = open::open(dir, name, options).map_err(|e| match e {
             // The state journal is claimed first, and only while the store is open.
             Error::NameInUse { name: part } if part == format!("{name}/state") => {
