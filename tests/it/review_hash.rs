@@ -430,7 +430,10 @@ fn opening_a_store_leaves_a_store_named_below_it_alone() {
     let kv = open(&dir);
     assert_eq!(kv.get(b"a").unwrap().unwrap(), b"1");
     drop(kv);
-    assert!(!dir.path().join("kv/d7").exists(), "the refused open made nothing");
+    assert!(
+        !dir.path().join("kv/d7").exists(),
+        "the refused open made nothing"
+    );
 }
 
 /// A data generation of another store put in place of this one's (a restore from the
