@@ -275,14 +275,30 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<Structure>) -> Result<()> {
         } else {
             format!("{prefix}/{child}")
         };
-        match identify_at(&root.join(&name))? {
-            Some((kind, format, recorded)) => out.push(Structure {
+        let path = root.join(&name);
+        let found = match identify_at(&path)? {
+            None => {
+                let mut inside = Vec::new();
+                walk(root, &name, &mut inside)?;
+                // A structure being made records its kind before its parts exist: parts
+                // found after a look that saw no record belong to it if it has one now.
+                match identify_at(&path)? {
+                    None => {
+                        out.extend(inside);
+                        continue;
+                    }
+                    some => some,
+                }
+            }
+            some => some,
+        };
+        if let Some((kind, format, recorded)) = found {
+            out.push(Structure {
                 name,
                 kind,
                 format,
                 recorded,
-            }),
-            None => walk(root, &name, out)?,
+            });
         }
     }
     Ok(())
@@ -382,14 +398,15 @@ fn identify_at(path: &Path) -> Result<Option<(Kind, Option<u32>, bool)>> {
         // AppendOnly's holds 32 bytes, a RandomAccess's 8; so did a format-1
         // AppendOnly's, which with no lane yet holds nothing and is listed as a
         // RandomAccess).
+        // The register's value size, if its header reads: one being made (or damaged)
+        // does not, and the structure is still listed (its open reports the damage).
         let register = || -> Result<Option<u64>> {
             let file = path.join("length.acc");
-            Ok(match files::read_if_exists(&file)? {
-                Some(bytes) => {
-                    Some(Header::decode(&bytes, &file, header::Kind::Register)?.params[0])
-                }
-                None => None,
-            })
+            Ok(files::read_if_exists(&file)?.and_then(|bytes| {
+                Header::decode(&bytes, &file, header::Kind::Register)
+                    .ok()
+                    .map(|h| h.params[0])
+            }))
         };
         let (kind, format) = if has_file("cells-00.acc") {
             (Kind::RandomAccess, Some(1))
