@@ -14,7 +14,7 @@ use accretion::{
 use crate::fixtures::copy_dir;
 
 /// Opens `name` in `dir` as a `kind` (default options), dropping it at once.
-fn open_as(dir: &Dir, name: &str, kind: Kind) -> accretion::Result<()> {
+pub(crate) fn open_as(dir: &Dir, name: &str, kind: Kind) -> accretion::Result<()> {
     match kind {
         Kind::Entropy => Entropy::open(dir, name).map(drop),
         Kind::Journal => Journal::<u64>::open(dir, name).map(drop),

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use accretion::catalog::{self, Kind};
 use accretion::face::{Figure, OrderedStore, Store};
 use accretion::{
-    AppendOnly, BTreeOptions, BTreeStore, Content, Dir, Entropy, Error, HashOptions, HashStore,
-    Journal, LogOptions, LogStore, OnceMap, RandomAccess, ShardedOptions, ShardedStore,
+    AppendOnly, BTreeOptions, BTreeStore, Dir, Error, HashOptions, HashStore, Journal, LogOptions,
+    LogStore, OnceMap, ShardedOptions, ShardedStore,
 };
 
+use crate::catalog::open_as;
 use crate::common::Seeded;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -34,23 +35,6 @@ const PRIMITIVES: [Kind; 4] = [
     Kind::RandomAccess,
     Kind::AppendOnly,
 ];
-
-/// Opens `name` in `dir` as a `kind` (default options), dropping it at once.
-fn open_as(dir: &Dir, name: &str, kind: Kind) -> accretion::Result<()> {
-    match kind {
-        Kind::Entropy => Entropy::open(dir, name).map(drop),
-        Kind::Journal => Journal::<u64>::open(dir, name).map(drop),
-        Kind::RandomAccess => RandomAccess::<u64>::open(dir, name).map(drop),
-        Kind::AppendOnly => AppendOnly::open(dir, name).map(drop),
-        Kind::OnceMap => OnceMap::open(dir, name).map(drop),
-        Kind::Content => Content::open(dir, name).map(drop),
-        Kind::LogStore => LogStore::open(dir, name, LogOptions::default()).map(drop),
-        Kind::BTreeStore => BTreeStore::open(dir, name, BTreeOptions::default()).map(drop),
-        Kind::HashStore => HashStore::open(dir, name, HashOptions::default()).map(drop),
-        Kind::ShardedStore => ShardedStore::open(dir, name, ShardedOptions::default()).map(drop),
-        _ => unreachable!("a kind this test does not know: {kind:?}"),
-    }
-}
 
 /// Every directory and file below `root` (the lock file aside), with a file's bytes.
 fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
