@@ -104,6 +104,15 @@ impl Kind {
         }
     }
 
+    /// Whether this is a primitive, whose own files' headers say what it is (it writes
+    /// no `kind.acc`, and its open does not ask the catalog).
+    pub fn is_primitive(self) -> bool {
+        matches!(
+            self,
+            Kind::Entropy | Kind::Journal | Kind::RandomAccess | Kind::AppendOnly
+        )
+    }
+
     /// Whether this is a key-value store (layer 2).
     pub fn is_store(self) -> bool {
         matches!(

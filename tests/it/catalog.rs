@@ -88,20 +88,16 @@ fn every_kind_is_listed_by_name_and_nested_names_too() {
 #[test]
 fn a_structure_opened_as_another_kind_is_refused_and_left_alone() {
     let dir = Dir::temporary().unwrap();
-    let composites = [
-        Kind::OnceMap,
-        Kind::Content,
-        Kind::LogStore,
-        Kind::BTreeStore,
-        Kind::HashStore,
-        Kind::ShardedStore,
-    ];
-    for kind in composites {
+    let composites: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| !k.is_primitive())
+        .collect();
+    for &kind in &composites {
         open_as(&dir, kind.name(), kind).unwrap();
     }
     let before = files(dir.path());
-    for found in composites {
-        for wanted in composites.into_iter().filter(|&k| k != found) {
+    for &found in &composites {
+        for &wanted in composites.iter().filter(|&&k| k != found) {
             let e = open_as(&dir, found.name(), wanted).unwrap_err();
             assert!(
                 matches!(e, Error::Incompatible { .. }),

@@ -20,21 +20,14 @@ use crate::common::Seeded;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-const COMPOSITES: [Kind; 6] = [
-    Kind::OnceMap,
-    Kind::Content,
-    Kind::LogStore,
-    Kind::BTreeStore,
-    Kind::HashStore,
-    Kind::ShardedStore,
-];
+/// Kinds that record themselves (`kind.acc`), and the primitives.
+fn composites() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|k| !k.is_primitive())
+}
 
-const PRIMITIVES: [Kind; 4] = [
-    Kind::Entropy,
-    Kind::Journal,
-    Kind::RandomAccess,
-    Kind::AppendOnly,
-];
+fn primitives() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|k| k.is_primitive())
+}
 
 /// Every directory and file below `root` (the lock file aside), with a file's bytes.
 fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
@@ -201,7 +194,7 @@ fn prefix_names_are_kept_apart() {
     assert_eq!(listed(&dir), want);
     for (name, kind) in names {
         assert_eq!(catalog::identify(&dir, name).unwrap().unwrap().kind, kind);
-        for other in COMPOSITES.into_iter().filter(|&k| k != kind) {
+        for other in composites().filter(|&k| k != kind) {
             if kind == Kind::OnceMap && other == Kind::Content {
                 continue;
             }
@@ -256,7 +249,7 @@ fn listing_ignores_stray_files_and_directories() {
 /// next open; a `kind.acc.tmp` a crash left beside it (or instead of it) is harmless.
 #[test]
 fn a_lost_record_is_recognised_and_written_again() {
-    for kind in COMPOSITES {
+    for kind in composites() {
         let dir = Dir::temporary().unwrap();
         open_as(&dir, "s", kind).unwrap();
         let record = dir.path().join("s/kind.acc");
@@ -282,8 +275,7 @@ fn a_lost_record_is_recognised_and_written_again() {
             (seen, false, None),
             "{kind}"
         );
-        for other in COMPOSITES
-            .into_iter()
+        for other in composites()
             .filter(|&k| k != kind && !(kind == Kind::Content && k == Kind::OnceMap))
             .filter(|&k| !(kind == Kind::OnceMap && k == Kind::Content))
         {
@@ -334,7 +326,7 @@ fn damaged_records_are_errors_naming_the_file() {
     for (what, bytes) in cases {
         std::fs::write(&record, &bytes).unwrap();
         let before = tree(dir.path());
-        for kind in COMPOSITES {
+        for kind in composites() {
             let e = match open_as(&dir, "h", kind) {
                 Ok(()) => panic!("{what}: opens as a {kind}"),
                 Err(e) => e,
@@ -364,12 +356,12 @@ fn damaged_records_are_errors_naming_the_file() {
 #[test]
 fn a_store_opened_at_a_primitives_name_is_refused_and_changes_nothing() {
     let dir = Dir::temporary().unwrap();
-    for kind in PRIMITIVES {
+    for kind in primitives() {
         open_as(&dir, kind.name(), kind).unwrap();
     }
     let before = tree(dir.path());
-    for primitive in PRIMITIVES {
-        for store in COMPOSITES {
+    for primitive in primitives() {
+        for store in composites() {
             let e = open_as(&dir, primitive.name(), store).unwrap_err();
             let text = e.to_string();
             assert!(
@@ -389,7 +381,7 @@ fn a_store_opened_at_a_primitives_name_is_refused_and_changes_nothing() {
 /// reports, as documented. A record's format is therefore informative only.
 #[test]
 fn a_record_of_another_format_is_rewritten_by_the_open() {
-    for kind in COMPOSITES {
+    for kind in composites() {
         let dir = Dir::temporary().unwrap();
         open_as(&dir, "s", kind).unwrap();
         let format = catalog::identify(&dir, "s")
@@ -725,26 +717,8 @@ fn bounds_of_every_kind_agree_with_a_model() {
                 for hi in bounds(b) {
                     let want = model_range(&model, &lo, &hi);
                     let what = format!("{lo:?}..{hi:?}");
-                    let log_fwd =
-                        pairs(OrderedStore::range(&log, (lo.clone(), hi.clone())).unwrap());
-                    assert_eq!(log_fwd, want, "log forwards {what}");
-                    let mut log_rev = pairs(
-                        OrderedStore::range(&log, (lo.clone(), hi.clone()))
-                            .unwrap()
-                            .rev(),
-                    );
-                    log_rev.reverse();
-                    assert_eq!(log_rev, want, "log backwards {what}");
-                    let tree_fwd =
-                        pairs(OrderedStore::range(&tree, (lo.clone(), hi.clone())).unwrap());
-                    assert_eq!(tree_fwd, want, "tree forwards {what}");
-                    let mut tree_rev = pairs(
-                        OrderedStore::range(&tree, (lo.clone(), hi.clone()))
-                            .unwrap()
-                            .rev(),
-                    );
-                    tree_rev.reverse();
-                    assert_eq!(tree_rev, want, "tree backwards {what}");
+                    both_ways(&log, &lo, &hi, &want, &format!("log {what}"));
+                    both_ways(&tree, &lo, &hi, &want, &format!("tree {what}"));
                     let toggle = rand::Rng::random::<u64>(&mut seeded.rng);
                     let got = walk_both(
                         OrderedStore::range(&tree, (lo.clone(), hi.clone())).unwrap(),
@@ -757,6 +731,25 @@ fn bounds_of_every_kind_agree_with_a_model() {
         }
     }
     assert_eq!(cases, points.len() * points.len() * 9);
+}
+
+/// `store`'s range `lo..hi` read forwards and backwards, against `want`.
+fn both_ways<S: OrderedStore>(
+    store: &S,
+    lo: &Bound<Vec<u8>>,
+    hi: &Bound<Vec<u8>>,
+    want: &[(Vec<u8>, Vec<u8>)],
+    what: &str,
+) {
+    let fwd = pairs(OrderedStore::range(store, (lo.clone(), hi.clone())).unwrap());
+    assert_eq!(fwd, want, "forwards {what}");
+    let mut rev = pairs(
+        OrderedStore::range(store, (lo.clone(), hi.clone()))
+            .unwrap()
+            .rev(),
+    );
+    rev.reverse();
+    assert_eq!(rev, want, "backwards {what}");
 }
 
 /// `first`, `last`, `above` and `below` on an empty store, with only the empty key, and
