@@ -124,7 +124,7 @@ impl<S: Store> Store for Compressed<S> {
         self.inner.put(key, &pack(value))
     }
 
-    fn delete(&self, key: &[u8]) -> Result<()> {
+    fn delete(&self, key: &[u8]) -> Result<bool> {
         self.inner.delete(key)
     }
 

@@ -98,11 +98,14 @@ pub trait Store: Send + Sync {
     /// As the store's write (`put`, `insert` or `set`).
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
 
-    /// Removes `key` (nothing happens if it is absent).
+    /// Removes `key`, returning whether it was set (removing an absent key is not an
+    /// error). For a [`LogStore`], whose `delete` does not look, the answer is whether
+    /// the key was set just before the removal (a writer racing on the same key may
+    /// change that).
     ///
     /// # Errors
     /// As the store's removal (`delete` or `remove`).
-    fn delete(&self, key: &[u8]) -> Result<()>;
+    fn delete(&self, key: &[u8]) -> Result<bool>;
 
     /// Whether `key` is set.
     ///
@@ -225,8 +228,10 @@ impl Store for LogStore {
         LogStore::put(self, key, value)
     }
 
-    fn delete(&self, key: &[u8]) -> Result<()> {
-        LogStore::delete(self, key)
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let was = LogStore::contains(self, key);
+        LogStore::delete(self, key)?;
+        Ok(was)
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
@@ -319,8 +324,8 @@ impl Store for HashStore {
         HashStore::set(self, key, value).map(drop)
     }
 
-    fn delete(&self, key: &[u8]) -> Result<()> {
-        HashStore::delete(self, key).map(drop)
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        Ok(HashStore::delete(self, key)?.is_some())
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
@@ -391,8 +396,8 @@ impl Store for ShardedStore {
         ShardedStore::set(self, key, value).map(drop)
     }
 
-    fn delete(&self, key: &[u8]) -> Result<()> {
-        ShardedStore::remove(self, key).map(drop)
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        Ok(ShardedStore::remove(self, key)?.is_some())
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
@@ -482,8 +487,8 @@ impl Store for BTreeStore {
         self.insert(key, value).map(drop)
     }
 
-    fn delete(&self, key: &[u8]) -> Result<()> {
-        self.remove(key).map(drop)
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.remove(key)?.is_some())
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {

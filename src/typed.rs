@@ -102,11 +102,11 @@ impl<S: Store, K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>
         self.inner.put(&self.key(key)?, &v)
     }
 
-    /// Removes `key`.
+    /// Removes `key`, returning whether it was set.
     ///
     /// # Errors
     /// `Encoding` if the key does not encode; as the store's removal.
-    pub fn delete(&self, key: &K) -> Result<()> {
+    pub fn delete(&self, key: &K) -> Result<bool> {
         self.inner.delete(&self.key(key)?)
     }
 

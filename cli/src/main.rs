@@ -75,7 +75,8 @@ enum Verb {
         key: String,
         value: String,
     },
-    /// Removes KEY (made durable before the tool exits).
+    /// Removes KEY (made durable before the tool exits); prints `deleted`, or `absent` if
+    /// it was not set.
     Delete {
         dir: PathBuf,
         name: String,
@@ -375,10 +376,16 @@ fn run(cli: &Cli) -> Outcome {
         Verb::Delete { dir, name, key } => {
             let store = open_store(&open_dir(dir)?, name)?;
             let key = parse(key)?;
-            with_store!(&store, s => {
-                Store::delete(s, &key)?;
-                Store::sync(s)
-            })?;
+            let was = with_store!(&store, s => {
+                let was = Store::delete(s, &key)?;
+                Store::sync(s)?;
+                was
+            });
+            if json {
+                println!("{}", serde_json::json!({ "deleted": was }));
+            } else {
+                println!("{}", if was { "deleted" } else { "absent" });
+            }
             Ok(())
         }
         Verb::Scan {

@@ -92,7 +92,8 @@ fn every_verb_on_every_store_kind() {
         let bounded = ok(&["scan", d, n, "--from", "b", "--to", "pl"]);
         assert_eq!(bounded, "pear\tgreen\n", "{kind}");
         assert_eq!(ok(&["scan", d, n, "--limit", "2"]).lines().count(), 2);
-        ok(&["delete", d, n, "plum"]);
+        assert_eq!(ok(&["delete", d, n, "plum"]), "deleted\n", "{kind}");
+        assert_eq!(ok(&["delete", d, n, "plum"]), "absent\n", "{kind}");
         fails(&["get", d, n, "plum"], 1);
         assert_eq!(ok(&["len", d, n]), "3\n");
         let verified = ok(&["verify", d, n]);

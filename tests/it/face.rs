@@ -66,8 +66,8 @@ fn model_run<S: Store>(store: &S, seeded: &mut Seeded) {
                     model.insert(k, v);
                 }
                 6..8 => {
-                    store.delete(&k).unwrap();
-                    model.remove(&k);
+                    let was = store.delete(&k).unwrap();
+                    assert_eq!(was, model.remove(&k).is_some(), "{}", store.kind());
                 }
                 _ => {
                     let got = store.get(&k).unwrap();
