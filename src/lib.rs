@@ -55,6 +55,7 @@ pub use stores::btree::{
 pub use stores::hash::{
     HashOptions, HashReport, HashStats, HashStore, HashValue, Iter as HashIter, OptimizeMode,
 };
+pub use stores::log::operators as merge_operators;
 pub use stores::log::{Iter, LogOptions, LogStats, LogStore, MergeFn, Value, WriteBatch};
 pub use stores::sharded::row as signature_row;
 pub use stores::sharded::{

@@ -69,6 +69,7 @@ enum Verb {
         key: String,
     },
     /// Sets KEY to VALUE (made durable before the tool exits).
+    #[command(allow_negative_numbers = true)]
     Put {
         dir: PathBuf,
         name: String,
@@ -81,6 +82,20 @@ enum Verb {
         dir: PathBuf,
         name: String,
         key: String,
+    },
+    /// Merges OPERAND into KEY's value with the LogStore's registered merge operator
+    /// (made durable before the tool exits) and prints the new value. A store with no
+    /// operator yet registers the one `--operator` names; the tool knows concat, add,
+    /// max and min.
+    #[command(allow_negative_numbers = true)]
+    Merge {
+        dir: PathBuf,
+        name: String,
+        key: String,
+        operand: String,
+        /// The operator to register (or that the store must have registered).
+        #[arg(long)]
+        operator: Option<String>,
     },
     /// Prints entries: in key order for ordered stores (log, btree), in the store's
     /// order otherwise.
@@ -388,6 +403,20 @@ fn run(cli: &Cli) -> Outcome {
             }
             Ok(())
         }
+        Verb::Merge {
+            dir,
+            name,
+            key,
+            operand,
+            operator,
+        } => merge(
+            &open_dir(dir)?,
+            name,
+            &parse(key)?,
+            &parse(operand)?,
+            operator.as_deref(),
+            json,
+        ),
         Verb::Scan {
             dir,
             name,
@@ -473,6 +502,95 @@ fn run(cli: &Cli) -> Outcome {
             Ok(())
         }
     }
+}
+
+/// The `merge` verb: finds the operator the log store `name` records among those the
+/// tool knows (or registers `wanted` if it records none), checks that the operand (and,
+/// for `add`, the current value) suit it, merges, syncs and prints the new value.
+fn merge(
+    dir: &Dir,
+    name: &str,
+    key: &[u8],
+    operand: &[u8],
+    wanted: Option<&str>,
+    json: bool,
+) -> Outcome {
+    use accretion::merge_operators::{self, OPERATORS};
+    let known = || {
+        OPERATORS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let AnyStore::Log(mut store) = open_store(dir, name)? else {
+        let kind = open_store(dir, name)?.kind();
+        return Err(Failure::Usage(format!(
+            "merge needs a LogStore (it keeps the merge operator); {name} is {}",
+            kind.article()
+        )));
+    };
+    if let Some(w) = wanted
+        && merge_operators::by_name(w).is_none()
+    {
+        return Err(Failure::Usage(format!(
+            "no merge operator named {w:?} (the tool knows {})",
+            known()
+        )));
+    }
+    let recorded = OPERATORS
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| store.records_merge_operator(n) == Some(true));
+    let registered = store.records_merge_operator("").is_some();
+    let op = match (recorded, wanted) {
+        (Some(r), Some(w)) if r != w => {
+            return Err(Failure::Usage(format!(
+                "{name} was written with the merge operator {r:?}, not {w:?}"
+            )));
+        }
+        (Some(r), _) => r,
+        (None, _) if registered => {
+            return Err(Failure::Usage(format!(
+                "{name} was written with a merge operator this tool does not know (it knows {})",
+                known()
+            )));
+        }
+        (None, Some(w)) => {
+            // Register it: an open that gives an operator records its name.
+            drop(store);
+            let opts = accretion::LogOptions {
+                merge_operator: merge_operators::by_name(w),
+                ..Default::default()
+            };
+            store = Box::new(LogStore::open(dir, name, opts)?);
+            w
+        }
+        (None, None) => {
+            return Err(Failure::Usage(format!(
+                "{name} has no merge operator yet: name one with --operator ({})",
+                known()
+            )));
+        }
+    };
+    if op == "add" {
+        let current = store.get(key)?;
+        if merge_operators::add(current.as_deref(), operand).is_none() {
+            return Err(Failure::Usage(format!(
+                "add needs decimal integers whose sum fits in i64: the value is {}, the operand {}",
+                current.as_deref().map_or("absent".to_owned(), show),
+                show(operand)
+            )));
+        }
+    }
+    let (_, f) = merge_operators::by_name(op).expect("a known operator");
+    store.merge(key, operand, |k, current, operand| f(k, current, operand))?;
+    store.sync()?;
+    match store.get(key)? {
+        Some(v) => print_entry(json, key, &v),
+        None => return Err(Failure::Usage(format!("{}: not found", show(key)))),
+    }
+    Ok(())
 }
 
 fn figure(figures: &[(&'static str, Figure)], name: &str) -> Option<Figure> {

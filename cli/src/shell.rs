@@ -23,14 +23,14 @@ use crate::{Cli, Failure, Outcome, print_failure, run as run_verb};
 
 /// The shell's own commands, then the tool's verbs.
 const VERBS: &[&str] = &[
-    "help", "quit", "exit", "ls", "create", "get", "put", "delete", "scan", "first", "last",
-    "above", "below", "len", "verify", "compact", "export", "import", "content",
+    "help", "quit", "exit", "ls", "create", "get", "put", "delete", "merge", "scan", "first",
+    "last", "above", "below", "len", "verify", "compact", "export", "import", "content",
 ];
 
 /// Verbs whose first argument (after the directory) is a structure's name.
 const NAMED: &[&str] = &[
-    "create", "get", "put", "delete", "scan", "first", "last", "above", "below", "len", "verify",
-    "compact", "export", "import",
+    "create", "get", "put", "delete", "merge", "scan", "first", "last", "above", "below", "len",
+    "verify", "compact", "export", "import",
 ];
 
 /// Runs the shell on `dir`, with `name` as the default structure.

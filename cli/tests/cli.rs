@@ -149,6 +149,65 @@ fn every_verb_on_every_store_kind() {
 }
 
 #[test]
+fn merge_uses_the_operator_the_log_store_registered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = s(tmp.path());
+    ok(&["create", d, "counts", "--kind", "log"]);
+    // No operator registered yet: one must be named, and it must be one the tool knows.
+    assert!(fails(&["merge", d, "counts", "hits", "1"], 1).contains("--operator"));
+    assert!(fails(&["merge", d, "counts", "hits", "1", "--operator", "sum"], 1).contains("concat"));
+    assert_eq!(
+        ok(&["merge", d, "counts", "hits", "5", "--operator", "add"]),
+        "hits\t5\n"
+    );
+    // From then on the store's own operator is used, and another is refused.
+    assert_eq!(ok(&["merge", d, "counts", "hits", "-7"]), "hits\t-2\n");
+    let line = ok(&[
+        "merge",
+        d,
+        "counts",
+        "hits",
+        "2",
+        "--operator",
+        "add",
+        "--json",
+    ]);
+    assert_eq!(json_lines(&line)[0]["value"], "0");
+    assert!(
+        fails(
+            &["merge", d, "counts", "hits", "x", "--operator", "concat"],
+            1
+        )
+        .contains("\"add\"")
+    );
+    // What add cannot add is refused before anything is written.
+    assert!(fails(&["merge", d, "counts", "hits", "ten"], 1).contains("decimal"));
+    ok(&["put", d, "counts", "word", "abc"]);
+    assert!(fails(&["merge", d, "counts", "word", "1"], 1).contains("abc"));
+    assert_eq!(ok(&["get", d, "counts", "word"]), "word\tabc\n");
+    assert_eq!(ok(&["get", d, "counts", "hits"]), "hits\t0\n");
+    // Only a log store has merge operators.
+    ok(&["create", d, "tree", "--kind", "btree"]);
+    assert!(fails(&["merge", d, "tree", "k", "v", "--operator", "concat"], 1).contains("LogStore"));
+    // The other operators.
+    ok(&["create", d, "words", "--kind", "log"]);
+    ok(&["merge", d, "words", "w", "ab", "--operator", "concat"]);
+    assert_eq!(
+        ok(&["merge", d, "words", "w", "x:00ff"]),
+        "w\tab\\x00\\xff\n"
+    );
+    for (op, first, second, want) in [("max", "b", "a", "b"), ("min", "b", "a", "a")] {
+        let name = format!("by-{op}");
+        ok(&["create", d, &name, "--kind", "log"]);
+        ok(&["merge", d, &name, "k", first, "--operator", op]);
+        assert_eq!(
+            ok(&["merge", d, &name, "k", second]),
+            format!("k\t{want}\n")
+        );
+    }
+}
+
+#[test]
 fn values_from_files_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");

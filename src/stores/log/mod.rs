@@ -32,6 +32,7 @@ mod iter;
 mod key;
 mod keydir;
 mod open;
+pub mod operators;
 pub(crate) mod record;
 mod segment;
 mod shards;
@@ -177,6 +178,11 @@ pub(crate) struct State {
     reserved: u64,
 }
 const _: () = assert!(size_of::<State>() == 64);
+
+/// What [`State`] records of a merge operator's name (never 0, which means none).
+fn merge_name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes()) | 1
+}
 
 /// The format version written in [`State`].
 /// 2: log segments are format-2 AppendOnly buffers (framed records, sealed when
@@ -738,6 +744,18 @@ impl LogStore {
             ));
         };
         self.merge(key, operand, |k, cur, operand| op(k, cur, operand))
+    }
+
+    /// Whether the store records a merge operator (its name is recorded by the first open
+    /// that gives one in [`LogOptions::merge_operator`]) and, if so, whether it is the one
+    /// named `name`: `None` if none is recorded. A tool uses it to find, among the
+    /// operators it knows (such as [`operators::OPERATORS`]), the one a store was
+    /// written with.
+    pub fn records_merge_operator(&self, name: &str) -> Option<bool> {
+        match self.inner.state.get().merge_name_hash {
+            0 => None,
+            recorded => Some(recorded == merge_name_hash(name)),
+        }
     }
 
     /// Applies every operation of `batch` atomically: one record, so after a crash the

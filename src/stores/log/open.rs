@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::{Mutex, RwLock};
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::record::{self, DecodedOp, HintEntry, Kind, RECORD_HEADER_BYTES};
 use super::segment::{Segment, Writers};
 use super::{
     Inner, KeyDir, Loc, LogOptions, STATE_VERSION, Segments, State, Writer, base_name, log_name,
+    merge_name_hash,
 };
 use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 
@@ -29,7 +29,7 @@ pub(super) fn open(dir: &Dir, name: &str, opts: LogOptions) -> Result<Inner> {
     let merge_hash = opts
         .merge_operator
         .as_ref()
-        .map_or(0, |(n, _)| xxh3_64(n.as_bytes()) | 1);
+        .map_or(0, |(n, _)| merge_name_hash(n));
     let mut st = state.get();
     if st.version == 0 {
         if holds_segments(dir, name) {
