@@ -244,6 +244,133 @@ pub fn admit(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
     write_record(&path, kind, kind.format())
 }
 
+/// Admits an open of the primitive `name` in `dir` as a `kind`, before it touches any
+/// file: refuses a name that is a composite structure, or a primitive of another kind,
+/// that lies inside another structure without being one of its parts (the parts a
+/// composite keeps, by name and kind: [`part_kind`]), or whose directory holds other
+/// structures. A primitive records nothing: its files' headers say what it is. Called
+/// by every primitive's open, under its claim on the name.
+///
+/// # Errors
+/// `Incompatible` naming both kinds, or the structure it lies in or holds;
+/// `Corrupted` for a damaged record; `InvalidName`; `Io`.
+pub(crate) fn admit_primitive(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
+    let path = dir.structure_path(name)?;
+    let parts: Vec<&str> = name.split('/').collect();
+    for depth in 1..parts.len() {
+        let above = parts[..depth].join("/");
+        if let Some((owner, _, _)) = identify_at(&dir.path().join(&above))? {
+            let rel = parts[depth..].join("/");
+            if part_kind(owner, &rel) == Some(kind) {
+                // The owner's open checks its parts' files; its own open was admitted.
+                return Ok(());
+            }
+            return Err(Error::incompatible(
+                &path,
+                format!("this name lies inside the {owner} {above:?}, which keeps no {kind} there"),
+            ));
+        }
+    }
+    match identify_at(&path)? {
+        Some((found, _, _)) if found == kind => Ok(()),
+        // Their files are alike (a register and lanes): a format-1 AppendOnly with no
+        // lane yet looks like a RandomAccess. Each one's open checks the register.
+        Some((Kind::AppendOnly | Kind::RandomAccess, _, _))
+            if matches!(kind, Kind::AppendOnly | Kind::RandomAccess) =>
+        {
+            Ok(())
+        }
+        Some((found, _, _)) => Err(wrong_kind(&path, found, kind)),
+        None => {
+            let mut inside = Vec::new();
+            walk(&path, "", &mut inside)?;
+            match inside.first() {
+                Some(other) => Err(Error::incompatible(
+                    &path,
+                    format!(
+                        "this directory holds other structures (the {} {:?})",
+                        other.kind, other.name
+                    ),
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// The kind of primitive a composite structure of kind `owner` keeps at `rel` (a name
+/// relative to its own), or `None` if it keeps none there.
+fn part_kind(owner: Kind, rel: &str) -> Option<Kind> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match (owner, parts.as_slice()) {
+        (Kind::OnceMap | Kind::Content, ["entropy"]) => Some(Kind::Entropy),
+        (Kind::OnceMap | Kind::Content, ["log"]) => Some(Kind::AppendOnly),
+        (Kind::OnceMap | Kind::Content, ["index" | "filter"]) => Some(Kind::RandomAccess),
+        (Kind::OnceMap | Kind::Content, ["meta"]) => Some(Kind::Journal),
+        (Kind::LogStore | Kind::BTreeStore | Kind::HashStore | Kind::ShardedStore, ["state"]) => {
+            Some(Kind::Journal)
+        }
+        (Kind::HashStore | Kind::ShardedStore, ["entropy"]) => Some(Kind::Entropy),
+        // Log segments `log-0000000001` and base segments `g1/base-000000`, each with
+        // its hint file (`-hint`).
+        (Kind::LogStore, [segment]) => {
+            numbered_exactly(segment.strip_suffix("-hint").unwrap_or(segment), "log-", 10)
+                .then_some(Kind::AppendOnly)
+        }
+        (Kind::LogStore, [generation, segment]) => (numbered(generation, "g")
+            && numbered_exactly(segment.strip_suffix("-hint").unwrap_or(segment), "base-", 6))
+        .then_some(Kind::AppendOnly),
+        (Kind::BTreeStore, [generation]) => numbered(generation, "g").then_some(Kind::AppendOnly),
+        (Kind::HashStore, [data]) => numbered(data, "d").then_some(Kind::AppendOnly),
+        (Kind::HashStore, [index, "slots" | "tags"]) => {
+            numbered(index, "i").then_some(Kind::RandomAccess)
+        }
+        (Kind::ShardedStore, [shard, part]) if numbered(shard, "s") => match *part {
+            "sigs" | "ptrs" => Some(Kind::RandomAccess),
+            "meta" => Some(Kind::Journal),
+            "data" => Some(Kind::AppendOnly),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether a composite of kind `owner` keeps parts in its sub-directory `sub` (a part
+/// itself, or a directory of parts such as a log store's generation `g1`).
+fn part_directory(owner: Kind, sub: &str) -> bool {
+    part_kind(owner, sub).is_some()
+        || match owner {
+            Kind::LogStore => numbered(sub, "g"),
+            Kind::HashStore => numbered(sub, "i"),
+            Kind::ShardedStore => numbered(sub, "s"),
+            _ => false,
+        }
+}
+
+/// Whether `name` is `prefix` then decimal digits.
+fn numbered(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `name` is `prefix` then exactly `digits` decimal digits.
+fn numbered_exactly(name: &str, prefix: &str, digits: usize) -> bool {
+    numbered(name, prefix) && name.len() == prefix.len() + digits
+}
+
+/// The value size of the state journal each store keeps at `state` (each store checks
+/// its own at compile time), by which a store made before kinds were recorded is told
+/// from a user's journal that happens to be called `state`.
+pub(crate) const fn state_bytes(kind: Kind) -> u64 {
+    match kind {
+        Kind::LogStore => 64,
+        Kind::BTreeStore => 40,
+        Kind::HashStore => 104,
+        Kind::ShardedStore => 64 + 8 * crate::limits::SHARDED_SHARDS_MAX as u64,
+        _ => 0,
+    }
+}
+
 /// What `name` in `dir` is, if anything: its record, or what its files say.
 ///
 /// # Errors
@@ -409,14 +536,7 @@ fn identify_at(path: &Path) -> Result<Option<(Kind, Option<u32>, bool)>> {
         // RandomAccess).
         // The register's value size, if its header reads: one being made (or damaged)
         // does not, and the structure is still listed (its open reports the damage).
-        let register = || -> Result<Option<u64>> {
-            let file = path.join("length.acc");
-            Ok(files::read_if_exists(&file)?.and_then(|bytes| {
-                Header::decode(&bytes, &file, header::Kind::Register)
-                    .ok()
-                    .map(|h| h.params[0])
-            }))
-        };
+        let register = || register_value_bytes(path, "length.acc");
         let (kind, format) = if has_file("cells-00.acc") {
             (Kind::RandomAccess, Some(1))
         } else {
@@ -430,16 +550,16 @@ fn identify_at(path: &Path) -> Result<Option<(Kind, Option<u32>, bool)>> {
         };
         return Ok(Some((kind, format, true)));
     }
-    // A composite made before kinds were recorded: its sub-structures' names.
+    // A composite made before kinds were recorded: its sub-structures' names, every one
+    // a part of that kind, and a state journal of that store's size.
     let subs = children(path)?;
     let has = |name: &str| subs.iter().any(|s| s == name);
-    let any = |prefix: &str| {
-        subs.iter().any(|s| {
-            s.strip_prefix(prefix)
-                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
-        })
-    };
-    let kind = if has("state") && subs.iter().any(|s| s.starts_with("log-")) {
+    let any = |prefix: &str| subs.iter().any(|s| numbered(s, prefix));
+    let kind = if has("state")
+        && subs
+            .iter()
+            .any(|s| part_kind(Kind::LogStore, s).is_some() && s != "state")
+    {
         Some(Kind::LogStore)
     } else if has("state") && has("entropy") && any("s") {
         Some(Kind::ShardedStore)
@@ -453,7 +573,27 @@ fn identify_at(path: &Path) -> Result<Option<(Kind, Option<u32>, bool)>> {
     } else {
         None
     };
-    Ok(kind.map(|k| (k, None, false)))
+    let Some(kind) = kind else { return Ok(None) };
+    if !subs.iter().all(|s| part_directory(kind, s)) {
+        return Ok(None);
+    }
+    if kind.is_store()
+        && register_value_bytes(&path.join("state"), "journal.acc")? != Some(state_bytes(kind))
+    {
+        return Ok(None);
+    }
+    Ok(Some((kind, None, false)))
+}
+
+/// The value size a register file (`length.acc`, `journal.acc`) in `path` records, if
+/// it exists and its header reads (one being made, or damaged, does not).
+fn register_value_bytes(path: &Path, file: &str) -> Result<Option<u64>> {
+    let file = path.join(file);
+    Ok(files::read_if_exists(&file)?.and_then(|bytes| {
+        Header::decode(&bytes, &file, header::Kind::Register)
+            .ok()
+            .map(|h| h.params[0])
+    }))
 }
 
 #[cfg(test)]

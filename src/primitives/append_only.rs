@@ -214,7 +214,11 @@ impl AppendOnly {
     }
 
     fn open_inner(dir: &Dir, name: &str, restore_below: bool) -> Result<AppendOnly> {
+        // Before the claim, which makes the name's directories; again under it, for an
+        // open of another kind that made its files meanwhile.
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::AppendOnly)?;
         let claim = dir.claim(name)?;
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::AppendOnly)?;
         let lanes = Lanes::new(claim.path(), LANE_PREFIX, 1, APPEND_LANE_BASE_BYTES);
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let value_bytes = Register::stored_value_bytes(claim.path(), LENGTH_FILE)?;

@@ -56,7 +56,11 @@ impl Entropy {
     /// # Errors
     /// `Corrupted` if the file fails its checksums; `UnsupportedVersion`; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<Entropy> {
+        // Before the claim, which makes the name's directories; again under it, for an
+        // open of another kind that made its files meanwhile.
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::Entropy)?;
         let claim = dir.claim(name)?;
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::Entropy)?;
         let path = claim.path().join(FILE);
         let bytes = match files::read_if_exists(&path)? {
             Some(bytes) => bytes,

@@ -120,7 +120,11 @@ impl<T: Pod> Journal<T> {
                 JOURNAL_VALUE_BYTES_MAX as u64,
             ));
         }
+        // Before the claim, which makes the name's directories; again under it, for an
+        // open of another kind that made its files meanwhile.
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::Journal)?;
         let claim = dir.claim(name)?;
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::Journal)?;
         let register = Register::open(claim.path(), FILE, size)?;
         Ok(Journal {
             register,

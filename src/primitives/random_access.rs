@@ -165,7 +165,11 @@ impl<T: Pod> RandomAccess<T> {
                 4096,
             ));
         }
+        // Before the claim, which makes the name's directories; again under it, for an
+        // open of another kind that made its files meanwhile.
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::RandomAccess)?;
         let claim = dir.claim(name)?;
+        crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::RandomAccess)?;
         let lanes = Lanes::new(claim.path(), LANE_PREFIX, size as u64, first_lane_elements);
         Register::refuse_lost(claim.path(), LENGTH_FILE, || lanes.first_exists())?;
         let length = Register::open(claim.path(), LENGTH_FILE, 8)?;

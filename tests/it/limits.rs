@@ -268,9 +268,16 @@ fn name_in_use() {
     };
     let log = AppendOnly::open(&dir, "log").unwrap();
     in_use(AppendOnly::open(&dir, "log").map(drop), "log");
-    in_use(Journal::<u64>::open(&dir, "log").map(drop), "log");
+    // Another kind at the name is refused as that, naming both, before the claim.
+    for e in [
+        Journal::<u64>::open(&dir, "log").map(drop).unwrap_err(),
+        Entropy::open(&dir, "log").map(drop).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+        assert!(e.to_string().contains("an AppendOnly"), "{e}");
+    }
+    // A RandomAccess's files are alike: the claim refuses it.
     in_use(RandomAccess::<u64>::open(&dir, "log").map(drop), "log");
-    in_use(Entropy::open(&dir, "log").map(drop), "log");
     in_use(dir.remove("log"), "log");
     let arr = RandomAccess::<u64>::open(&dir, "a/arr").unwrap();
     in_use(RandomAccess::<u64>::open(&dir, "a/arr").map(drop), "a/arr");

@@ -1082,3 +1082,156 @@ fn record_refuses_to_relabel_a_primitive() {
         result.map_err(|e| e.to_string())
     );
 }
+
+/// Regression (review, 2026-12-03; fixed 2026-12-03(3)): the recognition of unrecorded stores by their sub-directories' names alone takes a
+/// user's plain group of structures for a store: a Journal `app/state` and an
+/// AppendOnly `app/log-1` are listed as one LogStore `app` (the two vanish from the
+/// list), and a Journal `cfg/state` and an AppendOnly `cfg/g1` as a BTreeStore.
+#[test]
+fn user_structures_are_not_taken_for_an_unrecorded_store() {
+    let dir = Dir::temporary().unwrap();
+    Journal::<u64>::open(&dir, "app/state").unwrap();
+    AppendOnly::open(&dir, "app/log-1").unwrap();
+    Journal::<u64>::open(&dir, "cfg/state").unwrap();
+    AppendOnly::open(&dir, "cfg/g1").unwrap();
+    let found = listed(&dir);
+    let want: BTreeMap<String, Kind> = [
+        ("app/log-1", Kind::AppendOnly),
+        ("app/state", Kind::Journal),
+        ("cfg/g1", Kind::AppendOnly),
+        ("cfg/state", Kind::Journal),
+    ]
+    .into_iter()
+    .map(|(n, k)| (n.to_owned(), k))
+    .collect();
+    assert_eq!(found, want);
+}
+
+/// Regression (review, 2026-12-03; fixed 2026-12-03(3)): a primitive opened at a store's name must be refused before it writes: otherwise it
+/// drops its files into the store's directory, and a store made before records existed
+/// (the v1 fixtures) is from then on recognised as that primitive, so the store itself
+/// no longer opens.
+#[test]
+fn a_primitive_opened_at_a_stores_name_is_refused_and_changes_nothing() {
+    let dir = Dir::temporary().unwrap();
+    for kind in composites() {
+        open_as(&dir, kind.name(), kind).unwrap();
+    }
+    let mut wrong = Vec::new();
+    for store in composites() {
+        for primitive in primitives() {
+            let before = tree(dir.path());
+            let result = open_as(&dir, store.name(), primitive);
+            let after = tree(dir.path());
+            if !matches!(result, Err(Error::Incompatible { .. })) || after != before {
+                let added: Vec<_> = after
+                    .keys()
+                    .filter(|k| !before.contains_key(*k))
+                    .cloned()
+                    .collect();
+                wrong.push(format!(
+                    "{primitive} at {store}: {:?}, added {added:?}",
+                    result.map_err(|e| e.to_string())
+                ));
+                // Put the directory back for the next probe.
+                for k in added.iter().rev() {
+                    let p = dir.path().join(k);
+                    if p.is_dir() {
+                        std::fs::remove_dir_all(p).unwrap();
+                    } else {
+                        std::fs::remove_file(p).unwrap();
+                    }
+                }
+            }
+        }
+    }
+    // The unrecorded v1 hash store: an AppendOnly opened at its name locks the store out.
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    crate::fixtures::copy_dir(&fixtures.join("v1-hash"), &tmp.path().join("v1-hash"));
+    let v1 = Dir::open(tmp.path().join("v1-hash")).unwrap();
+    let _ = AppendOnly::open(&v1, "kv");
+    if let Err(e) = HashStore::open(&v1, "kv", HashOptions::default()) {
+        wrong.push(format!(
+            "the v1 hash store no longer opens after an AppendOnly open at its name: {e}"
+        ));
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// A primitive inside a store is refused unless it is one of the store's parts (by name
+/// and kind), and a primitive at another primitive's name is refused naming both kinds;
+/// neither adds a file. The stores' own parts still open (their opens below succeed).
+#[test]
+fn primitives_inside_stores_or_at_other_primitives_are_refused() {
+    let dir = Dir::temporary().unwrap();
+    let log = LogStore::open(&dir, "log", LogOptions::default()).unwrap();
+    log.put(b"k", b"v").unwrap();
+    log.sync().unwrap();
+    drop(log);
+    drop(HashStore::open(&dir, "hash", HashOptions::default()).unwrap());
+    drop(Journal::<u64>::open(&dir, "j").unwrap());
+    drop(AppendOnly::open(&dir, "a").unwrap());
+    let before = tree(dir.path());
+    let refused = |what: &str, r: accretion::Result<()>| match r {
+        Err(Error::Incompatible { .. }) => {}
+        other => panic!("{what}: {:?}", other.map_err(|e| e.to_string())),
+    };
+    // Not parts: a name a store does not use, or a part's name with another kind.
+    refused(
+        "journal log/extra",
+        Journal::<u64>::open(&dir, "log/extra").map(drop),
+    );
+    refused(
+        "append-only log/state",
+        AppendOnly::open(&dir, "log/state").map(drop),
+    );
+    refused(
+        "journal log/log-1",
+        Journal::<u64>::open(&dir, "log/log-1").map(drop),
+    );
+    refused(
+        "entropy hash/d1",
+        accretion::Entropy::open(&dir, "hash/d1").map(drop),
+    );
+    // Inside a primitive: it has no parts.
+    refused("journal j/x", Journal::<u64>::open(&dir, "j/x").map(drop));
+    refused("append-only a/b", AppendOnly::open(&dir, "a/b").map(drop));
+    // At another primitive's name, naming both.
+    let e = AppendOnly::open(&dir, "j").unwrap_err();
+    assert!(
+        e.to_string().contains("Journal") && e.to_string().contains("AppendOnly"),
+        "{e}"
+    );
+    refused("journal a", Journal::<u64>::open(&dir, "a").map(drop));
+    refused("entropy a", accretion::Entropy::open(&dir, "a").map(drop));
+    // A name whose directory holds structures.
+    drop(Journal::<u64>::open(&dir, "group/one").unwrap());
+    let before_group = tree(dir.path());
+    refused(
+        "journal group",
+        Journal::<u64>::open(&dir, "group").map(drop),
+    );
+    assert_eq!(tree(dir.path()), before_group);
+    let mut after = tree(dir.path());
+    after.retain(|k, _| !k.starts_with("group"));
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| k)
+        .chain(before.keys().filter(|k| !after.contains_key(*k)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "a refused open added or changed {changed:?}"
+    );
+    // The stores' own parts still open, as parts, through the stores.
+    let log = LogStore::open(&dir, "log", LogOptions::default()).unwrap();
+    assert_eq!(&*log.get(b"k").unwrap().unwrap(), b"v");
+    // A part opened directly (a tool looking at it) is admitted: refused only because
+    // the open store holds it, and opened once the store is closed.
+    let e = Journal::<[u64; 8]>::open(&dir, "log/state").unwrap_err();
+    assert!(matches!(e, Error::NameInUse { .. }), "{e}");
+    drop(log);
+    drop(Journal::<[u64; 8]>::open(&dir, "log/state").unwrap());
+}

@@ -35,6 +35,10 @@ pub(super) struct State {
     pub checkpoint_offset: u64,
     pub checkpoint_len: u64,
 }
+// The catalog tells an unrecorded store from a user's `state` journal by this size.
+const _: () = assert!(
+    size_of::<State>() as u64 == crate::catalog::state_bytes(crate::catalog::Kind::BTreeStore)
+);
 
 /// One tree's root in a committed version.
 #[derive(Clone, Debug)]

@@ -59,6 +59,10 @@ pub(super) struct State {
     /// Clean: the dead bytes the last optimisation left (padding it cannot free).
     pub dead_floor: u64,
 }
+// The catalog tells an unrecorded store from a user's `state` journal by this size.
+const _: () = assert!(
+    size_of::<State>() as u64 == crate::catalog::state_bytes(crate::catalog::Kind::HashStore)
+);
 
 /// The index and the data generations: what readers read.
 pub(super) struct Shared {

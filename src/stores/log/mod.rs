@@ -178,6 +178,9 @@ pub(crate) struct State {
     reserved: u64,
 }
 const _: () = assert!(size_of::<State>() == 64);
+const _: () = assert!(
+    size_of::<State>() as u64 == crate::catalog::state_bytes(crate::catalog::Kind::LogStore)
+);
 
 /// What [`State`] records of a merge operator's name (never 0, which means none).
 fn merge_name_hash(name: &str) -> u64 {

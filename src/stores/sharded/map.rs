@@ -63,6 +63,9 @@ pub(super) struct State {
 }
 
 const _: () = assert!(size_of::<State>() == 64 + 8 * SHARDED_SHARDS_MAX);
+const _: () = assert!(
+    size_of::<State>() as u64 == crate::catalog::state_bytes(crate::catalog::Kind::ShardedStore)
+);
 
 /// One shard's place in the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
