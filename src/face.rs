@@ -40,8 +40,8 @@ use std::path::PathBuf;
 
 use crate::catalog::Kind;
 use crate::{
-    BTreeStore, HashStore, HashValue, KeyRange, LogStore, OptimizeMode, Result, ShardedStore,
-    ShardedValue, Value,
+    BTreeStore, BTreeValue, HashStore, HashValue, KeyRange, LogStore, OptimizeMode, Result,
+    ShardedStore, ShardedValue, Value,
 };
 
 /// One figure of a store's stats or verify report.
@@ -469,7 +469,7 @@ impl Store for ShardedStore {
 
 impl Store for BTreeStore {
     type Key = Vec<u8>;
-    type Value = Vec<u8>;
+    type Value = BTreeValue;
 
     fn kind(&self) -> Kind {
         Kind::BTreeStore
@@ -479,7 +479,7 @@ impl Store for BTreeStore {
         BTreeStore::path(self)
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, key: &[u8]) -> Result<Option<BTreeValue>> {
         BTreeStore::get(self, key)
     }
 
@@ -499,7 +499,7 @@ impl Store for BTreeStore {
         BTreeStore::len(self)
     }
 
-    fn entries(&self) -> Result<Entries<'_, Vec<u8>, Vec<u8>>> {
+    fn entries(&self) -> Result<Entries<'_, Vec<u8>, BTreeValue>> {
         Ok(Box::new(Batches::new(
             self,
             Bound::Unbounded,
@@ -543,7 +543,7 @@ impl Store for BTreeStore {
 }
 
 impl OrderedStore for BTreeStore {
-    fn range(&self, range: impl KeyRange) -> Result<OrderedEntries<'_, Vec<u8>, Vec<u8>>> {
+    fn range(&self, range: impl KeyRange) -> Result<OrderedEntries<'_, Vec<u8>, BTreeValue>> {
         let own = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
         Ok(Box::new(Batches::new(
             self,
@@ -565,9 +565,9 @@ struct Batches<'a> {
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     /// Read from the front, in order, not handed out yet.
-    front: VecDeque<(Vec<u8>, Vec<u8>)>,
+    front: VecDeque<(Vec<u8>, BTreeValue)>,
     /// Read from the back, in order, not handed out yet.
-    back: VecDeque<(Vec<u8>, Vec<u8>)>,
+    back: VecDeque<(Vec<u8>, BTreeValue)>,
     /// Entries the next batch from each end reads.
     size: [usize; 2],
     /// An error met by a batch, handed out once the entries before it are.
@@ -613,7 +613,7 @@ impl<'a> Batches<'a> {
             };
             for entry in entries.take(size) {
                 let (k, v) = entry?;
-                batch.push((k.to_vec(), v.to_vec()));
+                batch.push((k.to_vec(), BTreeValue::from(v)));
             }
             Ok(())
         })();
@@ -644,7 +644,7 @@ impl<'a> Batches<'a> {
 }
 
 impl Iterator for Batches<'_> {
-    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    type Item = Result<(Vec<u8>, BTreeValue)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.front.is_empty() && !self.drained {

@@ -50,7 +50,8 @@ pub use primitives::journal::Journal;
 pub use primitives::once_map::{Insert, OnceMap, TypedOnceMap};
 pub use primitives::random_access::{RandomAccess, Ref};
 pub use stores::btree::{
-    BTreeOptions, BTreeStats, BTreeStore, Range, ReadTxn, Tree, TreeMut, VerifyReport, WriteTxn,
+    BTreeOptions, BTreeStats, BTreeStore, BTreeValue, Range, ReadTxn, Tree, TreeMut, VerifyReport,
+    WriteTxn,
 };
 pub use stores::hash::{
     HashOptions, HashReport, HashStats, HashStore, HashValue, Iter as HashIter, OptimizeMode,

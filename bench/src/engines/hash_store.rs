@@ -7,7 +7,8 @@
 //! `set`s and one sync. Reads need no transaction: `get` returns a handle into the data
 //! log, read in place and checked against the record's checksum. `remove` is `delete`,
 //! which looks the key up and says whether it was there. Automatic optimisation is left
-//! on, as shipped.
+//! on, as shipped. Every operation goes through the common face ([`Faced`]); what is
+//! the hash store's own is opening it, dropping its index, and the replay counts.
 //!
 //! Reopen phases: a HashStore has no hint files; its index plays their part. The first
 //! timed reopen is a clean one (the index is trusted, no record read); "dropping the
@@ -18,8 +19,8 @@ use std::path::Path;
 
 use accretion::{Dir, HashOptions, HashStore};
 
-use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
-use crate::workload::Workload;
+use super::faced::{Faced, STORE};
+use super::{Engine, EngineInfo, Extras, Family, Result, Traits};
 
 /// Registry entry.
 pub const INFO: EngineInfo = EngineInfo {
@@ -40,19 +41,20 @@ pub const INFO: EngineInfo = EngineInfo {
     },
 };
 
-/// The store's name in its directory.
-const STORE: &str = "bench";
-
-struct Adapter {
-    // Declared before the directory so the store is closed before the lock is released.
-    store: HashStore,
-    _dir: Dir,
+fn open(path: &Path) -> Result<Box<dyn Engine>> {
+    let faced = Faced::open(path, |dir| {
+        HashStore::open(dir, STORE, HashOptions::default())
+    })?;
+    Ok(Box::new(faced.with_replay_counts(replay_counts)))
 }
 
-fn open(path: &Path) -> Result<Box<dyn Engine>> {
-    let dir = Dir::open(path)?;
-    let store = HashStore::open(&dir, STORE, HashOptions::default())?;
-    Ok(Box::new(Adapter { store, _dir: dir }))
+/// How the last open read the store, as (index trusted, index rebuilt): one of them is 1.
+fn replay_counts(store: &HashStore) -> (u64, u64) {
+    if store.rebuilt_at_open() {
+        (0, 1)
+    } else {
+        (1, 0)
+    }
 }
 
 /// Removes the closed store's index generations (`bench/i*`), so that the next open
@@ -73,60 +75,4 @@ fn drop_index(path: &Path) -> Result<u64> {
         dir.remove(name)?;
     }
     Ok(names.len() as u64)
-}
-
-impl Engine for Adapter {
-    fn bulk_insert(&self, w: &Workload, _ids: &mut Vec<Id>) -> Result<()> {
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for i in 0..w.n {
-            w.key(i, &mut k);
-            w.value(i, &mut v);
-            self.store.set(&k, &v)?;
-        }
-        Ok(self.store.sync()?)
-    }
-
-    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Id>> {
-        self.store.set(key, value)?;
-        Ok(None)
-    }
-
-    fn insert_durable(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.store.set(key, value)?;
-        Ok(self.store.sync()?)
-    }
-
-    fn get(&self, key: &[u8], found: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
-        found(self.store.get(key)?.as_deref());
-        Ok(())
-    }
-
-    fn reader(&self) -> Result<Box<dyn Reader + '_>> {
-        Ok(Box::new(Direct(self)))
-    }
-
-    fn scan(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
-        for entry in self.store.iter()? {
-            let (k, v) = entry?;
-            visit(&k, &v);
-        }
-        Ok(())
-    }
-
-    fn remove(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.store.delete(key)?.is_some())
-    }
-
-    fn sync(&self) -> Result<()> {
-        Ok(self.store.sync()?)
-    }
-
-    fn replay_counts(&self) -> Option<(u64, u64)> {
-        // (index trusted, index rebuilt): one of them.
-        Some(if self.store.rebuilt_at_open() {
-            (0, 1)
-        } else {
-            (1, 0)
-        })
-    }
 }

@@ -9,10 +9,12 @@
 //! `put` then `sync`. The bulk load is plain puts and one sync: a `WriteBatch` is one
 //! atomic record, a tool for atomicity, not for loading (each put is already one append
 //! with no fsync). Reads need no transaction: `get` returns a handle into the segment,
-//! read in place. `remove` is `delete`, which writes a tombstone without looking the key
-//! up, so it cannot say whether the key was there (the empty scan after the phase checks
-//! that every key went). Background compaction is left on, as shipped
-//! (`compact_dead_ratio` 0.5).
+//! read in place. `remove` is the face's `delete`: a lookup in the key directory (in
+//! memory), which says whether the key was there, then the store's `delete`, which
+//! writes a tombstone. Background compaction is left on, as shipped
+//! (`compact_dead_ratio` 0.5). Every operation goes through the common face
+//! ([`Faced`]); what is the log store's own is opening it (in its durable mode or not),
+//! the hints, and the replay counts.
 //!
 //! Hint files: a segment gets one when it is finished (64 MiB by default); the reopen
 //! phases time opening the loaded store with them, then after removing them.
@@ -21,8 +23,8 @@ use std::path::Path;
 
 use accretion::{Dir, LogOptions, LogStore};
 
-use super::{Direct, Engine, EngineInfo, Extras, Family, Id, Reader, Result, Traits};
-use crate::workload::Workload;
+use super::faced::{Faced, STORE};
+use super::{Engine, EngineInfo, Extras, Family, Result, Traits};
 
 /// Registry entry.
 pub const INFO: EngineInfo = EngineInfo {
@@ -35,45 +37,30 @@ pub const INFO: EngineInfo = EngineInfo {
         content_addressed: false,
     },
     note: "accretion LogStore (this workspace), default options (64 MiB segments, compaction at 50% dead); durable phases with `sync_each_write: true`",
-    open,
+    open: open::<false>,
     extras: Extras {
-        open_durable: Some(open_durable),
+        open_durable: Some(open::<true>),
         drop_hints: Some(drop_hints),
         refuses: None,
     },
 };
 
-/// The store's name in its directory.
-const STORE: &str = "bench";
-
-struct Adapter {
-    // Declared before the directory so the store is closed before the lock is released.
-    store: LogStore,
-    _dir: Dir,
-    /// Opened with `sync_each_write`: every write is durable already.
-    durable: bool,
-}
-
-fn open_with(path: &Path, durable: bool) -> Result<Box<dyn Engine>> {
-    let dir = Dir::open(path)?;
-    let opts = LogOptions {
-        sync_each_write: durable,
+/// Opens the store, in its durable mode if `DURABLE`.
+fn open<const DURABLE: bool>(path: &Path) -> Result<Box<dyn Engine>> {
+    let options = LogOptions {
+        sync_each_write: DURABLE,
         ..LogOptions::default()
     };
-    let store = LogStore::open(&dir, STORE, opts)?;
-    Ok(Box::new(Adapter {
-        store,
-        _dir: dir,
-        durable,
-    }))
+    let faced = Faced::open(path, |dir| LogStore::open(dir, STORE, options))?
+        .syncing_each_write(DURABLE)
+        .with_replay_counts(replay_counts);
+    Ok(Box::new(faced))
 }
 
-fn open(path: &Path) -> Result<Box<dyn Engine>> {
-    open_with(path, false)
-}
-
-fn open_durable(path: &Path) -> Result<Box<dyn Engine>> {
-    open_with(path, true)
+/// (segments read from hint files, segments scanned record by record) at the last open.
+fn replay_counts(store: &LogStore) -> (u64, u64) {
+    let stats = store.stats();
+    (stats.segments_from_hints, stats.segments_scanned)
 }
 
 /// Removes every hint file of the closed store: `bench/log-*-hint` and
@@ -98,60 +85,4 @@ fn drop_hints(path: &Path) -> Result<u64> {
         dir.remove(name)?;
     }
     Ok(names.len() as u64)
-}
-
-impl Engine for Adapter {
-    fn bulk_insert(&self, w: &Workload, _ids: &mut Vec<Id>) -> Result<()> {
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for i in 0..w.n {
-            w.key(i, &mut k);
-            w.value(i, &mut v);
-            self.store.put(&k, &v)?;
-        }
-        Ok(self.store.sync()?)
-    }
-
-    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Id>> {
-        self.store.put(key, value)?;
-        Ok(None)
-    }
-
-    fn insert_durable(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.store.put(key, value)?;
-        if !self.durable {
-            self.store.sync()?;
-        }
-        Ok(())
-    }
-
-    fn get(&self, key: &[u8], found: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
-        found(self.store.get(key)?.as_deref());
-        Ok(())
-    }
-
-    fn reader(&self) -> Result<Box<dyn Reader + '_>> {
-        Ok(Box::new(Direct(self)))
-    }
-
-    fn scan(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
-        for entry in self.store.iter() {
-            let (k, v) = entry?;
-            visit(&k, &v);
-        }
-        Ok(())
-    }
-
-    fn remove(&self, key: &[u8]) -> Result<bool> {
-        self.store.delete(key)?;
-        Ok(true)
-    }
-
-    fn sync(&self) -> Result<()> {
-        Ok(self.store.sync()?)
-    }
-
-    fn replay_counts(&self) -> Option<(u64, u64)> {
-        let stats = self.store.stats();
-        Some((stats.segments_from_hints, stats.segments_scanned))
-    }
 }

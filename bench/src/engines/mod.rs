@@ -4,11 +4,14 @@
 //! surface the workload needs; an engine declares what it lacks in [`Traits`] and the run
 //! shows a dash for those phases. How an engine meets the shared durability rule (no fsync
 //! per operation, one final [`Engine::sync`] per write phase; [`Engine::insert_durable`]
-//! syncs before it returns) is documented on each adapter.
+//! syncs before it returns) is documented on each adapter. Our key-value stores share one
+//! adapter written over the common face, [`faced::Faced`]; each of their files keeps only
+//! what is its store's own.
 
 mod btree;
 mod candystore;
 mod content;
+mod faced;
 mod fjall;
 mod hash_store;
 mod lmdb;
@@ -212,4 +215,58 @@ impl Reader for Direct<'_> {
 /// a correct run: the phase runner checks the traits first).
 pub fn unsupported(engine: &str, what: &str) -> Error {
     format!("{engine} has no {what}").into()
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// Loads, reads (in a session and one by one), scans, rewrites and removes through
+    /// the adapter opened on `dir`, and checks every answer against the workload's
+    /// generator, which should have 500 keys.
+    pub fn round_trip(info: &EngineInfo, dir: &Path, w: &Workload) {
+        let e = (info.open)(dir).unwrap();
+        e.bulk_insert(w, &mut Vec::new()).unwrap();
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        {
+            let mut session = e.reader().unwrap();
+            for i in [0, 1, 499] {
+                w.key(i, &mut k);
+                let mut ok = false;
+                session
+                    .get(&k, &mut |got| {
+                        ok = got.is_some_and(|g| w.value_matches(i, g))
+                    })
+                    .unwrap();
+                assert!(ok, "{}: key #{i}", info.name);
+            }
+            w.key(crate::workload::ABSENT_BASE, &mut k);
+            let mut absent = false;
+            session.get(&k, &mut |got| absent = got.is_none()).unwrap();
+            assert!(absent, "{}", info.name);
+        }
+        let mut keys = Vec::new();
+        e.scan(&mut |key, value| {
+            let i = w.index_of(key).unwrap();
+            assert!(w.value_matches(i, value));
+            keys.push(key.to_vec());
+        })
+        .unwrap();
+        assert_eq!(keys.len(), 500);
+        if info.traits.ordered {
+            assert!(keys.is_sorted(), "{}", info.name);
+        }
+        w.key(3, &mut k);
+        w.value(4, &mut v);
+        e.insert(&k, &v).unwrap();
+        let mut rewritten = false;
+        e.get(&k, &mut |got| rewritten = got == Some(v.as_slice()))
+            .unwrap();
+        assert!(rewritten, "{}", info.name);
+        assert!(e.remove(&k).unwrap());
+        assert!(!e.remove(&k).unwrap());
+        let mut gone = false;
+        e.get(&k, &mut |got| gone = got.is_none()).unwrap();
+        assert!(gone, "{}", info.name);
+    }
 }

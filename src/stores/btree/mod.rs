@@ -16,6 +16,7 @@ mod recovery;
 mod store;
 mod tree;
 mod txn;
+mod value;
 mod verify;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::{Dir, Error, Result, catalog};
 use store::{Inner, thread_tag};
 
 pub use txn::{Range, ReadTxn, Tree, TreeMut, WriteTxn};
+pub use value::BTreeValue;
 pub use verify::VerifyReport;
 
 /// How a [`BTreeStore`] is opened.
@@ -229,13 +231,19 @@ impl BTreeStore {
         Ok(WriteTxn::new(&self.inner, guard))
     }
 
-    /// The value of `key` in the default tree, copied.
+    /// The value of `key` in the default tree, as a handle that derefs to its bytes
+    /// where they lie (no copy) and stays valid whatever happens to the key later; see
+    /// [`BTreeValue`].
     ///
     /// # Errors
     /// `Corrupted` if a page or value on the way fails its checks.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let r = self.begin_read();
-        Ok(r.default_tree()?.get(key)?.map(<[u8]>::to_vec))
+    pub fn get(&self, key: &[u8]) -> Result<Option<BTreeValue>> {
+        let version = self.inner.version();
+        let root = version
+            .trees
+            .get("")
+            .ok_or_else(|| self.inner.missing_default())?;
+        value::get(&version, root, key)
     }
 
     /// True if `key` is set in the default tree.

@@ -142,6 +142,11 @@ pub struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
+    /// The page's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// Checks the header (kind, count, the offsets' range) of `bytes`; the cells are
     /// checked as they are read. The checksum is checked apart ([`Page::checksum_holds`]),
     /// once per page (see the store's checked-page set).

@@ -41,7 +41,7 @@ pub(super) struct Cx {
     pub scratch_branch: Vec<u8>,
 }
 
-fn too_deep(rd: &Reader<'_>) -> Error {
+pub(super) fn too_deep(rd: &Reader<'_>) -> Error {
     rd.generation.corrupted(
         0,
         format!("a B-tree path is longer than {HEIGHT_MAX} pages: its page pointers form a cycle"),
