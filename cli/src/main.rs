@@ -489,12 +489,14 @@ fn run(cli: &Cli) -> Outcome {
                 Some(Figure::Count(n)) => n,
                 _ => 0,
             };
+            let spinner = transfer::spinner(format!("compact {name}"));
             let (before, after) = with_store!(&store, s => {
                 let before = dead(&Store::stats(s)?);
                 Store::compact(s)?;
                 Store::sync(s)?;
                 (before, dead(&Store::stats(s)?))
             });
+            spinner.finish_and_clear();
             println!(
                 "compacted {name}: dead bytes {before} -> {after} ({} reclaimed)",
                 before.saturating_sub(after)
@@ -784,61 +786,81 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
         })?],
         None => catalog::list(dir)?,
     };
+    let bar = transfer::steps(targets.len() as u64, "verify");
     let mut damaged = 0;
     for s in targets {
-        if !s.kind.is_store() {
+        bar.set_message(format!("verify {}", s.name));
+        let found = catalog::verify(dir, &s.name);
+        bar.inc(1);
+        let found = bar.suspend(|| -> Outcome<bool> {
+            let found = found?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"name": s.name, "kind": s.kind.name(), "checked": false})
-                );
+                let mut o = serde_json::Map::new();
+                o.insert("name".into(), s.name.clone().into());
+                o.insert("kind".into(), s.kind.name().into());
+                o.insert("ok".into(), found.damage.is_empty().into());
+                for (n, f) in &found.figures {
+                    o.insert((*n).into(), f.to_string().into());
+                }
+                let damage: Vec<serde_json::Value> = found.damage.iter().map(damage_json).collect();
+                o.insert("damage".into(), damage.into());
+                println!("{}", serde_json::Value::Object(o));
             } else {
-                println!(
-                    "{:<24} {:<13} not checked (not a key-value store)",
-                    s.name, s.kind
-                );
-            }
-            continue;
-        }
-        let result = open_as(dir, &s.name, s.kind)
-            .and_then(|store| Ok(with_store!(&store, st => Store::verify(st))?));
-        match result {
-            Ok(figures) => {
-                if json {
-                    let mut o = serde_json::Map::new();
-                    o.insert("name".into(), s.name.clone().into());
-                    o.insert("kind".into(), s.kind.name().into());
-                    o.insert("ok".into(), true.into());
-                    for (n, f) in &figures {
-                        o.insert((*n).into(), f.to_string().into());
-                    }
-                    println!("{}", serde_json::Value::Object(o));
-                } else {
-                    let shown: Vec<String> =
-                        figures.iter().map(|(n, f)| format!("{n} {f}")).collect();
+                let shown: Vec<String> = found
+                    .figures
+                    .iter()
+                    .map(|(n, f)| format!("{n} {f}"))
+                    .collect();
+                if found.damage.is_empty() {
                     println!("{:<24} {:<13} ok: {}", s.name, s.kind, shown.join(", "));
-                }
-            }
-            Err(Failure::Store(e @ Error::Locked { .. })) => return Err(Failure::Store(e)),
-            Err(Failure::Store(e)) => {
-                damaged += 1;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"name": s.name, "kind": s.kind.name(), "ok": false, "damage": e.to_string()})
-                    );
                 } else {
-                    println!("{:<24} {:<13} DAMAGED: {e}", s.name, s.kind);
+                    println!(
+                        "{:<24} {:<13} DAMAGED ({} found){}",
+                        s.name,
+                        s.kind,
+                        found.damage.len(),
+                        if shown.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", shown.join(", "))
+                        }
+                    );
+                    for e in &found.damage {
+                        println!("  {}", damage_line(e));
+                    }
                 }
             }
-            Err(other) => return Err(other),
-        }
+            Ok(!found.damage.is_empty())
+        })?;
+        damaged += usize::from(found);
     }
+    bar.finish_and_clear();
     if damaged > 0 {
         eprintln!("accretion: damage found in {damaged} structure(s)");
         return Err(Failure::Reported);
     }
     Ok(())
+}
+
+/// One damage as `file at byte N: what` (or the error's own words).
+fn damage_line(e: &Error) -> String {
+    match e {
+        Error::Corrupted { path, offset, what } => {
+            format!("{} at byte {offset}: {what}", path.display())
+        }
+        other => other.to_string(),
+    }
+}
+
+fn damage_json(e: &Error) -> serde_json::Value {
+    match e {
+        Error::Corrupted { path, offset, what } => serde_json::json!({
+            "file": path.display().to_string(),
+            "offset": offset,
+            "what": what,
+        }),
+        other => serde_json::json!({ "what": other.to_string() }),
+    }
 }
 
 fn content(op: &ContentOp, json: bool) -> Outcome {

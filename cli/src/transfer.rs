@@ -24,6 +24,28 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
+/// A bar over `n` steps (structures to verify), drawn on a terminal only.
+pub fn steps(n: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(n);
+    if let Ok(style) = ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len}, {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// A spinner with the time spent, for one long step (a compaction), on a terminal only.
+pub fn spinner(what: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}, {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 fn io(what: &str, e: std::io::Error) -> Failure {
     Failure::Usage(format!("{what}: {e}"))
 }

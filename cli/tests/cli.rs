@@ -290,6 +290,106 @@ fn verify_finds_damage_in_a_copy() {
     assert!(ok(&["verify", d]).contains("ok"));
 }
 
+/// `verify` checks primitives too, and lists every damaged entry it finds in a OnceMap
+/// (file, offset, what), in text and in JSON.
+#[test]
+fn verify_walks_primitives_and_lists_each_damage() {
+    use accretion::{AppendOnly, Content, Entropy, Journal, OnceMap, RandomAccess};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = s(tmp.path());
+    {
+        let dir = Dir::open(tmp.path()).unwrap();
+        let map = OnceMap::open(&dir, "m").unwrap();
+        for i in 0..100 {
+            map.insert(
+                format!("key-{i:03}").as_bytes(),
+                format!("value-{i:03}-{}", "x".repeat(64)).as_bytes(),
+            )
+            .unwrap();
+        }
+        map.sync().unwrap();
+        let j = Journal::<u64>::open(&dir, "j").unwrap();
+        j.set(7).unwrap();
+        j.sync().unwrap();
+        let a = AppendOnly::open(&dir, "a").unwrap();
+        a.append(b"one").unwrap();
+        a.append(b"two").unwrap();
+        a.sync().unwrap();
+        let r = RandomAccess::<u32>::open(&dir, "r").unwrap();
+        r.set(5, 9).unwrap();
+        r.sync().unwrap();
+        Entropy::open(&dir, "e").unwrap();
+        let c = Content::open(&dir, "c").unwrap();
+        c.insert(b"blob").unwrap();
+        c.sync().unwrap();
+    }
+    let all = ok(&["verify", d]);
+    for name in ["m ", "j ", "a ", "r ", "e ", "c "] {
+        let line = all
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {all}"));
+        assert!(line.contains(" ok: "), "{line}");
+    }
+    assert!(all.contains("entries 100"), "{all}");
+    assert!(all.contains("records 2"), "{all}");
+    // An entry of the map damaged: its frame no longer holds, so an open keeps only the
+    // entries before it; verify says so, naming the file and the offset.
+    let data = tmp.path().join("m/log/data-00.acc");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let value = b"value-010";
+    let at = bytes.windows(value.len()).position(|w| w == value).unwrap();
+    bytes[at + 20] ^= 0x5a;
+    std::fs::write(&data, bytes).unwrap();
+    let out = run(&["verify", d, "m"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DAMAGED (1 found)"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("  ")).unwrap();
+    assert!(
+        line.contains("m/log/data-00.acc at byte ") && line.contains("past it"),
+        "{text}"
+    );
+    let out = run(&["verify", d, "m", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let found = &json_lines(&String::from_utf8_lossy(&out.stdout))[0];
+    assert_eq!(found["ok"], false);
+    let damage = found["damage"].as_array().unwrap();
+    assert_eq!(damage.len(), 1, "{found}");
+    assert!(
+        damage[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("m/log/data-00.acc"),
+        "{found}"
+    );
+    assert!(damage[0]["offset"].as_u64().unwrap() > 4096, "{found}");
+    // The whole directory: one structure damaged, the others still checked.
+    let out = run(&["verify", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" ok: ")).count(),
+        5,
+        "{text}"
+    );
+    // The journal with every slot damaged: reported, and the others still pass.
+    let journal = tmp.path().join("j/journal.acc");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[512..len] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&journal, bytes).unwrap();
+    let out = run(&["verify", d, "j"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("journal.acc at byte 0: none of its slots"),
+        "{text}"
+    );
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

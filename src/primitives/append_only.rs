@@ -197,7 +197,7 @@ impl AppendOnly {
     /// `Corrupted` if `length.acc` is damaged beyond recovery, or missing while data
     /// files exist, or a data file lacks bytes below the durable length; `Io`.
     pub fn open(dir: &Dir, name: &str) -> Result<AppendOnly> {
-        Self::open_inner(dir, name, false)
+        Self::open_inner(dir, name, false, false).map(|(buf, _)| buf)
     }
 
     /// Opens as [`open`](Self::open) does, except that a data file cut short *below* the
@@ -210,10 +210,41 @@ impl AppendOnly {
     /// # Errors
     /// As [`open`](Self::open), less the short data file.
     pub fn open_restoring(dir: &Dir, name: &str) -> Result<AppendOnly> {
-        Self::open_inner(dir, name, true)
+        Self::open_inner(dir, name, true, false).map(|(buf, _)| buf)
     }
 
-    fn open_inner(dir: &Dir, name: &str, restore_below: bool) -> Result<AppendOnly> {
+    /// Opens as [`open`](Self::open) does, and also looks past the end the open adopted
+    /// for records whose frames hold: the walk at open adopts records up to the first
+    /// frame that does not hold, so records after a damaged frame (or after a hole that a
+    /// crash left among concurrent appends) are dropped, and the next append writes over
+    /// them. Returns the first such record's position, if any (always `None` for a
+    /// format-1 buffer, which has no frames). Reads every byte past the end of the lanes
+    /// that exist: for checks (`catalog::verify`), not for every open.
+    ///
+    /// ```
+    /// let dir = accretion::Dir::temporary()?;
+    /// let buf = accretion::AppendOnly::open(&dir, "b")?;
+    /// buf.append(b"one")?;
+    /// buf.sync()?;
+    /// drop(buf);
+    /// let (buf, past) = accretion::AppendOnly::open_looking_past_end(&dir, "b")?;
+    /// assert_eq!((buf.len() > 0, past), (true, None));
+    /// # Ok::<(), accretion::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_looking_past_end(dir: &Dir, name: &str) -> Result<(AppendOnly, Option<u64>)> {
+        Self::open_inner(dir, name, false, true)
+    }
+
+    fn open_inner(
+        dir: &Dir,
+        name: &str,
+        restore_below: bool,
+        look_past: bool,
+    ) -> Result<(AppendOnly, Option<u64>)> {
+        let mut past = None;
         // Before the claim, which makes the name's directories; again under it, for an
         // open of another kind that made its files meanwhile.
         crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::AppendOnly)?;
@@ -298,7 +329,13 @@ impl AppendOnly {
                     sealed: true,
                 }
             } else {
-                arena::scan_tail(&lanes, rec.nonce, rec.length, rec.last_epoch, rec.epoch)?
+                let tail =
+                    arena::scan_tail(&lanes, rec.nonce, rec.length, rec.last_epoch, rec.epoch)?;
+                if look_past {
+                    past =
+                        arena::scan_past(&lanes, rec.nonce, tail.end, tail.last_epoch, rec.epoch)?;
+                }
+                tail
             };
             let framing = Framing {
                 nonce: rec.nonce,
@@ -340,7 +377,7 @@ impl AppendOnly {
             .filter(|&(start, _)| start < tail.end)
             .map(|(start, end)| Span::new(start, end.min(tail.end) - start))
             .collect();
-        Ok(AppendOnly {
+        let buf = AppendOnly {
             arena,
             length,
             durable: AtomicU64::new(tail.end),
@@ -352,7 +389,8 @@ impl AppendOnly {
             poison,
             restored,
             _claim: claim,
-        })
+        };
+        Ok((buf, past))
     }
 
     /// Takes this session's epoch before its first append (format 2): the newest epoch

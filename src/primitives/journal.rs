@@ -105,6 +105,49 @@ fn thread_tag() -> usize {
     TAG.with(|t| std::ptr::from_ref(t) as usize)
 }
 
+/// Checks the journal `name` without knowing its value type: its header, and which of
+/// its slots hold a value whose checksum holds (`catalog::verify`).
+///
+/// # Errors
+/// `Corrupted` for a damaged header or a file of the wrong length, or a missing file;
+/// as [`Journal::open`].
+pub(crate) fn inspect(dir: &Dir, name: &str) -> Result<crate::face::Figures> {
+    use crate::face::Figure::Count;
+    crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::Journal)?;
+    let claim = dir.claim(name)?;
+    let Some(value_bytes) = Register::stored_value_bytes(claim.path(), FILE)? else {
+        return Err(Error::corrupted(
+            &claim.path().join(FILE),
+            0,
+            "the journal's file is missing",
+        ));
+    };
+    if value_bytes > JOURNAL_VALUE_BYTES_MAX as u64 {
+        return Err(Error::corrupted(
+            &claim.path().join(FILE),
+            16,
+            format!("a value size of {value_bytes} bytes, past the limit"),
+        ));
+    }
+    let register = Register::open(claim.path(), FILE, value_bytes as usize)?;
+    let recovery = register.recovery();
+    if recovery.valid == 0 && recovery.written > 0 {
+        return Err(Error::corrupted(
+            register.path(),
+            0,
+            format!(
+                "none of its slots holds a value whose checksum holds, but {} were written: \
+                 the journal's value is lost (an open reads zeros)",
+                recovery.written
+            ),
+        ));
+    }
+    Ok(vec![
+        ("value_bytes", Count(value_bytes)),
+        ("slots_valid", Count(recovery.valid as u64)),
+    ])
+}
+
 impl<T: Pod> Journal<T> {
     /// Opens or creates the journal at `name` in `dir`.
     ///

@@ -107,6 +107,48 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Ref<'_, T> {
     }
 }
 
+/// Checks the array `name` without knowing its element type, as an open does: its
+/// length register, and that every lane below the length is there, of the size and
+/// shape lane 0 records (`catalog::verify`). Elements carry no checksums.
+///
+/// # Errors
+/// As [`RandomAccess::open`].
+pub(crate) fn inspect(dir: &Dir, name: &str) -> Result<crate::face::Figures> {
+    use crate::face::Figure::Count;
+    crate::catalog::admit_primitive(dir, name, crate::catalog::Kind::RandomAccess)?;
+    let claim = dir.claim(name)?;
+    let length = Register::open(claim.path(), LENGTH_FILE, 8)?;
+    let len = length.read(|b| read_u64(b, 0));
+    let Some((unit, base)) = Lanes::shape(claim.path(), LANE_PREFIX)? else {
+        if len > 0 {
+            return Err(Error::corrupted(
+                length.path(),
+                0,
+                format!("length {len} but the first lane is missing"),
+            ));
+        }
+        return Ok(vec![("len", Count(0))]);
+    };
+    if unit == 0 || !base.is_power_of_two() {
+        return Err(Error::corrupted(
+            &claim.path().join(format!("{LANE_PREFIX}-00.acc")),
+            0,
+            format!("a lane of {unit}-byte elements, {base} in the first lane"),
+        ));
+    }
+    let lanes = Lanes::new(claim.path(), LANE_PREFIX, unit, base);
+    if len > lanes.capacity_max() {
+        return Err(Error::corrupted(
+            length.path(),
+            0,
+            format!("length {len} is past what the lanes can hold"),
+        ));
+    }
+    lanes.restore_from(len);
+    lanes.open_below(len)?;
+    Ok(vec![("len", Count(len)), ("element_bytes", Count(unit))])
+}
+
 impl<T: Pod> RandomAccess<T> {
     /// Opens or creates the array at `name` in `dir`.
     ///

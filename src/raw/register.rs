@@ -52,6 +52,8 @@ pub(crate) struct Recovery {
     pub slot: Option<usize>,
     /// How many slots held a valid copy.
     pub valid: usize,
+    /// How many slots hold any byte other than zero (written at some time).
+    pub written: usize,
 }
 
 #[derive(Debug)]
@@ -171,6 +173,12 @@ impl Register {
             recovery: Recovery {
                 slot: chosen,
                 valid: seqs.iter().flatten().count(),
+                written: (0..SLOTS)
+                    .filter(|k| {
+                        let at = HEADER_PAGE + k * stride(value_bytes);
+                        bytes[at..at + stride(value_bytes)].iter().any(|&b| b != 0)
+                    })
+                    .count(),
             },
         })
     }

@@ -848,6 +848,52 @@ pub(crate) fn scan_tail(
     }
 }
 
+/// Looks past `from` (where a walk at open stopped) for a record whose frame holds and
+/// whose epoch lies in `floor..=newest`: a record the walk could not reach because a
+/// frame before it does not hold (damage, or a hole a crash left among concurrent
+/// appends). Reads every frame position of the lanes that exist, so it is for checks,
+/// not for every open. Returns the first such record's frame position.
+///
+/// # Errors
+/// `Io` if a lane cannot be mapped.
+pub(crate) fn scan_past(
+    lanes: &Lanes,
+    nonce: u64,
+    from: u64,
+    floor: u32,
+    newest: u32,
+) -> Result<Option<u64>> {
+    let mut at = from.next_multiple_of(FRAME_ALIGN);
+    while let Some((lane, within)) = lanes.locate(at) {
+        if !lanes.exists(lane)? {
+            return Ok(None);
+        }
+        let room = lanes.lane_units(lane) - within;
+        // At open, nothing appends: the bytes are only read.
+        // SAFETY: no concurrent writer exists yet.
+        let rest = unsafe { lanes.slice(lane, within, room) }?;
+        let mut i = 0usize;
+        while (i as u64) + FRAME_BYTES <= room {
+            let here = &rest[i..];
+            if let Some(h) = frame::read_head(&here[..FRAME_BYTES as usize])
+                && h.kind == Kind::Record
+                && (floor..=newest).contains(&h.epoch)
+                && FRAME_BYTES + u64::from(h.len) <= here.len() as u64
+                && frame::holds(
+                    nonce,
+                    at + i as u64,
+                    &here[..(FRAME_BYTES + u64::from(h.len)) as usize],
+                )
+            {
+                return Ok(Some(at + i as u64));
+            }
+            i += FRAME_ALIGN as usize;
+        }
+        at += room;
+    }
+    Ok(None)
+}
+
 /// One step of a frame walk from `at` (a multiple of 16): skips Gap and LaneEnd frames
 /// and returns the record or seal after them, with the frame position after it. Reads
 /// nothing at or past `limit`, nor in a lane that does not exist (`End`). With `epochs =

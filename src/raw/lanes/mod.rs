@@ -552,6 +552,26 @@ impl Lanes {
     }
 
     /// Path of lane `lane`'s file, for error messages.
+    /// The unit size and first-lane size in units that lane 0 of the lanes `prefix` in
+    /// `dir` records, or `None` if there is no lane 0: how a tool that does not know the
+    /// element type reads a structure's lanes.
+    ///
+    /// # Errors
+    /// `Corrupted` for a damaged header; `Io`.
+    pub(crate) fn shape(dir: &Path, prefix: &str) -> Result<Option<(u64, u64)>> {
+        let path = dir.join(format!("{prefix}-00.acc"));
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, "open lane", e)),
+        };
+        let mut head = [0u8; HEADER_BYTES];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(&path, "read lane header", e))?;
+        let header = Header::decode(&head, &path, Kind::Lane)?;
+        Ok(Some((header.params[PARAM_UNIT], header.params[PARAM_BASE])))
+    }
+
     pub(crate) fn lane_path(&self, lane: usize) -> PathBuf {
         self.path_of(lane)
     }
