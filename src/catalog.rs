@@ -204,6 +204,13 @@ fn write_record(path: &Path, kind: Kind, format: u32) -> Result<()> {
 /// `Corrupted` for a damaged record; `InvalidName`; `Io`.
 pub fn admit(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
     let path = dir.structure_path(name)?;
+    admit_composite(dir, name, &path, kind)?;
+    dir.note_composite(name);
+    Ok(())
+}
+
+fn admit_composite(dir: &Dir, name: &str, path: &Path, kind: Kind) -> Result<()> {
+    let path = path.to_path_buf();
     let parts: Vec<&str> = name.split('/').collect();
     for depth in 1..parts.len() {
         let above = parts[..depth].join("/");
@@ -225,7 +232,7 @@ pub fn admit(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
         return Ok(());
     }
     let mut inside = Vec::new();
-    walk(&path, "", &mut inside)?;
+    walk(&path, "", &mut inside, &mut None)?;
     if let Some(other) = inside.first() {
         return Err(Error::incompatible(
             &path,
@@ -262,9 +269,24 @@ pub(crate) fn admit_primitive(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
         let above = parts[..depth].join("/");
         if let Some((owner, _, _)) = identify_at(&dir.path().join(&above))? {
             let rel = parts[depth..].join("/");
-            if part_kind(owner, &rel) == Some(kind) {
-                // The owner's open checks its parts' files; its own open was admitted.
+            // A part the owner has made (its open checks its files), or one it makes
+            // now: only an open of the owner makes parts (a part made by another opener
+            // ahead of the owner, say a user's journal at a store's `state` in the
+            // instant between the store's record and its state, would lock the store
+            // out). Residual: once the owner was opened through this `Dir`, a part it has
+            // not made yet is admitted from any opener in this process.
+            if part_kind(owner, &rel) == Some(kind)
+                && (identify_at(&path)?.is_some() || dir.composite_admitted(&above))
+            {
                 return Ok(());
+            }
+            if part_kind(owner, &rel) == Some(kind) {
+                return Err(Error::incompatible(
+                    &path,
+                    format!(
+                        "this name is a part the {owner} {above:?} has not made yet: only the {owner}'s own open makes it"
+                    ),
+                ));
             }
             return Err(Error::incompatible(
                 &path,
@@ -284,7 +306,7 @@ pub(crate) fn admit_primitive(dir: &Dir, name: &str, kind: Kind) -> Result<()> {
         Some((found, _, _)) => Err(wrong_kind(&path, found, kind)),
         None => {
             let mut inside = Vec::new();
-            walk(&path, "", &mut inside)?;
+            walk(&path, "", &mut inside, &mut None)?;
             match inside.first() {
                 Some(other) => Err(Error::incompatible(
                     &path,
@@ -389,8 +411,10 @@ pub struct Verified {
 /// against its BLAKE3 id) and lists every damaged one; an AppendOnly walks its framed
 /// records (format 2; format 1 has no checksums); a Journal checks its slots; a
 /// RandomAccess (whose elements carry no checksums) its length and lanes; an Entropy
-/// file its checksum. Opening is what the structure's own open does (a torn tail left by
-/// a crash is dropped, as the structure's next open would): nothing else is written.
+/// file its checksum. Opening is the structure's own open, which may write what such an
+/// open writes (a torn tail dropped, a missing kind record or filter made, a register
+/// slot rewritten), never anything that changes what the structure holds; an
+/// unrecorded OnceMap is not labelled (it may be a Content store).
 ///
 /// ```
 /// use accretion::{Dir, OnceMap, catalog};
@@ -410,7 +434,7 @@ pub struct Verified {
 /// process), `UnsupportedVersion`, `Incompatible`, `Io`.
 pub fn verify(dir: &Dir, name: &str) -> Result<Verified> {
     let path = dir.structure_path(name)?;
-    let Some((kind, _, _)) = identify_at(&path)? else {
+    let Some((kind, _, recorded)) = identify_at(&path)? else {
         return Err(Error::incompatible(&path, "no structure is there"));
     };
     let mut damage = Vec::new();
@@ -418,7 +442,7 @@ pub fn verify(dir: &Dir, name: &str) -> Result<Verified> {
     // that does not hold cuts off from the rest.
     if !kind.is_primitive() {
         let mut parts = Vec::new();
-        walk(&path, "", &mut parts)?;
+        walk(&path, "", &mut parts, &mut None)?;
         for part in parts.iter().filter(|p| p.kind == Kind::AppendOnly) {
             match records_past_end(dir, &format!("{name}/{}", part.name)) {
                 Ok(None) => {}
@@ -454,7 +478,12 @@ pub fn verify(dir: &Dir, name: &str) -> Result<Verified> {
                 ])
             }
             Kind::OnceMap => {
-                let map = crate::OnceMap::open(dir, name)?;
+                // Unrecorded, it may be a Content store: opened without labelling it.
+                let map = if recorded {
+                    crate::OnceMap::open(dir, name)?
+                } else {
+                    crate::OnceMap::open_unrecorded(dir, name)?
+                };
                 let mut entries = 0;
                 for entry in map.iter() {
                     match entry {
@@ -506,6 +535,10 @@ pub fn verify(dir: &Dir, name: &str) -> Result<Verified> {
         }
         Err(e) => return Err(e),
     };
+    // The look past each buffer's end and the structure's own open may meet one damage
+    // twice (a data file cut short): list it once.
+    let mut seen = std::collections::HashSet::new();
+    damage.retain(|e| seen.insert(e.to_string()));
     Ok(Verified { figures, damage })
 }
 
@@ -554,12 +587,35 @@ pub fn identify(dir: &Dir, name: &str) -> Result<Option<Structure>> {
 /// `Corrupted` for a damaged record; `Io`.
 pub fn list(dir: &Dir) -> Result<Vec<Structure>> {
     let mut out = Vec::new();
-    walk(dir.path(), "", &mut out)?;
+    walk(dir.path(), "", &mut out, &mut None)?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-fn walk(root: &Path, prefix: &str, out: &mut Vec<Structure>) -> Result<()> {
+/// A name whose kind record is damaged, and the `Corrupted` error reading it gave.
+pub type Damaged = (String, Error);
+
+/// As [`list`], going on past damaged kind records: the structures found, and for each
+/// name whose record is damaged, the name and the `Corrupted` error (not looked into).
+///
+/// # Errors
+/// `Io`.
+pub fn list_despite_damage(dir: &Dir) -> Result<(Vec<Structure>, Vec<Damaged>)> {
+    let mut out = Vec::new();
+    let mut damaged = Some(Vec::new());
+    walk(dir.path(), "", &mut out, &mut damaged)?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, damaged.unwrap_or_default()))
+}
+
+/// Lists the structures below `root/prefix` into `out`; with `damaged`, a damaged kind
+/// record is noted there (with its name) instead of ending the walk.
+fn walk(
+    root: &Path,
+    prefix: &str,
+    out: &mut Vec<Structure>,
+    damaged: &mut Option<Vec<Damaged>>,
+) -> Result<()> {
     let at = if prefix.is_empty() {
         root.to_path_buf()
     } else {
@@ -572,21 +628,32 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<Structure>) -> Result<()> {
             format!("{prefix}/{child}")
         };
         let path = root.join(&name);
-        let found = match identify_at(&path)? {
-            None => {
+        let look = |damaged: &mut Option<Vec<Damaged>>| match identify_at(&path) {
+            Err(e @ Error::Corrupted { .. }) if damaged.is_some() => {
+                if let Some(d) = damaged.as_mut() {
+                    d.push((name.clone(), e));
+                }
+                Ok(Err(()))
+            }
+            other => other.map(Ok),
+        };
+        let found = match look(damaged)? {
+            Err(()) => continue,
+            Ok(None) => {
                 let mut inside = Vec::new();
-                walk(root, &name, &mut inside)?;
+                walk(root, &name, &mut inside, damaged)?;
                 // A structure being made records its kind before its parts exist: parts
                 // found after a look that saw no record belong to it if it has one now.
-                match identify_at(&path)? {
-                    None => {
+                match look(damaged)? {
+                    Err(()) => continue,
+                    Ok(None) => {
                         out.extend(inside);
                         continue;
                     }
-                    some => some,
+                    Ok(some) => some,
                 }
             }
-            some => some,
+            Ok(some) => some,
         };
         if let Some((kind, format, recorded)) = found {
             out.push(Structure {

@@ -50,6 +50,9 @@ struct Shared {
     lock_path: PathBuf,
     // Names claimed now; `Dir::remove` holds this lock from its check to its rename.
     open_names: Mutex<HashSet<String>>,
+    // Composite structures this handle has admitted an open of (`catalog::admit`): only
+    // their opens make parts that do not exist yet (`catalog::admit_primitive`).
+    composites: Mutex<HashSet<String>>,
     // Set when a claim is released: a structure that was open may have left writes in
     // the page cache that no flush covered, and the next open of an existing structure
     // must not act on them before they are on the device (see `claim`).
@@ -136,6 +139,7 @@ impl Dir {
                 path,
                 lock_path,
                 open_names: Mutex::new(HashSet::new()),
+                composites: Mutex::new(HashSet::new()),
                 resync: Mutex::new(false),
                 lock,
                 _temp: temp,
@@ -260,6 +264,17 @@ impl Dir {
     }
 
     /// Claims `name` for one structure, creating its sub-directory.
+    /// Notes that an open of the composite structure `name` was admitted.
+    pub(crate) fn note_composite(&self, name: &str) {
+        self.shared.composites.lock().insert(name.to_owned());
+    }
+
+    /// Whether an open of the composite structure `name` was admitted through this
+    /// handle (or a clone of it).
+    pub(crate) fn composite_admitted(&self, name: &str) -> bool {
+        self.shared.composites.lock().contains(name)
+    }
+
     pub(crate) fn claim(&self, name: &str) -> Result<Claim> {
         validate_name(name)?;
         if !self.shared.open_names.lock().insert(name.to_string()) {

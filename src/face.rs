@@ -77,7 +77,8 @@ pub trait Store: Send + Sync {
     /// A key as iteration hands it out.
     type Key: Deref<Target = [u8]>;
     /// A value as `get` and iteration hand it out: a zero-copy handle into the store's
-    /// files where the store has one (a B-tree's values are copied).
+    /// files (or, for a B-tree, a page it holds in memory); the B-tree's iteration hands
+    /// out copies, read in batches.
     type Value: Deref<Target = [u8]>;
 
     /// Which store this is.
@@ -281,6 +282,18 @@ impl Store for LogStore {
             keys += 1;
             bytes += (key.len() + value.len()) as u64;
             previous = Some(key);
+        }
+        let stats = LogStore::stats(self);
+        if stats.damaged_records > 0 {
+            return Err(crate::Error::corrupted(
+                &Store::path(self),
+                0,
+                format!(
+                    "the open met {} damaged record(s) in the log segments and dropped {} bytes \
+                     from them on (what those records wrote is lost)",
+                    stats.damaged_records, stats.damaged_bytes
+                ),
+            ));
         }
         let len = LogStore::len(self);
         if keys != len {

@@ -42,7 +42,9 @@ pub struct Typed<S, K, V> {
     _types: Types<K, V>,
 }
 
-impl<S: Store, K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Typed<S, K, V> {
+impl<S: Store, K: Serialize + DeserializeOwned + PartialEq, V: Serialize + DeserializeOwned>
+    Typed<S, K, V>
+{
     /// Types the keys and values of `inner` from now on.
     pub fn new(inner: S) -> Self {
         Typed {
@@ -63,8 +65,20 @@ impl<S: Store, K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>
         }
     }
 
+    /// The key's bytes, refused unless they decode to the key again: storekey ends a
+    /// string at a 0 byte it does not escape, so a string holding NUL would be cut
+    /// short, or take another key's bytes (`("a\0b", "c")` and `("a", "b\0c")`).
     fn key(&self, key: &K) -> Result<Vec<u8>> {
-        storekey::serialize(key).map_err(|e| self.error(format!("a key does not encode: {e}")))
+        let bytes = storekey::serialize(key)
+            .map_err(|e| self.error(format!("a key does not encode: {e}")))?;
+        if storekey::deserialize::<K>(&bytes).ok().as_ref() != Some(key) {
+            return Err(self.error(
+                "a key whose encoding does not decode to it again (a string holding a NUL \
+                 byte, which the key encoding takes for the string's end)"
+                    .to_owned(),
+            ));
+        }
+        Ok(bytes)
     }
 
     fn decode_key(&self, bytes: &[u8]) -> Result<K> {
@@ -154,7 +168,7 @@ impl<S: Store, K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>
     }
 }
 
-impl<S: OrderedStore, K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>
+impl<S: OrderedStore, K: Serialize + DeserializeOwned + PartialEq, V: Serialize + DeserializeOwned>
     Typed<S, K, V>
 {
     /// The entries whose keys lie in `range`, in the keys' natural order; `rev()` walks

@@ -7,6 +7,18 @@
 //! Exit status: 0 on success, 1 on any error (one line naming the file and the problem)
 //! or damage found by `verify`, 2 when the directory is locked by another process.
 
+/// `println!` that ends the tool quietly (status 0) when the reader of standard output
+/// has gone, as `accretion scan ... | head` leaves it, rather than panicking; any other
+/// failure to write is one line and status 1.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(&e);
+        }
+    }};
+}
+
 mod bytes;
 mod shell;
 mod transfer;
@@ -63,6 +75,7 @@ enum Verb {
         kind: StoreKind,
     },
     /// Prints the value of KEY.
+    #[command(allow_negative_numbers = true)]
     Get {
         dir: PathBuf,
         name: String,
@@ -78,6 +91,7 @@ enum Verb {
     },
     /// Removes KEY (made durable before the tool exits); prints `deleted`, or `absent` if
     /// it was not set.
+    #[command(allow_negative_numbers = true)]
     Delete {
         dir: PathBuf,
         name: String,
@@ -99,6 +113,7 @@ enum Verb {
     },
     /// Prints entries: in key order for ordered stores (log, btree), in the store's
     /// order otherwise.
+    #[command(allow_negative_numbers = true)]
     Scan {
         dir: PathBuf,
         name: String,
@@ -123,12 +138,14 @@ enum Verb {
     /// Prints the largest key and its value (ordered stores).
     Last { dir: PathBuf, name: String },
     /// Prints the smallest key greater than KEY, and its value (ordered stores).
+    #[command(allow_negative_numbers = true)]
     Above {
         dir: PathBuf,
         name: String,
         key: String,
     },
     /// Prints the largest key smaller than KEY, and its value (ordered stores).
+    #[command(allow_negative_numbers = true)]
     Below {
         dir: PathBuf,
         name: String,
@@ -203,8 +220,39 @@ impl From<Error> for Failure {
 
 type Outcome<T = ()> = std::result::Result<T, Failure>;
 
+/// Ends the tool after standard output failed: quietly if its reader has gone.
+fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("accretion: standard output: {e}");
+    std::process::exit(1);
+}
+
+/// clap's refusal of the arguments as the tool's one line (`--help` and `--version`
+/// print what they print).
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("bad arguments");
+    format!(
+        "{} (see accretion --help)",
+        first.strip_prefix("error: ").unwrap_or(first)
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Status 1, as any error: 2 means locked.
+            eprintln!("accretion: {}", usage_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match &cli.verb {
         Verb::Shell { dir, name } => shell::run(dir, name.as_deref()),
         _ => run(&cli),
@@ -359,7 +407,7 @@ fn run(cli: &Cli) -> Outcome {
             };
             let store = open_as(&d, name, kind)?;
             with_store!(&store, s => Store::sync(s))?;
-            println!("created {name} ({kind})");
+            say!("created {name} ({kind})");
             Ok(())
         }
         Verb::Get { dir, name, key } => {
@@ -397,9 +445,9 @@ fn run(cli: &Cli) -> Outcome {
                 was
             });
             if json {
-                println!("{}", serde_json::json!({ "deleted": was }));
+                say!("{}", serde_json::json!({ "deleted": was }));
             } else {
-                println!("{}", if was { "deleted" } else { "absent" });
+                say!("{}", if was { "deleted" } else { "absent" });
             }
             Ok(())
         }
@@ -462,9 +510,9 @@ fn run(cli: &Cli) -> Outcome {
             let store = open_store(&open_dir(dir)?, name)?;
             let n = with_store!(&store, s => Store::len(s))?;
             if json {
-                println!("{}", serde_json::json!({ "len": n }));
+                say!("{}", serde_json::json!({ "len": n }));
             } else {
-                println!("{n}");
+                say!("{n}");
             }
             Ok(())
         }
@@ -476,7 +524,7 @@ fn run(cli: &Cli) -> Outcome {
         Verb::Import { dir, name, file } => {
             let store = open_store(&open_dir(dir)?, name)?;
             let n = with_store!(&store, s => transfer::import(s, file.as_deref()))?;
-            println!("imported {n} entries into {name}");
+            say!("imported {n} entries into {name}");
             Ok(())
         }
         Verb::Content { op } => content(op, json),
@@ -497,7 +545,7 @@ fn run(cli: &Cli) -> Outcome {
                 (before, dead(&Store::stats(s)?))
             });
             spinner.finish_and_clear();
-            println!(
+            say!(
                 "compacted {name}: dead bytes {before} -> {after} ({} reclaimed)",
                 before.saturating_sub(after)
             );
@@ -545,29 +593,20 @@ fn merge(
         .map(|(n, _)| *n)
         .find(|n| store.records_merge_operator(n) == Some(true));
     let registered = store.records_merge_operator("").is_some();
-    let op = match (recorded, wanted) {
+    let (op, register) = match (recorded, wanted) {
         (Some(r), Some(w)) if r != w => {
             return Err(Failure::Usage(format!(
                 "{name} was written with the merge operator {r:?}, not {w:?}"
             )));
         }
-        (Some(r), _) => r,
+        (Some(r), _) => (r, false),
         (None, _) if registered => {
             return Err(Failure::Usage(format!(
                 "{name} was written with a merge operator this tool does not know (it knows {})",
                 known()
             )));
         }
-        (None, Some(w)) => {
-            // Register it: an open that gives an operator records its name.
-            drop(store);
-            let opts = accretion::LogOptions {
-                merge_operator: merge_operators::by_name(w),
-                ..Default::default()
-            };
-            store = Box::new(LogStore::open(dir, name, opts)?);
-            w
-        }
+        (None, Some(w)) => (w, true),
         (None, None) => {
             return Err(Failure::Usage(format!(
                 "{name} has no merge operator yet: name one with --operator ({})",
@@ -575,6 +614,7 @@ fn merge(
             )));
         }
     };
+    // Checked before anything is written, the operator's registration included.
     if op == "add" {
         let current = store.get(key)?;
         if merge_operators::add(current.as_deref(), operand).is_none() {
@@ -584,6 +624,15 @@ fn merge(
                 show(operand)
             )));
         }
+    }
+    if register {
+        // Register it: an open that gives an operator records its name.
+        drop(store);
+        let opts = accretion::LogOptions {
+            merge_operator: merge_operators::by_name(op),
+            ..Default::default()
+        };
+        store = Box::new(LogStore::open(dir, name, opts)?);
     }
     let (_, f) = merge_operators::by_name(op).expect("a known operator");
     store.merge(key, operand, |k, current, operand| f(k, current, operand))?;
@@ -604,9 +653,9 @@ fn print_entry(json: bool, key: &[u8], value: &[u8]) {
         let mut o = serde_json::Map::new();
         to_json(&mut o, "key", key);
         to_json(&mut o, "value", value);
-        println!("{}", serde_json::Value::Object(o));
+        say!("{}", serde_json::Value::Object(o));
     } else {
-        println!("{}\t{}", show(key), show(value));
+        say!("{}\t{}", show(key), show(value));
     }
 }
 
@@ -725,18 +774,35 @@ fn disk_bytes(path: &Path) -> u64 {
 }
 
 fn ls(dir: &Dir, json: bool) -> Outcome {
-    let structures = catalog::list(dir)?;
+    let (structures, mut damaged) = catalog::list_despite_damage(dir)?;
     if !json {
-        println!(
+        say!(
             "{:<24} {:<13} {:>6} {:>10} {:>12} {:>12} {:>12} {:>4}",
-            "NAME", "KIND", "FORMAT", "KEYS", "LIVE", "DEAD", "DISK", "GEN"
+            "NAME",
+            "KIND",
+            "FORMAT",
+            "KEYS",
+            "LIVE",
+            "DEAD",
+            "DISK",
+            "GEN"
         );
     }
     for s in structures {
         let disk = disk_bytes(&dir.path().join(&s.name));
         let figures = if s.kind.is_store() {
-            let store = open_as(dir, &s.name, s.kind)?;
-            with_store!(&store, st => Store::stats(st))?
+            // A store that does not open is listed without figures, and reported after.
+            match open_as(dir, &s.name, s.kind)
+                .and_then(|store| Ok(with_store!(&store, st => Store::stats(st))?))
+            {
+                Ok(figures) => figures,
+                Err(Failure::Store(e @ Error::Locked { .. })) => return Err(Failure::Store(e)),
+                Err(Failure::Store(e)) => {
+                    damaged.push((s.name.clone(), e));
+                    Vec::new()
+                }
+                Err(other) => return Err(other),
+            }
         } else {
             Vec::new()
         };
@@ -745,7 +811,7 @@ fn ls(dir: &Dir, json: bool) -> Outcome {
             _ => None,
         };
         if json {
-            println!(
+            say!(
                 "{}",
                 serde_json::json!({
                     "name": s.name,
@@ -760,7 +826,7 @@ fn ls(dir: &Dir, json: bool) -> Outcome {
             );
         } else {
             let dash = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
-            println!(
+            say!(
                 "{:<24} {:<13} {:>6} {:>10} {:>12} {:>12} {:>12} {:>4}",
                 s.name,
                 s.kind.name(),
@@ -773,10 +839,18 @@ fn ls(dir: &Dir, json: bool) -> Outcome {
             );
         }
     }
-    Ok(())
+    for (name, e) in &damaged {
+        eprintln!("accretion: {name}: {e}");
+    }
+    if damaged.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Reported)
+    }
 }
 
 fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
+    let mut damaged_records = 0;
     let targets: Vec<Structure> = match name {
         Some(n) => vec![catalog::identify(dir, n)?.ok_or_else(|| {
             Failure::Usage(format!(
@@ -784,16 +858,40 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
                 dir.path().display()
             ))
         })?],
-        None => catalog::list(dir)?,
+        None => {
+            let (targets, records) = catalog::list_despite_damage(dir)?;
+            for (name, e) in &records {
+                if json {
+                    say!(
+                        "{}",
+                        serde_json::json!({"name": name, "ok": false, "damage": [damage_json(e)]})
+                    );
+                } else {
+                    say!("{name:<24} {:<13} DAMAGED (1 found)", "?");
+                    say!("  {}", damage_line(e));
+                }
+            }
+            damaged_records = records.len();
+            targets
+        }
     };
     let bar = transfer::steps(targets.len() as u64, "verify");
-    let mut damaged = 0;
+    let mut damaged = damaged_records;
     for s in targets {
         bar.set_message(format!("verify {}", s.name));
         let found = catalog::verify(dir, &s.name);
         bar.inc(1);
         let found = bar.suspend(|| -> Outcome<bool> {
-            let found = found?;
+            // What keeps one structure from being checked is its damage here; only a
+            // lock ends the whole check.
+            let found = match found {
+                Ok(found) => found,
+                Err(e @ Error::Locked { .. }) => return Err(Failure::Store(e)),
+                Err(e) => accretion::catalog::Verified {
+                    figures: Vec::new(),
+                    damage: vec![e],
+                },
+            };
             if json {
                 let mut o = serde_json::Map::new();
                 o.insert("name".into(), s.name.clone().into());
@@ -804,7 +902,7 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
                 }
                 let damage: Vec<serde_json::Value> = found.damage.iter().map(damage_json).collect();
                 o.insert("damage".into(), damage.into());
-                println!("{}", serde_json::Value::Object(o));
+                say!("{}", serde_json::Value::Object(o));
             } else {
                 let shown: Vec<String> = found
                     .figures
@@ -812,9 +910,9 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
                     .map(|(n, f)| format!("{n} {f}"))
                     .collect();
                 if found.damage.is_empty() {
-                    println!("{:<24} {:<13} ok: {}", s.name, s.kind, shown.join(", "));
+                    say!("{:<24} {:<13} ok: {}", s.name, s.kind, shown.join(", "));
                 } else {
-                    println!(
+                    say!(
                         "{:<24} {:<13} DAMAGED ({} found){}",
                         s.name,
                         s.kind,
@@ -826,7 +924,7 @@ fn verify(dir: &Dir, name: Option<&str>, json: bool) -> Outcome {
                         }
                     );
                     for e in &found.damage {
-                        println!("  {}", damage_line(e));
+                        say!("  {}", damage_line(e));
                     }
                 }
             }
@@ -873,9 +971,9 @@ fn content(op: &ContentOp, json: bool) -> Outcome {
             let id = blobs.insert_reader(std::io::BufReader::new(reader))?;
             blobs.sync()?;
             if json {
-                println!("{}", serde_json::json!({ "id": id.to_string() }));
+                say!("{}", serde_json::json!({ "id": id.to_string() }));
             } else {
-                println!("{id}");
+                say!("{id}");
             }
             Ok(())
         }
@@ -899,7 +997,7 @@ fn content(op: &ContentOp, json: bool) -> Outcome {
                 o.insert("id".into(), id.clone().into());
                 o.insert("bytes".into(), bytes.len().into());
                 to_json(&mut o, "value", bytes);
-                println!("{}", serde_json::Value::Object(o));
+                say!("{}", serde_json::Value::Object(o));
             } else {
                 use std::io::Write;
                 std::io::stdout()

@@ -19,7 +19,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
-use crate::{Cli, Failure, Outcome, print_failure, run as run_verb};
+use crate::{Cli, Failure, Outcome, print_failure, run as run_verb, usage_line};
 
 /// The shell's own commands, then the tool's verbs.
 const VERBS: &[&str] = &[
@@ -62,7 +62,7 @@ pub fn run(dir: &Path, name: Option<&str>) -> Outcome {
     editor.set_helper(Some(Completion {
         dir: dir.to_path_buf(),
     }));
-    println!(
+    say!(
         "accretion shell on {} ({}); `help` lists the commands, `quit` leaves",
         dir.display(),
         name.map_or("no default structure".to_owned(), |n| format!(
@@ -109,12 +109,12 @@ fn one(dir: &Path, name: Option<&str>, line: &str) -> Step {
     match verb {
         "quit" | "exit" => return Step::Quit,
         "help" => {
-            println!(
+            say!(
                 "Commands are the tool's verbs without the directory, e.g. `get NAME KEY`; \
                  with a default structure, `get KEY`. `quit` leaves.\n"
             );
             let _ = Cli::command().print_help();
-            println!();
+            say!();
             return Step::Done;
         }
         "shell" => {
@@ -134,8 +134,10 @@ fn one(dir: &Path, name: Option<&str>, line: &str) -> Step {
     } else {
         args.push(verb.to_owned());
         args.push(dir_arg);
+        // `create` names the structure it makes, which is none yet.
         if let Some(n) = name
             && NAMED.contains(&verb)
+            && verb != "create"
             && !rest.first().is_some_and(|w| names_structure(dir, w))
         {
             args.push(n.to_owned());
@@ -150,14 +152,14 @@ fn one(dir: &Path, name: Option<&str>, line: &str) -> Step {
                 Step::Failed
             }
         },
+        Err(e) if e.use_stderr() => {
+            eprintln!("accretion: {}", usage_line(&e));
+            Step::Failed
+        }
         Err(e) => {
-            // Usage and help from clap, as the tool prints them.
+            // Help from clap, as the tool prints it.
             let _ = e.print();
-            if e.use_stderr() {
-                Step::Failed
-            } else {
-                Step::Done
-            }
+            Step::Done
         }
     }
 }

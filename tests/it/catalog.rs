@@ -203,13 +203,26 @@ fn verify_passes_every_intact_kind_and_the_fixtures() {
         assert!(!found.figures.is_empty(), "{kind}");
     }
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for fixture in ["v1", "v2", "v1-log", "v2-log", "v1-btree", "v1-hash", "v1-sharded"] {
+    for fixture in [
+        "v1",
+        "v2",
+        "v1-log",
+        "v2-log",
+        "v1-btree",
+        "v1-hash",
+        "v1-sharded",
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&fixtures.join(fixture), tmp.path());
         let dir = Dir::open(tmp.path()).unwrap();
         for s in catalog::list(&dir).unwrap() {
             let found = catalog::verify(&dir, &s.name).unwrap();
-            assert!(found.damage.is_empty(), "{fixture}/{}: {:?}", s.name, found.damage);
+            assert!(
+                found.damage.is_empty(),
+                "{fixture}/{}: {:?}",
+                s.name,
+                found.damage
+            );
         }
     }
     assert!(matches!(
@@ -235,9 +248,15 @@ fn verify_finds_records_cut_off_by_a_damaged_frame() {
     bytes[offset as usize + 2] ^= 0x20;
     std::fs::write(&file, &bytes).unwrap();
     let (buf, past) = AppendOnly::open_looking_past_end(&dir, "b").unwrap();
-    assert!(buf.len() <= spans[10].offset(), "the open kept the damaged record");
+    assert!(
+        buf.len() <= spans[10].offset(),
+        "the open kept the damaged record"
+    );
     let past = past.expect("the records after the damage are found");
-    assert!(past > spans[10].offset() && past < spans[12].offset(), "{past}");
+    assert!(
+        past > spans[10].offset() && past < spans[12].offset(),
+        "{past}"
+    );
     drop(buf);
     let found = catalog::verify(&dir, "b").unwrap();
     assert_eq!(found.damage.len(), 1, "{:?}", found.damage);
@@ -246,7 +265,9 @@ fn verify_finds_records_cut_off_by_a_damaged_frame() {
     // Inside a store: a hash store's data log.
     let store = HashStore::open(&dir, "kv", HashOptions::default()).unwrap();
     for i in 0..200u32 {
-        store.set(&i.to_be_bytes(), b"a value of some length").unwrap();
+        store
+            .set(&i.to_be_bytes(), b"a value of some length")
+            .unwrap();
     }
     store.sync().unwrap();
     drop(store);

@@ -27,6 +27,7 @@ mod model;
 mod process;
 mod process_sharded;
 mod review;
+mod review14;
 mod review15;
 mod review_catalog;
 mod review_filters;

@@ -233,6 +233,14 @@ impl OnceMap {
         Ok(map)
     }
 
+    /// [`open`](Self::open) without recording the kind: an unrecorded map may be a
+    /// Content store (their files are alike), which a check (`catalog::verify`) must not
+    /// relabel.
+    pub(crate) fn open_unrecorded(dir: &Dir, name: &str) -> Result<OnceMap> {
+        catalog::admit(dir, name, catalog::Kind::OnceMap)?;
+        Self::open_map(dir, name)
+    }
+
     fn open_map(dir: &Dir, name: &str) -> Result<OnceMap> {
         let entropy_name = format!("{name}/entropy");
         let had_entropy = Entropy::exists(dir, &entropy_name)?;

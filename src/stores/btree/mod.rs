@@ -195,7 +195,24 @@ impl BTreeStore {
     /// kind of structure under `name`; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<BTreeStore> {
         catalog::admit(dir, name, catalog::Kind::BTreeStore)?;
-        let inner = recovery::open(dir, name, options)?;
+        let inner = recovery::open(dir, name, options).map_err(|e| match e {
+            // The state journal is claimed first, and only while the store is open.
+            Error::NameInUse { name: part } if part == format!("{name}/state") => {
+                Error::NameInUse {
+                    name: name.to_string(),
+                }
+            }
+            // The state was free, so the store is closed: what holds a generation is a
+            // handle that outlived it.
+            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
+                Error::HandlesAlive {
+                    name: name.to_string(),
+                    part,
+                    holders: "a BTreeValue",
+                }
+            }
+            other => other,
+        })?;
         catalog::record(dir, name, catalog::Kind::BTreeStore, store::FORMAT)?;
         Ok(BTreeStore { inner })
     }
@@ -397,7 +414,10 @@ impl BTreeStore {
             pages: v.pages,
             pages_in_memory: v.mem_pages,
             log_bytes,
-            live_bytes: v.live_bytes,
+            // Live bytes are counted with each record's frame and alignment as a full
+            // footprint, which the log's last record may not take yet: never more than
+            // the log.
+            live_bytes: v.live_bytes.min(log_bytes),
             garbage_bytes: log_bytes.saturating_sub(v.live_bytes),
             generation: v.generation.number,
             write_amplification: if v.user_bytes == 0 {
