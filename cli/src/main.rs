@@ -417,7 +417,12 @@ fn run(cli: &Cli) -> Outcome {
             match value {
                 Some(v) => print_entry(json, &key, &v),
                 None => {
-                    return Err(Failure::Usage(format!("{}: not found", show(&key))));
+                    let at = with_store!(&store, s => Store::path(s));
+                    return Err(Failure::Usage(format!(
+                        "{}: {}: not found",
+                        at.display(),
+                        show(&key)
+                    )));
                 }
             }
             Ok(())
@@ -490,21 +495,21 @@ fn run(cli: &Cli) -> Outcome {
         }
         Verb::First { dir, name } => {
             let store = open_store(&open_dir(dir)?, name)?;
-            with_ordered!(&store, "first", s => print_found(json, OrderedStore::first(s)?))
+            with_ordered!(&store, "first", s => print_found(json, &Store::path(s), OrderedStore::first(s)?))
         }
         Verb::Last { dir, name } => {
             let store = open_store(&open_dir(dir)?, name)?;
-            with_ordered!(&store, "last", s => print_found(json, OrderedStore::last(s)?))
+            with_ordered!(&store, "last", s => print_found(json, &Store::path(s), OrderedStore::last(s)?))
         }
         Verb::Above { dir, name, key } => {
             let store = open_store(&open_dir(dir)?, name)?;
             let key = parse(key)?;
-            with_ordered!(&store, "above", s => print_found(json, OrderedStore::above(s, &key)?))
+            with_ordered!(&store, "above", s => print_found(json, &Store::path(s), OrderedStore::above(s, &key)?))
         }
         Verb::Below { dir, name, key } => {
             let store = open_store(&open_dir(dir)?, name)?;
             let key = parse(key)?;
-            with_ordered!(&store, "below", s => print_found(json, OrderedStore::below(s, &key)?))
+            with_ordered!(&store, "below", s => print_found(json, &Store::path(s), OrderedStore::below(s, &key)?))
         }
         Verb::Len { dir, name } => {
             let store = open_store(&open_dir(dir)?, name)?;
@@ -537,6 +542,8 @@ fn run(cli: &Cli) -> Outcome {
                 Some(Figure::Count(n)) => n,
                 _ => 0,
             };
+            let at = with_store!(&store, s => Store::path(s));
+            let disk_before = disk_bytes(&at);
             let spinner = transfer::spinner(format!("compact {name}"));
             let (before, after) = with_store!(&store, s => {
                 let before = dead(&Store::stats(s)?);
@@ -544,10 +551,13 @@ fn run(cli: &Cli) -> Outcome {
                 Store::sync(s)?;
                 (before, dead(&Store::stats(s)?))
             });
+            // The old generation's files go once the store lets them go.
+            drop(store);
             spinner.finish_and_clear();
             say!(
-                "compacted {name}: dead bytes {before} -> {after} ({} reclaimed)",
-                before.saturating_sub(after)
+                "compacted {name}: dead bytes {before} -> {after} ({} reclaimed); disk {disk_before} -> {} bytes",
+                before.saturating_sub(after),
+                disk_bytes(&at)
             );
             Ok(())
         }
@@ -639,7 +649,13 @@ fn merge(
     store.sync()?;
     match store.get(key)? {
         Some(v) => print_entry(json, key, &v),
-        None => return Err(Failure::Usage(format!("{}: not found", show(key)))),
+        None => {
+            return Err(Failure::Usage(format!(
+                "{}: {}: not found",
+                store.path().display(),
+                show(key)
+            )));
+        }
     }
     Ok(())
 }
@@ -661,6 +677,7 @@ fn print_entry(json: bool, key: &[u8], value: &[u8]) {
 
 fn print_found<K: std::ops::Deref<Target = [u8]>, V: std::ops::Deref<Target = [u8]>>(
     json: bool,
+    store: &Path,
     found: Option<(K, V)>,
 ) -> Outcome {
     match found {
@@ -668,7 +685,7 @@ fn print_found<K: std::ops::Deref<Target = [u8]>, V: std::ops::Deref<Target = [u
             print_entry(json, &k, &v);
             Ok(())
         }
-        None => Err(Failure::Usage("no such key".to_owned())),
+        None => Err(Failure::Usage(format!("{}: no such key", store.display()))),
     }
 }
 
