@@ -165,6 +165,29 @@ impl Error {
         }
     }
 
+    /// What an open of the store `name` reports for an error of its own open: a part
+    /// found claimed means the store is open already (its state journal, claimed first
+    /// and only while it is open: `NameInUse` naming the store), or, with the state free,
+    /// that `holders` (value handles, iterators) outlived the store and hold that part
+    /// (`HandlesAlive`). Other errors pass through.
+    pub(crate) fn in_open_of(self, name: &str, holders: &'static str) -> Self {
+        match self {
+            Error::NameInUse { name: part } if part == format!("{name}/state") => {
+                Error::NameInUse {
+                    name: name.to_owned(),
+                }
+            }
+            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
+                Error::HandlesAlive {
+                    name: name.to_owned(),
+                    part,
+                    holders,
+                }
+            }
+            e => e,
+        }
+    }
+
     pub(crate) fn incompatible(path: &Path, what: impl Into<String>) -> Self {
         Error::Incompatible {
             path: path.to_path_buf(),

@@ -195,24 +195,8 @@ impl BTreeStore {
     /// kind of structure under `name`; `NameInUse`; `Io`.
     pub fn open(dir: &Dir, name: &str, options: BTreeOptions) -> Result<BTreeStore> {
         catalog::admit(dir, name, catalog::Kind::BTreeStore)?;
-        let inner = recovery::open(dir, name, options).map_err(|e| match e {
-            // The state journal is claimed first, and only while the store is open.
-            Error::NameInUse { name: part } if part == format!("{name}/state") => {
-                Error::NameInUse {
-                    name: name.to_string(),
-                }
-            }
-            // The state was free, so the store is closed: what holds a generation is a
-            // handle that outlived it.
-            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
-                Error::HandlesAlive {
-                    name: name.to_string(),
-                    part,
-                    holders: "a BTreeValue",
-                }
-            }
-            other => other,
-        })?;
+        let inner =
+            recovery::open(dir, name, options).map_err(|e| e.in_open_of(name, "a BTreeValue"))?;
         catalog::record(dir, name, catalog::Kind::BTreeStore, store::FORMAT)?;
         Ok(BTreeStore { inner })
     }

@@ -147,24 +147,8 @@ impl HashStore {
     /// still hold its current data generation; `Io`.
     pub fn open(dir: &Dir, name: &str, options: HashOptions) -> Result<HashStore> {
         crate::catalog::admit(dir, name, crate::catalog::Kind::HashStore)?;
-        let inner = open::open(dir, name, options).map_err(|e| match e {
-            // The state journal is claimed first, and only while the store is open.
-            crate::Error::NameInUse { name: part } if part == format!("{name}/state") => {
-                crate::Error::NameInUse {
-                    name: name.to_owned(),
-                }
-            }
-            // The state was free, so the store is closed: what holds one of its data
-            // generations is a handle that outlived it.
-            crate::Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
-                crate::Error::HandlesAlive {
-                    name: name.to_owned(),
-                    part,
-                    holders: "a HashValue or an unfinished HashIter",
-                }
-            }
-            e => e,
-        })?;
+        let inner = open::open(dir, name, options)
+            .map_err(|e| e.in_open_of(name, "a HashValue or an unfinished HashIter"))?;
         crate::catalog::record(dir, name, crate::catalog::Kind::HashStore, store::FORMAT)?;
         Ok(HashStore { inner })
     }

@@ -553,24 +553,8 @@ impl LogStore {
         // their own (lanes double: 64 MiB would allocate 128 MiB for its last 64 KiB).
         opts.segment_bytes = AppendOnly::fitted_len(opts.segment_bytes);
         catalog::admit(dir, name, catalog::Kind::LogStore)?;
-        let inner = open::open(dir, name, opts).map_err(|e| match e {
-            // The state journal is claimed first, and only while the store is open.
-            Error::NameInUse { name: part } if part == format!("{name}/state") => {
-                Error::NameInUse {
-                    name: name.to_string(),
-                }
-            }
-            // The state was free, so the store is closed: what holds one of its
-            // segments is a handle that outlived it.
-            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
-                Error::HandlesAlive {
-                    name: name.to_string(),
-                    part,
-                    holders: "a Value or an unfinished Iter",
-                }
-            }
-            e => e,
-        })?;
+        let inner = open::open(dir, name, opts)
+            .map_err(|e| e.in_open_of(name, "a Value or an unfinished Iter"))?;
         catalog::record(dir, name, catalog::Kind::LogStore, STATE_VERSION as u32)?;
         Ok(LogStore {
             inner: Arc::new(inner),

@@ -30,7 +30,7 @@ pub use shard::ShardedValue;
 use shard::{Found, Hashed, SLOTS, Shard};
 use store::{Action, Inner};
 
-use crate::{Dir, Error, Result};
+use crate::{Dir, Result};
 
 /// Options of a [`ShardedStore`].
 #[derive(Clone, Debug)]
@@ -168,22 +168,8 @@ impl ShardedStore {
     /// shards; `Io`.
     pub fn open(dir: &Dir, name: &str, options: ShardedOptions) -> Result<ShardedStore> {
         crate::catalog::admit(dir, name, crate::catalog::Kind::ShardedStore)?;
-        let inner = open::open(dir, name, options).map_err(|e| match e {
-            // The state journal is claimed first, and only while the store is open.
-            Error::NameInUse { name: part } if part == format!("{name}/state") => {
-                Error::NameInUse {
-                    name: name.to_owned(),
-                }
-            }
-            Error::NameInUse { name: part } if part.starts_with(&format!("{name}/")) => {
-                Error::HandlesAlive {
-                    name: name.to_owned(),
-                    part,
-                    holders: "a ShardedValue or an unfinished ShardedIter",
-                }
-            }
-            e => e,
-        })?;
+        let inner = open::open(dir, name, options)
+            .map_err(|e| e.in_open_of(name, "a ShardedValue or an unfinished ShardedIter"))?;
         crate::catalog::record(dir, name, crate::catalog::Kind::ShardedStore, map::FORMAT)?;
         Ok(ShardedStore {
             inner,
