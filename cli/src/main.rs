@@ -381,7 +381,9 @@ fn open_as(dir: &Dir, name: &str, kind: Kind) -> Outcome<AnyStore> {
         }
         other => {
             return Err(Failure::Usage(format!(
-                "{name:?} is a {other}, not a key-value store"
+                "{}: this structure is {}, not a key-value store",
+                dir.path().join(name).display(),
+                other.article()
             )));
         }
     })
