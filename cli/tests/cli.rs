@@ -3,30 +3,12 @@
 //! arguments.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use accretion::Dir;
 
-const KINDS: [&str; 4] = ["log", "btree", "hash", "sharded"];
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_accretion"))
-        .args(args)
-        .output()
-        .expect("run the binary")
-}
-
-/// Runs `args`, which must succeed; returns standard output.
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
+mod common;
+use common::{KINDS, ok, run, s};
 
 /// Runs `args`, which must fail with `code`; returns standard error.
 fn fails(args: &[&str], code: i32) -> String {
@@ -48,10 +30,6 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
 }
 
 fn fill(dir: &str, name: &str) {
