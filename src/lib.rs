@@ -35,6 +35,7 @@ mod key_range;
 pub mod limits;
 mod primitives;
 mod raw;
+mod sched;
 mod stores;
 #[cfg(feature = "serde")]
 pub mod typed;

@@ -692,3 +692,39 @@ fn a_killed_roll_keeps_the_new_segment_only_behind_a_seal() {
         assert_holds(&kv, &want, &format!("{ctx}, reopened"));
     }
 }
+
+/// The nice value of each of this process's threads whose name starts with `prefix`
+/// (Linux: field 19 of `/proc/self/task/<tid>/stat`).
+#[cfg(target_os = "linux")]
+fn nice_of_threads(prefix: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim_end().starts_with(prefix) {
+            // The name in parentheses may hold spaces: count fields after its end.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            // Fields from the state (3rd) on: nice is the 19th field.
+            found.push(after.split(' ').nth(19 - 3).unwrap().parse().unwrap());
+        }
+    }
+    found
+}
+
+/// The finisher that syncs a rolled segment runs at the lowest priority, so that it
+/// never takes a writer's core for a scheduler tick (they did, at the default priority,
+/// in the longest puts of a load).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_finisher_runs_at_the_lowest_priority() {
+    let dir = Dir::temporary().unwrap();
+    let kv = LogStore::open(&dir, "kv", small(64 << 10)).unwrap();
+    roll_once(&kv);
+    let nices = nice_of_threads("accretion-finis");
+    assert_eq!(nices, [19], "one finisher, at nice 19");
+}

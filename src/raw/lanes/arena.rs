@@ -588,6 +588,7 @@ impl Arena {
             std::thread::Builder::new()
                 .name("accretion-ahead".into())
                 .spawn(move || {
+                    crate::sched::lower_this_thread();
                     for job in rx {
                         if stopped.load(Ordering::Relaxed) {
                             break;

@@ -1127,6 +1127,7 @@ fn start_finisher(inner: &Arc<Inner>) -> Option<Finisher> {
     std::thread::Builder::new()
         .name("accretion-finish".into())
         .spawn(move || {
+            crate::sched::lower_this_thread();
             for job in queue {
                 let Some(inner) = weak.upgrade() else { break };
                 inner.make_next_segment();
@@ -1183,6 +1184,7 @@ fn maintain_keys(inner: &Arc<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("accretion-merge".into())
         .spawn(move || {
+            crate::sched::lower_this_thread();
             if let Some(inner) = weak.upgrade() {
                 let merged = plan.run();
                 let replaced = inner.keys.read().install(plan, merged);
