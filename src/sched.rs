@@ -2,11 +2,13 @@
 //! it sits beside both).
 
 /// Gives the calling thread the lowest scheduling priority (nice 19 on Linux, where a
-/// priority is per thread), for work that no caller waits on: merging the key
-/// directory's levels, finishing a rolled segment, preparing lane space ahead. At the
-/// default priority such a thread, woken on a core where a writer runs, took that core
-/// for a whole scheduler tick (4 ms here) or three; at the lowest it runs on an idle
-/// core or in the writer's gaps. If the call fails the thread keeps its priority.
+/// priority is per thread), for work that no caller waits on and that mostly waits on
+/// the device: finishing a rolled segment, preparing lane space ahead. At the default
+/// priority such a thread, woken on a core where a writer runs, took that core for a
+/// whole scheduler tick (4 ms here) or three; at the lowest it runs on an idle core or
+/// in the writer's gaps, and if busy writers starve it, they do its work themselves
+/// (a roll makes its next segment, an append its lane space). If the call fails the
+/// thread keeps its priority.
 pub(crate) fn lower_this_thread() {
     #[cfg(target_os = "linux")]
     {

@@ -1184,7 +1184,9 @@ fn maintain_keys(inner: &Arc<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("accretion-merge".into())
         .spawn(move || {
-            crate::sched::lower_this_thread();
+            // At the default priority, unlike the finisher: starved by busy writers, a
+            // merge would leave new levels piling up behind it, and every iterator made
+            // meanwhile would walk (past 64 levels: merge) them all.
             if let Some(inner) = weak.upgrade() {
                 let merged = plan.run();
                 let replaced = inner.keys.read().install(plan, merged);
