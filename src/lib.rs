@@ -35,7 +35,6 @@ mod key_range;
 pub mod limits;
 mod primitives;
 mod raw;
-mod sched;
 mod stores;
 #[cfg(feature = "serde")]
 pub mod typed;

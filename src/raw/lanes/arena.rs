@@ -588,7 +588,6 @@ impl Arena {
             std::thread::Builder::new()
                 .name("accretion-ahead".into())
                 .spawn(move || {
-                    crate::sched::lower_this_thread();
                     for job in rx {
                         if stopped.load(Ordering::Relaxed) {
                             break;

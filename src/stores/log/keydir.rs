@@ -342,11 +342,16 @@ impl MergePlan {
         let mut merged: Level = newest.as_ref().clone();
         for (i, level) in older.iter().enumerate().rev() {
             let drop_deletions = self.bottom && i == 0;
+            // Room for both from the start: a result that outgrows its buffer is copied
+            // whole by `realloc`, and glibc does that under its arena's lock, which a
+            // writer's next allocation then waits for (13 to 80 ms at 1.5M entries: the
+            // longest put of a load, found with `perf`).
+            let capacity = level.len() + merged.len();
             merged = merge(
                 level.iter().cloned(),
                 merged.into_iter(),
                 drop_deletions,
-                level.len(),
+                capacity,
             );
         }
         merged
@@ -850,6 +855,33 @@ mod tests {
     /// time, so the writers' full-head merges never come; `wants_merge` after a snapshot
     /// (as `LogStore` asks) keeps the levels halving. Found by review: levels piled up
     /// past the cursor's 64.
+    /// A merge's result is allocated whole before it is filled: grown by `realloc`
+    /// instead, it was copied under the allocator's lock, which a writer then waited
+    /// for (13 to 80 ms at 1.5M entries, found with `perf`).
+    #[test]
+    fn a_merge_never_grows_its_result() {
+        let dir = Dir::temporary().unwrap();
+        let seg = Segment::open(&dir, "s".into()).unwrap();
+        let level = |keys: std::ops::Range<u64>, step: usize| -> Arc<Level> {
+            Arc::new(
+                keys.step_by(step)
+                    .map(|n| (Key::new(&n.to_be_bytes()), Some(loc(&seg, n))))
+                    .collect(),
+            )
+        };
+        // Disjoint keys: the result holds both levels, more than the older alone.
+        let (older, newer) = (level(0..600, 2), level(1..1001, 2));
+        let plan = MergePlan {
+            levels: vec![older, newer],
+            bottom: true,
+            _token: Arc::new(()),
+        };
+        let merged = plan.run();
+        assert_eq!(merged.len(), 800);
+        assert_eq!(merged.capacity(), merged.len(), "allocated once, whole");
+        assert!(merged.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+    }
+
     #[test]
     fn frequent_snapshots_keep_levels_logarithmic() {
         let dir = Dir::temporary().unwrap();

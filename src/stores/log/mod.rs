@@ -1127,7 +1127,6 @@ fn start_finisher(inner: &Arc<Inner>) -> Option<Finisher> {
     std::thread::Builder::new()
         .name("accretion-finish".into())
         .spawn(move || {
-            crate::sched::lower_this_thread();
             for job in queue {
                 let Some(inner) = weak.upgrade() else { break };
                 inner.make_next_segment();
@@ -1184,9 +1183,6 @@ fn maintain_keys(inner: &Arc<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("accretion-merge".into())
         .spawn(move || {
-            // At the default priority, unlike the finisher: starved by busy writers, a
-            // merge would leave new levels piling up behind it, and every iterator made
-            // meanwhile would walk (past 64 levels: merge) them all.
             if let Some(inner) = weak.upgrade() {
                 let merged = plan.run();
                 let replaced = inner.keys.read().install(plan, merged);

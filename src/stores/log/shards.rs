@@ -5,10 +5,9 @@
 //! of 64 about 16 ms (the new table's pages are faulted in and zeroed as it fills), one
 //! of 256 3 to 4 ms, and one of 1024 under 1 ms. The tables fill evenly, so they grow at
 //! about the same time: a load crossing a growth point pays one table's growth in many
-//! puts in a row (at 1.8M keys, 256 growths of 3 to 4 ms each, plus the scheduler's
-//! tick whenever a background thread took the writer's core, made the longest puts of a
-//! 2M-key load). More tables cost a little memory (48 bytes each) and nothing measurable
-//! per lookup.
+//! puts in a row (at 1.8M keys, 256 growths of 3 to 4 ms each were among the longest
+//! puts of a 2M-key load). More tables cost a little memory (48 bytes each) and nothing
+//! measurable per lookup.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
