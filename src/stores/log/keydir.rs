@@ -851,10 +851,6 @@ mod tests {
         check(&kd, &model);
     }
 
-    /// A store iterated more often than its head fills: snapshots freeze the head each
-    /// time, so the writers' full-head merges never come; `wants_merge` after a snapshot
-    /// (as `LogStore` asks) keeps the levels halving. Found by review: levels piled up
-    /// past the cursor's 64.
     /// A merge's result is allocated whole before it is filled: grown by `realloc`
     /// instead, it was copied under the allocator's lock, which a writer then waited
     /// for (13 to 80 ms at 1.5M entries, found with `perf`).
@@ -882,6 +878,10 @@ mod tests {
         assert!(merged.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
     }
 
+    /// A store iterated more often than its head fills: snapshots freeze the head each
+    /// time, so the writers' full-head merges never come; `wants_merge` after a snapshot
+    /// (as `LogStore` asks) keeps the levels halving. Found by review: levels piled up
+    /// past the cursor's 64.
     #[test]
     fn frequent_snapshots_keep_levels_logarithmic() {
         let dir = Dir::temporary().unwrap();
