@@ -342,17 +342,7 @@ impl MergePlan {
         let mut merged: Level = newest.as_ref().clone();
         for (i, level) in older.iter().enumerate().rev() {
             let drop_deletions = self.bottom && i == 0;
-            // Room for both from the start: a result that outgrows its buffer is copied
-            // whole by `realloc`, and glibc does that under its arena's lock, which a
-            // writer's next allocation then waits for (13 to 80 ms at 1.5M entries: the
-            // longest put of a load, found with `perf`).
-            let capacity = level.len() + merged.len();
-            merged = merge(
-                level.iter().cloned(),
-                merged.into_iter(),
-                drop_deletions,
-                capacity,
-            );
+            merged = merge(level.iter().cloned(), merged.into_iter(), drop_deletions);
         }
         merged
     }
@@ -361,13 +351,17 @@ impl MergePlan {
 /// Merges two sorted runs, the newer entry winning on equal keys; with
 /// `drop_deletions`, deletions are applied and dropped (nothing older remains for them to
 /// hide).
+///
+/// The result is allocated whole, for both runs, before it is filled: grown by `realloc`
+/// instead, it is copied, and glibc copies under its arena's lock, which a writer's next
+/// allocation then waits for (13 to 80 ms at 1.5M entries: the longest put of a load,
+/// found with `perf`, when one caller passed the older run's length alone).
 fn merge(
-    older: impl Iterator<Item = (Key, Option<Loc>)>,
-    newer: impl Iterator<Item = (Key, Option<Loc>)>,
+    older: impl ExactSizeIterator<Item = (Key, Option<Loc>)>,
+    newer: impl ExactSizeIterator<Item = (Key, Option<Loc>)>,
     drop_deletions: bool,
-    capacity: usize,
 ) -> Level {
-    let mut out = Vec::with_capacity(capacity);
+    let mut out = Vec::with_capacity(older.len() + newer.len());
     let mut older = older.peekable();
     for (key, change) in newer {
         while let Some(entry) = older.next_if(|(k, _)| *k < key) {
@@ -429,14 +423,13 @@ impl Ordered {
         let newer = self.levels.pop().expect("two levels");
         let older = self.levels.pop().expect("two levels");
         let bottom = self.levels.is_empty();
-        let capacity = older.len() + newer.len();
-        let out = merge(entries(older), entries(newer), bottom, capacity);
+        let out = merge(entries(older), entries(newer), bottom);
         self.levels.push(Arc::new(out));
     }
 }
 
 /// The entries of a level, moved out if nothing else shares it, else cloned.
-fn entries(level: Arc<Level>) -> Box<dyn Iterator<Item = (Key, Option<Loc>)>> {
+fn entries(level: Arc<Level>) -> Box<dyn ExactSizeIterator<Item = (Key, Option<Loc>)>> {
     match Arc::try_unwrap(level) {
         Ok(level) => Box::new(level.into_iter()),
         Err(shared) => Box::new((0..shared.len()).map(move |i| shared[i].clone())),
@@ -451,8 +444,7 @@ impl Snapshot {
         let merged;
         let levels = if self.levels.len() > CURSOR_LEVELS_MAX {
             let one = self.levels.iter().fold(Level::new(), |older, newer| {
-                let capacity = older.len() + newer.len();
-                merge(older.into_iter(), newer.iter().cloned(), false, capacity)
+                merge(older.into_iter(), newer.iter().cloned(), false)
             });
             merged = [Arc::new(one)];
             &merged[..]
