@@ -4,18 +4,21 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
+use rustix::thread::futex::{self, Timespec};
 
 use super::State;
 use super::record;
 use crate::{AppendOnly, Dir, Error, Journal, Result, Span};
 
-/// Longest a group-commit leader waits for writers to join before it syncs: about
-/// one sync on this class of machine (an msync and an fdatasync, 0.2 to 0.6 ms).
+/// Longest a round of group commit gathers writers before one of them syncs it, counted
+/// from its first writer (or from the end of the sync before, for writers that came
+/// during it): about one sync on this class of machine (an msync of the new bytes,
+/// 0.1 to 0.6 ms).
 const GATHER: Duration = Duration::from_micros(300);
 
 /// The frame in front of each record of a format-2 AppendOnly, and the seal that ends
@@ -26,7 +29,7 @@ const FRAME_BYTES: u64 = AppendOnly::FRAME_BYTES;
 #[derive(Default)]
 pub(crate) struct Writers {
     /// Writers between entering a write and finishing its append, counted only with
-    /// `sync_each_write`: a gathering leader waits for them.
+    /// `sync_each_write`: a round of group commit is not complete while any is.
     pub(crate) appending: AtomicUsize,
     /// Syncs made by `Segment::sync_to` since open (successful ones).
     pub(crate) syncs: AtomicU64,
@@ -41,16 +44,14 @@ pub(crate) struct Segment {
     buf: Option<AppendOnly>,
     dir: Dir,
     retired: AtomicBool,
-    /// Group commit: who leads, and what the running sync covers. Writers wait on
-    /// `synced` and find their bytes covered when a sync ends, or one of them leads the
-    /// next.
+    /// Group commit: who leads, what the running sync covers, who waits for the next.
     group: Mutex<Group>,
-    synced: Condvar,
-    /// Writers waiting for bytes that no started sync covers: the next sync's writers.
-    waiting: AtomicUsize,
-    /// How many writers recent syncs covered: the widest recent round, decaying by one
-    /// per sync.
-    last_round: AtomicUsize,
+    /// Syncs ended (successfully or not), wrapping: the word sleepers wait on (a
+    /// `futex`), changed and woken by each leader as its sync ends.
+    finished: AtomicU32,
+    /// Whether `behind` or `state_first` may hold something to sync: spares every
+    /// durable write their two locks once the roll that set them is synced.
+    first: AtomicBool,
     /// The segment before this one, while it may hold bytes not yet durable (a roll
     /// does not wait for its sync): synced before any of this segment's bytes are, so
     /// what is durable is always a prefix of the log. Weak: a segment that compaction
@@ -77,9 +78,8 @@ impl Segment {
             dir: dir.clone(),
             retired: AtomicBool::new(false),
             group: Mutex::new(Group::default()),
-            synced: Condvar::new(),
-            waiting: AtomicUsize::new(0),
-            last_round: AtomicUsize::new(1),
+            finished: AtomicU32::new(0),
+            first: AtomicBool::new(false),
             behind: Mutex::new(None),
             state_first: Mutex::new(None),
         }))
@@ -128,83 +128,114 @@ impl Segment {
     }
 
     /// Makes every byte below `end` durable, sharing syncs with concurrent callers
-    /// (group commit). One caller at a time leads a sync; the others wait for it and
-    /// return if it covered them. Before syncing, the leader waits, for up to
-    /// [`GATHER`], until as many writers wait for a sync as recent syncs covered and
-    /// none is in the middle of an append (`writers.appending`): writers just woken
-    /// by the last sync are on their way back with their next write, and one sync can
-    /// cover them all. Only writers whose bytes no started sync covers are counted,
-    /// so a writer woken but not yet gone does not count twice. The expected count
-    /// decays by one writer per sync, so a writer that has been alone for a while
-    /// never waits. The segment behind this one is synced first
-    /// ([`sync_behind`](Self::sync_behind)).
+    /// (group commit). One caller at a time leads a sync; the others sleep until it ends
+    /// and return if it covered them.
+    ///
+    /// A caller whose bytes no started sync covers counts itself for the next one and
+    /// leads it at once if the round is complete: as many callers counted as recent
+    /// syncs covered, and no writer in the middle of an append (`writers.appending`),
+    /// whose bytes one more moment would let the same sync cover. Otherwise it sleeps
+    /// until a sync ends or the round has gathered for [`GATHER`], and then leads if no
+    /// one else has. So the writer that completes a round syncs it, on the core it is
+    /// already running on: no thread spins, and none is woken only to start a sync. The
+    /// expected round decays by one writer per sync, so a writer that has been alone
+    /// for a while never waits. Sleepers wait on one word (`finished`, a futex) that
+    /// each leader bumps as its sync ends, waking them all with one call, so the writers
+    /// it covered are runnable at once rather than one after another through a lock.
+    /// The segment behind this one is synced first ([`sync_behind`](Self::sync_behind)).
     pub(crate) fn sync_to(&self, end: u64, writers: &Writers) -> Result<()> {
         self.sync_behind()?;
-        // The round this caller counted itself in `waiting` for, if any.
+        // The round this caller counted itself in, if any.
         let mut counted = None;
-        let mut group = self.group.lock();
         loop {
             if self.buf().durable_len() >= end {
                 return Ok(());
             }
+            let mut group = self.group.lock();
+            if self.buf().durable_len() >= end {
+                return Ok(());
+            }
             if group.leading && end <= group.covers {
-                // The running sync covers these bytes.
-                self.synced.wait(&mut group);
+                // The running sync covers these bytes: sleep until it ends.
+                let seen = self.finished.load(Ordering::Acquire);
+                drop(group);
+                self.sleep(seen, None);
                 continue;
             }
             if counted != Some(group.round) {
-                self.waiting.fetch_add(1, Ordering::AcqRel);
+                group.waiting += 1;
+                group.since.get_or_insert_with(Instant::now);
                 counted = Some(group.round);
             }
             if group.leading {
-                self.synced.wait(&mut group);
+                // A sync that started before these bytes were appended: the next one.
+                let seen = self.finished.load(Ordering::Acquire);
+                drop(group);
+                self.sleep(seen, None);
                 continue;
             }
-            group.leading = true;
-            drop(group);
-            // Hands leadership back even if the sync panics, so waiters never hang.
-            let done = Done(self);
-            let expected = self.last_round.load(Ordering::Acquire);
-            let start = Instant::now();
-            while (self.waiting.load(Ordering::Acquire) < expected
-                || writers.appending.load(Ordering::Acquire) > 0)
-                && start.elapsed() < GATHER
-            {
-                std::thread::yield_now();
+            let gathered = group.since.map_or(Duration::ZERO, |since| since.elapsed());
+            let complete =
+                group.waiting >= group.expected && writers.appending.load(Ordering::Acquire) == 0;
+            if !complete && gathered < GATHER {
+                let seen = self.finished.load(Ordering::Acquire);
+                drop(group);
+                // Woken by a sync's end (someone else completed the round), or the
+                // round's time is up and this caller leads it.
+                self.sleep(seen, Some(GATHER - gathered));
+                continue;
             }
-            // Every writer counted so far has its bytes below `covers`: the sync below
+            // Lead. Every writer counted so far has its bytes below `covers`: the sync
             // covers them, and anyone counted from here on waits for the next one.
-            let round = {
-                let mut group = self.group.lock();
-                group.round += 1;
-                group.covers = self.buf().len();
-                self.waiting.swap(0, Ordering::AcqRel)
-            };
+            group.leading = true;
+            group.round += 1;
+            group.covers = self.buf().len();
+            group.since = None;
+            let size = std::mem::take(&mut group.waiting);
+            drop(group);
+            // Hands leadership back and wakes the sleepers even if the sync panics, so
+            // waiters never hang.
+            let done = Done { seg: self, size };
             let result = self.buf().sync();
             if result.is_ok() {
                 writers.syncs.fetch_add(1, Ordering::Relaxed);
             }
-            // Remember the widest recent round, forgetting slowly, so that one short
-            // round does not shrink the next ones.
-            let last = self.last_round.load(Ordering::Acquire);
-            self.last_round
-                .store(round.max(last.saturating_sub(1)).max(1), Ordering::Release);
             drop(done);
             result?;
-            group = self.group.lock();
         }
+    }
+
+    /// Sleeps until a sync ends after `seen` was read from `finished` (under the group
+    /// lock, so that a sync ending in between is never missed), or for `timeout`.
+    /// Every sleeper is woken by the one `futex` wake a leader makes as its sync ends, so
+    /// the writers it covered are runnable at once, on both cores.
+    fn sleep(&self, seen: u32, timeout: Option<Duration>) {
+        let timeout = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs() as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        // Returns at once if `finished` moved on (EAGAIN); a signal (EINTR) or the timeout
+        // ends the sleep early, and the caller checks again either way.
+        let _ = futex::wait(
+            &self.finished,
+            futex::Flags::PRIVATE,
+            seen,
+            timeout.as_ref(),
+        );
     }
 
     /// Records that `prev`, the segment this one follows, may not be durable yet:
     /// [`sync_behind`](Self::sync_behind) syncs it before any sync of this one.
     pub(crate) fn follow(&self, prev: &Arc<Segment>) {
         *self.behind.lock() = Some(Arc::downgrade(prev));
+        self.first.store(true, Ordering::Release);
     }
 
     /// Records that `state` (changed in memory by the roll that named this segment) must
     /// be synced before any byte of this segment is.
     pub(crate) fn state_first(&self, state: Weak<Journal<State>>) {
         *self.state_first.lock() = Some(state);
+        self.first.store(true, Ordering::Release);
     }
 
     /// Makes the segments before this one durable, if a roll left them unsynced: whole,
@@ -213,6 +244,9 @@ impl Segment {
     /// # Errors
     /// As [`AppendOnly::sync`].
     pub(crate) fn sync_behind(&self) -> Result<()> {
+        if !self.first.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let prev = self.behind.lock().as_ref().and_then(Weak::upgrade);
         if let Some(prev) = prev {
             prev.sync_behind()?;
@@ -227,6 +261,7 @@ impl Segment {
             state.sync()?;
         }
         *self.state_first.lock() = None;
+        self.first.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -249,25 +284,61 @@ impl Drop for Segment {
 }
 
 /// A segment's group-commit state.
-#[derive(Default)]
 struct Group {
-    /// A leader is gathering writers or syncing.
+    /// A leader is syncing.
     leading: bool,
     /// While the leader syncs: the length its sync covers (at least).
     covers: u64,
-    /// Bumped as each sync starts: a writer counted in `Segment::waiting` for an earlier
-    /// round and still not covered counts itself again.
+    /// Bumped as each sync starts: a writer counted in `waiting` for an earlier round
+    /// and still not covered counts itself again.
     round: u64,
+    /// Writers whose bytes no started sync covers: the next round's.
+    waiting: usize,
+    /// When the first of them started waiting.
+    since: Option<Instant>,
+    /// How many writers a round waits for: the widest recent round, decaying by one
+    /// writer per sync, at least 1.
+    expected: usize,
 }
 
-/// Ends a group-commit leader's turn when dropped: hands leadership back, wakes the
-/// waiters.
-struct Done<'a>(&'a Segment);
+impl Default for Group {
+    fn default() -> Group {
+        Group {
+            leading: false,
+            covers: 0,
+            round: 0,
+            waiting: 0,
+            since: None,
+            expected: 1,
+        }
+    }
+}
+
+/// Ends a group-commit leader's turn when dropped: hands leadership back, remembers the
+/// round's size, and wakes the sleepers.
+struct Done<'a> {
+    seg: &'a Segment,
+    /// Writers the round covered.
+    size: usize,
+}
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {
-        self.0.group.lock().leading = false;
-        self.0.synced.notify_all();
+        {
+            let mut group = self.seg.group.lock();
+            group.leading = false;
+            // The widest recent round, forgotten slowly, so that one short round does
+            // not shrink the next ones.
+            group.expected = self.size.max(group.expected.saturating_sub(1)).max(1);
+            // Writers that counted themselves during the sync gather from its end:
+            // those it covered are on their way back with their next writes.
+            group.since = (group.waiting > 0).then(Instant::now);
+            self.seg.finished.fetch_add(1, Ordering::Release);
+        }
+        // One wake for every sleeper (the count is an `int` to the kernel: `u32::MAX`
+        // would read as -1 and wake one); failure is impossible for a valid address, and a
+        // sleeper would still wake by its timeout or at the next sync's end.
+        let _ = futex::wake(&self.seg.finished, futex::Flags::PRIVATE, i32::MAX as u32);
     }
 }
 
@@ -378,6 +449,53 @@ impl fmt::Debug for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eight writers appending and syncing at once share syncs and every byte each
+    /// waited for is durable when its call returns; a writer left alone afterwards is
+    /// never stuck waiting for the others (it leads by the gathering timeout), and the
+    /// round it waits for shrinks back to itself, one writer per sync.
+    #[test]
+    fn group_commit_shares_syncs_and_forgets_a_wide_round() {
+        const THREADS: usize = 8;
+        const EACH: usize = 50;
+        let dir = Dir::temporary().unwrap();
+        let writers = Writers::default();
+        let seg = Segment::open(&dir, "seg".into()).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let (seg, writers) = (&seg, &writers);
+                scope.spawn(move || {
+                    for i in 0..EACH {
+                        writers.appending.fetch_add(1, Ordering::AcqRel);
+                        let end = seg.buf().append(&[t as u8; 100]).unwrap().end();
+                        writers.appending.fetch_sub(1, Ordering::AcqRel);
+                        seg.sync_to(end, writers).unwrap();
+                        assert!(seg.buf().durable_len() >= end, "writer {t}, write {i}");
+                    }
+                });
+            }
+        });
+        let shared = writers.syncs.load(Ordering::Relaxed);
+        assert!(
+            shared < (THREADS * EACH) as u64,
+            "{} durable writes took {shared} syncs",
+            THREADS * EACH
+        );
+        assert!(
+            seg.group.lock().expected > 1,
+            "the rounds were wider than one"
+        );
+        for _ in 0..THREADS {
+            let end = seg.buf().append(b"alone").unwrap().end();
+            seg.sync_to(end, &writers).unwrap();
+            assert!(seg.buf().durable_len() >= end);
+        }
+        assert_eq!(seg.group.lock().expected, 1);
+        let before = writers.syncs.load(Ordering::Relaxed);
+        let end = seg.buf().append(b"alone again").unwrap().end();
+        seg.sync_to(end, &writers).unwrap();
+        assert_eq!(writers.syncs.load(Ordering::Relaxed), before + 1);
+    }
 
     /// A segment that follows another syncs it, whole, before any of its own bytes, so
     /// what is durable stays a prefix of the log; a segment dropped meanwhile (retired
