@@ -461,9 +461,13 @@ mod tests {
         let dir = Dir::temporary().unwrap();
         let writers = Writers::default();
         let seg = Segment::open(&dir, "seg".into()).unwrap();
+        // The widest round expected while the writers run: once they stop, one leaves
+        // per sync and the expectation decays with them (found by review: checked after
+        // the run, it was sometimes back to 1).
+        let widest = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for t in 0..THREADS {
-                let (seg, writers) = (&seg, &writers);
+                let (seg, writers, widest) = (&seg, &writers, &widest);
                 scope.spawn(move || {
                     for i in 0..EACH {
                         writers.appending.fetch_add(1, Ordering::AcqRel);
@@ -471,6 +475,7 @@ mod tests {
                         writers.appending.fetch_sub(1, Ordering::AcqRel);
                         seg.sync_to(end, writers).unwrap();
                         assert!(seg.buf().durable_len() >= end, "writer {t}, write {i}");
+                        widest.fetch_max(seg.group.lock().expected, Ordering::Relaxed);
                     }
                 });
             }
@@ -482,7 +487,7 @@ mod tests {
             THREADS * EACH
         );
         assert!(
-            seg.group.lock().expected > 1,
+            widest.load(Ordering::Relaxed) > 1,
             "the rounds were wider than one"
         );
         for _ in 0..THREADS {
