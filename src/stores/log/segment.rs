@@ -208,7 +208,7 @@ impl Segment {
     /// Sleeps until a sync ends after `seen` was read from `finished` (under the group
     /// lock, so that a sync ending in between is never missed), or for `timeout`.
     /// Every sleeper is woken by the one `futex` wake a leader makes as its sync ends, so
-    /// the writers it covered are runnable at once, on both cores.
+    /// the writers it covered are all runnable at once.
     fn sleep(&self, seen: u32, timeout: Option<Duration>) {
         let timeout = timeout.map(|t| Timespec {
             tv_sec: t.as_secs() as i64,
