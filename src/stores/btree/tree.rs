@@ -468,6 +468,7 @@ impl<'t> Cursor<'t> {
                 return Err(too_deep(&rd));
             }
             if rd.is_leaf(&v) {
+                rd.prefetch(&v);
                 let n = rd.len(&v);
                 if n == 0 {
                     self.stack.push((v, 0));
@@ -576,6 +577,9 @@ impl<'t> Cursor<'t> {
         while let Some((v, i)) = self.stack.last_mut() {
             if *i + 1 < rd.kids(v) {
                 *i += 1;
+                if *i + 1 < rd.kids(v) {
+                    rd.prefetch_child(v, *i + 1);
+                }
                 let child = rd.child(v, *i)?;
                 return self.descend(child, false);
             }
@@ -591,6 +595,9 @@ impl<'t> Cursor<'t> {
         while let Some((v, i)) = self.stack.last_mut() {
             if *i > 0 {
                 *i -= 1;
+                if *i > 0 {
+                    rd.prefetch_child(v, *i - 1);
+                }
                 let child = rd.child(v, *i)?;
                 return self.descend(child, true);
             }
