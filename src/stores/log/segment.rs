@@ -155,20 +155,16 @@ impl Segment {
             if self.buf().durable_len() >= end {
                 return Ok(());
             }
-            if group.leading && end <= group.covers {
-                // The running sync covers these bytes: sleep until it ends.
-                let seen = self.finished.load(Ordering::Acquire);
-                drop(group);
-                self.sleep(seen, None);
-                continue;
-            }
-            if counted != Some(group.round) {
+            // Bytes no started sync covers count for the next round, once per round.
+            let covered = group.leading && end <= group.covers;
+            if !covered && counted != Some(group.round) {
                 group.waiting += 1;
                 group.since.get_or_insert_with(Instant::now);
                 counted = Some(group.round);
             }
             if group.leading {
-                // A sync that started before these bytes were appended: the next one.
+                // Sleep until the running sync ends: it covers these bytes, or it
+                // started before they were appended and the next one will.
                 let seen = self.finished.load(Ordering::Acquire);
                 drop(group);
                 self.sleep(seen, None);
